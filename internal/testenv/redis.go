@@ -1,0 +1,176 @@
+// Package testenv starts the real services that tests across this repository need,
+// such as a private redis-server on a free loopback port.
+//
+// Nothing here skips: a missing dependency fails the test with a message saying how
+// to install it, because `make test` installs it first.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Redis is a redis-server process owned by one test (or one test package).
+type Redis struct {
+	// Addr is host:port of the server.
+	Addr string
+
+	bin  string
+	dir  string
+	port int
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// URL returns a redis:// URL for database 0 of the server.
+func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
+
+// RedisServerPath returns the redis-server binary to use: $REDIS_SERVER if set, else
+// the one on PATH.
+func RedisServerPath() (string, error) {
+	if p := os.Getenv("REDIS_SERVER"); p != "" {
+		return p, nil
+	}
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", errors.New("redis-server not found on PATH: run `make test` (it installs the Debian package redis-server) or `apt-get install -y redis-server`")
+	}
+	return p, nil
+}
+
+// StartRedis starts a private redis-server with persistence off on a free loopback
+// port and stops it when tb ends. It fails tb if the server cannot start.
+func StartRedis(tb testing.TB) *Redis {
+	tb.Helper()
+	r, err := NewRedis(tb.TempDir())
+	if err != nil {
+		tb.Fatalf("starting redis-server: %v", err)
+	}
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// NewRedis starts a redis-server whose working files live in dir. The caller must
+// call Stop. It is for TestMain, where no testing.TB exists yet.
+func NewRedis(dir string) (*Redis, error) {
+	bin, err := RedisServerPath()
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{bin: bin, dir: dir, port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	if err := r.Start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Start (re)starts the server on its original port and waits until it answers PING.
+// Starting a running server is an error.
+func (r *Redis) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return errors.New("redis-server already running")
+	}
+	cmd := exec.Command(r.bin,
+		"--port", strconv.Itoa(r.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", r.dir,
+		"--logfile", filepath.Join(r.dir, "redis.log"),
+	)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("running %s: %w", r.bin, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := ping(r.Addr); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			logTail, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+			return fmt.Errorf("redis-server on %s did not answer PING: %v\n%s", r.Addr, err, logTail)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.cmd = cmd
+	return nil
+}
+
+// Stop kills the server (as a crash would) and waits for it to exit. Stopping a
+// stopped server does nothing.
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Do sends one command in the inline protocol and returns the first reply line, for
+// tests that want to look inside Redis without a client library (e.g. "DBSIZE").
+func (r *Redis) Do(ctx context.Context, args ...string) (string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", r.Addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\r\n", strings.Join(args, " ")); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimRight(line, "\r\n"), err
+}
+
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("unexpected reply %q", line)
+	}
+	return nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
