@@ -1,0 +1,42 @@
+package oauth
+
+import (
+	"net/http"
+
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
+)
+
+// OAuth error codes (RFC 6749 section 5.2, RFC 7591 section 3.2.2).
+const (
+	errInvalidRequest          = "invalid_request"
+	errInvalidClient           = "invalid_client"
+	errInvalidGrant            = "invalid_grant"
+	errUnauthorizedClient      = "unauthorized_client"
+	errUnsupportedGrantType    = "unsupported_grant_type"
+	errInvalidScope            = "invalid_scope"
+	errInvalidTarget           = "invalid_target" // RFC 8707 section 2
+	errAccessDenied            = "access_denied"
+	errUnsupportedResponseType = "unsupported_response_type"
+	errServerError             = "server_error"
+	errTemporarilyUnavailable  = "temporarily_unavailable"
+	errInvalidRedirectURI      = "invalid_redirect_uri"
+	errInvalidClientMetadata   = "invalid_client_metadata"
+	errUnsupportedTokenType    = "unsupported_token_type"
+)
+
+// ErrorResponse is the JSON error body of the token-style endpoints.
+type ErrorResponse struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {
+	users.WriteJSON(w, status, ErrorResponse{Error: code, ErrorDescription: desc})
+}
+
+// writeInvalidClient answers 401 with a challenge for the scheme the client
+// tried, as RFC 6749 section 5.2 requires.
+func writeInvalidClient(w http.ResponseWriter, desc string) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="devauth", charset="UTF-8"`)
+	writeOAuthError(w, http.StatusUnauthorized, errInvalidClient, desc)
+}

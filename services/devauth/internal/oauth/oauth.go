@@ -1,0 +1,126 @@
+// Package oauth implements devauth's OAuth 2.1 authorization server with
+// PropelAuth's MCP paths and wire formats: metadata (RFC 8414), dynamic client
+// registration (RFC 7591), Client ID Metadata Documents, the authorization
+// endpoint with login and consent pages, the token endpoint (authorization
+// code with PKCE S256, rotating refresh tokens), introspection (RFC 7662) and
+// revocation (RFC 7009).
+//
+// # Errors
+//
+// Token, introspection, revocation and registration errors are JSON bodies
+// of the form {"error": "...", "error_description": "..."} with the status
+// codes RFC 6749 section 5.2 and RFC 7591 section 3.2.2 prescribe. Errors at
+// /authorize are shown as an HTML page while the redirect URI is not yet
+// trusted, and redirected to the client afterwards (RFC 6749 section 4.1.2.1).
+package oauth
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
+)
+
+// Paths served under the base URL.
+const (
+	PathPrefix         = "/oauth/2.1"
+	PathAuthorize      = PathPrefix + "/authorize"
+	PathToken          = PathPrefix + "/token"
+	PathRegister       = PathPrefix + "/register"
+	PathIntrospect     = PathPrefix + "/introspect"
+	PathRevoke         = PathPrefix + "/revoke"
+	PathJWKS           = PathPrefix + "/jwks"
+	PathMetadata       = "/.well-known/oauth-authorization-server" + PathPrefix
+	PathOpenIDMetadata = "/.well-known/openid-configuration" + PathPrefix
+)
+
+// Lifetimes that are not configurable: short codes limit the damage of a
+// leaked redirect, refresh tokens outlive access tokens so clients rarely
+// have to log in again.
+const (
+	CodeTTL    = 2 * time.Minute
+	RefreshTTL = 30 * 24 * time.Hour
+	SessionTTL = 12 * time.Hour
+)
+
+// Options configure the [Server].
+type Options struct {
+	// BaseURL is the public base URL without trailing slash.
+	BaseURL string
+	// Scopes are the scopes clients may request.
+	Scopes []string
+	// TokenTTL is the access-token lifetime.
+	TokenTTL time.Duration
+	// ValidationClientID and ValidationClientSecret authenticate introspection.
+	ValidationClientID     string
+	ValidationClientSecret string
+	// AutoApprove, if set, is the email of the user /authorize signs in and
+	// consents for without any page.
+	AutoApprove string
+	// Users is the user directory.
+	Users *users.Directory
+	// Store holds clients, codes and tokens.
+	Store *store.Store
+	// Counters count introspections and issued tokens.
+	Counters *stats.Counters
+	// Faults, if set, is applied to the introspection endpoint.
+	Faults *faults.Injector
+	// Logger receives request-level logs; never raw secrets.
+	Logger *slog.Logger
+	// HTTPClient fetches Client ID Metadata Documents; nil uses a client with
+	// a short timeout that refuses redirects.
+	HTTPClient *http.Client
+	// AllowLoopbackMetadata permits http:// client_id URLs on loopback hosts,
+	// so tests can serve a metadata document from httptest.
+	AllowLoopbackMetadata bool
+}
+
+// Server holds the handlers' shared state.
+type Server struct {
+	opts   Options
+	issuer string
+	log    *slog.Logger
+}
+
+// New returns a Server. It does not start anything in the background.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Counters == nil {
+		opts.Counters = &stats.Counters{}
+	}
+	return &Server{
+		opts:   opts,
+		issuer: opts.BaseURL + PathPrefix,
+		log:    opts.Logger,
+	}
+}
+
+// Issuer returns the issuer identifier, {base}/oauth/2.1.
+func (s *Server) Issuer() string { return s.issuer }
+
+// Register adds every OAuth route to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+PathMetadata, s.metadata)
+	mux.HandleFunc("GET "+PathOpenIDMetadata, s.openIDMetadata)
+	mux.HandleFunc("GET "+PathJWKS, s.jwks)
+	var introspect http.Handler = http.HandlerFunc(s.introspect)
+	if s.opts.Faults != nil {
+		introspect = s.opts.Faults.Wrap(introspect)
+	}
+	mux.Handle("POST "+PathIntrospect, s.countIntrospection(introspect))
+}
+
+// countIntrospection counts every request, faulted or not: the number
+// measures how hard authz hits the authorization server.
+func (s *Server) countIntrospection(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.opts.Counters.Introspections.Add(1)
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,125 @@
+// Package server wires devauth's handlers into one http.Handler: the OAuth
+// endpoints, PropelAuth's user API, the optional test API and /healthz.
+package server
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/oauth"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/testapi"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
+)
+
+// Options tune a [Server] beyond the configuration; the zero value is fine
+// for production use.
+type Options struct {
+	// Now replaces the clock (tests).
+	Now func() time.Time
+	// Limits caps the store; zero fields take store.DefaultLimits.
+	Limits store.Limits
+	// HTTPClient fetches Client ID Metadata Documents.
+	HTTPClient *http.Client
+	// AllowLoopbackMetadata permits http:// client_id URLs on loopback hosts.
+	AllowLoopbackMetadata bool
+}
+
+// Server is an assembled devauth.
+type Server struct {
+	Handler  http.Handler
+	Store    *store.Store
+	Counters *stats.Counters
+	Faults   *faults.Injector
+	OAuth    *oauth.Server
+}
+
+// New assembles devauth from a validated configuration and user directory.
+func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Options) *Server {
+	st := store.New(opts.Now, opts.Limits)
+	counters := &stats.Counters{}
+	inj := faults.New()
+	oa := oauth.New(oauth.Options{
+		BaseURL:                cfg.BaseURL,
+		Scopes:                 cfg.Scopes,
+		TokenTTL:               cfg.TokenTTL,
+		ValidationClientID:     cfg.ValidationClientID,
+		ValidationClientSecret: cfg.ValidationClientSecret,
+		AutoApprove:            cfg.AutoApprove,
+		Users:                  dir,
+		Store:                  st,
+		Counters:               counters,
+		Faults:                 inj,
+		Logger:                 logger,
+		HTTPClient:             opts.HTTPClient,
+		AllowLoopbackMetadata:  opts.AllowLoopbackMetadata,
+	})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	oa.Register(mux)
+	mux.Handle("GET /api/backend/v1/user/{user_id}", countUserFetch(counters, inj.Wrap(users.APIHandler(dir, cfg.APIKey))))
+	if cfg.TestAPI {
+		testapi.Register(mux, testapi.Deps{
+			APIKey: cfg.APIKey, Users: dir, Store: st, Counters: counters, Faults: inj, Logger: logger,
+		})
+	}
+	return &Server{
+		Handler:  logRequests(logger, mux),
+		Store:    st,
+		Counters: counters,
+		Faults:   inj,
+		OAuth:    oa,
+	}
+}
+
+// countUserFetch counts every user API request, faulted or not, because the
+// count measures the load authz puts on the authorization server.
+func countUserFetch(c *stats.Counters, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.UserFetches.Add(1)
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Hijack and Flush.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// logRequests logs method, path, status and duration at debug level. The
+// query string is left out: it carries authorization codes and state.
+func logRequests(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		logger.LogAttrs(r.Context(), slog.LevelDebug, "request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)))
+	})
+}
