@@ -1,0 +1,270 @@
+// Package config reads the gateway's configuration from environment variables and
+// validates it once, at start, so that a bad value stops the process with one line
+// naming the variable instead of surfacing later as a confusing runtime failure.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Names of every environment variable the gateway reads.
+const (
+	EnvListen              = "MCP_LISTEN"
+	EnvServerURL           = "MCP_SERVER_URL"
+	EnvAuthzAddr           = "AUTHZ_ADDR"
+	EnvScopes              = "SCOPES"
+	EnvAuthorizationServer = "AUTHORIZATION_SERVER"
+	EnvPropelAuthAuthURL   = "PROPELAUTH_AUTH_URL"
+	EnvAuthzTimeout        = "AUTHZ_TIMEOUT"
+	EnvAllowedOrigins      = "MCP_ALLOWED_ORIGINS"
+	EnvToolsListAll        = "TOOLS_LIST_ALL"
+	EnvLogLevel            = "LOG_LEVEL"
+)
+
+// EnvNames returns the name of every environment variable [Load] reads, sorted.
+func EnvNames() []string {
+	names := []string{
+		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer,
+		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Config is the gateway's validated configuration.
+type Config struct {
+	// Listen is the HTTP listen address (MCP_LISTEN).
+	Listen string
+	// ServerURL is the public origin of the gateway, without a trailing slash
+	// (MCP_SERVER_URL). The protected resource is ServerURL + "/mcp".
+	ServerURL string
+	// AuthzAddr is the gRPC target of the authz service (AUTHZ_ADDR).
+	AuthzAddr string
+	// Scopes are required for every MCP request (SCOPES).
+	Scopes []string
+	// AuthorizationServer is the issuer advertised in the protected resource
+	// metadata (AUTHORIZATION_SERVER, default {PROPELAUTH_AUTH_URL}/oauth/2.1).
+	AuthorizationServer string
+	// AuthzTimeout bounds every call to authz (AUTHZ_TIMEOUT).
+	AuthzTimeout time.Duration
+	// AllowedOrigins are browser origins allowed to call /mcp besides the server's
+	// own origin (MCP_ALLOWED_ORIGINS), normalised to scheme://host[:port].
+	AllowedOrigins []string
+	// ToolsListAll makes tools/list show every tool, not only those the caller's
+	// token may call (TOOLS_LIST_ALL).
+	ToolsListAll bool
+	// LogLevel is the minimum level logged (LOG_LEVEL).
+	LogLevel slog.Level
+}
+
+// Defaults for unset variables.
+const (
+	DefaultListen       = ":8000"
+	DefaultServerURL    = "http://localhost:8000"
+	DefaultAuthzAddr    = "localhost:50051"
+	DefaultScopes       = "read:user_data"
+	DefaultAuthzTimeout = 2 * time.Second
+)
+
+// Error is a configuration error for one variable. Its message starts with the
+// variable's name so the one line a failed start prints says what to fix.
+type Error struct {
+	Var string
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+func errorf(name, format string, args ...any) error {
+	return &Error{Var: name, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Load reads and validates the configuration using getenv (os.Getenv in
+// production). An invalid or missing value returns an *[Error] naming the variable.
+func Load(getenv func(string) string) (Config, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	var c Config
+	var err error
+
+	c.Listen = get(EnvListen, DefaultListen)
+	if _, port, perr := net.SplitHostPort(c.Listen); perr != nil || port == "" {
+		return c, errorf(EnvListen, "must be host:port or :port, got %q", c.Listen)
+	}
+
+	if c.ServerURL, err = origin(get(EnvServerURL, DefaultServerURL)); err != nil {
+		return c, errorf(EnvServerURL, "%v", err)
+	}
+
+	c.AuthzAddr = get(EnvAuthzAddr, DefaultAuthzAddr)
+
+	if c.Scopes, err = ParseScopes(get(EnvScopes, DefaultScopes)); err != nil {
+		return c, errorf(EnvScopes, "%v", err)
+	}
+
+	as := get(EnvAuthorizationServer, "")
+	if as == "" {
+		base := get(EnvPropelAuthAuthURL, "")
+		if base == "" {
+			return c, errorf(EnvPropelAuthAuthURL, "must be set (or set %s to the issuer URL)", EnvAuthorizationServer)
+		}
+		if _, err := absoluteURL(base); err != nil {
+			return c, errorf(EnvPropelAuthAuthURL, "%v", err)
+		}
+		as = strings.TrimRight(base, "/") + "/oauth/2.1"
+	}
+	if c.AuthorizationServer, err = absoluteURL(as); err != nil {
+		return c, errorf(EnvAuthorizationServer, "%v", err)
+	}
+
+	c.AuthzTimeout = DefaultAuthzTimeout
+	if v := get(EnvAuthzTimeout, ""); v != "" {
+		d, perr := time.ParseDuration(v)
+		if perr != nil || d <= 0 || d > time.Minute {
+			return c, errorf(EnvAuthzTimeout, "must be a duration between 1ms and 1m such as 2s, got %q", v)
+		}
+		c.AuthzTimeout = d
+	}
+
+	for _, o := range strings.FieldsFunc(get(EnvAllowedOrigins, ""), isListSep) {
+		n, oerr := origin(o)
+		if oerr != nil {
+			return c, errorf(EnvAllowedOrigins, "%q: %v", o, oerr)
+		}
+		if !slices.Contains(c.AllowedOrigins, n) {
+			c.AllowedOrigins = append(c.AllowedOrigins, n)
+		}
+	}
+
+	if v := get(EnvToolsListAll, ""); v != "" {
+		if c.ToolsListAll, err = strconv.ParseBool(v); err != nil {
+			return c, errorf(EnvToolsListAll, "must be true or false, got %q", v)
+		}
+	}
+
+	if v := get(EnvLogLevel, ""); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return c, errorf(EnvLogLevel, "must be debug, info, warn or error, got %q", v)
+		}
+	}
+	return c, nil
+}
+
+// Resource is the protected resource identifier: exactly {MCP_SERVER_URL}/mcp.
+func (c Config) Resource() string { return c.ServerURL + "/mcp" }
+
+// ResourceMetadataURL is the absolute URL of the protected resource metadata for
+// [Config.Resource], as RFC 9728 §3.1 builds it (well-known path inserted before
+// the resource's path).
+func (c Config) ResourceMetadataURL() string {
+	return c.ServerURL + "/.well-known/oauth-protected-resource/mcp"
+}
+
+// LogValue prints the configuration at start. The gateway holds no secrets.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String(EnvListen, c.Listen),
+		slog.String(EnvServerURL, c.ServerURL),
+		slog.String(EnvAuthzAddr, c.AuthzAddr),
+		slog.String(EnvScopes, strings.Join(c.Scopes, " ")),
+		slog.String(EnvAuthorizationServer, c.AuthorizationServer),
+		slog.Duration(EnvAuthzTimeout, c.AuthzTimeout),
+		slog.String(EnvAllowedOrigins, strings.Join(c.AllowedOrigins, ",")),
+		slog.Bool(EnvToolsListAll, c.ToolsListAll),
+		slog.String(EnvLogLevel, c.LogLevel.String()),
+	)
+}
+
+func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }
+
+// ParseScopes splits a space- or comma-separated scope list, drops duplicates
+// and checks each against the scope-token grammar of RFC 6749 §3.3, which also
+// guarantees a scope can be quoted in a WWW-Authenticate header. It returns an
+// error for an empty list or an invalid scope.
+func ParseScopes(s string) ([]string, error) {
+	var out []string
+	for _, sc := range strings.FieldsFunc(s, isListSep) {
+		if !ValidScope(sc) {
+			return nil, fmt.Errorf("invalid scope %q (RFC 6749 scope-token: printable ASCII except space, '\"' and '\\')", sc)
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("must name at least one scope")
+	}
+	return out, nil
+}
+
+// ValidScope reports whether s is a scope-token (RFC 6749 §3.3: 1*NQCHAR).
+func ValidScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// origin validates an http(s) URL with no path, query or fragment and returns it
+// as scheme://host[:port], lowercased, default port dropped, as browsers send
+// it in the Origin header.
+func origin(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("not a URL: %v", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("must be an http or https URL such as https://mcp.example.com, got %q", raw)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("must be scheme://host[:port] only, got %q", raw)
+	}
+	if u.Path != "" && u.Path != "/" {
+		return "", fmt.Errorf("must not have a path (the gateway serves /mcp at the root), got %q", raw)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Hostname())
+	port := u.Port()
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return scheme + "://" + host, nil
+}
+
+// absoluteURL validates an absolute http(s) URL without query or fragment and
+// returns it unchanged: an issuer is compared byte for byte (RFC 8414 §3.3), so a
+// trailing slash is significant.
+func absoluteURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("not a URL: %v", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("must be an absolute http or https URL without query, got %q", raw)
+	}
+	return raw, nil
+}
