@@ -7,7 +7,4 @@ replace (
 	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
 )
 
-require (
-	github.com/google/go-cmp v0.7.0 // indirect
-	golang.org/x/oauth2 v0.38.0 // indirect
-)
+require github.com/google/go-cmp v0.7.0

@@ -65,7 +65,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	dir := users.Seed()
+	opts := server.Options{
+		// devauth is a local development server: letting clients on this
+		// machine use http://localhost client_id URLs is what makes Client ID
+		// Metadata Documents testable without certificates.
+		AllowLoopbackMetadata: true,
+		LoginHint:             "alice@example.com / alice-password, bob@example.com / bob-password",
+	}
 	if cfg.UsersFile != "" {
+		opts.LoginHint = ""
 		if dir, err = users.LoadFile(cfg.UsersFile); err != nil {
 			return fmt.Errorf("invalid configuration: %s: %w", config.EnvUsersFile, err)
 		}
@@ -80,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("%s: %w", config.EnvListen, err)
 	}
-	srv := server.New(cfg, dir, logger, server.Options{})
+	srv := server.New(cfg, dir, logger, opts)
 	httpSrv := &http.Server{
 		Handler:           srv.Handler,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -17,6 +17,7 @@ package oauth
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
@@ -74,6 +75,8 @@ type Options struct {
 	// HTTPClient fetches Client ID Metadata Documents; nil uses a client with
 	// a short timeout that refuses redirects.
 	HTTPClient *http.Client
+	// LoginHint, if set, is shown under the login form (the seeded logins).
+	LoginHint string
 	// AllowLoopbackMetadata permits http:// client_id URLs on loopback hosts,
 	// so tests can serve a metadata document from httptest.
 	AllowLoopbackMetadata bool
@@ -81,9 +84,11 @@ type Options struct {
 
 // Server holds the handlers' shared state.
 type Server struct {
-	opts   Options
-	issuer string
-	log    *slog.Logger
+	opts     Options
+	issuer   string
+	log      *slog.Logger
+	sessions *sessions
+	cimd     *metadataResolver
 }
 
 // New returns a Server. It does not start anything in the background.
@@ -95,9 +100,11 @@ func New(opts Options) *Server {
 		opts.Counters = &stats.Counters{}
 	}
 	return &Server{
-		opts:   opts,
-		issuer: opts.BaseURL + PathPrefix,
-		log:    opts.Logger,
+		opts:     opts,
+		issuer:   opts.BaseURL + PathPrefix,
+		log:      opts.Logger,
+		sessions: newSessions(opts.Store.Now, 10_000, strings.HasPrefix(opts.BaseURL, "https://")),
+		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes),
 	}
 }
 
@@ -109,11 +116,16 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathMetadata, s.metadata)
 	mux.HandleFunc("GET "+PathOpenIDMetadata, s.openIDMetadata)
 	mux.HandleFunc("GET "+PathJWKS, s.jwks)
+	mux.HandleFunc("POST "+PathRegister, s.register)
+	mux.HandleFunc("GET "+PathAuthorize, s.authorize)
+	mux.HandleFunc("POST "+PathAuthorize, s.authorizeSubmit)
+	mux.HandleFunc("POST "+PathToken, s.token)
 	var introspect http.Handler = http.HandlerFunc(s.introspect)
 	if s.opts.Faults != nil {
 		introspect = s.opts.Faults.Wrap(introspect)
 	}
 	mux.Handle("POST "+PathIntrospect, s.countIntrospection(introspect))
+	mux.HandleFunc("POST "+PathRevoke, s.revoke)
 }
 
 // countIntrospection counts every request, faulted or not: the number

@@ -27,6 +27,8 @@ type Options struct {
 	HTTPClient *http.Client
 	// AllowLoopbackMetadata permits http:// client_id URLs on loopback hosts.
 	AllowLoopbackMetadata bool
+	// LoginHint is shown under the login form.
+	LoginHint string
 }
 
 // Server is an assembled devauth.
@@ -57,6 +59,7 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		Logger:                 logger,
 		HTTPClient:             opts.HTTPClient,
 		AllowLoopbackMetadata:  opts.AllowLoopbackMetadata,
+		LoginHint:              opts.LoginHint,
 	})
 
 	mux := http.NewServeMux()

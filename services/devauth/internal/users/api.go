@@ -26,7 +26,7 @@ type UserJSON struct {
 	UpdatePasswordRequired bool               `json:"update_password_required"`
 	Properties             map[string]any     `json:"properties"`
 	Metadata               map[string]any     `json:"metadata"`
-	OrgIDToOrgInfo         map[string]OrgJSON `json:"org_id_to_org_info,omitempty"`
+	OrgIDToOrgInfo         map[string]OrgJSON `json:"org_id_to_org_info,omitzero"`
 }
 
 // OrgJSON is one entry of org_id_to_org_info.
