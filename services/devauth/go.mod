@@ -7,4 +7,7 @@ replace (
 	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
 )
 
-require github.com/google/go-cmp v0.7.0
+require (
+	github.com/google/go-cmp v0.7.0
+	golang.org/x/oauth2 v0.38.0
+)
