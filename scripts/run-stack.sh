@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# run-stack.sh: start devauth, authz and mcp-gateway from bin/ (`make run` builds
+# them first), wait until every /healthz answers, print how to connect, and stop
+# everything on Ctrl-C or SIGTERM.
+#
+# Configuration: the environment, then .env (RUN_ENV_FILE) for what the environment
+# does not set; .env.example documents every variable. Demo mode (the default) runs
+# devauth with seeded users. PropelAuth mode (PROPELAUTH_AUTH_URL set to a URL that
+# is not on this machine) starts no devauth. Redis is used when REDIS_URL is set;
+# otherwise authz keeps its cache in process.
+#
+# Variables of this script only: MCPAUTHZ_BIN_DIR (bin), RUN_LOG_DIR (run-logs),
+# RUN_TIMEOUT (30, seconds to wait for health), RUN_ENV_FILE (.env).
+#
+# A bad or busy port, or any other setup problem, is one line on stderr naming the
+# variable, and exit status 1.
+
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+prog=run-stack
+
+die() {
+	printf '%s: %s\n' "$prog" "$*" >&2
+	exit 1
+}
+
+# load_env_file sets KEY=VALUE lines of a dotenv file that the environment does not
+# already set. It does not source the file: values with spaces need no shell
+# quoting, and nothing in it is executed.
+load_env_file() {
+	local file=$1 line key value n=0
+	[[ -f $file ]] || return 0
+	while IFS= read -r line || [[ -n $line ]]; do
+		n=$((n + 1))
+		line=${line%$'\r'}
+		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+		if [[ ! $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]]; then
+			die "$file:$n: not a KEY=VALUE line"
+		fi
+		key=${BASH_REMATCH[2]}
+		value=${BASH_REMATCH[3]}
+		if [[ $value =~ ^\"(.*)\"[[:space:]]*$ || $value =~ ^\'(.*)\'[[:space:]]*$ ]]; then
+			value=${BASH_REMATCH[1]}
+		else
+			value=${value%%[[:space:]]#*}
+			value=${value%"${value##*[![:space:]]}"}
+		fi
+		if [[ -z ${!key+set} ]]; then
+			export "$key=$value"
+		fi
+	done <"$file"
+}
+
+# port_of VAR prints the port of the listen address in $VAR, or dies naming VAR.
+port_of() {
+	local var=$1 addr=${!1} port
+	if [[ ! $addr =~ ^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):([0-9]+)$ ]]; then
+		die "$var=$addr: not a listen address such as :8000 or 127.0.0.1:8000"
+	fi
+	port=${BASH_REMATCH[2]}
+	if ((10#$port < 1 || 10#$port > 65535)); then
+		die "$var=$addr: port $port is out of range 1-65535"
+	fi
+	echo $((10#$port))
+}
+
+# host_of VAR prints the host to dial for the listen address in $VAR: loopback
+# for a wildcard address.
+host_of() {
+	local addr=${!1} host
+	host=${addr%:*}
+	host=${host#[}
+	host=${host%]}
+	case $host in
+	"" | 0.0.0.0 | "::") echo 127.0.0.1 ;;
+	*) echo "$host" ;;
+	esac
+}
+
+# answers HOST PORT succeeds when something accepts TCP connections there.
+answers() {
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# healthy URL succeeds when GET URL answers 200.
+healthy() {
+	local url=$1 hostport path host port
+	hostport=${url#http://}
+	path=/${hostport#*/}
+	hostport=${hostport%%/*}
+	host=${hostport%:*}
+	port=${hostport##*:}
+	host=${host#[}
+	host=${host%]}
+	timeout 2 bash -c '
+		exec 3<>"/dev/tcp/$1/$2" || exit 1
+		printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1:$2" >&3
+		IFS= read -r status <&3 || exit 1
+		[[ $status =~ ^HTTP/[0-9.]+\ 200 ]]
+	' _ "$host" "$port" "$path" 2>/dev/null
+}
+
+is_local_url() {
+	[[ $1 =~ ^https?://(localhost|127\.[0-9.]+|\[::1\])(:[0-9]+)?(/|$) ]]
+}
+
+load_env_file "${RUN_ENV_FILE:-$root/.env}"
+
+bin_dir=${MCPAUTHZ_BIN_DIR:-$root/bin}
+log_dir=${RUN_LOG_DIR:-$root/run-logs}
+timeout_s=${RUN_TIMEOUT:-30}
+[[ $timeout_s =~ ^[0-9]+$ ]] && ((timeout_s > 0)) || die "RUN_TIMEOUT=$timeout_s: not a positive number of seconds"
+
+# Demo mode unless PROPELAUTH_AUTH_URL names a server elsewhere.
+demo=true
+if [[ -n ${PROPELAUTH_AUTH_URL:-} ]] && ! is_local_url "$PROPELAUTH_AUTH_URL"; then
+	demo=false
+fi
+
+export MCP_LISTEN=${MCP_LISTEN:-:8000}
+export AUTHZ_LISTEN=${AUTHZ_LISTEN:-:50051}
+export AUTHZ_METRICS_LISTEN=${AUTHZ_METRICS_LISTEN:-:9091}
+vars=(MCP_LISTEN AUTHZ_LISTEN AUTHZ_METRICS_LISTEN)
+if $demo; then
+	export DEVAUTH_LISTEN=${DEVAUTH_LISTEN:-:9000}
+	vars+=(DEVAUTH_LISTEN)
+fi
+
+# Every address valid, no two alike, none taken: otherwise one line naming it.
+declare -A port_owner=()
+for var in "${vars[@]}"; do
+	port=$(port_of "$var") || exit 1
+	if [[ -n ${port_owner[$port]:-} ]]; then
+		die "$var=${!var}: port $port is also the port of ${port_owner[$port]}"
+	fi
+	port_owner[$port]=$var
+	if answers "$(host_of "$var")" "$port"; then
+		die "$var=${!var}: port $port is already in use (set $var to a free address)"
+	fi
+done
+
+if [[ -n ${REDIS_URL:-} ]]; then
+	if [[ ! $REDIS_URL =~ ^rediss?://([^@/]*@)?(\[[0-9A-Fa-f:.]+\]|[^:/]+)(:([0-9]+))?(/.*)?$ ]]; then
+		die "REDIS_URL=$REDIS_URL: not a redis://host:port/db URL"
+	fi
+	redis_host=${BASH_REMATCH[2]}
+	redis_host=${redis_host#[}
+	redis_host=${redis_host%]}
+	if ! answers "$redis_host" "${BASH_REMATCH[4]:-6379}"; then
+		die "REDIS_URL: nothing answers at $redis_host:${BASH_REMATCH[4]:-6379} (start redis-server, or unset REDIS_URL for the in-process cache)"
+	fi
+fi
+
+mcp_port=$(port_of MCP_LISTEN)
+authz_port=$(port_of AUTHZ_LISTEN)
+export MCP_SERVER_URL=${MCP_SERVER_URL:-http://localhost:$mcp_port}
+export AUTHZ_ADDR=${AUTHZ_ADDR:-$(host_of AUTHZ_LISTEN):$authz_port}
+if $demo; then
+	devauth_port=$(port_of DEVAUTH_LISTEN)
+	export PROPELAUTH_AUTH_URL=${PROPELAUTH_AUTH_URL:-http://localhost:$devauth_port}
+	if [[ ! $PROPELAUTH_AUTH_URL =~ :$devauth_port/?$ ]]; then
+		die "PROPELAUTH_AUTH_URL=$PROPELAUTH_AUTH_URL: devauth listens on port $devauth_port (DEVAUTH_LISTEN); use http://localhost:$devauth_port"
+	fi
+	export REQUEST_VALIDATION_CLIENT_ID=${REQUEST_VALIDATION_CLIENT_ID:-demo-introspection-client}
+	export REQUEST_VALIDATION_CLIENT_SECRET=${REQUEST_VALIDATION_CLIENT_SECRET:-demo-introspection-secret}
+	export PROPELAUTH_API_KEY=${PROPELAUTH_API_KEY:-demo-api-key}
+fi
+
+for name in devauth authz mcp-gateway; do
+	[[ $name == devauth && $demo == false ]] && continue
+	[[ -x $bin_dir/$name ]] || die "MCPAUTHZ_BIN_DIR=$bin_dir: $name is missing (run make build)"
+done
+
+mkdir -p "$log_dir" || die "RUN_LOG_DIR=$log_dir: cannot create it"
+# The directory ignores itself, so logs never end up in a commit.
+[[ -f $log_dir/.gitignore ]] || echo '*' >"$log_dir/.gitignore"
+
+declare -A pids=()
+stopping=false
+
+# stop_all sends SIGTERM to every service still running, waits for them (SIGKILL
+# after 10 s) and returns.
+stop_all() {
+	local name pid deadline
+	stopping=true
+	for name in "${!pids[@]}"; do
+		kill -TERM "${pids[$name]}" 2>/dev/null || true
+	done
+	deadline=$((SECONDS + 10))
+	for name in "${!pids[@]}"; do
+		pid=${pids[$name]}
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		unset "pids[$name]"
+	done
+}
+
+on_signal() {
+	local sig=$1
+	trap - INT TERM
+	if ! $stopping; then
+		echo >&2
+		echo "$prog: stopping..." >&2
+		stop_all
+		echo "$prog: stopped; logs are in $log_dir" >&2
+	fi
+	trap - EXIT
+	# Die of the same signal, so a calling make or shell sees the interrupt.
+	kill -"$sig" $$
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+trap 'stop_all' EXIT
+
+start() {
+	local name=$1
+	"$bin_dir/$name" >"$log_dir/$name.log" 2>&1 &
+	pids[$name]=$!
+}
+
+# last_log_line prints the last line a service wrote, for a one-line failure.
+last_log_line() {
+	tail -n 1 "$log_dir/$1.log" 2>/dev/null || true
+}
+
+declare -A health=()
+if $demo; then
+	start devauth
+	health[devauth]="http://$(host_of DEVAUTH_LISTEN):$devauth_port/healthz"
+fi
+start authz
+health[authz]="http://$(host_of AUTHZ_METRICS_LISTEN):$(port_of AUTHZ_METRICS_LISTEN)/healthz"
+start mcp-gateway
+health[mcp-gateway]="http://$(host_of MCP_LISTEN):$mcp_port/healthz"
+
+deadline=$((SECONDS + timeout_s))
+for name in devauth authz mcp-gateway; do
+	[[ -n ${health[$name]:-} ]] || continue
+	until healthy "${health[$name]}"; do
+		if ! kill -0 "${pids[$name]}" 2>/dev/null; then
+			die "$name exited at start: $(last_log_line "$name") (log: $log_dir/$name.log)"
+		fi
+		if ((SECONDS >= deadline)); then
+			die "RUN_TIMEOUT=$timeout_s: $name not healthy at ${health[$name]} (log: $log_dir/$name.log)"
+		fi
+		sleep 0.1
+	done
+done
+
+mcp_url=$MCP_SERVER_URL/mcp
+cat <<EOF
+
+  mcpauthz is running.   MCP server: $mcp_url
+
+EOF
+if $demo; then
+	cat <<EOF
+  Authorization server: devauth at $PROPELAUTH_AUTH_URL (demo)
+  Log in as alice@example.com / alice-password   (or bob@example.com / bob-password)
+EOF
+else
+	cat <<EOF
+  Authorization server: PropelAuth at $PROPELAUTH_AUTH_URL
+EOF
+fi
+cat <<EOF
+  Cache: $([[ -n ${REDIS_URL:-} ]] && echo "Redis (REDIS_URL) behind the in-process cache" || echo "in-process (set REDIS_URL to share it)")
+  Logs:  $log_dir/{$($demo && echo "devauth,")authz,mcp-gateway}.log
+
+  MCP Inspector (Node 22.19+):
+    npx @modelcontextprotocol/inspector --transport http --server-url $mcp_url
+    (or in its web UI: Transport "Streamable HTTP", URL $mcp_url, Connect)
+
+  Claude Code (then /mcp in Claude Code to log in):
+    claude mcp add --transport http mcpauthz $mcp_url
+
+  Cursor (~/.cursor/mcp.json or .cursor/mcp.json):
+    { "mcpServers": { "mcpauthz": { "url": "$mcp_url" } } }
+
+  Ctrl-C stops everything.
+ready: $mcp_url
+EOF
+
+# Wait for a signal, or for a service to die on its own (then stop the others).
+while true; do
+	wait -n "${pids[@]}" 2>/dev/null || true
+	$stopping && break
+	for name in "${!pids[@]}"; do
+		if ! kill -0 "${pids[$name]}" 2>/dev/null; then
+			wait "${pids[$name]}" 2>/dev/null && status=0 || status=$?
+			unset "pids[$name]"
+			stop_all
+			die "$name exited with status $status: $(last_log_line "$name") (log: $log_dir/$name.log)"
+		fi
+	done
+done
