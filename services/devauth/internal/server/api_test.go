@@ -301,13 +301,13 @@ func TestFaults(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			send := func(timeout time.Duration) (int, string, time.Duration, error) {
+				start := time.Now()
 				ctx, cancel := context.WithTimeout(t.Context(), timeout)
 				defer cancel()
 				req, err := ep.req(e, ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				start := time.Now()
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					return 0, "", time.Since(start), err
