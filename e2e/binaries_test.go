@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +96,40 @@ func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	for _, k := range slices.Sorted(maps.Keys(documented)) {
 		if !known[k] {
 			t.Errorf(".env.example documents %s, which nothing reads", k)
+		}
+	}
+}
+
+// TestReadmeDocumentsEveryVariable: the README's configuration table has a row for
+// every variable a binary reads, naming that binary, and no row for a variable
+// nothing reads.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // variable -> its "read by" cell
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]*)` \\| ([^|]*) \\|").FindAllStringSubmatch(string(b), -1) {
+		rows[m[1]] = m[2]
+	}
+	short := map[string]string{authz: "authz", gateway: "gateway", devauth: "devauth"}
+	read := map[string]bool{}
+	for name := range ours {
+		for k := range envNames(t, name) {
+			read[k] = true
+			cell, ok := rows[k]
+			switch {
+			case !ok:
+				t.Errorf("README configuration table has no row for %s (read by %s)", k, name)
+			case cell != "all" && !strings.Contains(cell, short[name]):
+				t.Errorf("README row for %s says %q; %s reads it too", k, cell, name)
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(rows)) {
+		if !read[k] {
+			t.Errorf("README documents %s, which no binary reads", k)
 		}
 	}
 }
