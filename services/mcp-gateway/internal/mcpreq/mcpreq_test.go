@@ -1,0 +1,233 @@
+package mcpreq
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	segjson "github.com/segmentio/encoding/json"
+)
+
+func hdr(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		body   string
+		header http.Header
+		want   Info
+	}{
+		{"initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, nil, Info{Method: "initialize", IsCall: true}},
+		{"notification", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil, Info{Method: "notifications/initialized"}},
+		{"null id", `{"jsonrpc":"2.0","id":null,"method":"ping"}`, nil, Info{Method: "ping"}},
+		{"tools/call", `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"arguments":{"name":"x"},"name":"who_am_i"}}`, nil, Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
+		{"tools/call headers", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"who_am_i"}}`, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i"), Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
+		{"base64 name header", `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///é"}}`, hdr(HeaderMethod, "resources/read", HeaderName, "=?base64?ZmlsZTovLy/DqQ==?="), Info{Method: "resources/read", Name: "file:///é", IsCall: true}},
+		{"tools/call no params", `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`, nil, Info{Method: "tools/call", IsCall: true}},
+		{"tools/call null params", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":null}`, nil, Info{Method: "tools/call", IsCall: true}},
+		{"name header ignored for tools/list", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, hdr(HeaderName, "whatever"), Info{Method: "tools/list", IsCall: true}},
+		{"unknown top-level keys", `{"jsonrpc":"2.0","id":2,"method":"tools/list","Method":"tools/call","x":[1,{"a":[]}]}`, nil, Info{Method: "tools/list", IsCall: true}},
+		{"escaped key", `{"jsonrpc":"2.0","id":2,"\u006dethod":"ping"}`, nil, Info{Method: "ping", IsCall: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Parse([]byte(tt.body), tt.header)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Parse mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		body   string
+		header http.Header
+	}{
+		{"empty", ``, nil},
+		{"spaces", "  \n", nil},
+		{"not json", `hello`, nil},
+		{"truncated", `{"jsonrpc":"2.0","method":"ping"`, nil},
+		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, nil},
+		{"string", `"ping"`, nil},
+		{"no version", `{"id":1,"method":"ping"}`, nil},
+		{"wrong version", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, nil},
+		{"no method", `{"jsonrpc":"2.0","id":1,"result":{}}`, nil},
+		{"empty method", `{"jsonrpc":"2.0","id":1,"method":""}`, nil},
+		{"method not string", `{"jsonrpc":"2.0","id":1,"method":5}`, nil},
+		{"repeated method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, nil},
+		{"repeated params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`, nil},
+		{"repeated name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","name":"list_my_orgs"}}`, nil},
+		{"name not string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":1}}`, nil},
+		{"params not object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["who_am_i"]}`, nil},
+		{"trailing data", `{"jsonrpc":"2.0","id":1,"method":"ping"} {}`, nil},
+		{"method header mismatch", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_my_orgs"}}`, hdr(HeaderMethod, "tools/list")},
+		{"name header mismatch", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_my_orgs"}}`, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i")},
+		{"name header twice", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "a", HeaderName, "a")},
+		{"method header twice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, hdr(HeaderMethod, "ping", HeaderMethod, "ping")},
+		{"bad base64 name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "=?base64?!!?=")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Parse([]byte(tt.body), tt.header)
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Status != http.StatusBadRequest {
+				t.Fatalf("Parse = %+v, %v; want a 400 *Error", got, err)
+			}
+			if perr.Msg == "" {
+				t.Error("empty error message")
+			}
+		})
+	}
+}
+
+func TestRead(t *testing.T) {
+	t.Parallel()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i"}}`
+	r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json; charset=utf-8")
+	info, err := Read(r, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Tool() != "who_am_i" {
+		t.Errorf("Tool() = %q", info.Tool())
+	}
+	again, err := io.ReadAll(r.Body)
+	if err != nil || string(again) != body {
+		t.Errorf("body not restored: %q, %v", again, err)
+	}
+
+	tests := []struct {
+		name        string
+		contentType string
+		body        io.Reader
+		length      int64
+		wantStatus  int
+	}{
+		{"too large", "application/json", strings.NewReader(`{"jsonrpc":"2.0","method":"ping","x":"` + strings.Repeat("a", 2000) + `"}`), -1, http.StatusRequestEntityTooLarge},
+		{"too large by header", "application/json", strings.NewReader(`{}`), 5000, http.StatusRequestEntityTooLarge},
+		{"wrong content type", "text/plain", strings.NewReader(body), -1, http.StatusUnsupportedMediaType},
+		{"no content type", "", strings.NewReader(body), -1, http.StatusUnsupportedMediaType},
+		{"empty body", "application/json", http.NoBody, 0, http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest(http.MethodPost, "/mcp", tt.body)
+			r.ContentLength = tt.length
+			if tt.contentType != "" {
+				r.Header.Set("Content-Type", tt.contentType)
+			}
+			_, err := Read(r, 1024)
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Status != tt.wantStatus {
+				t.Fatalf("Read error = %v, want status %d", err, tt.wantStatus)
+			}
+		})
+	}
+}
+
+// sdkView decodes body the way the go-sdk's server does: jsonrpc.DecodeMessage,
+// then the params with segmentio's case-sensitive decoder.
+func sdkView(body []byte) (method, name string, ok bool) {
+	msg, err := jsonrpc.DecodeMessage(body)
+	if err != nil {
+		return "", "", false
+	}
+	req, isReq := msg.(*jsonrpc.Request)
+	if !isReq {
+		return "", "", false
+	}
+	if hasName(req.Method) && len(req.Params) > 0 {
+		var p struct {
+			Name string `json:"name"`
+			URI  string `json:"uri"`
+		}
+		dec := segjson.NewDecoder(bytes.NewReader(req.Params))
+		dec.DontMatchCaseInsensitiveStructFields()
+		if err := dec.Decode(&p); err != nil {
+			return "", "", false
+		}
+		name = p.Name
+		if req.Method == "resources/read" {
+			name = p.URI
+		}
+	}
+	return req.Method, name, true
+}
+
+// FuzzParse checks the property the gateway's authorization rests on: whenever
+// Parse accepts a body, the go-sdk executes the same method and the same tool as
+// the one whose scopes the gateway required, and headers never override the body.
+func FuzzParse(f *testing.F) {
+	seeds := []struct{ body, method, name string }{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{}}}`, "tools/call", "who_am_i"},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","Name":"list_my_orgs"}}`, "", ""},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`, "", ""},
+		{`{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","method":"ping"}`, "", ""},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, "tools/list", ""},
+		{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, "", ""},
+		{`[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, "", ""},
+		{`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"x"}}`, "resources/read", "=?base64?eA==?="},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who\u005fam_i"}}`, "tools/call", "who_am_i"},
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s.body), s.method, s.name)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, method, name string) {
+		h := http.Header{}
+		if method != "" {
+			h.Set(HeaderMethod, method)
+		}
+		if name != "" {
+			h.Set(HeaderName, name)
+		}
+		info, err := Parse(body, h)
+		if err != nil {
+			var perr *Error
+			if !errors.As(err, &perr) || perr.Status != http.StatusBadRequest {
+				t.Fatalf("Parse error %v is not a 400 *Error", err)
+			}
+			return
+		}
+		if info.Method == "" {
+			t.Fatal("accepted a message without a method")
+		}
+		if method != "" && method != info.Method {
+			t.Fatalf("accepted Mcp-Method %q for body method %q", method, info.Method)
+		}
+		if name != "" && hasName(info.Method) {
+			if dec, _ := decodeHeaderValue(name); dec != info.Name {
+				t.Fatalf("accepted Mcp-Name %q for body name %q", name, info.Name)
+			}
+		}
+		sdkMethod, sdkName, ok := sdkView(body)
+		if !ok {
+			return // the SDK refuses it itself
+		}
+		if sdkMethod != info.Method || sdkName != info.Name {
+			t.Fatalf("gateway sees %q/%q but the SDK would run %q/%q for %q", info.Method, info.Name, sdkMethod, sdkName, body)
+		}
+	})
+}
