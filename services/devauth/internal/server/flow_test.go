@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/oauth2"
@@ -423,7 +424,7 @@ func TestAuthorizeFormMalformed(t *testing.T) {
 
 func TestAutoApprove(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withAutoApprove("bob@example.com"))
+	e := newEnv(t, withAutoApprove("bob@example.com"), withTTL(90*time.Second))
 	const redirect = "http://127.0.0.1:7777/cb"
 	clientID := e.register(t, `{"redirect_uris":["`+redirect+`"]}`)["client_id"].(string)
 	verifier, challenge := pkce()
@@ -440,8 +441,12 @@ func TestAutoApprove(t *testing.T) {
 	if st != 200 {
 		t.Fatalf("exchange = %d %v", st, tok)
 	}
-	if got := e.introspect(t, tok["access_token"].(string)); got["sub"] != bobID || got["scope"] != "read:user_data" {
+	got := e.introspect(t, tok["access_token"].(string))
+	if got["sub"] != bobID || got["scope"] != "read:user_data" {
 		t.Errorf("introspection %v", got)
+	}
+	if tok["expires_in"] != 90.0 || got["exp"].(float64)-got["iat"].(float64) != 90 {
+		t.Errorf("DEVAUTH_TOKEN_TTL not applied: expires_in %v, exp-iat %v", tok["expires_in"], got["exp"].(float64)-got["iat"].(float64))
 	}
 }
 

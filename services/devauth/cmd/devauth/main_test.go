@@ -1,0 +1,184 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
+)
+
+const (
+	testAPIKey   = "binary-test-api-key"
+	testRVSecret = "binary-test-rv-secret"
+)
+
+func baseEnv(addr string) []string {
+	return []string{
+		"DEVAUTH_LISTEN=" + addr,
+		"PROPELAUTH_AUTH_URL=http://" + addr,
+		"REQUEST_VALIDATION_CLIENT_ID=rv",
+		"REQUEST_VALIDATION_CLIENT_SECRET=" + testRVSecret,
+		"PROPELAUTH_API_KEY=" + testAPIKey,
+		"DEVAUTH_TEST_API=true",
+	}
+}
+
+func TestBinaryServesAndStopsGracefully(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "devauth")
+	addr := testenv.FreeAddr(t)
+	p := testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
+		Env: baseEnv(addr), ReadyURL: "http://" + addr + "/healthz",
+	})
+
+	resp, err := http.Get("http://" + addr + "/.well-known/oauth-authorization-server/oauth/2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&md)
+	resp.Body.Close()
+	if err != nil || md["issuer"] != "http://"+addr+"/oauth/2.1" {
+		t.Errorf("metadata issuer = %v (%v)", md["issuer"], err)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/dev/tokens", strings.NewReader(`{"email":"alice@example.com"}`))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("mint via binary: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v, want status 0", err)
+	}
+	out := p.Output()
+	for _, want := range []string{`"msg":"devauth starting"`, `"msg":"devauth stopped"`, `"REQUEST_VALIDATION_CLIENT_SECRET":"***"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{testAPIKey, testRVSecret} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log contains a secret:\n%s", out)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("log line is not JSON: %s", line)
+		}
+	}
+}
+
+func TestBinaryBadConfig(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "devauth")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	usersFile := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(usersFile, []byte(`{"users":[{"user_id":"1","email":"a@b.example","pasword":"typo"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	without := func(name string) []string {
+		return slices.DeleteFunc(baseEnv("127.0.0.1:0"), func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
+	}
+	tests := []struct {
+		name    string
+		env     []string
+		wantVar string
+	}{
+		{"missing api key", without("PROPELAUTH_API_KEY"), "PROPELAUTH_API_KEY"},
+		{"missing rv secret", without("REQUEST_VALIDATION_CLIENT_SECRET"), "REQUEST_VALIDATION_CLIENT_SECRET"},
+		{"bad ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_TOKEN_TTL=soon"), "DEVAUTH_TOKEN_TTL"},
+		{"bad url", append(baseEnv("127.0.0.1:0"), "PROPELAUTH_AUTH_URL=localhost"), "PROPELAUTH_AUTH_URL"},
+		{"unknown auto-approve user", append(baseEnv("127.0.0.1:0"), "DEVAUTH_AUTO_APPROVE=eve@example.com"), "DEVAUTH_AUTO_APPROVE"},
+		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE"},
+		{"missing users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE=/nonexistent/users.json"), "DEVAUTH_USERS_FILE"},
+		{"busy port", append(without("DEVAUTH_LISTEN"), "DEVAUTH_LISTEN="+busy.Addr().String()), "DEVAUTH_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{Env: tt.env})
+			err := p.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Fatalf("exit = %v, want status 1", err)
+			}
+			out := strings.TrimSpace(p.Output())
+			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.wantVar) || !strings.HasPrefix(out, "devauth: ") {
+				t.Errorf("output is not one line naming %s:\n%s", tt.wantVar, out)
+			}
+		})
+	}
+}
+
+func TestBinaryListEnv(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "devauth")
+	out, err := exec.Command(bin, "-list-env").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if !slices.Equal(got, config.EnvNames()) || !slices.IsSorted(got) {
+		t.Errorf("-list-env = %v, want %v", got, config.EnvNames())
+	}
+	for _, want := range []string{"DEVAUTH_LISTEN", "PROPELAUTH_AUTH_URL", "PROPELAUTH_API_KEY", "LOG_LEVEL"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("-list-env lacks %s", want)
+		}
+	}
+	if err := exec.Command(bin, "-no-such-flag").Run(); err == nil {
+		t.Error("unknown flag accepted")
+	}
+}
+
+func TestBinaryUsersFileAndAutoApprove(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "devauth")
+	addr := testenv.FreeAddr(t)
+	usersFile := filepath.Join(t.TempDir(), "users.json")
+	if err := os.WriteFile(usersFile, []byte(`{"users":[{"user_id":"carol-1","email":"carol@example.com","password":"pw","first_name":"Carol"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
+		Env:      append(baseEnv(addr), "DEVAUTH_USERS_FILE="+usersFile, "DEVAUTH_AUTO_APPROVE=carol@example.com"),
+		ReadyURL: "http://" + addr + "/healthz",
+	})
+	req, _ := http.NewRequest("GET", "http://"+addr+"/api/backend/v1/user/carol-1", nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var u map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&u)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || u["first_name"] != "Carol" {
+		t.Errorf("user API = %d %v", resp.StatusCode, u)
+	}
+	req, _ = http.NewRequest("GET", "http://"+addr+"/api/backend/v1/user/8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01", nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 404 {
+		t.Errorf("seeded alice still present with a users file: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
+}
