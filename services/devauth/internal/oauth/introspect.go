@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"crypto/subtle"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,10 +28,24 @@ type IntrospectionResponse struct {
 // maxFormBody bounds form bodies on the token-style endpoints.
 const maxFormBody = 64 << 10
 
-func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+// parseForm reads an application/x-www-form-urlencoded body, the only
+// encoding RFC 6749, 7009 and 7662 define for these endpoints. It returns an
+// error description for any other content type or a malformed body.
+func parseForm(w http.ResponseWriter, r *http.Request) (string, bool) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/x-www-form-urlencoded" {
+		return "the body must be application/x-www-form-urlencoded", false
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
 	if err := r.ParseForm(); err != nil {
-		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, "malformed form body")
+		return "malformed form body", false
+	}
+	return "", true
+}
+
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	if msg, ok := parseForm(w, r); !ok {
+		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, msg)
 		return
 	}
 	creds, ok := clientCredentials(r)

@@ -59,7 +59,6 @@ func (s *Server) Metadata() Metadata {
 }
 
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	users.WriteJSON(w, http.StatusOK, s.Metadata())
 }
 
@@ -70,11 +69,9 @@ func (s *Server) openIDMetadata(w http.ResponseWriter, r *http.Request) {
 	// is an empty key set for the same reason.
 	m.IDTokenSigningAlgValuesSupported = []string{"none"}
 	m.JWKSURI = s.opts.BaseURL + PathJWKS
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	users.WriteJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	users.WriteJSON(w, http.StatusOK, map[string][]any{"keys": {}})
 }

@@ -113,19 +113,43 @@ func (s *Server) Issuer() string { return s.issuer }
 
 // Register adds every OAuth route to mux.
 func (s *Server) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+PathMetadata, s.metadata)
-	mux.HandleFunc("GET "+PathOpenIDMetadata, s.openIDMetadata)
-	mux.HandleFunc("GET "+PathJWKS, s.jwks)
-	mux.HandleFunc("POST "+PathRegister, s.register)
+	// Browser-based clients (MCP Inspector) call discovery, registration,
+	// token and revocation with fetch from their own origin, so those answer
+	// CORS. They use no cookies, so "*" exposes nothing. /authorize is a
+	// navigation, and introspection is server-to-server, so neither does.
+	public := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, cors(h))
+		mux.Handle("OPTIONS "+pattern[strings.Index(pattern, " ")+1:], cors(nil))
+	}
+	public("GET "+PathMetadata, s.metadata)
+	public("GET "+PathOpenIDMetadata, s.openIDMetadata)
+	public("GET "+PathJWKS, s.jwks)
+	public("POST "+PathRegister, s.register)
+	public("POST "+PathToken, s.token)
+	public("POST "+PathRevoke, s.revoke)
 	mux.HandleFunc("GET "+PathAuthorize, s.authorize)
 	mux.HandleFunc("POST "+PathAuthorize, s.authorizeSubmit)
-	mux.HandleFunc("POST "+PathToken, s.token)
 	var introspect http.Handler = http.HandlerFunc(s.introspect)
 	if s.opts.Faults != nil {
 		introspect = s.opts.Faults.Wrap(introspect)
 	}
 	mux.Handle("POST "+PathIntrospect, s.countIntrospection(introspect))
-	mux.HandleFunc("POST "+PathRevoke, s.revoke)
+}
+
+// cors adds CORS headers; with a nil handler it answers a preflight.
+func cors(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", "*")
+		if h == nil {
+			hd.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")
+			hd.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h(w, r)
+	})
 }
 
 // countIntrospection counts every request, faulted or not: the number

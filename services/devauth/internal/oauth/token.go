@@ -64,9 +64,8 @@ func formDecoded(s string) string {
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Pragma", "no-cache")
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
-	if err := r.ParseForm(); err != nil {
-		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, "malformed form body")
+	if msg, ok := parseForm(w, r); !ok {
+		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, msg)
 		return
 	}
 	for p, vs := range r.PostForm {
@@ -203,9 +202,8 @@ func VerifyS256(verifier, challenge string) bool {
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)
-	if err := r.ParseForm(); err != nil {
-		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, "malformed form body")
+	if msg, ok := parseForm(w, r); !ok {
+		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, msg)
 		return
 	}
 	tok := r.PostForm.Get("token")

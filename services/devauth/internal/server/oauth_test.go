@@ -240,6 +240,9 @@ func TestTokenMalformed(t *testing.T) {
 			return set(exch("x"), "client_id", confID, "client_secret", confSecret)
 		}, "", 401, "invalid_client"},
 		{"basic id differs from form id", basicHdr(confID, confSecret), func(t *testing.T) url.Values { return exch("x") }, "", 401, "invalid_client"},
+		{"JSON content type", jsonHdr, func(t *testing.T) url.Values { return exch("x") }, "", 400, "invalid_request"},
+		{"no content type", http.Header{}, func(t *testing.T) url.Values { return exch("x") }, "", 400, "invalid_request"},
+		{"bad form encoding", nil, func(t *testing.T) url.Values { return exch("x") }, "&%zz", 400, "invalid_request"},
 		{"no grant_type", nil, func(t *testing.T) url.Values { return set(exch("x"), "grant_type", "") }, "", 400, "invalid_request"},
 		{"password grant", nil, func(t *testing.T) url.Values { return set(exch("x"), "grant_type", "password") }, "", 400, "unsupported_grant_type"},
 		{"client_credentials grant", nil, func(t *testing.T) url.Values { return set(exch("x"), "grant_type", "client_credentials") }, "", 400, "unsupported_grant_type"},
@@ -368,6 +371,7 @@ func TestRevoke(t *testing.T) {
 		{"unknown hint ignored", formHdr, func(at, _ string) url.Values { return url.Values{"token": {at}, "token_type_hint": {"id_token"}} }, 200, false},
 		{"unknown token", formHdr, func(_, _ string) url.Values { return url.Values{"token": {"nope"}, "client_id": {pub}} }, 200, true},
 		{"no token", formHdr, func(_, _ string) url.Values { return url.Values{"client_id": {pub}} }, 400, true},
+		{"JSON content type", jsonHdr, func(at, _ string) url.Values { return url.Values{"token": {at}} }, 400, true},
 		{"unknown client", formHdr, func(at, _ string) url.Values { return url.Values{"token": {at}, "client_id": {"nope"}} }, 401, true},
 		{"confidential wrong secret", formHdr, func(at, _ string) url.Values {
 			return url.Values{"token": {at}, "client_id": {conf["client_id"].(string)}, "client_secret": {"bad"}}
@@ -389,5 +393,34 @@ func TestRevoke(t *testing.T) {
 				t.Errorf("access token active = %v, want %v", got, tt.stillValid)
 			}
 		})
+	}
+}
+
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	origin := hdr("Origin", "http://localhost:6274")
+	for _, p := range []string{
+		"/.well-known/oauth-authorization-server/oauth/2.1", "/.well-known/openid-configuration/oauth/2.1",
+		"/oauth/2.1/jwks", "/oauth/2.1/register", "/oauth/2.1/token", "/oauth/2.1/revoke",
+	} {
+		t.Run(p, func(t *testing.T) {
+			status, h, _ := do(t, "OPTIONS", e.URL+p, hdr("Origin", "http://localhost:6274", "Access-Control-Request-Method", "POST"), "")
+			if status != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(h.Get("Access-Control-Allow-Headers"), "Content-Type") {
+				t.Errorf("preflight = %d %v", status, h)
+			}
+			method := "POST"
+			if strings.Contains(p, "well-known") || strings.HasSuffix(p, "jwks") {
+				method = "GET"
+			}
+			if _, h, _ := do(t, method, e.URL+p, origin, ""); h.Get("Access-Control-Allow-Origin") != "*" {
+				t.Errorf("%s without CORS header", method)
+			}
+		})
+	}
+	for _, p := range []string{"/oauth/2.1/introspect", "/api/backend/v1/user/" + aliceID} {
+		if _, h, _ := do(t, "OPTIONS", e.URL+p, origin, ""); h.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("%s answers CORS; it is server-to-server only", p)
+		}
 	}
 }
