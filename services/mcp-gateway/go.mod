@@ -9,12 +9,18 @@ replace (
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/mcpauthz/mcpauthz/gen v0.0.0
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/segmentio/encoding v0.5.4
+	google.golang.org/grpc v1.85.0
 )
 
 require (
 	github.com/segmentio/asm v1.1.3 // indirect
+	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -1,0 +1,151 @@
+// Package authzclient is the gateway's one long-lived connection to the authz
+// service (authz.v1.AuthzService).
+//
+// The connection is built for replicas behind one name: with a dns:/// target
+// every address is resolved and calls are balanced round-robin; subchannels are
+// health-checked (grpc.health.v1, overall server status) so a replica that
+// reports NOT_SERVING gets no calls; a call that fails with UNAVAILABLE is
+// retried (at most 3 attempts in all) and round-robin sends the retry to the
+// next replica; keepalive pings detect a dead peer on an idle connection.
+// Every call carries its own deadline (AUTHZ_TIMEOUT).
+package authzclient
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // registers client-side health checking
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// ServiceConfig is the gRPC service config of the connection: round-robin over
+// every resolved address, health checking of each, and a retry of UNAVAILABLE.
+// The whole retry budget stays inside the caller's per-call deadline.
+const ServiceConfig = `{
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "healthCheckConfig": {"serviceName": ""},
+  "methodConfig": [{
+    "name": [{"service": "authz.v1.AuthzService"}, {"service": "grpc.health.v1.Health"}],
+    "retryPolicy": {
+      "maxAttempts": 3,
+      "initialBackoff": "0.01s",
+      "maxBackoff": "0.1s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+}`
+
+// Keepalive is what the client sends. authz must allow it: its server
+// keepalive.EnforcementPolicy needs MinTime <= 20s and PermitWithoutStream, or
+// it answers idle pings with GOAWAY (too_many_pings).
+var Keepalive = keepalive.ClientParameters{
+	Time:                30 * time.Second,
+	Timeout:             10 * time.Second,
+	PermitWithoutStream: true,
+}
+
+// Observer receives the outcome of every call (after retries), for metrics.
+type Observer func(method string, code codes.Code, d time.Duration)
+
+// Options configures [New].
+type Options struct {
+	// Timeout is the deadline of each call; 2s when zero.
+	Timeout time.Duration
+	// Observe, if set, is called after every call.
+	Observe Observer
+	// DialOptions are added last, e.g. grpc.WithResolvers in tests.
+	DialOptions []grpc.DialOption
+}
+
+// Client calls authz. It is safe for concurrent use; create one per process.
+type Client struct {
+	conn    *grpc.ClientConn
+	api     authzv1.AuthzServiceClient
+	health  healthpb.HealthClient
+	timeout time.Duration
+}
+
+// New creates the connection to target (e.g. "localhost:50051" or
+// "dns:///authz:50051") and starts connecting in the background. It returns an
+// error only for an unusable target or option; an unreachable authz shows up as
+// UNAVAILABLE on calls.
+func New(target string, opts Options) (*Client, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 2 * time.Second
+	}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(ServiceConfig),
+		grpc.WithKeepaliveParams(Keepalive),
+	}
+	if opts.Observe != nil {
+		observe := opts.Observe
+		dial = append(dial, grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
+			start := time.Now()
+			err := invoker(ctx, method, req, reply, cc, callOpts...)
+			observe(method, status.Code(err), time.Since(start))
+			return err
+		}))
+	}
+	dial = append(dial, opts.DialOptions...)
+	conn, err := grpc.NewClient(target, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("creating gRPC client for %q: %w", target, err)
+	}
+	conn.Connect()
+	return &Client{
+		conn:    conn,
+		api:     authzv1.NewAuthzServiceClient(conn),
+		health:  healthpb.NewHealthClient(conn),
+		timeout: opts.Timeout,
+	}, nil
+}
+
+// Authorize asks authz for a decision. A denial is a normal response. Errors are
+// gRPC status errors: UNAVAILABLE or DEADLINE_EXCEEDED when authz or the
+// authorization server cannot answer, INVALID_ARGUMENT for a malformed token or
+// resource.
+func (c *Client) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.api.Authorize(ctx, req)
+}
+
+// GetUser fetches the user with userID. Errors are gRPC status errors, notably
+// NOT_FOUND for an unknown user and UNAVAILABLE when authz or the authorization
+// server cannot answer.
+func (c *Client) GetUser(ctx context.Context, userID string, includeOrgs bool) (*authzv1.User, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	res, err := c.api.GetUser(ctx, &authzv1.GetUserRequest{UserId: userID, IncludeOrgs: includeOrgs})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetUser(), nil
+}
+
+// Ready checks that some authz replica reports SERVING. It returns an error
+// saying why not otherwise.
+func (c *Client) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	res, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return fmt.Errorf("checking authz health: %w", err)
+	}
+	if s := res.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("authz reports %s", s)
+	}
+	return nil
+}
+
+// Close closes the connection; calls in flight fail with CANCELED.
+func (c *Client) Close() error { return c.conn.Close() }
