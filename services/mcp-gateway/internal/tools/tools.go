@@ -1,0 +1,234 @@
+// Package tools is the gateway's registry of protected MCP tools.
+//
+// # Adding a tool
+//
+// Create one file in this package that defines the tool with [define] — its
+// name, description, the scopes it needs, whether it needs the caller's user,
+// and its typed handler — and registers it in an init function:
+//
+//	func init() { register(define(Spec{Name: "my_tool", Scopes: []string{"read:x"}}, myTool)) }
+//
+// Nothing else changes: the gateway reads [All] to learn each tool's scopes (it
+// asks authz for SCOPES plus those on tools/call), the protected resource
+// metadata advertises them, tools/list filters on them, and the registry checks
+// them again before the handler runs.
+//
+// # Defense in depth
+//
+// The gateway authorizes a tools/call before the go-sdk parses it. The registry
+// checks again, against the [caller.Caller] the SDK hands the handler, that the
+// caller holds the scopes of the tool actually being run; a request that did
+// not pass the gateway's middleware has no Caller and is refused.
+package tools
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// CodeForbidden is the JSON-RPC error code of a tool call refused by the
+// registry because the caller lacks the tool's scopes. The gateway normally
+// answers such a call with HTTP 403 before the SDK sees it. (-32001 to -32005
+// and -32020 to -32022 are taken by the go-sdk.)
+const CodeForbidden = -32030
+
+// Spec declares a tool.
+type Spec struct {
+	// Name is the MCP tool name.
+	Name string
+	// Title and Description are shown to users and models.
+	Title       string
+	Description string
+	// Scopes are the scopes the tool needs besides the SCOPES every request needs.
+	Scopes []string
+	// NeedsUser asks authz to return the caller's user with the decision
+	// (include_user), saving a GetUser round trip; NeedsOrgs adds the orgs.
+	NeedsUser bool
+	NeedsOrgs bool
+}
+
+// Tool is a registered tool: its declaration and how to add it to a server.
+type Tool struct {
+	Spec
+	add func(s *mcp.Server, env *Env)
+}
+
+// Users fetches users from authz.
+type Users interface {
+	// GetUser returns the user with userID. Errors are gRPC status errors.
+	GetUser(ctx context.Context, userID string, includeOrgs bool) (*authzv1.User, error)
+}
+
+// Env is what handlers may use besides the caller.
+type Env struct {
+	// Users fetches a user when the request did not prefetch it.
+	Users Users
+	// Logger logs handler failures.
+	Logger *slog.Logger
+}
+
+// Call is one invocation of a tool handler.
+type Call struct {
+	// Caller is the authenticated caller; never nil inside a handler.
+	Caller *caller.Caller
+	// Env gives access to authz.
+	Env *Env
+	// Request is the go-sdk request.
+	Request *mcp.CallToolRequest
+}
+
+var registry []Tool
+
+// register adds t to the registry. It panics on a duplicate or invalid name,
+// which can only happen at init, when a new tool file is wrong.
+func register(t Tool) {
+	if t.Name == "" || strings.ContainsAny(t.Name, " \t\n") {
+		panic(fmt.Sprintf("tools: invalid tool name %q", t.Name))
+	}
+	if _, dup := Lookup(t.Name); dup {
+		panic(fmt.Sprintf("tools: %q registered twice", t.Name))
+	}
+	registry = append(registry, t)
+	slices.SortFunc(registry, func(a, b Tool) int { return cmp.Compare(a.Name, b.Name) })
+}
+
+// All returns every registered tool, sorted by name.
+func All() []Tool { return slices.Clone(registry) }
+
+// Lookup returns the registered tool called name.
+func Lookup(name string) (Tool, bool) {
+	for _, t := range registry {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Tool{}, false
+}
+
+// Scopes returns every scope any tool declares, in registry order, deduplicated.
+func Scopes() []string {
+	var out []string
+	for _, t := range registry {
+		for _, s := range t.Scopes {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// define builds a Tool from a typed handler. The handler runs only when the
+// caller holds spec.Scopes; an error it returns becomes a tool error result
+// (isError), which is how MCP reports a tool's own failures.
+func define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in In) (Out, error)) Tool {
+	return Tool{
+		Spec: spec,
+		add: func(s *mcp.Server, env *Env) {
+			tool := &mcp.Tool{
+				Name:        spec.Name,
+				Title:       spec.Title,
+				Description: spec.Description,
+				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: new(bool)},
+			}
+			mcp.AddTool(s, tool, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
+				var zero Out
+				c, err := enforce(ctx, req, spec)
+				if err != nil {
+					return nil, zero, err
+				}
+				out, err := h(ctx, &Call{Caller: c, Env: env, Request: req}, in)
+				return nil, out, err
+			})
+		},
+	}
+}
+
+// enforce returns the request's caller if it holds spec's scopes, else a
+// JSON-RPC error.
+func enforce(ctx context.Context, req *mcp.CallToolRequest, spec Spec) (*caller.Caller, error) {
+	var c *caller.Caller
+	if extra := req.GetExtra(); extra != nil {
+		c = caller.FromTokenInfo(extra.TokenInfo)
+	}
+	if c == nil {
+		return nil, &jsonrpc.Error{Code: CodeForbidden, Message: fmt.Sprintf("tool %q needs an authenticated caller", spec.Name)}
+	}
+	ok, err := c.Has(ctx, spec.Scopes)
+	if err != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "checking the caller's scopes failed; retry later"}
+	}
+	if !ok {
+		return nil, &jsonrpc.Error{Code: CodeForbidden, Message: fmt.Sprintf("tool %q needs scopes %q", spec.Name, strings.Join(spec.Scopes, " "))}
+	}
+	return c, nil
+}
+
+// InstallOptions configures [Install].
+type InstallOptions struct {
+	// ListAll makes tools/list return every tool instead of only those the
+	// caller may call.
+	ListAll bool
+}
+
+// Install adds every registered tool to s and, unless opts.ListAll, a
+// middleware that removes from tools/list the tools the caller may not call.
+func Install(s *mcp.Server, env *Env, opts InstallOptions) {
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, t := range registry {
+		t.add(s, env)
+	}
+	if !opts.ListAll {
+		s.AddReceivingMiddleware(listFilter(env.Logger))
+	}
+}
+
+// listFilter hides tools whose scopes the caller lacks. It fails closed: with
+// no caller, or when authz cannot say, the tool is left out.
+func listFilter(logger *slog.Logger) mcp.Middleware {
+	return func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			res, err := next(ctx, method, req)
+			if method != "tools/list" || err != nil {
+				return res, err
+			}
+			list, ok := res.(*mcp.ListToolsResult)
+			if !ok {
+				return res, err
+			}
+			var c *caller.Caller
+			if extra := req.GetExtra(); extra != nil {
+				c = caller.FromTokenInfo(extra.TokenInfo)
+			}
+			visible := make([]*mcp.Tool, 0, len(list.Tools))
+			for _, mt := range list.Tools {
+				t, known := Lookup(mt.Name)
+				if !known || c == nil {
+					continue
+				}
+				allowed, herr := c.Has(ctx, t.Scopes)
+				if herr != nil {
+					logger.WarnContext(ctx, "tools/list: cannot check scopes; hiding tool", "tool", t.Name, "error", herr)
+					continue
+				}
+				if allowed {
+					visible = append(visible, mt)
+				}
+			}
+			filtered := *list
+			filtered.Tools = visible
+			return &filtered, nil
+		}
+	}
+}

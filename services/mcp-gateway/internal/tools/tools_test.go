@@ -1,0 +1,279 @@
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+var (
+	expires = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	created = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	alice   = &authzv1.User{
+		UserId: "u-alice", Email: "alice@example.com", EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
+		Username: "alice", PictureUrl: "https://img.example.com/a.png", CreatedAt: timestamppb.New(created),
+		Orgs: []*authzv1.OrgMembership{{
+			OrgId: "org-1", OrgName: "Acme", UrlSafeOrgName: "acme", UserRole: "Admin",
+			InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org"},
+		}},
+	}
+)
+
+func principal(scopes ...string) *authzv1.Principal {
+	claims, _ := structpb.NewStruct(map[string]any{"active": true, "sub": "u-alice", "scope": "x"})
+	return &authzv1.Principal{
+		Subject: "u-alice", ClientId: "client-1", Scopes: scopes, ExpiresAt: timestamppb.New(expires),
+		Audience: []string{"https://mcp.example.com/mcp"}, Issuer: "https://auth.example.com/oauth/2.1", Claims: claims,
+	}
+}
+
+// fakeUsers stands in for authz's GetUser in these unit tests; the gateway's
+// integration tests use the real authz.
+type fakeUsers struct {
+	user  *authzv1.User
+	err   error
+	calls int
+}
+
+func (f *fakeUsers) GetUser(ctx context.Context, id string, orgs bool) (*authzv1.User, error) {
+	f.calls++
+	return f.user, f.err
+}
+
+// serve runs the registry behind the go-sdk's streamable handler; the bearer
+// token names an entry of callers, which the verifier puts in TokenInfo the way
+// the gateway does.
+func serve(t *testing.T, callers map[string]*caller.Caller, users Users, opts InstallOptions) string {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "test", Version: "0"}, nil)
+	Install(s, &Env{Users: users}, opts)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	verify := func(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
+		if token == "no-caller" {
+			return &auth.TokenInfo{Expiration: expires}, nil
+		}
+		c, ok := callers[token]
+		if !ok {
+			return nil, auth.ErrInvalidToken
+		}
+		return c.TokenInfo(), nil
+	}
+	srv := httptest.NewServer(auth.RequireBearerToken(verify, nil)(h))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+type bearer string
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+string(b))
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func connect(t *testing.T, url, token string) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "0"}, nil)
+	cs, err := c.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearer(token)}, DisableStandaloneSSE: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
+	t.Helper()
+	res, err := cs.ListTools(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range res.Tools {
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
+func TestRegistry(t *testing.T) {
+	t.Parallel()
+	var names []string
+	for _, tool := range All() {
+		names = append(names, tool.Name)
+	}
+	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
+		t.Errorf("All() (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"read:org_data", "read:user_data"}, Scopes()); diff != "" {
+		t.Errorf("Scopes() (-want +got):\n%s", diff)
+	}
+	for _, tool := range All() {
+		if !tool.NeedsUser || len(tool.Scopes) == 0 {
+			t.Errorf("%s: NeedsUser=%v Scopes=%v", tool.Name, tool.NeedsUser, tool.Scopes)
+		}
+	}
+}
+
+func TestToolsListFiltering(t *testing.T) {
+	t.Parallel()
+	hierarchyChecks := 0
+	callers := map[string]*caller.Caller{
+		"user":  caller.New(principal("read:user_data"), []string{"read:user_data"}, nil),
+		"both":  caller.New(principal("read:user_data", "read:org_data"), nil, nil),
+		"admin": caller.New(principal("admin"), nil, func(ctx context.Context, scopes []string) (bool, error) { hierarchyChecks++; return true, nil }),
+		"down":  caller.New(principal("read:user_data"), nil, func(ctx context.Context, scopes []string) (bool, error) { return false, errors.New("authz down") }),
+	}
+	filtered := serve(t, callers, &fakeUsers{}, InstallOptions{})
+	all := serve(t, callers, &fakeUsers{}, InstallOptions{ListAll: true})
+	tests := []struct {
+		url, token string
+		want       []string
+	}{
+		{filtered, "user", []string{"who_am_i"}},
+		{filtered, "both", []string{"list_my_orgs", "who_am_i"}},
+		{filtered, "admin", []string{"list_my_orgs", "who_am_i"}},
+		{filtered, "down", []string{"who_am_i"}},
+		{filtered, "no-caller", nil},
+		{all, "user", []string{"list_my_orgs", "who_am_i"}},
+	}
+	for _, tt := range tests {
+		got := toolNames(t, connect(t, tt.url, tt.token))
+		slices.Sort(got)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("tools/list for %q (ListAll=%v) (-want +got):\n%s", tt.token, tt.url == all, diff)
+		}
+	}
+	if hierarchyChecks == 0 {
+		t.Error("a token whose scopes only imply the tool's was never checked with authz")
+	}
+}
+
+func callStructured(t *testing.T, cs *mcp.ClientSession, name string, into any) *mcp.CallToolResult {
+	t.Helper()
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: name})
+	if err != nil {
+		t.Fatalf("CallTool(%s): %v", name, err)
+	}
+	if into != nil && !res.IsError {
+		b, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(b, into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
+}
+
+func TestWhoAmI(t *testing.T) {
+	t.Parallel()
+	prefetched := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	prefetched.User, prefetched.UserRequested = alice, true
+	failed := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	failed.UserRequested, failed.UserError = true, "authorization server unavailable"
+	notFetched := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	users := &fakeUsers{user: alice}
+	url := serve(t, map[string]*caller.Caller{"prefetched": prefetched, "failed": failed, "not-fetched": notFetched}, users, InstallOptions{})
+
+	wantUser := &User{
+		UserID: "u-alice", Email: "alice@example.com", EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
+		Username: "alice", PictureURL: "https://img.example.com/a.png", CreatedAt: "2024-05-06T07:08:09Z",
+		Orgs: []Org{{OrgID: "org-1", OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org"}}},
+	}
+	base := WhoAmI{
+		Subject: "u-alice", ClientID: "client-1", Scopes: []string{"read:user_data"}, ExpiresAt: "2030-01-02T03:04:05Z",
+		Audience: []string{"https://mcp.example.com/mcp"}, Issuer: "https://auth.example.com/oauth/2.1",
+		Claims: map[string]any{"active": true, "sub": "u-alice", "scope": "x"},
+	}
+	withUser := base
+	withUser.User = wantUser
+	withError := base
+	withError.UserError = "looking up the user failed: authorization server unavailable"
+
+	for token, want := range map[string]WhoAmI{"prefetched": withUser, "failed": withError, "not-fetched": withUser} {
+		var got WhoAmI
+		res := callStructured(t, connect(t, url, token), "who_am_i", &got)
+		if res.IsError {
+			t.Fatalf("%s: who_am_i failed: %+v", token, res.Content)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: who_am_i (-want +got):\n%s", token, diff)
+		}
+	}
+	if users.calls != 1 {
+		t.Errorf("GetUser called %d times, want 1 (only when the user was not prefetched)", users.calls)
+	}
+}
+
+func TestListMyOrgs(t *testing.T) {
+	t.Parallel()
+	ok := caller.New(principal("read:user_data", "read:org_data"), nil, nil)
+	ok.User, ok.UserRequested = alice, true
+	failed := caller.New(principal("read:user_data", "read:org_data"), nil, nil)
+	failed.UserRequested, failed.UserError = true, "user not found"
+	lacking := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	unknown := caller.New(principal("read:user_data", "read:org_data"), nil, nil)
+	url := serve(t, map[string]*caller.Caller{"ok": ok, "failed": failed, "lacking": lacking, "unknown": unknown},
+		&fakeUsers{err: status.Error(codes.NotFound, "no such user")}, InstallOptions{})
+
+	var got MyOrgs
+	if res := callStructured(t, connect(t, url, "ok"), "list_my_orgs", &got); res.IsError {
+		t.Fatalf("list_my_orgs failed: %+v", res.Content)
+	}
+	want := MyOrgs{Orgs: []Org{{OrgID: "org-1", OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org"}}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("list_my_orgs (-want +got):\n%s", diff)
+	}
+	for _, token := range []string{"failed", "unknown"} {
+		if res := callStructured(t, connect(t, url, token), "list_my_orgs", nil); !res.IsError {
+			t.Errorf("%s: list_my_orgs succeeded without a user", token)
+		}
+	}
+
+	// The registry refuses a caller without the tool's scope, and a request that
+	// never passed the gateway, with a JSON-RPC error.
+	for _, token := range []string{"lacking", "no-caller"} {
+		_, err := connect(t, url, token).CallTool(t.Context(), &mcp.CallToolParams{Name: "list_my_orgs"})
+		var werr *jsonrpc.Error
+		if !errors.As(err, &werr) || werr.Code != CodeForbidden {
+			t.Errorf("%s: CallTool error = %v, want JSON-RPC code %d", token, err, CodeForbidden)
+		}
+	}
+}
+
+func TestOutputSchemas(t *testing.T) {
+	t.Parallel()
+	url := serve(t, map[string]*caller.Caller{"both": caller.New(principal("read:user_data", "read:org_data"), nil, nil)}, &fakeUsers{}, InstallOptions{})
+	res, err := connect(t, url, "both").ListTools(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range res.Tools {
+		b, _ := json.Marshal(tool.OutputSchema)
+		var schema struct {
+			Type       string                     `json:"type"`
+			Properties map[string]json.RawMessage `json:"properties"`
+		}
+		if err := json.Unmarshal(b, &schema); err != nil || schema.Type != "object" {
+			t.Errorf("%s: output schema %s", tool.Name, b)
+		}
+		want := map[string]string{"who_am_i": "subject", "list_my_orgs": "orgs"}[tool.Name]
+		if _, ok := schema.Properties[want]; !ok {
+			t.Errorf("%s: output schema lacks %q: %s", tool.Name, want, b)
+		}
+	}
+}
