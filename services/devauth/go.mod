@@ -12,3 +12,10 @@ require (
 	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0-00010101000000-000000000000
 	golang.org/x/oauth2 v0.38.0
 )
+
+require (
+	github.com/modelcontextprotocol/go-sdk v1.8.0
+	github.com/segmentio/asm v1.1.3 // indirect
+	github.com/segmentio/encoding v0.5.4 // indirect
+	golang.org/x/sys v0.41.0 // indirect
+)

@@ -108,10 +108,15 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 }
 
 // requestedScopes returns the scopes asked for, or the client's registered
-// scopes (else every supported scope) when none are.
+// scopes (else every supported scope) when none are. offline_access is
+// accepted and dropped: some MCP clients always add it (SEP-2207), and
+// devauth issues refresh tokens regardless.
 func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *authzError) {
 	var out []string
 	for _, sc := range strings.Fields(raw) {
+		if sc == "offline_access" {
+			continue
+		}
 		if !slices.Contains(s.opts.Scopes, sc) {
 			return nil, redirectError(errInvalidScope, "unsupported scope "+sc)
 		}

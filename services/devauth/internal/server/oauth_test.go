@@ -172,6 +172,18 @@ func TestAuthorizeMalformed(t *testing.T) {
 			t.Errorf("redirect query %v", q)
 		}
 	})
+	t.Run("offline_access accepted and dropped", func(t *testing.T) {
+		t.Parallel()
+		e2 := newEnv(t, withAutoApprove(aliceEmail))
+		id := e2.register(t, `{"redirect_uris":["`+redirect+`"]}`)["client_id"].(string)
+		v, c := pkce()
+		_, h, _ := do(t, "GET", authorizeURL(e2, id, redirect, c, "st", url.Values{"scope": {"offline_access read:org_data"}}), nil, "")
+		code := mustURL(t, h.Get("Location")).Query().Get("code")
+		at, _ := exchangeOK(t, e2, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect}, "client_id": {id}, "code_verifier": {v}})
+		if got := e2.introspect(t, at)["scope"]; got != "read:org_data" {
+			t.Errorf("scope = %v, want read:org_data", got)
+		}
+	})
 	t.Run("loopback port may differ (RFC 8252)", func(t *testing.T) {
 		t.Parallel()
 		e2 := newEnv(t, withAutoApprove(aliceEmail))
