@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
@@ -59,11 +60,32 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// A request held by the hang fault must not delay shutdown.
+	req, _ = http.NewRequest("POST", "http://"+addr+"/dev/faults", strings.NewReader(`{"mode":"hang"}`))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("setting the hang fault: %v %v", err, resp)
+	}
+	hung := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: 30 * time.Second}
+		resp, err := c.Post("http://"+addr+"/oauth/2.1/introspect", "application/x-www-form-urlencoded", strings.NewReader("token=x"))
+		if err == nil {
+			resp.Body.Close()
+		}
+		hung <- err
+	}()
+	waitIntrospections(t, addr, 1) // the request is now held by the fault
+
+	// Without releasing it, Shutdown would time out and devauth exit 1.
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v, want status 0", err)
+	}
+	if err := <-hung; err == nil {
+		t.Error("the hung request got an answer; want the connection dropped")
 	}
 	out := p.Output()
 	for _, want := range []string{`"msg":"devauth starting"`, `"msg":"devauth stopped"`, `"REQUEST_VALIDATION_CLIENT_SECRET":"***"`} {
@@ -81,6 +103,27 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 			t.Errorf("log line is not JSON: %s", line)
 		}
 	}
+}
+
+// waitIntrospections polls /dev/stats until n introspections were counted.
+func waitIntrospections(t *testing.T, addr string, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/dev/stats", nil)
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			var s struct{ Introspections int64 }
+			_ = json.NewDecoder(resp.Body).Decode(&s)
+			resp.Body.Close()
+			if s.Introspections >= n {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("devauth never counted %d introspections", n)
 }
 
 func TestBinaryBadConfig(t *testing.T) {

@@ -110,6 +110,9 @@ func (in *Injector) Wrap(next http.Handler) http.Handler {
 			select {
 			case <-r.Context().Done():
 			case <-in.closed:
+				// Shutting down: drop the connection rather than answer, as a
+				// server that dies mid-request would.
+				hijackAndClose(w)
 			}
 		case Down:
 			hijackAndClose(w)
