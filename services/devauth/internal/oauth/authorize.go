@@ -57,7 +57,7 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 	if redirectURI == "" {
 		return nil, pageError("The request has no redirect_uri.")
 	}
-	if !registeredRedirect(client, redirectURI) {
+	if !redirectRegistered(client, redirectURI) {
 		return nil, pageError("The redirect_uri is not registered for this application.")
 	}
 

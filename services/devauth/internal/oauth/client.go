@@ -34,8 +34,9 @@ func looksLikeURL(id string) bool {
 	return strings.HasPrefix(id, "https://") || strings.HasPrefix(id, "http://")
 }
 
-// registeredRedirect returns the registered redirect URI matching requested.
-func registeredRedirect(c store.Client, requested string) bool {
+// redirectRegistered reports whether requested matches one of the client's
+// registered redirect URIs.
+func redirectRegistered(c store.Client, requested string) bool {
 	return slices.ContainsFunc(c.RedirectURIs, func(r string) bool { return redirectMatches(r, requested) })
 }
 

@@ -21,7 +21,6 @@ const (
 	errTemporarilyUnavailable  = "temporarily_unavailable"
 	errInvalidRedirectURI      = "invalid_redirect_uri"
 	errInvalidClientMetadata   = "invalid_client_metadata"
-	errUnsupportedTokenType    = "unsupported_token_type"
 )
 
 // ErrorResponse is the JSON error body of the token-style endpoints.

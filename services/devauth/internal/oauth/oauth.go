@@ -91,7 +91,8 @@ type Server struct {
 	cimd     *metadataResolver
 }
 
-// New returns a Server. It does not start anything in the background.
+// New returns a Server. opts.Store and opts.Users are required. It starts
+// nothing in the background.
 func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -107,7 +108,7 @@ func ParseTokenRequest(body []byte) (TokenRequest, error) {
 	}
 	for _, s := range req.Scopes {
 		if !config.ValidScopeToken(s) {
-			return TokenRequest{}, errors.New("invalid scope " + strconvQuote(s))
+			return TokenRequest{}, fmt.Errorf("invalid scope %q", s)
 		}
 	}
 	if req.Resource != "" {
@@ -216,11 +217,6 @@ func decodeStrict(body []byte, v any) error {
 		return errors.New("malformed JSON body: trailing data")
 	}
 	return nil
-}
-
-func strconvQuote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
