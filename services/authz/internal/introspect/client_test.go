@@ -94,7 +94,9 @@ func TestIntrospectFailures(t *testing.T) {
 		{name: "connection closed", setup: func(as *propelauthtest.Server, _ string) { as.SetFault(propelauthtest.FaultDown, 0) }, wantKind: introspect.KindNetwork},
 		{name: "server gone", setup: func(as *propelauthtest.Server, _ string) { as.Close() }, wantKind: introspect.KindNetwork},
 		{name: "429", setup: func(as *propelauthtest.Server, tok string) { as.SetRawReply(tok, 429, []byte(`{}`)) }, wantKind: introspect.KindRateLimited},
-		{name: "400", setup: func(as *propelauthtest.Server, tok string) { as.SetRawReply(tok, 400, []byte(`{"error":"invalid_request"}`)) }, wantKind: introspect.KindStatus4xx},
+		{name: "400", setup: func(as *propelauthtest.Server, tok string) {
+			as.SetRawReply(tok, 400, []byte(`{"error":"invalid_request"}`))
+		}, wantKind: introspect.KindStatus4xx},
 		{name: "active as string", setup: func(as *propelauthtest.Server, tok string) { as.SetRawReply(tok, 200, []byte(`{"active":"true"}`)) }, wantKind: introspect.KindMalformed},
 		{name: "huge body", setup: func(as *propelauthtest.Server, tok string) {
 			as.SetRawReply(tok, 200, []byte(`{"active":true,"x":"`+strings.Repeat("a", 2<<20)+`"}`))
