@@ -268,3 +268,11 @@ func absoluteURL(raw string) (string, error) {
 	}
 	return raw, nil
 }
+
+// NormalizeOrigin returns a browser Origin header value in the form
+// [Config.AllowedOrigins] uses (lowercase, default port dropped), or false when
+// it is not an http(s) origin (e.g. "null").
+func NormalizeOrigin(raw string) (string, bool) {
+	o, err := origin(raw)
+	return o, err == nil
+}

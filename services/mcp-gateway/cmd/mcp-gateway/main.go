@@ -1,0 +1,114 @@
+// Command mcp-gateway is the OAuth-protected MCP server: it serves MCP over
+// streamable HTTP at /mcp and asks the authz service to authorize every request.
+// Configuration comes from the environment; run with -list-env to see which
+// variables it reads.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+)
+
+// drainTimeout leaves in-flight requests time to finish on SIGTERM, inside the
+// 10s docker compose and Kubernetes allow by default before SIGKILL.
+const drainTimeout = 8 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level := new(slog.LevelVar)
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(ctx, logger, level, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "mcp-gateway: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("mcp-gateway", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	listEnv := fs.Bool("list-env", false, "print every environment variable mcp-gateway reads, one per line, and exit")
+	healthcheck := fs.String("healthcheck", "", "GET `URL` and exit 0 if it answers 200, 1 otherwise (for container healthchecks)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; configuration comes from the environment (see -list-env)", fs.Args())
+	}
+	if *listEnv {
+		_, err := fmt.Fprintln(stdout, strings.Join(config.EnvNames(), "\n"))
+		return err
+	}
+	if *healthcheck != "" {
+		return probe(ctx, *healthcheck)
+	}
+
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	level.Set(cfg.LogLevel)
+	logger.Info("starting mcp-gateway", "config", cfg)
+
+	m := metrics.New()
+	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz})
+	if err != nil {
+		return fmt.Errorf("invalid configuration: %s: %w", config.EnvAuthzAddr, err)
+	}
+	defer authz.Close()
+
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
+	}
+	logger.Info("serving MCP", "addr", ln.Addr().String(), "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr)
+	if err := gateway.Serve(ctx, ln, gw, logger, drainTimeout); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// probe GETs url and returns nil on 200. The images have no curl, so the
+// container healthcheck runs the binary itself.
+func probe(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<16))
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %s", url, res.Status)
+	}
+	return nil
+}

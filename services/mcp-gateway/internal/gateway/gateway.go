@@ -1,0 +1,282 @@
+// Package gateway is the gateway's HTTP surface: the OAuth-protected MCP
+// endpoint, the metadata documents and the operational endpoints.
+//
+// # Routes
+//
+//   - POST /mcp and /mcp/ (no redirect): MCP streamable HTTP, go-sdk stateless.
+//   - /.well-known/oauth-protected-resource/mcp and
+//     /.well-known/oauth-protected-resource: RFC 9728 metadata.
+//   - /.well-known/oauth-authorization-server: the authorization server's
+//     metadata, proxied (package asmeta).
+//   - /healthz (the process serves), /readyz (an authz replica is SERVING),
+//     /metrics (Prometheus).
+//
+// # One MCP request
+//
+//  1. Origin (and, on loopback, Host) is checked against DNS rebinding; CORS
+//     preflights are answered. Methods other than POST get 405: the server is
+//     stateless, with no SSE stream to GET and no session to DELETE.
+//  2. The bearer token is taken from the one Authorization header. A token in
+//     the query string (access_token=) or several Authorization headers get 400
+//     invalid_request (RFC 6750 §2 and §3.1: one method per request, never the
+//     URL). No token, or another scheme, gets 401 with resource_metadata and
+//     scope only. A value that is not an RFC 6750 b64token gets 401
+//     invalid_token without a call to authz, as does authz's INVALID_ARGUMENT:
+//     either way the client must obtain a new token, and a 400 would make some
+//     clients retry forever.
+//  3. The body is read (1 MiB bound) and the method and tool picked out
+//     (package mcpreq); the scopes needed are SCOPES plus, for tools/call, the
+//     tool's declared scopes.
+//  4. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
+//     when the tool needs the user. Allowed: the request goes on to the go-sdk
+//     with the caller in its TokenInfo. Insufficient scope: 403
+//     insufficient_scope naming every scope the operation needs. Any other
+//     denial: 401 invalid_token. authz unreachable, UNAVAILABLE, a deadline, or
+//     any other error: 503 with Retry-After, never 401, so clients keep their
+//     tokens through an outage.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+)
+
+// Authz is what the gateway needs from the authz service
+// (authzclient.Client implements it).
+type Authz interface {
+	// Authorize returns authz's decision; errors are gRPC status errors.
+	Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error)
+	// GetUser returns a user; errors are gRPC status errors.
+	GetUser(ctx context.Context, userID string, includeOrgs bool) (*authzv1.User, error)
+	// Ready returns nil when authz is serving.
+	Ready(ctx context.Context) error
+}
+
+// Options configures [New].
+type Options struct {
+	// Config is the validated configuration.
+	Config config.Config
+	// Authz answers authorization questions.
+	Authz Authz
+	// Logger receives the gateway's logs; discarded when nil.
+	Logger *slog.Logger
+	// Metrics records the gateway's metrics; a private set when nil.
+	Metrics *metrics.Metrics
+	// HTTPClient fetches the authorization server's metadata; a client with a
+	// 5s timeout when nil.
+	HTTPClient *http.Client
+	// MaxBody bounds request bodies; [mcpreq.DefaultMaxBody] when zero.
+	MaxBody int64
+}
+
+// RetryAfter is what a 503 tells clients to wait before retrying.
+const RetryAfter = time.Second
+
+// maxTokenLen bounds the bearer token accepted; real access tokens are far
+// shorter, and authz would refuse a longer one anyway.
+const maxTokenLen = 4096
+
+// Gateway serves the gateway's routes. Create it once with [New].
+type Gateway struct {
+	cfg      config.Config
+	authz    Authz
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	maxBody  int64
+	resource string
+	prmURL   string
+	origins  []string
+	host     string
+	ops      map[string]operation // by tool name; "" for any non-tools/call request
+	prm      []byte
+	asmeta   *asmeta.Proxy
+	mcp      http.Handler
+	mux      *http.ServeMux
+}
+
+// operation is what authorizing one kind of request takes.
+type operation struct {
+	scopes    []string
+	needsUser bool
+	needsOrgs bool
+}
+
+// New builds the gateway: the one go-sdk server with every registered tool, the
+// metadata documents, and the routes. It returns an error only if the
+// configuration cannot be served.
+func New(opts Options) (*Gateway, error) {
+	cfg := opts.Config
+	if opts.Authz == nil {
+		return nil, errors.New("gateway: Options.Authz is nil")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = mcpreq.DefaultMaxBody
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		authz:    opts.Authz,
+		log:      opts.Logger,
+		metrics:  opts.Metrics,
+		maxBody:  opts.MaxBody,
+		resource: cfg.Resource(),
+		prmURL:   cfg.ResourceMetadataURL(),
+		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
+		ops:      map[string]operation{"": {scopes: cfg.Scopes}},
+	}
+	if i := strings.Index(cfg.ServerURL, "://"); i >= 0 {
+		g.host = cfg.ServerURL[i+3:]
+	}
+	for _, t := range tools.All() {
+		g.ops[t.Name] = operation{scopes: union(cfg.Scopes, t.Scopes), needsUser: t.NeedsUser || t.NeedsOrgs, needsOrgs: t.NeedsOrgs}
+	}
+
+	prm, err := json.Marshal(&oauthex.ProtectedResourceMetadata{
+		Resource:               g.resource,
+		AuthorizationServers:   []string{cfg.AuthorizationServer},
+		ScopesSupported:        union(cfg.Scopes, tools.Scopes()),
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "mcpauthz MCP gateway",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encoding protected resource metadata: %w", err)
+	}
+	g.prm = prm
+	g.asmeta = asmeta.New(asmeta.Options{Issuer: cfg.AuthorizationServer, Client: opts.HTTPClient, Logger: opts.Logger})
+
+	server := mcp.NewServer(&mcp.Implementation{Name: "mcpauthz-gateway", Title: "mcpauthz MCP gateway", Version: "1.0.0"}, &mcp.ServerOptions{
+		Logger:       opts.Logger,
+		Instructions: "Tools describing the signed-in user: who_am_i (read:user_data) and list_my_orgs (read:org_data).",
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
+	})
+	tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})
+	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+		Stateless:    true,
+		JSONResponse: true,
+		Logger:       opts.Logger,
+		// The gateway checks Origin and Host itself (checkOrigin), allowing the
+		// configured public host, which the SDK's loopback check would refuse
+		// behind a reverse proxy on the same machine.
+		DisableLocalhostProtection: true,
+		MaxRequestBodyBytes:        opts.MaxBody,
+	})
+	// RequireBearerToken is the go-sdk's only way to put a TokenInfo where its
+	// handlers find it (req.Extra.TokenInfo). By the time it runs, authz has
+	// decided; the verifier just returns that decision, and the SDK's own expiry
+	// check is neutralised because authz applied exp with its configured skew.
+	g.mcp = auth.RequireBearerToken(func(ctx context.Context, _ string, _ *http.Request) (*auth.TokenInfo, error) {
+		c := caller.FromContext(ctx)
+		if c == nil {
+			return nil, auth.ErrInvalidToken
+		}
+		return c.TokenInfo(), nil
+	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true, ClockSkew: 100 * 365 * 24 * time.Hour})(streamable)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mcp", g.serveMCP)
+	mux.HandleFunc("/mcp/{$}", g.serveMCP)
+	mux.HandleFunc("/.well-known/oauth-protected-resource", g.servePRM)
+	mux.HandleFunc("/.well-known/oauth-protected-resource/mcp", g.servePRM)
+	mux.Handle("/.well-known/oauth-authorization-server", g.asmeta)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", g.serveReady)
+	mux.Handle("GET /metrics", g.metrics.Handler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
+	})
+	g.mux = mux
+	return g, nil
+}
+
+// ServeHTTP serves every route.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (g *Gateway) servePRM(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	switch r.Method {
+	case http.MethodOptions:
+		w.Header().Set("Access-Control-Allow-Methods", "GET, OPTIONS")
+		w.Header().Set("Access-Control-Allow-Headers", "*")
+		w.Header().Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodGet, http.MethodHead:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Header().Set("Content-Length", strconv.Itoa(len(g.prm)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(g.prm)
+		}
+	default:
+		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+		challenge.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
+	}
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
+	if err := g.authz.Ready(r.Context()); err != nil {
+		g.log.WarnContext(r.Context(), "not ready", "error", err)
+		challenge.Response{Status: http.StatusServiceUnavailable, Description: "authz is not reachable", RetryAfter: RetryAfter}.Write(w)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// tokenHash identifies a token in logs without revealing it.
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}
+
+// clientIP is the peer address, for logs.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,375 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Headers a browser client may send and read on /mcp.
+const (
+	corsAllowHeaders  = "Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Mcp-Method, Mcp-Name, Last-Event-ID"
+	corsExposeHeaders = "WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version, Retry-After"
+)
+
+// knownMethods bounds the method label of the request metrics.
+var knownMethods = []string{
+	"initialize", "notifications/initialized", "ping", "server/discover",
+	"tools/list", "tools/call", "prompts/list", "prompts/get",
+	"resources/list", "resources/read", "resources/templates/list",
+	"resources/subscribe", "resources/unsubscribe", "subscriptions/listen",
+	"completion/complete", "logging/setLevel", "notifications/cancelled",
+	"notifications/progress", "notifications/roots/list_changed",
+}
+
+// exchange is the state of one MCP request, for the answer, logs and metrics.
+type exchange struct {
+	start  time.Time
+	w      *statusWriter
+	r      *http.Request
+	info   mcpreq.Info
+	parsed bool
+	token  string
+	op     operation
+}
+
+func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
+	x := &exchange{start: time.Now(), w: &statusWriter{ResponseWriter: w}, r: r}
+	defer g.finish(x)
+
+	if !g.checkOrigin(x) {
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodOptions:
+		g.preflight(x)
+		return
+	default:
+		x.w.Header().Set("Allow", "POST, OPTIONS")
+		g.fail(x, challenge.Response{Status: http.StatusMethodNotAllowed, Description: "this MCP server is stateless: use POST (no SSE stream, no sessions)"})
+		return
+	}
+
+	token, hasBearer, tokenErr := bearerToken(r)
+	x.token = token
+	x.op = g.ops[""]
+	info, parseErr := mcpreq.Read(r, g.maxBody)
+	if parseErr == nil {
+		x.info, x.parsed = info, true
+		if op, ok := g.ops[info.Tool()]; ok {
+			x.op = op
+		}
+	}
+	switch {
+	case tokenErr != nil:
+		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes})
+		return
+	case !hasBearer:
+		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
+		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes})
+		return
+	case !validToken(token):
+		g.fail(x, g.invalidToken(x, "the access token is malformed"))
+		return
+	case parseErr != nil:
+		var perr *mcpreq.Error
+		if !errors.As(parseErr, &perr) {
+			perr = &mcpreq.Error{Status: http.StatusBadRequest, Msg: parseErr.Error()}
+		}
+		g.fail(x, challenge.Response{Status: perr.Status, Description: perr.Msg})
+		return
+	}
+
+	c, ok := g.authorize(x)
+	if !ok {
+		return
+	}
+	r = r.WithContext(caller.NewContext(r.Context(), c))
+	g.mcp.ServeHTTP(x.w, r)
+}
+
+// authorize asks authz and, unless it allowed the request, writes the answer.
+func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
+	ctx := x.r.Context()
+	res, err := g.authz.Authorize(ctx, &authzv1.AuthorizeRequest{
+		Token:          x.token,
+		Resource:       g.resource,
+		RequiredScopes: x.op.scopes,
+		IncludeUser:    x.op.needsUser,
+		IncludeOrgs:    x.op.needsOrgs,
+	})
+	if err != nil {
+		g.metrics.Decision("error")
+		switch {
+		case status.Code(err) == codes.InvalidArgument:
+			g.fail(x, g.invalidToken(x, "the access token is malformed"))
+		case ctx.Err() != nil:
+			// The client went away; nobody reads the answer.
+			x.w.status = 499
+		default:
+			g.log.WarnContext(ctx, "authz unavailable", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
+			g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service is unavailable; retry later (your token was not rejected)", RetryAfter: RetryAfter})
+		}
+		return nil, false
+	}
+	p := res.GetPrincipal()
+	if res.GetAllowed() && p != nil {
+		g.metrics.Decision("allowed")
+		c := caller.New(p, x.op.scopes, g.checkFunc(x.token))
+		c.UserRequested = x.op.needsUser
+		c.User = res.GetUser()
+		c.UserError = res.GetUserError()
+		return c, true
+	}
+	d := res.GetDenial()
+	reason := strings.ToLower(strings.TrimPrefix(d.GetReason().String(), "DENIAL_REASON_"))
+	if res.GetAllowed() || d == nil {
+		reason = "malformed"
+	}
+	g.metrics.Decision(reason)
+	g.log.InfoContext(ctx, "denied", "reason", reason, "missing_scopes", d.GetMissingScopes(), "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "client_ip", clientIP(x.r))
+	switch {
+	case reason == "malformed":
+		g.log.ErrorContext(ctx, "authz returned an incomplete decision", "allowed", res.GetAllowed())
+		g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service returned an incomplete decision", RetryAfter: RetryAfter})
+	case d.GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
+		desc := d.GetDescription()
+		if desc == "" {
+			desc = "the access token lacks scope " + strings.Join(d.GetMissingScopes(), " ")
+		}
+		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: challenge.ErrInsufficientScope, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes})
+	default:
+		desc := d.GetDescription()
+		if desc == "" {
+			desc = defaultDenialDescription(d.GetReason())
+		}
+		g.fail(x, g.invalidToken(x, desc))
+	}
+	return nil, false
+}
+
+func defaultDenialDescription(r authzv1.DenialReason) string {
+	switch r {
+	case authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED:
+		return "the access token has expired"
+	case authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH:
+		return "the access token was not issued for this resource"
+	case authzv1.DenialReason_DENIAL_REASON_ISSUER_MISMATCH:
+		return "the access token was issued by another authorization server"
+	case authzv1.DenialReason_DENIAL_REASON_TOKEN_NOT_YET_VALID:
+		return "the access token is not valid yet"
+	}
+	return "the access token is not active"
+}
+
+func (g *Gateway) invalidToken(x *exchange, desc string) challenge.Response {
+	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes}
+}
+
+// checkFunc lets handlers ask whether the same token holds more scopes without
+// handing them the token.
+func (g *Gateway) checkFunc(token string) caller.CheckFunc {
+	return func(ctx context.Context, scopes []string) (bool, error) {
+		res, err := g.authz.Authorize(ctx, &authzv1.AuthorizeRequest{Token: token, Resource: g.resource, RequiredScopes: scopes})
+		if err != nil {
+			return false, err
+		}
+		return res.GetAllowed(), nil
+	}
+}
+
+func (g *Gateway) fail(x *exchange, resp challenge.Response) {
+	resp.Write(x.w)
+}
+
+// finish records the request in metrics and the debug log.
+func (g *Gateway) finish(x *exchange) {
+	st := x.w.status
+	if st == 0 {
+		st = http.StatusOK
+	}
+	method, tool := "unknown", ""
+	if x.parsed {
+		method = "other"
+		if slices.Contains(knownMethods, x.info.Method) {
+			method = x.info.Method
+		}
+		if t := x.info.Tool(); t != "" {
+			tool = "unknown"
+			if _, ok := g.ops[t]; ok {
+				tool = t
+			}
+		}
+	}
+	d := time.Since(x.start)
+	g.metrics.ObserveRequest(method, tool, strconv.Itoa(st), d)
+	if g.log.Enabled(x.r.Context(), slog.LevelDebug) {
+		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
+		if validToken(x.token) {
+			attrs = append(attrs, "token_sha256", tokenHash(x.token))
+		}
+		g.log.DebugContext(x.r.Context(), "mcp request", attrs...)
+	}
+}
+
+// bearerToken returns the credentials of the request's one Authorization
+// header when it uses the Bearer scheme (hasBearer; the token may still be
+// malformed, even empty), or an error for a request that sends a token in the
+// URL or more than one Authorization header.
+func bearerToken(r *http.Request) (token string, hasBearer bool, err error) {
+	if r.URL.Query().Has("access_token") {
+		return "", false, errors.New("access tokens are accepted only in the Authorization header, never in the URL (RFC 6750 section 2, MCP authorization)")
+	}
+	vals := r.Header.Values("Authorization")
+	switch len(vals) {
+	case 0:
+		return "", false, nil
+	case 1:
+	default:
+		return "", false, fmt.Errorf("%d Authorization headers; send exactly one", len(vals))
+	}
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", false, nil
+	}
+	return strings.TrimLeft(rest, " "), true, nil
+}
+
+// validToken reports whether token is an RFC 6750 b64token of sane length.
+func validToken(token string) bool {
+	if len(token) == 0 || len(token) > maxTokenLen {
+		return false
+	}
+	i := 0
+	for ; i < len(token); i++ {
+		c := token[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(token); i++ {
+		if token[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkOrigin protects against DNS rebinding: a browser request (one with an
+// Origin) must come from the server's own origin or MCP_ALLOWED_ORIGINS, and a
+// request reaching a loopback listener must name a loopback host or the
+// configured public host. Allowed origins get CORS headers.
+func (g *Gateway) checkOrigin(x *exchange) bool {
+	r := x.r
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(r.Host, g.host) {
+		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
+		return false
+	}
+	raw := r.Header.Get("Origin")
+	if raw == "" {
+		return true
+	}
+	o, ok := config.NormalizeOrigin(raw)
+	if !ok || !slices.Contains(g.origins, o) {
+		g.log.InfoContext(r.Context(), "origin refused", "origin", raw, "client_ip", clientIP(r))
+		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "origin " + strconv.Quote(raw) + " is not allowed; add it to MCP_ALLOWED_ORIGINS"})
+		return false
+	}
+	h := x.w.Header()
+	h.Set("Access-Control-Allow-Origin", raw)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
+	return true
+}
+
+func (g *Gateway) preflight(x *exchange) {
+	h := x.w.Header()
+	h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+	allow := corsAllowHeaders
+	if req := x.r.Header.Get("Access-Control-Request-Headers"); req != "" && validHeaderList(req) {
+		// Echo what the browser asks for, so x-mcp-header parameters
+		// (Mcp-Param-*) pass too; the Origin was already checked.
+		allow = req
+	}
+	h.Set("Access-Control-Allow-Headers", allow)
+	h.Set("Access-Control-Max-Age", "600")
+	x.w.WriteHeader(http.StatusNoContent)
+}
+
+func validHeaderList(s string) bool {
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			return false
+		}
+		for i := 0; i < len(f); i++ {
+			c := f[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isLoopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// statusWriter remembers the status for metrics. It passes Flush and the rest
+// of http.ResponseController's interface through Unwrap, which the go-sdk's SSE
+// streams (subscriptions/listen) need.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
