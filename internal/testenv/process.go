@@ -33,36 +33,46 @@ var (
 // process, so plain `go test` works too.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
+	p, err := BuildBinary(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// BuildBinary is [Binary] for TestMain, where no testing.TB exists yet: it
+// returns an error instead of failing a test.
+func BuildBinary(name string) (string, error) {
 	pkg, ok := commands[name]
 	if !ok {
-		tb.Fatalf("testenv.Binary: unknown command %q", name)
+		return "", fmt.Errorf("testenv.Binary: unknown command %q", name)
 	}
 	if dir := os.Getenv("MCPAUTHZ_BIN_DIR"); dir != "" {
 		p := filepath.Join(dir, name)
 		if _, err := os.Stat(p); err != nil {
-			tb.Fatalf("MCPAUTHZ_BIN_DIR is set but %s is missing: run `make build`", p)
+			return "", fmt.Errorf("MCPAUTHZ_BIN_DIR is set but %s is missing: run `make build`", p)
 		}
-		return p
+		return p, nil
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if p, ok := built[name]; ok {
-		return p
+		return p, nil
 	}
 	if buildDir == "" {
 		d, err := os.MkdirTemp("", "mcpauthz-bin-")
 		if err != nil {
-			tb.Fatal(err)
+			return "", err
 		}
 		buildDir = d
 	}
 	p := filepath.Join(buildDir, name)
 	out, err := exec.Command("go", "build", "-o", p, pkg).CombinedOutput()
 	if err != nil {
-		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
 	built[name] = p
-	return p
+	return p, nil
 }
 
 // Process is a running command whose output is captured for the test to inspect.
@@ -93,34 +103,47 @@ type ProcessOptions struct {
 // logged if tb failed.
 func StartProcess(tb testing.TB, name, bin string, opts ProcessOptions) *Process {
 	tb.Helper()
+	p, err := NewProcess(name, bin, opts)
+	if p != nil {
+		tb.Cleanup(func() {
+			p.Stop()
+			if tb.Failed() {
+				tb.Logf("--- output of %s ---\n%s", name, p.Output())
+			}
+		})
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// NewProcess is [StartProcess] for TestMain, where no testing.TB exists yet. The
+// caller must Stop the process. If the process starts but does not get ready, it
+// returns the process (still to be stopped) and an error with its output.
+func NewProcess(name, bin string, opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(bin, opts.Args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, opts.Env...)
 	p := &Process{Name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting %s: %v", name, err)
+		return nil, fmt.Errorf("starting %s: %v", name, err)
 	}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	tb.Cleanup(func() {
-		p.Stop()
-		if tb.Failed() {
-			tb.Logf("--- output of %s ---\n%s", name, p.Output())
-		}
-	})
 	if opts.ReadyURL != "" {
 		timeout := opts.ReadyTimeout
 		if timeout == 0 {
 			timeout = 20 * time.Second
 		}
 		if err := p.WaitReady(opts.ReadyURL, timeout); err != nil {
-			tb.Fatalf("%s: %v\n%s", name, err, p.Output())
+			return p, fmt.Errorf("%s: %v\n%s", name, err, p.Output())
 		}
 	}
-	return p
+	return p, nil
 }
 
 // WaitReady polls url until it answers 200, the process exits, or timeout passes.

@@ -1,0 +1,45 @@
+package testenv
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewProcess(t *testing.T) {
+	t.Parallel()
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(ready.Close)
+	p, err := NewProcess("sleep", "sleep", ProcessOptions{Args: []string{"30"}, ReadyURL: ready.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() {
+		t.Fatal("exited at once")
+	}
+	p.Stop()
+	if !p.Exited() {
+		t.Fatal("still running after Stop")
+	}
+
+	// A process that exits before it is ready is reported with its output.
+	p, err = NewProcess("sh", "sh", ProcessOptions{Args: []string{"-c", "echo boom; exit 3"}, ReadyURL: "http://" + FreeAddr(t) + "/", ReadyTimeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("NewProcess of a failing command: %v, want an error with its output", err)
+	}
+	if p != nil {
+		p.Stop()
+	}
+	if _, err := NewProcess("missing", "/nonexistent/binary", ProcessOptions{}); err == nil {
+		t.Error("NewProcess of a missing binary succeeded")
+	}
+}
+
+func TestBuildBinaryUnknown(t *testing.T) {
+	t.Parallel()
+	if _, err := BuildBinary("nope"); err == nil {
+		t.Error("BuildBinary(nope) succeeded")
+	}
+}
