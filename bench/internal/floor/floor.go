@@ -1,0 +1,182 @@
+// Package floor serves the two baselines the load tool measures the services
+// against, in the same run and on the same machine:
+//
+//   - an MCP server without authentication, built like the gateway's (go-sdk,
+//     stateless streamable HTTP, JSON responses) with a who_am_i tool of the
+//     same output schema whose handler returns a comparable payload, so the
+//     gateway's figures divided by its figures are the price of authentication;
+//   - a gRPC server whose only method is grpc.health.v1 Health/Check, the
+//     cheapest unary call, to compare authz Authorize with.
+//
+// The load tool runs them in a child process of its own (see [Serve]), as the
+// gateway and authz run in theirs, so a floor does not share a Go runtime, a
+// heap or a garbage collector with the load generator.
+package floor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// WhoAmI mirrors the gateway's who_am_i output (services/mcp-gateway/internal/tools),
+// field for field, so both servers derive the same output schema and encode a
+// payload of the same shape.
+type WhoAmI struct {
+	Subject   string         `json:"subject" jsonschema:"the token's subject (user ID)"`
+	ClientID  string         `json:"client_id" jsonschema:"the OAuth client the token was issued to"`
+	Scopes    []string       `json:"scopes" jsonschema:"the scopes granted to the token"`
+	ExpiresAt string         `json:"expires_at,omitempty" jsonschema:"when the token expires (RFC 3339)"`
+	Audience  []string       `json:"audience" jsonschema:"the resources the token was issued for"`
+	Issuer    string         `json:"issuer,omitempty" jsonschema:"the authorization server that issued the token"`
+	Claims    map[string]any `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
+	User      *User          `json:"user,omitempty" jsonschema:"the user behind the token"`
+	UserError string         `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
+}
+
+// User mirrors the gateway's user part of who_am_i.
+type User struct {
+	UserID         string `json:"user_id" jsonschema:"the user's ID (the token subject)"`
+	Email          string `json:"email" jsonschema:"the user's email address"`
+	FirstName      string `json:"first_name,omitempty"`
+	LastName       string `json:"last_name,omitempty"`
+	Username       string `json:"username,omitempty"`
+	PictureURL     string `json:"picture_url,omitempty"`
+	EmailConfirmed bool   `json:"email_confirmed"`
+	MFAEnabled     bool   `json:"mfa_enabled"`
+	CreatedAt      string `json:"created_at,omitempty" jsonschema:"when the user was created (RFC 3339)"`
+	LastActiveAt   string `json:"last_active_at,omitempty" jsonschema:"when the user was last active (RFC 3339)"`
+	Orgs           []Org  `json:"orgs" jsonschema:"the organizations the user belongs to"`
+}
+
+// Org mirrors the gateway's organization membership.
+type Org struct {
+	OrgID          string   `json:"org_id"`
+	OrgName        string   `json:"org_name"`
+	URLSafeOrgName string   `json:"url_safe_org_name,omitempty"`
+	Role           string   `json:"role" jsonschema:"the user's role in the organization"`
+	InheritedRoles []string `json:"inherited_roles" jsonschema:"the role and every role it inherits"`
+	Permissions    []string `json:"permissions" jsonschema:"the user's permissions in the organization"`
+}
+
+// Seeded user alice, as devauth serves her (plan/COMMON.md).
+const (
+	aliceID = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
+	acmeID  = "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+)
+
+// whoAmI builds, on every call as the gateway does from the principal authz
+// returned, the answer the gateway gives alice.
+func whoAmI(resource, issuer string) WhoAmI {
+	now := time.Now().Truncate(time.Second)
+	exp := now.Add(time.Hour)
+	return WhoAmI{
+		Subject:   aliceID,
+		ClientID:  "devauth-test-client",
+		Scopes:    []string{"read:user_data"},
+		ExpiresAt: exp.UTC().Format(time.RFC3339),
+		Audience:  []string{resource},
+		Issuer:    issuer,
+		Claims: map[string]any{
+			"active":    true,
+			"sub":       aliceID,
+			"client_id": "devauth-test-client",
+			"scope":     "read:user_data",
+			"exp":       float64(exp.Unix()),
+			"iat":       float64(now.Unix()),
+			"aud":       resource,
+			"iss":       issuer,
+		},
+		User: &User{
+			UserID:         aliceID,
+			Email:          "alice@example.com",
+			FirstName:      "Alice",
+			LastName:       "Liddell",
+			Username:       "alice",
+			EmailConfirmed: true,
+			MFAEnabled:     false,
+			CreatedAt:      "2024-01-02T03:04:05Z",
+			LastActiveAt:   now.UTC().Format(time.RFC3339),
+			Orgs: []Org{{
+				OrgID:          acmeID,
+				OrgName:        "Acme",
+				URLSafeOrgName: "acme",
+				Role:           "Admin",
+				InheritedRoles: []string{"Admin", "Member"},
+				Permissions:    []string{"read:org", "write:org"},
+			}},
+		},
+	}
+}
+
+// MCPHandler returns the unauthenticated MCP server: the go-sdk's stateless
+// streamable HTTP handler with JSON responses, the options the gateway uses,
+// and one tool, who_am_i.
+func MCPHandler(logger *slog.Logger, resource, issuer string) http.Handler {
+	server := mcp.NewServer(&mcp.Implementation{Name: "mcpload-floor", Version: "1.0.0"}, &mcp.ServerOptions{
+		Logger:       logger,
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
+	})
+	mcp.AddTool(server, &mcp.Tool{
+		Name:        "who_am_i",
+		Title:       "Who am I",
+		Description: "Describes the caller (unauthenticated floor: a fixed user).",
+	}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, WhoAmI, error) {
+		return nil, whoAmI(resource, issuer), nil
+	})
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
+		Stateless:                  true,
+		JSONResponse:               true,
+		Logger:                     logger,
+		DisableLocalhostProtection: true,
+		MaxRequestBodyBytes:        1 << 20,
+	})
+}
+
+// NewGRPCServer returns a gRPC server with default options serving only
+// grpc.health.v1 (status SERVING), whose Check is the no-op unary floor.
+func NewGRPCServer() *grpc.Server {
+	s := grpc.NewServer()
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+	return s
+}
+
+// Serve serves the MCP floor on mcpLn (at /mcp) and the gRPC floor on grpcLn
+// until ctx is done. It returns the first serving error, or nil after a clean
+// stop.
+func Serve(ctx context.Context, logger *slog.Logger, mcpLn, grpcLn net.Listener) error {
+	base := "http://" + mcpLn.Addr().String()
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", MCPHandler(logger, base+"/mcp", "http://127.0.0.1/oauth/2.1"))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	gs := NewGRPCServer()
+
+	errc := make(chan error, 2)
+	go func() { errc <- hs.Serve(mcpLn) }()
+	go func() { errc <- gs.Serve(grpcLn) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shutCtx)
+	gs.Stop()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serving floors: %w", err)
+	}
+	return nil
+}
