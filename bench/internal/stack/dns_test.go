@@ -3,8 +3,8 @@ package stack
 import (
 	"context"
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"

@@ -29,9 +29,9 @@ import (
 	"sync"
 	"time"
 
-	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
 	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
