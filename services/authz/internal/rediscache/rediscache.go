@@ -1,0 +1,205 @@
+// Package rediscache is the shared cache tier (L2): a thin wrapper over a go-redis
+// client that bounds every operation with a short timeout, stops calling Redis for a
+// moment after a failure, logs failures at a limited rate and counts them.
+//
+// Callers treat every error from Get and Set as a cache miss: a request must never
+// fail because Redis did. go-redis reconnects on its own; [Store.Subscribe] resumes
+// its subscription after a reconnect and tells the caller, who may have missed
+// messages meanwhile.
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ratelog"
+)
+
+// ErrSkipped is returned by Get and Set while the store is backing off after a
+// failure, without contacting Redis.
+var ErrSkipped = errors.New("redis skipped after a recent failure")
+
+// Options tunes a [Store].
+type Options struct {
+	// OpTimeout bounds each Get, Set, Del and Publish. Default 100ms.
+	OpTimeout time.Duration
+	// Backoff is how long Get and Set skip Redis after a failure. Default 500ms.
+	Backoff time.Duration
+	// LogEvery limits failure logs to one per period. Default 10s.
+	LogEvery time.Duration
+	Logger   *slog.Logger
+	Metrics  *metrics.Metrics
+}
+
+// Store is a Redis-backed cache tier. It is safe for concurrent use.
+type Store struct {
+	rdb       *redis.Client
+	opTimeout time.Duration
+	backoff   time.Duration
+	logger    *slog.Logger
+	m         *metrics.Metrics
+
+	skipUntil atomic.Int64
+	logs      ratelog.Limiter
+}
+
+// New returns a store for the redis:// (or rediss://) URL. It does not connect:
+// Redis being down at start is an outage like any other. It returns an error if
+// the URL is invalid.
+func New(url string, o Options) (*Store, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing redis URL: %w", err)
+	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = 100 * time.Millisecond
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 500 * time.Millisecond
+	}
+	if o.LogEvery <= 0 {
+		o.LogEvery = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Per-operation contexts carry the deadline; without ContextTimeoutEnabled
+	// go-redis would ignore it in favour of its 3s socket timeouts.
+	opt.ContextTimeoutEnabled = true
+	opt.DialTimeout = max(o.OpTimeout, 250*time.Millisecond)
+	opt.ReadTimeout = o.OpTimeout
+	opt.WriteTimeout = o.OpTimeout
+	opt.PoolTimeout = o.OpTimeout
+	opt.MaxRetries = -1 // a retry would blow the per-operation budget
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return &Store{
+		rdb:       redis.NewClient(opt),
+		opTimeout: o.OpTimeout,
+		backoff:   o.Backoff,
+		logs:      ratelog.Limiter{Every: o.LogEvery},
+		logger:    o.Logger,
+		m:         o.Metrics,
+	}, nil
+}
+
+// Close closes the client's connections.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+// Get returns the value under key. A missing key is (nil, false, nil). Errors mean
+// Redis could not answer (ErrSkipped while backing off) and count as a miss.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	if s.skipping() {
+		return nil, false, ErrSkipped
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	b, err := s.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, s.fail(ctx, "get", err)
+	}
+	return b, true, nil
+}
+
+// Set stores value under key for ttl. Errors mean it was not stored.
+func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if s.skipping() {
+		return ErrSkipped
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	if err := s.rdb.Set(ctx, key, value, ttl).Err(); err != nil {
+		return s.fail(ctx, "set", err)
+	}
+	return nil
+}
+
+// DelAndPublish deletes key and publishes msg on channel in one round trip. It does
+// not skip while backing off: an invalidation must be attempted. The error is
+// non-nil if Redis did not confirm both.
+func (s *Store) DelAndPublish(ctx context.Context, key, channel, msg string) error {
+	ctx, cancel := context.WithTimeout(ctx, max(s.opTimeout, 500*time.Millisecond))
+	defer cancel()
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, key)
+		p.Publish(ctx, channel, msg)
+		return nil
+	})
+	if err != nil {
+		return s.fail(ctx, "del", err)
+	}
+	return nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	return s.rdb.Ping(ctx).Err()
+}
+
+// Subscribe delivers every message published on channel to onMessage until ctx is
+// done. onSubscribed runs each time the subscription is (re)established, including
+// the first: messages published while disconnected are lost, so the caller should
+// drop what they might have invalidated. It returns when ctx is done.
+func (s *Store) Subscribe(ctx context.Context, channel string, onMessage func(payload string), onSubscribed func()) {
+	ps := s.rdb.Subscribe(ctx, channel)
+	defer ps.Close()
+	ch := ps.ChannelWithSubscriptions(
+		redis.WithChannelHealthCheckInterval(time.Second),
+		redis.WithChannelPingTimeout(time.Second),
+		redis.WithChannelReconnectTimeout(time.Second),
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch msg := msg.(type) {
+			case *redis.Subscription:
+				if msg.Kind == "subscribe" && msg.Channel == channel {
+					s.logger.Info("subscribed to invalidations", "channel", channel)
+					onSubscribed()
+				}
+			case *redis.Message:
+				onMessage(msg.Payload)
+			}
+		}
+	}
+}
+
+func (s *Store) skipping() bool {
+	return time.Now().UnixNano() < s.skipUntil.Load()
+}
+
+// fail records a failed operation: back off, count, and log at a limited rate.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The caller went away; Redis may be fine.
+		return err
+	}
+	now := time.Now()
+	s.skipUntil.Store(now.Add(s.backoff).UnixNano())
+	if s.m != nil {
+		s.m.RedisErrors.WithLabelValues(op).Inc()
+	}
+	if ok, suppressed := s.logs.Allow(); ok {
+		s.logger.Warn("redis unavailable; serving from the in-process cache and the authorization server",
+			"op", op, "err", err.Error(), "suppressed_since_last", suppressed)
+	}
+	return fmt.Errorf("redis %s: %w", op, err)
+}

@@ -1,0 +1,399 @@
+// Package tokencache caches introspection results in two tiers: an in-process
+// [clockcache] (L1) in front of Redis (L2) shared by every replica.
+//
+// # What is cached, and for how long
+//
+// The introspection result, never the decision: expiry, audience and scopes are
+// checked again on every hit. A result lives min(CacheTTL, exp-now); an inactive
+// token, or one whose exp has already passed, lives NegativeTTL. Entries are keyed by
+// SHA-256 over (introspection endpoint, token), so the raw token is never held in
+// memory longer than a request, nor written to Redis or logs.
+//
+// # Concurrency
+//
+// Concurrent misses for one key are coalesced with singleflight: one replica makes
+// at most one L2 read and one introspection per key at a time, and every waiter gets
+// its result. The fetch runs detached from the first caller's context so that
+// caller giving up does not fail the others.
+//
+// # Redis trouble
+//
+// Any Redis error is a cache miss (see rediscache). Invalidation deletes the L2 entry
+// and publishes the key on a channel every replica subscribes to; each drops the key
+// from L1. When a replica's subscription is re-established after a disconnect, it
+// clears its L1, since it may have missed invalidations meanwhile.
+package tokencache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+)
+
+// Defaults for [Options].
+const (
+	DefaultKeyPrefix = "mcpauthz:intro:"
+	DefaultChannel   = "mcpauthz:invalidate"
+)
+
+// ErrInvalidationIncomplete is returned (wrapped) by [Cache.Invalidate] when the
+// local tier was cleared but Redis could not be told, so other replicas may still
+// hold the token.
+var ErrInvalidationIncomplete = errors.New("invalidation not propagated to other replicas")
+
+// Fetcher introspects tokens; [*introspect.Client] is one.
+type Fetcher interface {
+	Introspect(ctx context.Context, token string) ([]byte, *introspect.Result, error)
+	Endpoint() string
+}
+
+// Tier says where a result came from.
+type Tier uint8
+
+// The tiers.
+const (
+	TierL1 Tier = iota + 1
+	TierL2
+	TierOrigin
+)
+
+func (t Tier) String() string {
+	switch t {
+	case TierL1:
+		return "l1"
+	case TierL2:
+		return "l2"
+	case TierOrigin:
+		return "introspection"
+	}
+	return "unknown"
+}
+
+// Options configures a [Cache].
+type Options struct {
+	Fetcher Fetcher
+	// L1Max bounds the in-process tier; 0 disables it.
+	L1Max int
+	// Store is the shared tier; nil means in-process only.
+	Store *rediscache.Store
+	// CacheTTL bounds how long a result is reused (required, > 0).
+	CacheTTL time.Duration
+	// NegativeTTL is how long inactive and expired results are reused; 0 disables
+	// negative caching.
+	NegativeTTL time.Duration
+	// KeyPrefix and Channel name the Redis keys and the invalidation channel.
+	KeyPrefix, Channel string
+	Logger             *slog.Logger
+	Metrics            *metrics.Metrics
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Cache is the two-tier introspection cache. It is safe for concurrent use.
+type Cache struct {
+	fetcher     Fetcher
+	prefix      []byte // endpoint + "\n": the start of every hashed key
+	l1          *clockcache.Cache[*introspect.Result]
+	store       *rediscache.Store
+	cacheTTL    time.Duration
+	negativeTTL time.Duration
+	keyPrefix   string
+	channel     string
+	logger      *slog.Logger
+	m           *metrics.Metrics
+	now         func() time.Time
+	group       singleflight.Group
+	// epoch changes on every invalidation; a fetch that started before one does not
+	// store its (possibly revoked) result.
+	epoch   atomic.Uint64
+	bufPool sync.Pool
+	errLogs ratelog.Limiter
+
+	l1Hit, l1Miss, l2Hit, l2Miss, l2Err, l2Skip, coalesced countAdder
+}
+
+type countAdder interface{ Inc() }
+
+// New returns a cache. It returns an error if a required option is missing.
+func New(o Options) (*Cache, error) {
+	if o.Fetcher == nil || o.CacheTTL <= 0 || o.Metrics == nil {
+		return nil, errors.New("tokencache: Fetcher, CacheTTL and Metrics are required")
+	}
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = DefaultKeyPrefix
+	}
+	if o.Channel == "" {
+		o.Channel = DefaultChannel
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	c := &Cache{
+		fetcher:     o.Fetcher,
+		prefix:      []byte(o.Fetcher.Endpoint() + "\n"),
+		store:       o.Store,
+		cacheTTL:    o.CacheTTL,
+		negativeTTL: o.NegativeTTL,
+		keyPrefix:   o.KeyPrefix,
+		channel:     o.Channel,
+		logger:      o.Logger,
+		m:           o.Metrics,
+		now:         o.Now,
+		errLogs:     ratelog.Limiter{Every: 5 * time.Second},
+	}
+	c.l1 = clockcache.New[*introspect.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
+	lookups := o.Metrics.CacheLookups
+	c.l1Hit = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultHit)
+	c.l1Miss = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultMiss)
+	c.l2Hit = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL2, metrics.ResultHit)
+	c.l2Miss = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL2, metrics.ResultMiss)
+	c.l2Err = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL2, metrics.ResultError)
+	c.l2Skip = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL2, metrics.ResultSkipped)
+	c.coalesced = o.Metrics.CoalescedWaits.WithLabelValues(metrics.CacheToken)
+	o.Metrics.RegisterL1(metrics.CacheToken, c.l1.Len, c.l1.Evictions)
+	c.bufPool.New = func() any { b := make([]byte, 0, 512); return &b }
+	return c, nil
+}
+
+// Key returns the cache key of token: SHA-256 over the endpoint, a newline and the
+// token. Tokens are printable ASCII and endpoints contain no newline, so distinct
+// pairs never share an input.
+func (c *Cache) Key(token string) clockcache.Key {
+	bp := c.bufPool.Get().(*[]byte)
+	b := append(append((*bp)[:0], c.prefix...), token...)
+	k := sha256.Sum256(b)
+	*bp = b[:0]
+	c.bufPool.Put(bp)
+	return k
+}
+
+// Ref is a short, non-reversible reference to a token for logs: the first 12 hex
+// digits of its cache key.
+func Ref(k clockcache.Key) string { return hex.EncodeToString(k[:6]) }
+
+type fetched struct {
+	res  *introspect.Result
+	tier Tier
+}
+
+// Lookup returns the introspection result for token from the first tier that has
+// it, introspecting on a miss.
+//
+// Errors: one unwrapping to introspect.ErrUnavailable when the authorization server
+// gave no usable answer (nothing cached), or ctx's error if ctx ended while waiting.
+// Redis failures are never returned.
+func (c *Cache) Lookup(ctx context.Context, token string) (*introspect.Result, Tier, error) {
+	k := c.Key(token)
+	if r, ok := c.l1.Get(k); ok {
+		c.l1Hit.Inc()
+		return r, TierL1, nil
+	}
+	c.l1Miss.Inc()
+	var ran bool
+	ch := c.group.DoChan(string(k[:]), func() (any, error) {
+		ran = true
+		return c.fetch(context.WithoutCancel(ctx), k, token)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, 0, ctx.Err()
+	case r := <-ch:
+		if !ran {
+			c.coalesced.Inc()
+		}
+		if r.Err != nil {
+			return nil, 0, r.Err
+		}
+		f := r.Val.(fetched)
+		return f.res, f.tier, nil
+	}
+}
+
+// fetch runs once per key at a time: L1 again (a flight may have just finished),
+// then L2, then the introspection endpoint.
+func (c *Cache) fetch(ctx context.Context, k clockcache.Key, token string) (fetched, error) {
+	if r, ok := c.l1.Get(k); ok {
+		return fetched{r, TierL1}, nil
+	}
+	epoch := c.epoch.Load()
+	var redisKey string
+	if c.store != nil {
+		redisKey = c.keyPrefix + hex.EncodeToString(k[:])
+		if r, exp, ok := c.getL2(ctx, k, redisKey); ok {
+			if c.epoch.Load() == epoch {
+				c.l1.Set(k, r, exp)
+			}
+			return fetched{r, TierL2}, nil
+		}
+	}
+	start := time.Now()
+	raw, res, err := c.fetcher.Introspect(ctx, token)
+	c.m.IntrospectionDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		c.introspectionFailed(k, err)
+		return fetched{}, fmt.Errorf("introspecting token: %w", err)
+	}
+	if res.Active {
+		c.m.Introspections.WithLabelValues("active").Inc()
+	} else {
+		c.m.Introspections.WithLabelValues("inactive").Inc()
+	}
+	now := c.now()
+	ttl := c.ttl(res, now)
+	if ttl <= 0 || c.epoch.Load() != epoch {
+		return fetched{res, TierOrigin}, nil
+	}
+	exp := now.Add(ttl)
+	c.l1.Set(k, res, exp.UnixNano())
+	if c.store != nil {
+		v := strconv.AppendInt(make([]byte, 0, 16+len(raw)), exp.UnixMilli(), 10)
+		v = append(append(v, '\n'), raw...)
+		_ = c.store.Set(ctx, redisKey, v, ttl) // a failure is logged and counted by the store
+	}
+	return fetched{res, TierOrigin}, nil
+}
+
+// ttl is min(CacheTTL, exp-now) for an active token; NegativeTTL for an inactive
+// one and for one already past exp (its verdict cannot change).
+func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
+	if !r.Active {
+		return c.negativeTTL
+	}
+	ttl := c.cacheTTL
+	if r.Has&introspect.HasExp != 0 {
+		left := time.Unix(r.Exp, 0).Sub(now)
+		if left <= 0 {
+			return c.negativeTTL
+		}
+		ttl = min(ttl, left)
+	}
+	return ttl
+}
+
+// getL2 reads and decodes an L2 entry: "<expiry unix ms>\n<introspection JSON>".
+func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*introspect.Result, int64, bool) {
+	v, ok, err := c.store.Get(ctx, redisKey)
+	switch {
+	case errors.Is(err, rediscache.ErrSkipped):
+		c.l2Skip.Inc()
+		return nil, 0, false
+	case err != nil:
+		c.l2Err.Inc()
+		return nil, 0, false
+	case !ok:
+		c.l2Miss.Inc()
+		return nil, 0, false
+	}
+	r, exp, err := decodeL2(v)
+	if err != nil || exp <= c.now().UnixNano() {
+		if err != nil {
+			c.logger.Warn("ignoring undecodable L2 entry", "token_ref", Ref(k), "err", err.Error())
+		}
+		c.l2Miss.Inc()
+		return nil, 0, false
+	}
+	c.l2Hit.Inc()
+	return r, exp, true
+}
+
+func decodeL2(v []byte) (*introspect.Result, int64, error) {
+	for i, b := range v {
+		if b != '\n' {
+			continue
+		}
+		ms, err := strconv.ParseInt(string(v[:i]), 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("bad expiry: %w", err)
+		}
+		r, err := introspect.Parse(v[i+1:])
+		if err != nil {
+			return nil, 0, err
+		}
+		return r, time.UnixMilli(ms).UnixNano(), nil
+	}
+	return nil, 0, errors.New("no expiry header")
+}
+
+func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
+	kind := "unknown"
+	var ie *introspect.Error
+	if errors.As(err, &ie) {
+		kind = string(ie.Kind)
+	}
+	c.m.Introspections.WithLabelValues("error").Inc()
+	c.m.IntrospectionErrors.WithLabelValues(kind).Inc()
+	level := slog.LevelWarn
+	if kind == string(introspect.KindAuth) {
+		level = slog.LevelError
+	}
+	if ok, suppressed := c.errLogs.Allow(); ok {
+		c.logger.Log(context.Background(), level, "introspection failed",
+			"token_ref", Ref(k), "kind", kind, "err", err.Error(), "suppressed_since_last", suppressed)
+	}
+}
+
+// Invalidate drops token from L1 here and, with Redis, from L2 and from every
+// replica's L1. If Redis could not be told, the error unwraps to
+// ErrInvalidationIncomplete; the local tier is cleared regardless.
+func (c *Cache) Invalidate(ctx context.Context, token string) error {
+	k := c.Key(token)
+	c.epoch.Add(1)
+	c.l1.Delete(k)
+	c.m.Invalidations.WithLabelValues("local").Inc()
+	if c.store == nil {
+		return nil
+	}
+	h := hex.EncodeToString(k[:])
+	if err := c.store.DelAndPublish(ctx, c.keyPrefix+h, c.channel, h); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidationIncomplete, err)
+	}
+	c.logger.Info("token invalidated", "token_ref", Ref(k))
+	return nil
+}
+
+// Run applies invalidations published by other replicas until ctx is done. Without
+// Redis it returns at once.
+func (c *Cache) Run(ctx context.Context) {
+	if c.store == nil {
+		return
+	}
+	c.store.Subscribe(ctx, c.channel, c.applyRemote, func() {
+		c.epoch.Add(1)
+		c.l1.Clear()
+		c.m.L1Flushes.Inc()
+	})
+}
+
+func (c *Cache) applyRemote(payload string) {
+	var k clockcache.Key
+	if len(payload) != 2*len(k) {
+		return
+	}
+	if _, err := hex.Decode(k[:], []byte(payload)); err != nil {
+		return
+	}
+	c.epoch.Add(1)
+	c.l1.Delete(k)
+	c.m.Invalidations.WithLabelValues("remote").Inc()
+}
+
+// L1Len returns the number of entries in the in-process tier.
+func (c *Cache) L1Len() int { return c.l1.Len() }
