@@ -1,0 +1,252 @@
+// Package config reads authz's configuration from the environment, validates it and
+// renders it for the start-up log with secrets masked.
+//
+// Every error names the offending variable, so `authz` can fail with one clear line.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
+)
+
+// Config is authz's configuration.
+type Config struct {
+	Listen            string
+	MetricsListen     string
+	AuthURL           string
+	ClientID          string
+	ClientSecret      string
+	IntrospectionURL  string
+	IntrospectionAuth string
+	APIKey            string
+	RedisURL          string
+	CacheTTL          time.Duration
+	NegativeCacheTTL  time.Duration
+	UserCacheTTL      time.Duration
+	IntrospectTimeout time.Duration
+	ClockSkew         time.Duration
+	ScopeHierarchy    *decision.Hierarchy
+	L1MaxEntries      int
+	Issuer            string
+	LogLevel          slog.Level
+}
+
+// The environment variables read, and their defaults ("" = none).
+var vars = []struct{ name, def string }{
+	{"AUTHZ_LISTEN", ":50051"},
+	{"AUTHZ_METRICS_LISTEN", ":9091"},
+	{"PROPELAUTH_AUTH_URL", ""},
+	{"REQUEST_VALIDATION_CLIENT_ID", ""},
+	{"REQUEST_VALIDATION_CLIENT_SECRET", ""},
+	{"INTROSPECTION_URL", ""},
+	{"INTROSPECTION_AUTH_METHOD", "client_secret_basic"},
+	{"PROPELAUTH_API_KEY", ""},
+	{"REDIS_URL", ""},
+	{"CACHE_TTL", "60s"},
+	{"NEGATIVE_CACHE_TTL", "10s"},
+	{"USER_CACHE_TTL", "30s"},
+	{"INTROSPECTION_TIMEOUT", "5s"},
+	{"CLOCK_SKEW", "30s"},
+	{"SCOPE_HIERARCHY", ""},
+	{"L1_MAX_ENTRIES", "100000"},
+	{"AUTHORIZATION_SERVER", ""},
+	{"LOG_LEVEL", "info"},
+}
+
+// EnvVars returns the name of every environment variable Load reads, sorted.
+func EnvVars() []string {
+	names := make([]string, len(vars))
+	for i, v := range vars {
+		names[i] = v.name
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Error is a configuration error about one variable.
+type Error struct {
+	Var string
+	Msg string
+}
+
+func (e *Error) Error() string { return "invalid configuration: " + e.Var + ": " + e.Msg }
+
+// Load reads the configuration through getenv (os.Getenv in production) and
+// validates it. The error is an [*Error] naming the first bad variable.
+func Load(getenv func(string) string) (Config, error) {
+	get := func(name string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		for _, v := range vars {
+			if v.name == name {
+				return v.def
+			}
+		}
+		panic("config: unknown variable " + name)
+	}
+	var c Config
+	var err error
+	bad := func(name, format string, args ...any) error {
+		return &Error{Var: name, Msg: fmt.Sprintf(format, args...)}
+	}
+	if c.Listen, err = listenAddr(get("AUTHZ_LISTEN")); err != nil {
+		return c, bad("AUTHZ_LISTEN", "%v", err)
+	}
+	if c.MetricsListen, err = listenAddr(get("AUTHZ_METRICS_LISTEN")); err != nil {
+		return c, bad("AUTHZ_METRICS_LISTEN", "%v", err)
+	}
+	if c.AuthURL = strings.TrimRight(get("PROPELAUTH_AUTH_URL"), "/"); c.AuthURL != "" {
+		if err := httpURL(c.AuthURL); err != nil {
+			return c, bad("PROPELAUTH_AUTH_URL", "%v", err)
+		}
+	}
+	c.IntrospectionURL = get("INTROSPECTION_URL")
+	switch {
+	case c.IntrospectionURL != "":
+		if err := httpURL(c.IntrospectionURL); err != nil {
+			return c, bad("INTROSPECTION_URL", "%v", err)
+		}
+	case c.AuthURL != "":
+		c.IntrospectionURL = c.AuthURL + "/oauth/2.1/introspect"
+	default:
+		return c, bad("PROPELAUTH_AUTH_URL", "required (or set INTROSPECTION_URL for another RFC 7662 provider)")
+	}
+	if c.ClientID = get("REQUEST_VALIDATION_CLIENT_ID"); c.ClientID == "" {
+		return c, bad("REQUEST_VALIDATION_CLIENT_ID", "required: the introspection endpoint authenticates this service")
+	}
+	if c.ClientSecret = get("REQUEST_VALIDATION_CLIENT_SECRET"); c.ClientSecret == "" {
+		return c, bad("REQUEST_VALIDATION_CLIENT_SECRET", "required: the introspection endpoint authenticates this service")
+	}
+	switch c.IntrospectionAuth = get("INTROSPECTION_AUTH_METHOD"); c.IntrospectionAuth {
+	case "client_secret_basic", "client_secret_post":
+	default:
+		return c, bad("INTROSPECTION_AUTH_METHOD", "%q is not client_secret_basic or client_secret_post", c.IntrospectionAuth)
+	}
+	c.APIKey = get("PROPELAUTH_API_KEY")
+	if c.RedisURL = get("REDIS_URL"); c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			return c, bad("REDIS_URL", "%v", maskErr(err, c.RedisURL))
+		}
+	}
+	durations := []struct {
+		name     string
+		dst      *time.Duration
+		min, max time.Duration
+	}{
+		{"CACHE_TTL", &c.CacheTTL, time.Millisecond, 24 * time.Hour},
+		{"NEGATIVE_CACHE_TTL", &c.NegativeCacheTTL, 0, time.Hour},
+		{"USER_CACHE_TTL", &c.UserCacheTTL, 0, 24 * time.Hour},
+		{"INTROSPECTION_TIMEOUT", &c.IntrospectTimeout, time.Millisecond, 5 * time.Minute},
+		{"CLOCK_SKEW", &c.ClockSkew, 0, 10 * time.Minute},
+	}
+	for _, d := range durations {
+		v := get(d.name)
+		if *d.dst, err = time.ParseDuration(v); err != nil {
+			return c, bad(d.name, "%q is not a duration such as 30s or 1m", v)
+		}
+		if *d.dst < d.min || *d.dst > d.max {
+			return c, bad(d.name, "%s is outside [%s, %s]", *d.dst, d.min, d.max)
+		}
+	}
+	if c.ScopeHierarchy, err = decision.ParseHierarchy(get("SCOPE_HIERARCHY")); err != nil {
+		return c, bad("SCOPE_HIERARCHY", "%v", err)
+	}
+	v := get("L1_MAX_ENTRIES")
+	if c.L1MaxEntries, err = strconv.Atoi(v); err != nil || c.L1MaxEntries < 0 || c.L1MaxEntries > 100_000_000 {
+		return c, bad("L1_MAX_ENTRIES", "%q is not an integer in [0, 100000000] (0 disables the in-process cache)", v)
+	}
+	switch c.Issuer = get("AUTHORIZATION_SERVER"); {
+	case c.Issuer != "":
+		if err := httpURL(c.Issuer); err != nil {
+			return c, bad("AUTHORIZATION_SERVER", "%v", err)
+		}
+	case c.AuthURL != "":
+		c.Issuer = c.AuthURL + "/oauth/2.1"
+	default:
+		return c, bad("AUTHORIZATION_SERVER", "required when PROPELAUTH_AUTH_URL is unset (the expected iss)")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
+		return c, bad("LOG_LEVEL", "%q is not debug, info, warn or error", get("LOG_LEVEL"))
+	}
+	return c, nil
+}
+
+func listenAddr(v string) (string, error) {
+	if _, port, err := net.SplitHostPort(v); err != nil {
+		return "", fmt.Errorf("%q is not host:port", v)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return "", fmt.Errorf("%q has a bad port", v)
+	}
+	return v, nil
+}
+
+func httpURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", v)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not carry credentials", v)
+	}
+	return nil
+}
+
+// maskErr keeps a parse error from echoing a URL that may hold a password.
+func maskErr(err error, raw string) error {
+	msg := strings.ReplaceAll(err.Error(), raw, MaskURL(raw))
+	return fmt.Errorf("%s", msg)
+}
+
+// MaskURL hides the password of a URL such as redis://user:pass@host/0.
+func MaskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable>"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+func mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "<set>"
+}
+
+// LogValue renders the effective configuration with every secret masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("AUTHZ_LISTEN", c.Listen),
+		slog.String("AUTHZ_METRICS_LISTEN", c.MetricsListen),
+		slog.String("PROPELAUTH_AUTH_URL", c.AuthURL),
+		slog.String("INTROSPECTION_URL", c.IntrospectionURL),
+		slog.String("INTROSPECTION_AUTH_METHOD", c.IntrospectionAuth),
+		slog.String("REQUEST_VALIDATION_CLIENT_ID", c.ClientID),
+		slog.String("REQUEST_VALIDATION_CLIENT_SECRET", mask(c.ClientSecret)),
+		slog.String("PROPELAUTH_API_KEY", mask(c.APIKey)),
+		slog.String("REDIS_URL", MaskURL(c.RedisURL)),
+		slog.Duration("CACHE_TTL", c.CacheTTL),
+		slog.Duration("NEGATIVE_CACHE_TTL", c.NegativeCacheTTL),
+		slog.Duration("USER_CACHE_TTL", c.UserCacheTTL),
+		slog.Duration("INTROSPECTION_TIMEOUT", c.IntrospectTimeout),
+		slog.Duration("CLOCK_SKEW", c.ClockSkew),
+		slog.String("SCOPE_HIERARCHY", c.ScopeHierarchy.String()),
+		slog.Int("L1_MAX_ENTRIES", c.L1MaxEntries),
+		slog.String("AUTHORIZATION_SERVER", c.Issuer),
+		slog.String("LOG_LEVEL", c.LogLevel.String()),
+	)
+}

@@ -1,0 +1,315 @@
+// Package server implements the authz.v1.AuthzService gRPC handlers. It validates
+// input, calls the caches and the decision rules, and is the only place where
+// domain errors become gRPC status codes, each with a constant message that is safe
+// to return (details go to the log, never to the caller).
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
+)
+
+// Input limits.
+const (
+	MaxTokenLength  = 8 << 10
+	MaxScopes       = 64
+	MaxUserIDLength = 256
+)
+
+// Options configures a [Server].
+type Options struct {
+	Tokens  *tokencache.Cache
+	Users   *users.Service
+	Policy  *decision.Policy
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Server implements authzv1.AuthzServiceServer.
+type Server struct {
+	authzv1.UnimplementedAuthzServiceServer
+
+	tokens    *tokencache.Cache
+	users     *users.Service
+	policy    *decision.Policy
+	logger    *slog.Logger
+	now       func() time.Time
+	decisions [8]prometheus.Counter
+
+	// canon memoises canonical resources: callers ask about a handful of resources
+	// (usually one), and canonicalising allocates.
+	canonMu sync.RWMutex
+	canon   map[string]string
+}
+
+const maxMemoisedResources = 256
+
+// New returns a server. Tokens, Users, Policy and Metrics are required.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{tokens: o.Tokens, users: o.Users, policy: o.Policy, logger: o.Logger, now: o.Now, canon: map[string]string{}}
+	for _, r := range decision.Reasons() {
+		s.decisions[r] = o.Metrics.Decisions.WithLabelValues(r.String())
+	}
+	return s
+}
+
+// The messages returned with error codes. Constant, so nothing internal leaks.
+const (
+	msgBadToken        = "token must be 1 to 8192 printable ASCII characters without spaces"
+	msgBadResource     = "resource must be an absolute URI without a fragment (RFC 8707)"
+	msgBadScopes       = "required_scopes must be at most 64 valid OAuth scope tokens"
+	msgBadUserID       = "user_id must be 1 to 256 characters from [A-Za-z0-9._~:@|+-]"
+	msgUnavailable     = "authorization server unavailable; retry later"
+	msgInternal        = "internal error"
+	msgUserNotFound    = "user not found"
+	msgUserRateLimited = "user lookup rate limited by the authorization server; retry later"
+	msgUserMisconfig   = "user lookup is misconfigured on the server"
+	msgUserUnavailable = "user lookup unavailable; retry later"
+	msgInvalidateLocal = "token dropped from this replica only: the shared cache is unreachable; retry"
+)
+
+// Authorize implements authzv1.AuthzServiceServer.
+func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+	if !validToken(req.GetToken()) {
+		return nil, status.Error(codes.InvalidArgument, msgBadToken)
+	}
+	res, ok := s.canonical(req.GetResource())
+	if !ok {
+		return nil, status.Error(codes.InvalidArgument, msgBadResource)
+	}
+	required := req.GetRequiredScopes()
+	if len(required) > MaxScopes {
+		return nil, status.Error(codes.InvalidArgument, msgBadScopes)
+	}
+	for _, sc := range required {
+		if !decision.ValidScope(sc) {
+			return nil, status.Error(codes.InvalidArgument, msgBadScopes)
+		}
+	}
+	r, tier, err := s.tokens.Lookup(ctx, req.GetToken())
+	if err != nil {
+		return nil, s.lookupError(ctx, err)
+	}
+	out := s.policy.Decide(r, res, required, s.now())
+	s.decisions[out.Reason].Inc()
+	if s.logger.Enabled(ctx, slog.LevelDebug) {
+		s.logger.DebugContext(ctx, "authorize", "token_ref", tokencache.Ref(s.tokens.Key(req.GetToken())),
+			"tier", tier.String(), "decision", out.Reason.String(), "resource", res)
+	}
+	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed()}
+	if out.Allowed() || out.Reason == decision.DenialInsufficientScope {
+		if resp.Principal, err = principal(r); err != nil {
+			s.logger.ErrorContext(ctx, "building principal", "err", err.Error())
+			return nil, status.Error(codes.Internal, msgInternal)
+		}
+	}
+	if !out.Allowed() {
+		resp.Denial = &authzv1.Denial{
+			Reason:        denialReason(out.Reason),
+			MissingScopes: out.Missing,
+			Description:   out.Description,
+		}
+		return resp, nil
+	}
+	if req.GetIncludeUser() {
+		s.attachUser(ctx, resp, req.GetIncludeOrgs())
+	}
+	return resp, nil
+}
+
+func (s *Server) attachUser(ctx context.Context, resp *authzv1.AuthorizeResponse, includeOrgs bool) {
+	sub := resp.GetPrincipal().GetSubject()
+	if !validUserID(sub) {
+		resp.UserError = "the token has no usable subject"
+		return
+	}
+	u, err := s.users.Get(ctx, sub, includeOrgs)
+	if err != nil {
+		st := s.userError(ctx, err)
+		resp.UserError = st.Message()
+		return
+	}
+	resp.User = u
+}
+
+// canonical returns the canonical form of a requested resource, memoised.
+func (s *Server) canonical(r string) (string, bool) {
+	s.canonMu.RLock()
+	c, ok := s.canon[r]
+	s.canonMu.RUnlock()
+	if ok {
+		return c, true
+	}
+	c, err := resource.Canonicalize(r)
+	if err != nil {
+		return "", false
+	}
+	s.canonMu.Lock()
+	if len(s.canon) < maxMemoisedResources {
+		s.canon[r] = c
+	}
+	s.canonMu.Unlock()
+	return c, true
+}
+
+func principal(r *introspect.Result) (*authzv1.Principal, error) {
+	claims, err := r.Claims()
+	if err != nil {
+		return nil, err
+	}
+	p := &authzv1.Principal{
+		Subject:  r.Subject,
+		ClientId: r.ClientID,
+		// Shared with the cache entry: the response is only marshalled, never
+		// modified.
+		Scopes:   r.Scopes,
+		Audience: r.Audience,
+		Issuer:   r.Issuer,
+		Claims:   claims,
+	}
+	if r.Has&introspect.HasExp != 0 {
+		p.ExpiresAt = &timestamppb.Timestamp{Seconds: r.Exp}
+	}
+	if r.Has&introspect.HasIat != 0 {
+		p.IssuedAt = &timestamppb.Timestamp{Seconds: r.Iat}
+	}
+	return p, nil
+}
+
+func denialReason(r decision.Reason) authzv1.DenialReason {
+	switch r {
+	case decision.DenialInactive:
+		return authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE
+	case decision.DenialExpired:
+		return authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED
+	case decision.DenialAudienceMismatch:
+		return authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH
+	case decision.DenialInsufficientScope:
+		return authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE
+	case decision.DenialIssuerMismatch:
+		return authzv1.DenialReason_DENIAL_REASON_ISSUER_MISMATCH
+	case decision.DenialNotYetValid:
+		return authzv1.DenialReason_DENIAL_REASON_TOKEN_NOT_YET_VALID
+	}
+	return authzv1.DenialReason_DENIAL_REASON_UNSPECIFIED
+}
+
+func (s *Server) lookupError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, introspect.ErrUnavailable):
+		// Logged (rate-limited) by the cache, with the failure kind.
+		return status.Error(codes.Unavailable, msgUnavailable)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, context.Canceled.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+	}
+	s.logger.ErrorContext(ctx, "token lookup failed", "err", err.Error())
+	return status.Error(codes.Internal, msgInternal)
+}
+
+// GetUser implements authzv1.AuthzServiceServer.
+func (s *Server) GetUser(ctx context.Context, req *authzv1.GetUserRequest) (*authzv1.GetUserResponse, error) {
+	if !validUserID(req.GetUserId()) {
+		return nil, status.Error(codes.InvalidArgument, msgBadUserID)
+	}
+	u, err := s.users.Get(ctx, req.GetUserId(), req.GetIncludeOrgs())
+	if err != nil {
+		return nil, s.userError(ctx, err).Err()
+	}
+	return &authzv1.GetUserResponse{User: u}, nil
+}
+
+func (s *Server) userError(ctx context.Context, err error) *status.Status {
+	switch {
+	case errors.Is(err, users.ErrNotFound):
+		return status.New(codes.NotFound, msgUserNotFound)
+	case errors.Is(err, users.ErrRateLimited):
+		return status.New(codes.ResourceExhausted, msgUserRateLimited)
+	case errors.Is(err, users.ErrNotConfigured):
+		return status.New(codes.FailedPrecondition, users.ErrNotConfigured.Error())
+	case errors.Is(err, users.ErrInvalidID):
+		return status.New(codes.InvalidArgument, msgBadUserID)
+	case errors.Is(err, users.ErrUpstreamAuth):
+		// Logged by the client as a misconfigured key.
+		return status.New(codes.Internal, msgUserMisconfig)
+	case errors.Is(err, users.ErrUnavailable):
+		s.logger.WarnContext(ctx, "user lookup failed", "err", err.Error())
+		return status.New(codes.Unavailable, msgUserUnavailable)
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, context.Canceled.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+	}
+	s.logger.ErrorContext(ctx, "user lookup failed", "err", err.Error())
+	return status.New(codes.Internal, msgInternal)
+}
+
+// InvalidateToken implements authzv1.AuthzServiceServer.
+func (s *Server) InvalidateToken(ctx context.Context, req *authzv1.InvalidateTokenRequest) (*authzv1.InvalidateTokenResponse, error) {
+	if !validToken(req.GetToken()) {
+		return nil, status.Error(codes.InvalidArgument, msgBadToken)
+	}
+	if err := s.tokens.Invalidate(ctx, req.GetToken()); err != nil {
+		s.logger.WarnContext(ctx, "invalidation incomplete", "err", err.Error())
+		return nil, status.Error(codes.Unavailable, msgInvalidateLocal)
+	}
+	return &authzv1.InvalidateTokenResponse{}, nil
+}
+
+// validToken accepts 1 to MaxTokenLength visible ASCII characters: every bearer
+// token syntax (RFC 6750 b64token, JWTs, opaque strings) fits, and anything else
+// (spaces, control bytes, UTF-8) is a client bug or an attack.
+func validToken(t string) bool {
+	if t == "" || len(t) > MaxTokenLength {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] < 0x21 || t[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func validUserID(id string) bool {
+	if id == "" || len(id) > MaxUserIDLength || strings.Trim(id, ".") == "" {
+		// "." and ".." would walk the user API's path.
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.' || c == '_' || c == '~' || c == ':' || c == '@' || c == '|' || c == '+' || c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
