@@ -1,0 +1,72 @@
+// Command authz is the authorization service: token introspection with a shared
+// two-tier cache, audience/expiry/scope decisions and user lookups over gRPC
+// (authz.v1.AuthzService). Configuration comes from the environment; run with
+// -list-env to see every variable it reads.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	level := new(slog.LevelVar)
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(ctx, logger, level, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "authz:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process: it returns configuration and serving errors
+// instead of exiting.
+func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	listEnv := fs.Bool("list-env", false, "print every environment variable authz reads, one per line, and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *listEnv {
+		_, err := fmt.Fprintln(stdout, strings.Join(config.EnvVars(), "\n"))
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	level.Set(cfg.LogLevel)
+	redis.SetLogger(redisLogger{logger})
+	logger.Info("starting authz", "config", cfg)
+	a, err := app.New(cfg, app.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// redisLogger sends go-redis's internal messages (reconnects, pool trouble) to the
+// service's JSON log instead of a bare stderr line.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,247 @@
+// Package app assembles authz from its configuration: caches, clients, the gRPC
+// server (AuthzService, health, reflection) and the metrics/health HTTP server, and
+// runs them until the context ends, then shuts down gracefully.
+//
+// # Shutdown
+//
+// When the context ends: gRPC health turns NOT_SERVING and /healthz, /readyz answer
+// 503 (load balancers stop sending), in-flight RPCs get ShutdownTimeout to finish
+// (GracefulStop), then the server is stopped hard; the HTTP server and Redis client
+// are closed last.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/server"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
+)
+
+// Options are knobs that are not configuration: tests use them.
+type Options struct {
+	Logger *slog.Logger
+	// ShutdownTimeout bounds graceful stop; default 5s.
+	ShutdownTimeout time.Duration
+	// UserRetryBackoff and UserMaxRetryWait tune 429 retries (see users.ClientConfig).
+	UserRetryBackoff time.Duration
+	UserMaxRetryWait time.Duration
+	// RedisBackoff is how long Redis is skipped after a failure (default 500ms).
+	RedisBackoff time.Duration
+}
+
+// App is one authz instance.
+type App struct {
+	cfg     config.Config
+	o       Options
+	logger  *slog.Logger
+	Metrics *metrics.Metrics
+	store   *rediscache.Store
+	tokens  *tokencache.Cache
+	grpc    *grpc.Server
+	health  *health.Server
+	http    *http.Server
+	serving atomic.Bool
+}
+
+// New builds an instance. It does not listen or contact anything yet. It returns an
+// error only for configuration the config package could not catch.
+func New(cfg config.Config, o Options) (*App, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 5 * time.Second
+	}
+	a := &App{cfg: cfg, o: o, logger: o.Logger, Metrics: metrics.New()}
+	if cfg.RedisURL != "" {
+		st, err := rediscache.New(cfg.RedisURL, rediscache.Options{Logger: a.logger, Metrics: a.Metrics, Backoff: o.RedisBackoff})
+		if err != nil {
+			return nil, err
+		}
+		a.store = st
+	}
+	ic, err := introspect.NewClient(introspect.Config{
+		Endpoint:     cfg.IntrospectionURL,
+		ClientID:     cfg.ClientID,
+		ClientSecret: cfg.ClientSecret,
+		AuthMethod:   introspect.AuthMethod(cfg.IntrospectionAuth),
+		Timeout:      cfg.IntrospectTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating introspection client: %w", err)
+	}
+	a.tokens, err = tokencache.New(tokencache.Options{
+		Fetcher:     ic,
+		L1Max:       cfg.L1MaxEntries,
+		Store:       a.store,
+		CacheTTL:    cfg.CacheTTL,
+		NegativeTTL: cfg.NegativeCacheTTL,
+		Logger:      a.logger,
+		Metrics:     a.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	uc, err := users.NewClient(users.ClientConfig{
+		AuthURL:      cfg.AuthURL,
+		APIKey:       cfg.APIKey,
+		Timeout:      cfg.IntrospectTimeout,
+		BaseBackoff:  o.UserRetryBackoff,
+		MaxRetryWait: o.UserMaxRetryWait,
+		Logger:       a.logger,
+		Metrics:      a.Metrics,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating user client: %w", err)
+	}
+	us, err := users.NewService(users.ServiceOptions{
+		Client:  uc,
+		TTL:     cfg.UserCacheTTL,
+		L1Max:   min(cfg.L1MaxEntries, 10_000),
+		Store:   a.store,
+		Logger:  a.logger,
+		Metrics: a.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv := server.New(server.Options{
+		Tokens:  a.tokens,
+		Users:   us,
+		Policy:  &decision.Policy{Issuer: cfg.Issuer, Skew: cfg.ClockSkew, Hierarchy: cfg.ScopeHierarchy},
+		Metrics: a.Metrics,
+		Logger:  a.logger,
+	})
+	a.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(a.Metrics, a.logger)),
+		grpc.MaxRecvMsgSize(256<<10),
+		// Clients (the gateway) keep idle connections alive with pings; allow them
+		// rather than closing the connection with ENHANCE_YOUR_CALM.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	authzv1.RegisterAuthzServiceServer(a.grpc, srv)
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+	reflection.Register(a.grpc)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.Metrics.Handler())
+	mux.HandleFunc("GET /healthz", a.probe)
+	mux.HandleFunc("GET /readyz", a.probe)
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+	return a, nil
+}
+
+// Tokens exposes the token cache (benchmarks and tests inspect it).
+func (a *App) Tokens() *tokencache.Cache { return a.tokens }
+
+func (a *App) probe(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !a.serving.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Run listens on the configured addresses and serves until ctx ends.
+func (a *App) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	gl, err := lc.Listen(ctx, "tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on AUTHZ_LISTEN %s: %w", a.cfg.Listen, err)
+	}
+	hl, err := lc.Listen(ctx, "tcp", a.cfg.MetricsListen)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("listening on AUTHZ_METRICS_LISTEN %s: %w", a.cfg.MetricsListen, err)
+	}
+	return a.Serve(ctx, gl, hl)
+}
+
+// Serve serves gRPC on gl and metrics/health on hl until ctx ends or a server fails,
+// then shuts down. It returns nil after a clean shutdown caused by ctx.
+func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
+	g, gctx := errgroup.WithContext(ctx)
+	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	a.health.SetServingStatus(authzv1.AuthzService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	a.serving.Store(true)
+	if a.store != nil {
+		if err := a.store.Ping(ctx); err != nil {
+			a.logger.Warn("redis not reachable at start; continuing with the in-process cache until it is", "err", err.Error())
+		}
+	}
+	a.logger.Info("authz serving", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "redis", a.store != nil)
+	g.Go(func() error {
+		if err := a.grpc.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serving gRPC: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := a.http.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving HTTP: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		a.tokens.Run(gctx)
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		a.shutdown()
+		return nil
+	})
+	err := g.Wait()
+	if a.store != nil {
+		_ = a.store.Close()
+	}
+	return err
+}
+
+func (a *App) shutdown() {
+	a.logger.Info("shutting down", "grace", a.o.ShutdownTimeout.String())
+	a.serving.Store(false)
+	a.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		a.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(a.o.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		a.logger.Warn("graceful stop timed out; closing remaining connections")
+		a.grpc.Stop()
+		<-done
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = a.http.Shutdown(ctx)
+	a.logger.Info("stopped")
+}
