@@ -46,7 +46,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +57,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -110,18 +110,11 @@ type Gateway struct {
 	prmURL   string
 	origins  []string
 	host     string
-	ops      map[string]operation // by tool name; "" for any non-tools/call request
+	ops      *operation.Table
 	prm      []byte
 	asmeta   *asmeta.Proxy
 	mcp      http.Handler
 	mux      *http.ServeMux
-}
-
-// operation is what authorizing one kind of request takes.
-type operation struct {
-	scopes    []string
-	needsUser bool
-	needsOrgs bool
 }
 
 // New builds the gateway: the one go-sdk server with every registered tool, the
@@ -153,19 +146,16 @@ func New(opts Options) (*Gateway, error) {
 		resource: cfg.Resource(),
 		prmURL:   cfg.ResourceMetadataURL(),
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
-		ops:      map[string]operation{"": {scopes: cfg.Scopes}},
+		ops:      operation.NewTable(cfg.Scopes, tools.All()),
 	}
 	if i := strings.Index(cfg.ServerURL, "://"); i >= 0 {
 		g.host = cfg.ServerURL[i+3:]
-	}
-	for _, t := range tools.All() {
-		g.ops[t.Name] = operation{scopes: union(cfg.Scopes, t.Scopes), needsUser: t.NeedsUser || t.NeedsOrgs, needsOrgs: t.NeedsOrgs}
 	}
 
 	prm, err := json.Marshal(&oauthex.ProtectedResourceMetadata{
 		Resource:               g.resource,
 		AuthorizationServers:   []string{cfg.AuthorizationServer},
-		ScopesSupported:        union(cfg.Scopes, tools.Scopes()),
+		ScopesSupported:        operation.Union(cfg.Scopes, tools.Scopes()),
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "mcpauthz MCP gateway",
 	})
@@ -224,16 +214,6 @@ func New(opts Options) (*Gateway, error) {
 
 // ServeHTTP serves every route.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
-
-func union(a, b []string) []string {
-	out := slices.Clone(a)
-	for _, s := range b {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 func (g *Gateway) servePRM(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Access-Control-Allow-Origin", "*")

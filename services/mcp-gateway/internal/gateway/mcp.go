@@ -17,6 +17,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -45,7 +46,7 @@ type exchange struct {
 	info   mcpreq.Info
 	parsed bool
 	token  string
-	op     operation
+	op     operation.Operation
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -68,21 +69,19 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 
 	token, hasBearer, tokenErr := bearerToken(r)
 	x.token = token
-	x.op = g.ops[""]
+	x.op = g.ops.Base()
 	info, parseErr := mcpreq.Read(r, g.maxBody)
 	if parseErr == nil {
 		x.info, x.parsed = info, true
-		if op, ok := g.ops[info.Tool()]; ok {
-			x.op = op
-		}
+		x.op = g.ops.For(info)
 	}
 	switch {
 	case tokenErr != nil:
-		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes})
+		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
 		return
 	case !hasBearer:
 		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes})
+		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
 		return
 	case !validToken(token):
 		g.fail(x, g.invalidToken(x, "the access token is malformed"))
@@ -110,9 +109,9 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	res, err := g.authz.Authorize(ctx, &authzv1.AuthorizeRequest{
 		Token:          x.token,
 		Resource:       g.resource,
-		RequiredScopes: x.op.scopes,
-		IncludeUser:    x.op.needsUser,
-		IncludeOrgs:    x.op.needsOrgs,
+		RequiredScopes: x.op.Scopes,
+		IncludeUser:    x.op.NeedsUser,
+		IncludeOrgs:    x.op.NeedsOrgs,
 	})
 	if err != nil {
 		g.metrics.Decision("error")
@@ -131,8 +130,8 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	p := res.GetPrincipal()
 	if res.GetAllowed() && p != nil {
 		g.metrics.Decision("allowed")
-		c := caller.New(p, x.op.scopes, g.checkFunc(x.token))
-		c.UserRequested = x.op.needsUser
+		c := caller.New(p, x.op.Scopes, g.checkFunc(x.token))
+		c.UserRequested = x.op.NeedsUser
 		c.User = res.GetUser()
 		c.UserError = res.GetUserError()
 		return c, true
@@ -153,7 +152,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		if desc == "" {
 			desc = "the access token lacks scope " + strings.Join(d.GetMissingScopes(), " ")
 		}
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: challenge.ErrInsufficientScope, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes})
+		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: challenge.ErrInsufficientScope, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
 	default:
 		desc := d.GetDescription()
 		if desc == "" {
@@ -179,7 +178,7 @@ func defaultDenialDescription(r authzv1.DenialReason) string {
 }
 
 func (g *Gateway) invalidToken(x *exchange, desc string) challenge.Response {
-	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.scopes}
+	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes}
 }
 
 // checkFunc lets handlers ask whether the same token holds more scopes without
@@ -212,7 +211,7 @@ func (g *Gateway) finish(x *exchange) {
 		}
 		if t := x.info.Tool(); t != "" {
 			tool = "unknown"
-			if _, ok := g.ops[t]; ok {
+			if g.ops.IsTool(t) {
 				tool = t
 			}
 		}
