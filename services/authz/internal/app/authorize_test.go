@@ -1,0 +1,265 @@
+package app_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+)
+
+func TestAuthorizeAllowedPrincipal(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	inst := start(t, "principal", env(as, "", nil))
+	now := time.Now().Unix()
+	claims := map[string]any{
+		"active": true, "sub": "user-1", "client_id": "cursor", "scope": "read:user_data read:org_data",
+		"aud": resourceURL, "iss": as.Issuer(), "exp": now + 3600, "iat": now - 5, "token_type": "Bearer",
+	}
+	tok := "tok-principal-" + strings.Repeat("x", 20)
+	as.SetClaims(tok, claims)
+	got, err := inst.client.Authorize(t.Context(), authorizeReq(tok, "read:user_data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantClaims, _ := structpb.NewStruct(map[string]any{
+		"active": true, "sub": "user-1", "client_id": "cursor", "scope": "read:user_data read:org_data",
+		"aud": resourceURL, "iss": as.Issuer(), "exp": float64(now + 3600), "iat": float64(now - 5), "token_type": "Bearer",
+	})
+	want := &authzv1.AuthorizeResponse{
+		Allowed: true,
+		Principal: &authzv1.Principal{
+			Subject:   "user-1",
+			ClientId:  "cursor",
+			Scopes:    []string{"read:user_data", "read:org_data"},
+			ExpiresAt: &timestamppb.Timestamp{Seconds: now + 3600},
+			IssuedAt:  &timestamppb.Timestamp{Seconds: now - 5},
+			Audience:  []string{resourceURL},
+			Issuer:    as.Issuer(),
+			Claims:    wantClaims,
+		},
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("Authorize mismatch (-want +got):\n%s", diff)
+	}
+	// A hit returns the same principal.
+	again, err := inst.client.Authorize(t.Context(), authorizeReq(tok, "read:user_data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, again, protocmp.Transform()); diff != "" {
+		t.Errorf("cached Authorize mismatch (-want +got):\n%s", diff)
+	}
+	if n := as.IntrospectionsOf(tok); n != 1 {
+		t.Errorf("introspections = %d, want 1 (second call from L1)", n)
+	}
+}
+
+// TestAuthorizeDecisionTable runs every decision rule and every kind of malformed
+// introspection reply through real gRPC and a real HTTP introspection endpoint.
+func TestAuthorizeDecisionTable(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	inst := start(t, "decisions", env(as, "", nil))
+	now := time.Now().Unix()
+	active := func(extra map[string]any) map[string]any {
+		c := map[string]any{"active": true, "sub": "user-1", "client_id": "c", "scope": "read:user_data",
+			"aud": resourceURL, "iss": as.Issuer(), "exp": now + 3600, "iat": now}
+		for k, v := range extra {
+			if v == nil {
+				delete(c, k)
+			} else {
+				c[k] = v
+			}
+		}
+		return c
+	}
+	tests := []struct {
+		name     string
+		claims   map[string]any // registered as the token's introspection reply
+		raw      string         // or a verbatim 200 reply
+		status   int            // with raw: the HTTP status (default 200)
+		resource string
+		scopes   []string
+		// Exactly one of these describes the expectation.
+		wantAllowed bool
+		wantReason  authzv1.DenialReason
+		wantMissing []string
+		wantCode    codes.Code
+	}{
+		{name: "active", claims: active(nil), scopes: []string{"read:user_data"}, wantAllowed: true},
+		{name: "unknown token is inactive", wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE},
+		{name: "inactive", claims: map[string]any{"active": false}, wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE},
+		{name: "expired", claims: active(map[string]any{"exp": now - 120}), wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED},
+		{name: "expired within clock skew", claims: active(map[string]any{"exp": now - 5}), wantAllowed: true},
+		{name: "not yet valid", claims: active(map[string]any{"nbf": now + 600}), wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_NOT_YET_VALID},
+		{name: "wrong audience", claims: active(map[string]any{"aud": "https://other.example.com/mcp"}), wantReason: authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH},
+		{name: "no audience", claims: active(map[string]any{"aud": nil}), wantReason: authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH},
+		{name: "audience differs by trailing slash and case", claims: active(map[string]any{"aud": "HTTP://127.0.0.1:8000/mcp/"}), wantAllowed: true},
+		{name: "resource differs by trailing slash and default port", claims: active(map[string]any{"aud": "http://localhost/mcp"}), resource: "http://LOCALHOST:80/mcp/", wantAllowed: true},
+		{name: "audience list", claims: active(map[string]any{"aud": []any{"https://a.example", resourceURL}}), wantAllowed: true},
+		{name: "resource member instead of aud", claims: active(map[string]any{"aud": nil, "resource": resourceURL}), wantAllowed: true},
+		{name: "missing scope", claims: active(nil), scopes: []string{"read:user_data", "write:user_data", "read:org_data"},
+			wantReason: authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE, wantMissing: []string{"write:user_data", "read:org_data"}},
+		{name: "hierarchy", claims: active(map[string]any{"scope": "admin"}), scopes: []string{"read:org_data", "read:profile"}, wantAllowed: true},
+		{name: "scope as list", claims: active(map[string]any{"scope": []any{"read:user_data"}}), scopes: []string{"read:user_data"}, wantAllowed: true},
+		{name: "issuer mismatch", claims: active(map[string]any{"iss": "https://evil.example.com/oauth/2.1"}), wantReason: authzv1.DenialReason_DENIAL_REASON_ISSUER_MISMATCH},
+		{name: "issuer absent", claims: active(map[string]any{"iss": nil}), wantAllowed: true},
+		{name: "exp missing is accepted", claims: active(map[string]any{"exp": nil}), wantAllowed: true},
+		{name: "exp as float", claims: active(map[string]any{"exp": float64(now) + 3600.5}), wantAllowed: true},
+		{name: "active as string", raw: `{"active":"true","aud":"` + resourceURL + `"}`, wantCode: codes.Unavailable},
+		{name: "active missing", raw: `{"sub":"x"}`, wantCode: codes.Unavailable},
+		{name: "exp as numeric string", raw: `{"active":true,"exp":"9999999999"}`, wantCode: codes.Unavailable},
+		{name: "non-JSON", raw: `<html>502 Bad Gateway</html>`, wantCode: codes.Unavailable},
+		{name: "JSON array", raw: `[true]`, wantCode: codes.Unavailable},
+		{name: "empty body", raw: ``, wantCode: codes.Unavailable},
+		{name: "huge body", raw: `{"active":true,"pad":"` + strings.Repeat("p", 2<<20) + `"}`, wantCode: codes.Unavailable},
+		{name: "HTTP 500", raw: `{"error":"server_error"}`, status: 500, wantCode: codes.Unavailable},
+		{name: "HTTP 401 (bad client credentials)", raw: `{"error":"invalid_client"}`, status: 401, wantCode: codes.Unavailable},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tok := fmt.Sprintf("tok-decision-%d-%d", i, time.Now().UnixNano())
+			switch {
+			case tt.claims != nil:
+				as.SetClaims(tok, tt.claims)
+			case tt.raw != "" || tt.status != 0 || tt.wantCode != codes.OK:
+				st := tt.status
+				if st == 0 {
+					st = 200
+				}
+				as.SetRawReply(tok, st, []byte(tt.raw))
+			}
+			req := authorizeReq(tok, tt.scopes...)
+			if tt.resource != "" {
+				req.Resource = tt.resource
+			}
+			resp, err := inst.client.Authorize(t.Context(), req)
+			if tt.wantCode != codes.OK {
+				if status.Code(err) != tt.wantCode {
+					t.Fatalf("Authorize = %v, %v; want code %v", resp, err, tt.wantCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Authorize: %v", err)
+			}
+			if resp.GetAllowed() != tt.wantAllowed {
+				t.Fatalf("allowed = %v, want %v (denial %v)", resp.GetAllowed(), tt.wantAllowed, resp.GetDenial())
+			}
+			if tt.wantAllowed {
+				if resp.GetDenial() != nil || resp.GetPrincipal().GetSubject() != "user-1" {
+					t.Errorf("allowed response: denial %v, principal %v", resp.GetDenial(), resp.GetPrincipal())
+				}
+				return
+			}
+			d := resp.GetDenial()
+			if d.GetReason() != tt.wantReason || d.GetDescription() == "" {
+				t.Errorf("denial = %v, want reason %v with a description", d, tt.wantReason)
+			}
+			if diff := cmp.Diff(tt.wantMissing, d.GetMissingScopes()); diff != "" {
+				t.Errorf("missing scopes (-want +got):\n%s", diff)
+			}
+			if wantPrincipal := tt.wantReason == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE; (resp.GetPrincipal() != nil) != wantPrincipal {
+				t.Errorf("principal = %v; want one only on insufficient_scope", resp.GetPrincipal())
+			}
+			if strings.Contains(d.GetDescription(), tok) {
+				t.Errorf("description contains the token")
+			}
+		})
+	}
+}
+
+// TestMalformedInput checks every RPC rejects bad input with INVALID_ARGUMENT before
+// any call to the authorization server.
+func TestMalformedInput(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	inst := start(t, "malformed", env(as, "", nil))
+	ok := as.MintToken(propelauthtest.TokenOptions{Subject: "u", Audience: []string{resourceURL}})
+	tooManyScopes := make([]string, 65)
+	for i := range tooManyScopes {
+		tooManyScopes[i] = fmt.Sprintf("s%d", i)
+	}
+	authorize := []struct {
+		name string
+		req  *authzv1.AuthorizeRequest
+	}{
+		{"empty token", &authzv1.AuthorizeRequest{Resource: resourceURL}},
+		{"oversized token", &authzv1.AuthorizeRequest{Token: strings.Repeat("a", 8193), Resource: resourceURL}},
+		{"token with space", &authzv1.AuthorizeRequest{Token: "Bearer abc", Resource: resourceURL}},
+		{"token with NUL", &authzv1.AuthorizeRequest{Token: "abc\x00", Resource: resourceURL}},
+		{"token with newline", &authzv1.AuthorizeRequest{Token: "abc\ndef", Resource: resourceURL}},
+		{"token with DEL", &authzv1.AuthorizeRequest{Token: "abc\x7f", Resource: resourceURL}},
+		{"non-ASCII token", &authzv1.AuthorizeRequest{Token: "tökén", Resource: resourceURL}},
+		{"empty resource", &authzv1.AuthorizeRequest{Token: ok}},
+		{"relative resource", &authzv1.AuthorizeRequest{Token: ok, Resource: "/mcp"}},
+		{"resource without scheme", &authzv1.AuthorizeRequest{Token: ok, Resource: "127.0.0.1:8000/mcp"}},
+		{"resource with fragment", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL + "#x"}},
+		{"resource with userinfo", &authzv1.AuthorizeRequest{Token: ok, Resource: "http://u:p@127.0.0.1:8000/mcp"}},
+		{"oversized resource", &authzv1.AuthorizeRequest{Token: ok, Resource: "https://a/" + strings.Repeat("a", 3000)}},
+		{"empty scope", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{""}}},
+		{"scope with space", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{"read user"}}},
+		{"scope with quote", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{`a"b`}}},
+		{"too many scopes", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: tooManyScopes}},
+	}
+	for _, tt := range authorize {
+		t.Run("Authorize/"+tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := inst.client.Authorize(t.Context(), tt.req)
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("Authorize error = %v, want InvalidArgument", err)
+			}
+		})
+	}
+	getUser := []struct{ name, id string }{
+		{"empty", ""},
+		{"dot dot", ".."},
+		{"dot", "."},
+		{"slash", "a/b"},
+		{"query", "a?b"},
+		{"percent", "a%2fb"},
+		{"space", "a b"},
+		{"oversized", strings.Repeat("u", 257)},
+	}
+	for _, tt := range getUser {
+		t.Run("GetUser/"+tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: tt.id})
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("GetUser error = %v, want InvalidArgument", err)
+			}
+		})
+	}
+	invalidate := []struct{ name, tok string }{
+		{"empty", ""},
+		{"oversized", strings.Repeat("a", 8193)},
+		{"control byte", "abc\x01"},
+		{"space", "a b"},
+	}
+	for _, tt := range invalidate {
+		t.Run("InvalidateToken/"+tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := inst.client.InvalidateToken(t.Context(), &authzv1.InvalidateTokenRequest{Token: tt.tok})
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("InvalidateToken error = %v, want InvalidArgument", err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := as.Introspections() + as.UserFetches(); n != 0 {
+			t.Errorf("malformed input reached the authorization server %d times", n)
+		}
+	})
+}

@@ -1,0 +1,209 @@
+package app_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+)
+
+func mint(as *propelauthtest.Server) string {
+	return as.MintToken(propelauthtest.TokenOptions{Subject: "user-1", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+}
+
+func mustAllow(t testing.TB, inst *instance, tok string) {
+	t.Helper()
+	resp, err := inst.client.Authorize(t.Context(), authorizeReq(tok, "read:user_data"))
+	if err != nil {
+		t.Fatalf("Authorize: %v", err)
+	}
+	if !resp.GetAllowed() {
+		t.Fatalf("Authorize denied: %v", resp.GetDenial())
+	}
+}
+
+func lookups(inst *instance, tier, result string) float64 {
+	return testutil.ToFloat64(inst.Metrics.CacheLookups.WithLabelValues(metrics.CacheToken, tier, result))
+}
+
+// TestSharedCacheAndInvalidation: two replicas on one Redis share introspection
+// results, and InvalidateToken on one reaches the other's in-process tier.
+func TestSharedCacheAndInvalidation(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	rd := testenv.StartRedis(t)
+	a := start(t, "shared-a", env(as, rd.URL(), nil))
+	b := start(t, "shared-b", env(as, rd.URL(), nil))
+	tok := mint(as)
+
+	mustAllow(t, a, tok)
+	mustAllow(t, b, tok)
+	mustAllow(t, b, tok)
+	if n := as.IntrospectionsOf(tok); n != 1 {
+		t.Fatalf("introspections = %d, want 1: the second replica must answer from Redis", n)
+	}
+	if hits := lookups(b, metrics.TierL2, metrics.ResultHit); hits != 1 {
+		t.Errorf("replica b L2 hits = %v, want 1", hits)
+	}
+	if hits := lookups(b, metrics.TierL1, metrics.ResultHit); hits != 1 {
+		t.Errorf("replica b L1 hits = %v, want 1", hits)
+	}
+	// Redis holds the hashed key only.
+	if v, err := rd.Do(t.Context(), "EXISTS", "mcpauthz:intro:"+hexKey(a, tok)); err != nil || v != ":1" {
+		t.Errorf("EXISTS of the hashed key = %q, %v", v, err)
+	}
+
+	as.Revoke(tok)
+	if _, err := a.client.InvalidateToken(t.Context(), &authzv1.InvalidateTokenRequest{Token: tok}); err != nil {
+		t.Fatalf("InvalidateToken: %v", err)
+	}
+	eventually(t, 2*time.Second, "replica b to see the invalidation", func() bool {
+		resp, err := b.client.Authorize(t.Context(), authorizeReq(tok))
+		return err == nil && resp.GetDenial().GetReason() == authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE
+	})
+	resp, err := a.client.Authorize(t.Context(), authorizeReq(tok))
+	if err != nil || resp.GetDenial().GetReason() != authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE {
+		t.Errorf("replica a after invalidation: %v, %v", resp, err)
+	}
+	if n := testutil.ToFloat64(b.Metrics.Invalidations.WithLabelValues("remote")); n < 1 {
+		t.Errorf("replica b remote invalidations = %v", n)
+	}
+}
+
+// TestCoalescing: 100 concurrent first requests for one token make one
+// introspection per replica.
+func TestCoalescing(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	// Slow introspection, so all requests overlap one fetch.
+	as.SetFault(propelauthtest.FaultNone, 150*time.Millisecond)
+	rd := testenv.StartRedis(t)
+	solo := start(t, "coalesce-solo", env(as, "", nil))
+	a := start(t, "coalesce-a", env(as, rd.URL(), nil))
+	b := start(t, "coalesce-b", env(as, rd.URL(), nil))
+
+	burst := func(insts []*instance, tok string) {
+		var wg sync.WaitGroup
+		for _, inst := range insts {
+			for range 100 {
+				wg.Go(func() { mustAllow(t, inst, tok) })
+			}
+		}
+		wg.Wait()
+	}
+	tok := mint(as)
+	burst([]*instance{solo}, tok)
+	if n := as.IntrospectionsOf(tok); n != 1 {
+		t.Errorf("one replica: %d introspections for 100 concurrent requests, want 1", n)
+	}
+	if w := testutil.ToFloat64(solo.Metrics.CoalescedWaits.WithLabelValues(metrics.CacheToken)); w < 1 {
+		t.Errorf("coalesced waits = %v, want some", w)
+	}
+
+	tok2 := mint(as)
+	burst([]*instance{a, b}, tok2)
+	if n := as.IntrospectionsOf(tok2); n < 1 || n > 2 {
+		t.Errorf("two replicas: %d introspections for 2x100 concurrent requests, want 1 or 2 (at most one each)", n)
+	}
+}
+
+// TestRedisOutage: Redis dying never fails a request; once it is back, replicas use
+// it again, including the invalidation channel.
+func TestRedisOutage(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	rd := testenv.StartRedis(t)
+	a := start(t, "outage-a", env(as, rd.URL(), nil))
+	b := start(t, "outage-b", env(as, rd.URL(), nil))
+	cached := mint(as)
+	mustAllow(t, a, cached)
+
+	rd.Stop()
+	fresh := mint(as)
+	for range 5 {
+		mustAllow(t, a, cached) // L1
+		mustAllow(t, a, fresh)  // introspection, then L1
+		mustAllow(t, b, cached) // Redis down and not in b's L1: introspection
+	}
+	if n := testutil.ToFloat64(a.Metrics.RedisErrors.WithLabelValues("get")) + testutil.ToFloat64(b.Metrics.RedisErrors.WithLabelValues("get")); n < 1 {
+		t.Errorf("redis get errors = %v, want them counted", n)
+	}
+	// Invalidation cannot reach other replicas now: say so rather than pretend.
+	_, err := a.client.InvalidateToken(t.Context(), &authzv1.InvalidateTokenRequest{Token: fresh})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("InvalidateToken with Redis down = %v, want Unavailable", err)
+	}
+
+	if err := rd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// L2 is used again: a token a introspects is answered by b without another
+	// introspection. Each attempt uses a fresh token, since attempts made while the
+	// clients are still reconnecting fall back to introspection.
+	eventually(t, 10*time.Second, "replicas to share Redis again", func() bool {
+		tok := mint(as)
+		mustAllow(t, a, tok)
+		mustAllow(t, b, tok)
+		return as.IntrospectionsOf(tok) == 1
+	})
+	// The subscription came back too: an invalidation on a reaches b's L1.
+	tok := mint(as)
+	mustAllow(t, a, tok)
+	mustAllow(t, b, tok)
+	as.Revoke(tok)
+	eventually(t, 10*time.Second, "invalidation to work after the restart", func() bool {
+		_, err := a.client.InvalidateToken(t.Context(), &authzv1.InvalidateTokenRequest{Token: tok})
+		return err == nil
+	})
+	eventually(t, 2*time.Second, "replica b to drop the invalidated token", func() bool {
+		resp, err := b.client.Authorize(t.Context(), authorizeReq(tok))
+		return err == nil && !resp.GetAllowed()
+	})
+	if f := testutil.ToFloat64(b.Metrics.L1Flushes); f < 2 {
+		t.Errorf("replica b L1 flushes = %v, want >= 2 (first subscribe and resubscribe)", f)
+	}
+}
+
+// TestAuthorizationServerDown: an outage is UNAVAILABLE for tokens nobody has
+// cached, never a denial, while cached tokens keep working.
+func TestAuthorizationServerDown(t *testing.T) {
+	t.Parallel()
+	for _, fault := range []propelauthtest.Fault{propelauthtest.FaultError500, propelauthtest.FaultGarbage, propelauthtest.FaultHang, propelauthtest.FaultDown} {
+		t.Run(string(fault), func(t *testing.T) {
+			t.Parallel()
+			as := newAS(t)
+			inst := start(t, "asdown-"+string(fault), env(as, "", map[string]string{"INTROSPECTION_TIMEOUT": "300ms"}))
+			cached := mint(as)
+			mustAllow(t, inst, cached)
+			as.SetFault(fault, 0)
+			fresh := mint(as)
+			resp, err := inst.client.Authorize(t.Context(), authorizeReq(fresh, "read:user_data"))
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("new token during outage = %v, %v; want Unavailable", resp, err)
+			}
+			mustAllow(t, inst, cached)
+			as.SetFault(propelauthtest.FaultNone, 0)
+			mustAllow(t, inst, fresh) // errors are not cached
+		})
+	}
+	t.Run("closed", func(t *testing.T) {
+		t.Parallel()
+		as := newAS(t)
+		inst := start(t, "asdown-closed", env(as, "", nil))
+		cached := mint(as)
+		mustAllow(t, inst, cached)
+		as.Close()
+		if _, err := inst.client.Authorize(t.Context(), authorizeReq(mint(as))); status.Code(err) != codes.Unavailable {
+			t.Fatalf("new token with the AS gone = %v; want Unavailable", err)
+		}
+		mustAllow(t, inst, cached)
+	})
+}

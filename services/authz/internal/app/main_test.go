@@ -1,0 +1,229 @@
+package app_test
+
+import (
+	"bytes"
+	"encoding/hex"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+)
+
+// Every instance in this package logs (at debug level) into one buffer, which
+// TestMain searches for every token and secret the fake authorization servers
+// handed out once all tests have run.
+var (
+	logs     syncBuffer
+	fakesMu  sync.Mutex
+	allFakes []*propelauthtest.Server
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		code = checkLogsForSecrets()
+	}
+	os.Exit(code)
+}
+
+func checkLogsForSecrets() int {
+	captured := logs.String()
+	if !strings.Contains(captured, `"msg":"authz serving"`) || !strings.Contains(captured, `"msg":"authorize"`) {
+		fmt.Fprintln(os.Stderr, "log capture check: the captured log lacks the expected lines; is logging wired?")
+		return 1
+	}
+	fakesMu.Lock()
+	defer fakesMu.Unlock()
+	n := 0
+	for _, as := range allFakes {
+		for _, s := range as.Secrets() {
+			n++
+			if strings.Contains(captured, s) {
+				fmt.Fprintf(os.Stderr, "log capture check: a token or secret (%.8s...) appears in the logs\n", s)
+				return 1
+			}
+		}
+	}
+	if n < 20 {
+		fmt.Fprintf(os.Stderr, "log capture check: only %d secrets were checked; the tests should mint more\n", n)
+		return 1
+	}
+	return 0
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger(name string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
+}
+
+// newAS starts a fake PropelAuth whose secrets the log check will look for.
+func newAS(t testing.TB) *propelauthtest.Server {
+	t.Helper()
+	as := propelauthtest.New()
+	t.Cleanup(as.Close)
+	fakesMu.Lock()
+	allFakes = append(allFakes, as)
+	fakesMu.Unlock()
+	return as
+}
+
+// resourceURL is the protected resource the tests' tokens are issued for.
+const resourceURL = "http://127.0.0.1:8000/mcp"
+
+type instance struct {
+	*app.App
+	client   authzv1.AuthzServiceClient
+	health   healthpb.HealthClient
+	httpBase string
+	stop     func()
+}
+
+// env returns a configuration environment for an instance talking to as and, if
+// redisURL is not empty, to Redis. Entries of extra override it.
+func env(as *propelauthtest.Server, redisURL string, extra map[string]string) func(string) string {
+	e := map[string]string{
+		"PROPELAUTH_AUTH_URL":              as.AuthURL(),
+		"REQUEST_VALIDATION_CLIENT_ID":     as.ClientID,
+		"REQUEST_VALIDATION_CLIENT_SECRET": as.ClientSecret,
+		"PROPELAUTH_API_KEY":               as.APIKey,
+		"REDIS_URL":                        redisURL,
+		"AUTHZ_LISTEN":                     "127.0.0.1:0",
+		"AUTHZ_METRICS_LISTEN":             "127.0.0.1:0",
+		"SCOPE_HIERARCHY":                  "admin=read:user_data,read:org_data;read:user_data=read:profile",
+		"INTROSPECTION_TIMEOUT":            "500ms",
+	}
+	for k, v := range extra {
+		e[k] = v
+	}
+	return func(k string) string { return e[k] }
+}
+
+// start runs an authz instance on loopback ports with the given environment and
+// a real gRPC client connected to it; both stop when the test ends.
+func start(t testing.TB, name string, getenv func(string) string) *instance {
+	t.Helper()
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	logger := testLogger(name)
+	a, err := app.New(cfg, app.Options{
+		Logger:           logger,
+		UserRetryBackoff: 5 * time.Millisecond,
+		UserMaxRetryWait: 20 * time.Millisecond,
+		RedisBackoff:     100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, gl, hl) }()
+	conn, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			conn.Close()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("instance %s did not stop", name)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	inst := &instance{
+		App:      a,
+		client:   authzv1.NewAuthzServiceClient(conn),
+		health:   healthpb.NewHealthClient(conn),
+		httpBase: "http://" + hl.Addr().String(),
+		stop:     stop,
+	}
+	waitHTTP(t, inst.httpBase+"/readyz")
+	return inst
+}
+
+func waitHTTP(t testing.TB, url string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready: %v", url, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// eventually polls cond every 10ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func authorizeReq(token string, scopes ...string) *authzv1.AuthorizeRequest {
+	return &authzv1.AuthorizeRequest{Token: token, Resource: resourceURL, RequiredScopes: scopes}
+}
+
+func hexKey(inst *instance, tok string) string {
+	k := inst.Tokens().Key(tok)
+	return hex.EncodeToString(k[:])
+}
