@@ -2,8 +2,8 @@ package app_test
 
 import (
 	"bytes"
-	"encoding/hex"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
