@@ -159,9 +159,9 @@ func TestParseErrors(t *testing.T) {
 func TestSanitize(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{
-		"plain text 1.2":  "plain text 1.2",
-		`a "b" \c`:        `a 'b' /c`,
-		"tab\tnewline\né": "tab?newline???",
+		"plain text 1.2":         "plain text 1.2",
+		`a "b" \c`:               `a 'b' /c`,
+		"tab\tnewline\né":        "tab?newline???",
 		strings.Repeat("x", 400): strings.Repeat("x", 300),
 	}
 	for in, want := range tests {

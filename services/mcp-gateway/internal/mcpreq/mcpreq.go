@@ -172,7 +172,6 @@ func decodeHeaderValue(v string) (string, bool) {
 	return v, true
 }
 
-
 func parseBody(body []byte) (Info, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Info{}, badRequest("request body is empty; send one JSON-RPC message")

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
+)
+
+// runBinary runs the real mcp-gateway binary to completion with env and args.
+func runBinary(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), testenv.Binary(t, "mcp-gateway"), args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestListEnv(t *testing.T) {
+	t.Parallel()
+	out, errOut, code := runBinary(t, nil, "-list-env")
+	if code != 0 || errOut != "" {
+		t.Fatalf("-list-env: exit %d, stderr %q", code, errOut)
+	}
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if diff := cmp.Diff(config.EnvNames(), got); diff != "" {
+		t.Errorf("-list-env (-want +got):\n%s", diff)
+	}
+	if !slices.IsSorted(got) {
+		t.Errorf("-list-env not sorted: %q", got)
+	}
+}
+
+func TestBadConfiguration(t *testing.T) {
+	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	ok := "PROPELAUTH_AUTH_URL=http://127.0.0.1:9"
+	tests := []struct {
+		name    string
+		env     []string
+		args    []string
+		wantVar string
+	}{
+		{"no auth server", nil, nil, "PROPELAUTH_AUTH_URL"},
+		{"bad scopes", []string{ok, `SCOPES=read"user`}, nil, "SCOPES"},
+		{"server url with path", []string{ok, "MCP_SERVER_URL=https://mcp.example.com/mcp"}, nil, "MCP_SERVER_URL"},
+		{"bad timeout", []string{ok, "AUTHZ_TIMEOUT=fast"}, nil, "AUTHZ_TIMEOUT"},
+		{"bad origin", []string{ok, "MCP_ALLOWED_ORIGINS=*"}, nil, "MCP_ALLOWED_ORIGINS"},
+		{"bad bool", []string{ok, "TOOLS_LIST_ALL=maybe"}, nil, "TOOLS_LIST_ALL"},
+		{"bad log level", []string{ok, "LOG_LEVEL=chatty"}, nil, "LOG_LEVEL"},
+		{"busy port", []string{ok, "MCP_LISTEN=" + busy.Addr().String()}, nil, "MCP_LISTEN"},
+		{"stray argument", []string{ok}, []string{"serve"}, "-list-env"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, errOut, code := runBinary(t, tt.env, tt.args...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			lines := strings.Split(strings.TrimSpace(errOut), "\n")
+			last := lines[len(lines)-1]
+			if !strings.HasPrefix(last, "mcp-gateway: ") || !strings.Contains(last, tt.wantVar) {
+				t.Errorf("last stderr line %q does not name %s", last, tt.wantVar)
+			}
+		})
+	}
+}
+
+// TestBinary starts the real binary against a real devauth and authz, checks
+// it serves, then sends SIGTERM while a request is in flight: the request
+// completes and the process exits 0.
+func TestBinary(t *testing.T) {
+	t.Parallel()
+	d := stacktest.NewDevauth(t)
+	az := stacktest.NewAuthz(t, d, "")
+	addr := testenv.FreeAddr(t)
+	url := "http://" + addr
+	p := testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+		Env: []string{
+			"MCP_LISTEN=" + addr,
+			"MCP_SERVER_URL=" + url,
+			"AUTHZ_ADDR=" + az.Addr,
+			"PROPELAUTH_AUTH_URL=" + d.URL,
+			"LOG_LEVEL=debug",
+		},
+		ReadyURL: url + "/healthz",
+	})
+	for _, path := range []string{"/readyz", "/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server", "/metrics"} {
+		res, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d", path, res.StatusCode)
+		}
+	}
+	if _, _, code := runBinary(t, nil, "-healthcheck", url+"/healthz"); code != 0 {
+		t.Errorf("-healthcheck of a live gateway: exit %d", code)
+	}
+	if _, _, code := runBinary(t, nil, "-healthcheck", url+"/nothing"); code != 1 {
+		t.Errorf("-healthcheck of a 404: exit %d, want 1", code)
+	}
+
+	token := d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"read:user_data"}, Resource: url + "/mcp"})
+	d.Fault(t, "ok", 800) // slow introspection: the next request stays in flight
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i"}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("in-flight request: %v", err)
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if status := <-done; status != http.StatusOK {
+		t.Errorf("request in flight at SIGTERM: %d, want 200", status)
+	}
+	if err := p.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v, want 0", err)
+	}
+
+	logs := p.Output()
+	if strings.Contains(logs, token) {
+		t.Error("the gateway logged a raw token")
+	}
+	var sawStart, sawStop bool
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+			continue
+		}
+		switch entry["msg"] {
+		case "starting mcp-gateway":
+			sawStart = true
+		case "stopped":
+			sawStop = true
+		}
+	}
+	if !sawStart || !sawStop {
+		t.Errorf("logs lack start (%v) or stop (%v):\n%s", sawStart, sawStop, logs)
+	}
+}

@@ -1,0 +1,218 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// TestOAuthFlow drives the go-sdk client with its AuthorizationCodeHandler
+// against the real stack, from no token to who_am_i, once per protocol era:
+// 401 -> protected resource metadata -> authorization server metadata ->
+// dynamic client registration -> PKCE authorization -> token -> tools/list ->
+// who_am_i.
+func TestOAuthFlow(t *testing.T) {
+	t.Parallel()
+	for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18"} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			c := stacktest.NewOAuthClient(t)
+			cs, err := c.Connect(t.Context(), stack.Gateway.MCP(), version)
+			if err != nil {
+				t.Fatalf("Connect: %v\nsteps: %q", err, c.Recorder.Steps())
+			}
+			defer cs.Close()
+			if got := cs.InitializeResult().ProtocolVersion; got != version {
+				t.Errorf("negotiated protocol %q, want %q", got, version)
+			}
+
+			// The flow, in order; the first request may be server/discover or
+			// initialize, depending on the version.
+			wantSteps := []string{
+				"POST /mcp -> 401",
+				"GET /.well-known/oauth-protected-resource/mcp -> 200",
+				"GET /.well-known/oauth-authorization-server/oauth/2.1 -> 200",
+				"POST /oauth/2.1/register -> 201",
+				"GET /oauth/2.1/authorize -> 302",
+				"POST /oauth/2.1/token -> 200",
+				"POST /mcp -> 200",
+			}
+			if missing := subsequence(c.Recorder.Steps(), wantSteps); missing != "" {
+				t.Errorf("OAuth flow lacks %q in order\ngot: %q", missing, c.Recorder.Steps())
+			}
+			if diff := cmp.Diff([]string{scopeUser}, c.Requested); diff != "" {
+				t.Errorf("requested scopes (from the 401 challenge) (-want +got):\n%s", diff)
+			}
+
+			list, err := cs.ListTools(t.Context(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, tool := range list.Tools {
+				names = append(names, tool.Name)
+				if tool.Name == "who_am_i" && tool.OutputSchema == nil {
+					t.Error("who_am_i has no output schema")
+				}
+			}
+			if diff := cmp.Diff([]string{"who_am_i"}, names); diff != "" {
+				t.Errorf("tools/list for a read:user_data token (-want +got):\n%s", diff)
+			}
+
+			res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "who_am_i"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError {
+				t.Fatalf("who_am_i failed: %+v", res.Content)
+			}
+			var who tools.WhoAmI
+			b, _ := json.Marshal(res.StructuredContent)
+			if err := json.Unmarshal(b, &who); err != nil {
+				t.Fatal(err)
+			}
+			checkAlice(t, who, []string{scopeUser})
+			if who.ClientID == "" || who.ClientID == "devauth-test-client" {
+				t.Errorf("client_id %q, want the dynamically registered client", who.ClientID)
+			}
+		})
+	}
+}
+
+// checkAlice checks a who_am_i result for alice with scopes.
+func checkAlice(t *testing.T, who tools.WhoAmI, scopes []string) {
+	t.Helper()
+	if who.Subject != stacktest.AliceID {
+		t.Errorf("subject %q, want %q", who.Subject, stacktest.AliceID)
+	}
+	if !slices.Equal(who.Scopes, scopes) {
+		t.Errorf("scopes %q, want %q", who.Scopes, scopes)
+	}
+	if !slices.Contains(who.Audience, stack.Gateway.MCP()) {
+		t.Errorf("audience %q lacks %q", who.Audience, stack.Gateway.MCP())
+	}
+	if who.Issuer != stack.Devauth.Issuer() {
+		t.Errorf("issuer %q, want %q", who.Issuer, stack.Devauth.Issuer())
+	}
+	if who.ExpiresAt == "" || who.Claims["sub"] != stacktest.AliceID {
+		t.Errorf("expires_at %q, claims %v", who.ExpiresAt, who.Claims)
+	}
+	if who.UserError != "" || who.User == nil {
+		t.Fatalf("no user: user_error %q", who.UserError)
+	}
+	u := who.User
+	if u.Email != stacktest.AliceEmail || u.FirstName != "Alice" || u.LastName != "Liddell" || u.Username != "alice" {
+		t.Errorf("user %+v", u)
+	}
+	want := []tools.Org{{OrgID: stacktest.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"}}}
+	if diff := cmp.Diff(want, u.Orgs); diff != "" {
+		t.Errorf("orgs (-want +got):\n%s", diff)
+	}
+}
+
+// subsequence returns the first element of want missing from got in order, or "".
+func subsequence(got, want []string) string {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	if i < len(want) {
+		return want[i]
+	}
+	return ""
+}
+
+// TestStepUp: a client authorized for read:user_data calls list_my_orgs, gets
+// 403 insufficient_scope naming both scopes, re-authorizes with their union
+// and the call succeeds; tools/list then shows both tools.
+func TestStepUp(t *testing.T) {
+	t.Parallel()
+	c := stacktest.NewOAuthClient(t)
+	cs, err := c.Connect(t.Context(), stack.Gateway.MCP(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	before := len(c.Recorder.Steps())
+
+	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_my_orgs"})
+	if err != nil {
+		t.Fatalf("list_my_orgs after step-up: %v\nsteps: %q", err, c.Recorder.Steps())
+	}
+	if res.IsError {
+		t.Fatalf("list_my_orgs failed: %+v", res.Content)
+	}
+	steps := c.Recorder.Steps()[before:]
+	want := []string{"POST /mcp -> 403", "GET /oauth/2.1/authorize -> 302", "POST /oauth/2.1/token -> 200", "POST /mcp -> 200"}
+	if missing := subsequence(steps, want); missing != "" {
+		t.Errorf("step-up lacks %q\ngot: %q", missing, steps)
+	}
+	requested := slices.Sorted(slices.Values(c.Requested))
+	if diff := cmp.Diff([]string{scopeOrg, scopeUser}, requested); diff != "" {
+		t.Errorf("step-up requested (-want +got):\n%s", diff)
+	}
+	var orgs tools.MyOrgs
+	b, _ := json.Marshal(res.StructuredContent)
+	if err := json.Unmarshal(b, &orgs); err != nil {
+		t.Fatal(err)
+	}
+	if len(orgs.Orgs) != 1 || orgs.Orgs[0].OrgID != stacktest.AcmeOrgID || orgs.Orgs[0].Role != "Admin" {
+		t.Errorf("list_my_orgs = %+v", orgs)
+	}
+
+	list, err := cs.ListTools(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range list.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
+		t.Errorf("tools/list after step-up (-want +got):\n%s", diff)
+	}
+}
+
+// TestLegacyRawHTTP speaks protocol 2025-06-18 by hand, as an older client
+// would: initialize, notifications/initialized, tools/call, each with the token.
+func TestLegacyRawHTTP(t *testing.T) {
+	t.Parallel()
+	token := mint(t, []string{scopeUser})
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`
+	r := readRPC(t, post(t, stack.Gateway.MCP(), token, init, "Mcp-Protocol-Version", ""))
+	var ir struct {
+		ProtocolVersion string `json:"protocolVersion"`
+	}
+	if err := json.Unmarshal(r.Result, &ir); err != nil || ir.ProtocolVersion != "2025-06-18" {
+		t.Fatalf("initialize: %s, %v", r.Result, err)
+	}
+	res := post(t, stack.Gateway.MCP(), token, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		t.Errorf("notifications/initialized: %d, want 202", res.StatusCode)
+	}
+	var who tools.WhoAmI
+	if tr := callTool(t, stack.Gateway.MCP(), token, "who_am_i", &who); tr.IsError {
+		t.Fatalf("who_am_i: %+v", tr)
+	}
+	checkAlice(t, who, []string{scopeUser})
+	if who.ClientID != "devauth-test-client" {
+		t.Errorf("client_id %q", who.ClientID)
+	}
+	// The trailing-slash endpoint is served the same, without a redirect.
+	if tr := callTool(t, stack.Gateway.MCP()+"/", token, "who_am_i", nil); tr.IsError {
+		t.Errorf("/mcp/: %+v", tr)
+	}
+	if strings.Contains(stack.Gateway.Logs(), token) {
+		t.Error("the gateway logged a raw token")
+	}
+}

@@ -1,0 +1,248 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, b
+}
+
+func TestProtectedResourceMetadata(t *testing.T) {
+	t.Parallel()
+	g := stack.Gateway
+	want := oauthex.ProtectedResourceMetadata{
+		Resource:               g.URL + "/mcp",
+		AuthorizationServers:   []string{stack.Devauth.Issuer()},
+		ScopesSupported:        []string{scopeUser, scopeOrg},
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "mcpauthz MCP gateway",
+	}
+	for _, path := range []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"} {
+		res, b := get(t, g.URL+path, "Origin", "https://inspector.example.com")
+		if res.StatusCode != 200 || res.Header.Get("Content-Type") != "application/json" || res.Header.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("%s: %d %q CORS %q", path, res.StatusCode, res.Header.Get("Content-Type"), res.Header.Get("Access-Control-Allow-Origin"))
+		}
+		var got oauthex.ProtectedResourceMetadata
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", path, diff)
+		}
+	}
+	// The go-sdk client's own validation accepts it for the MCP endpoint.
+	if _, err := oauthex.GetProtectedResourceMetadata(t.Context(), g.URL+"/.well-known/oauth-protected-resource/mcp", g.MCP(), http.DefaultClient); err != nil {
+		t.Errorf("go-sdk refuses the metadata: %v", err)
+	}
+}
+
+func TestAuthorizationServerMetadata(t *testing.T) {
+	t.Parallel()
+	res, viaGateway := get(t, stack.Gateway.URL+"/.well-known/oauth-authorization-server")
+	if res.StatusCode != 200 || res.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("status %d, CORS %q: %s", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"), viaGateway)
+	}
+	_, direct := get(t, stack.Devauth.URL+"/.well-known/oauth-authorization-server/oauth/2.1")
+	var a, b map[string]any
+	if err := json.Unmarshal(viaGateway, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(direct, &b); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(b, a); diff != "" {
+		t.Errorf("proxied metadata differs from devauth's (-devauth +gateway):\n%s", diff)
+	}
+	if a["issuer"] != stack.Devauth.Issuer() {
+		t.Errorf("issuer %v", a["issuer"])
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	t.Parallel()
+	g := stack.Gateway
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if res, b := get(t, g.URL+path); res.StatusCode != 200 {
+			t.Errorf("%s: %d %s", path, res.StatusCode, b)
+		}
+	}
+	token := mint(t, []string{scopeUser})
+	callTool(t, g.MCP(), token, "who_am_i", nil)
+	post(t, g.MCP(), "", listBody()).Body.Close()
+	res, b := get(t, g.URL+"/metrics")
+	if res.StatusCode != 200 {
+		t.Fatalf("/metrics: %d", res.StatusCode)
+	}
+	for _, want := range []string{
+		`mcp_gateway_requests_total{method="tools/call",status="200",tool="who_am_i"}`,
+		`mcp_gateway_requests_total{method="tools/list",status="401",tool=""}`,
+		`mcp_gateway_authz_call_duration_seconds_bucket{code="OK",rpc="Authorize"`,
+		`mcp_gateway_authz_decisions_total{decision="allowed"}`,
+		`mcp_gateway_request_duration_seconds_count{method="tools/call"}`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if res, _ := get(t, g.URL+"/nothing-here"); res.StatusCode != 404 {
+		t.Errorf("unknown path: %d", res.StatusCode)
+	}
+}
+
+// TestUserPrefetch: who_am_i and list_my_orgs get the user with the Authorize
+// decision (include_user), so the gateway never calls GetUser.
+func TestUserPrefetch(t *testing.T) {
+	t.Parallel()
+	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, nil)
+	token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser, scopeOrg}, Resource: g.MCP()})
+	for range 3 {
+		callTool(t, g.MCP(), token, "who_am_i", nil)
+		callTool(t, g.MCP(), token, "list_my_orgs", nil)
+	}
+	mfs, err := g.Metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "mcp_gateway_authz_call_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			calls[label(m, "rpc")] += m.GetHistogram().GetSampleCount()
+		}
+	}
+	if diff := cmp.Diff(map[string]uint64{"Authorize": 6}, calls); diff != "" {
+		t.Errorf("authz calls for 6 tool calls (-want +got):\n%s", diff)
+	}
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// TestToolsListFiltering: tools/list shows what the token may call, or every
+// tool with TOOLS_LIST_ALL=true.
+func TestToolsListFiltering(t *testing.T) {
+	t.Parallel()
+	listAll := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"TOOLS_LIST_ALL": "true"})
+	names := func(url, token string) []string {
+		r := readRPC(t, post(t, url, token, listBody()))
+		var res struct {
+			Tools []struct {
+				Name string `json:"name"`
+			} `json:"tools"`
+		}
+		if err := json.Unmarshal(r.Result, &res); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, tool := range res.Tools {
+			out = append(out, tool.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	tests := []struct {
+		name   string
+		url    string
+		token  string
+		wanted []string
+	}{
+		{"user", stack.Gateway.MCP(), mint(t, []string{scopeUser}), []string{"who_am_i"}},
+		{"user+org", stack.Gateway.MCP(), mint(t, []string{scopeUser, scopeOrg}), []string{"list_my_orgs", "who_am_i"}},
+		{"list all", listAll.MCP(), stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: listAll.MCP()}), []string{"list_my_orgs", "who_am_i"}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.wanted, names(tt.url, tt.token)); diff != "" {
+			t.Errorf("%s: tools/list (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+// TestCORS: a browser client on an allowed origin (MCP Inspector) can preflight,
+// call, and read the challenge; other origins are refused.
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	const inspector = "http://localhost:6274"
+	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"MCP_ALLOWED_ORIGINS": inspector})
+
+	pre, err := http.NewRequest(http.MethodOptions, g.MCP(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre.Header.Set("Origin", inspector)
+	pre.Header.Set("Access-Control-Request-Method", "POST")
+	pre.Header.Set("Access-Control-Request-Headers", "authorization, content-type, mcp-protocol-version, mcp-param-region")
+	res, err := http.DefaultClient.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	got := map[string]string{}
+	for _, h := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers"} {
+		got[h] = res.Header.Get(h)
+	}
+	want := map[string]string{
+		"Access-Control-Allow-Origin":  inspector,
+		"Access-Control-Allow-Methods": "POST, OPTIONS",
+		"Access-Control-Allow-Headers": "authorization, content-type, mcp-protocol-version, mcp-param-region",
+	}
+	if res.StatusCode != http.StatusNoContent {
+		t.Errorf("preflight status %d", res.StatusCode)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("preflight headers (-want +got):\n%s", diff)
+	}
+
+	res = post(t, g.MCP(), "", listBody(), "Origin", inspector)
+	res.Body.Close()
+	if res.StatusCode != 401 || res.Header.Get("Access-Control-Allow-Origin") != inspector || !strings.Contains(res.Header.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") {
+		t.Errorf("401 to the inspector: %d, allow-origin %q, expose %q", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"), res.Header.Get("Access-Control-Expose-Headers"))
+	}
+	// Its own origin is always allowed; others are not, not even for preflight.
+	res = post(t, g.MCP(), "", listBody(), "Origin", g.URL)
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Errorf("own origin: %d, want 401", res.StatusCode)
+	}
+	pre.Header.Set("Origin", "https://evil.example.com")
+	res, err = http.DefaultClient.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden || res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("foreign preflight: %d, allow-origin %q", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
