@@ -20,6 +20,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 )
 
 func main() {
@@ -54,19 +55,11 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		return err
 	}
 	level.Set(cfg.LogLevel)
-	redis.SetLogger(redisLogger{logger})
+	redis.SetLogger(rediscache.DriverLogger(logger))
 	logger.Info("starting authz", "config", cfg)
 	a, err := app.New(cfg, app.Options{Logger: logger})
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx)
-}
-
-// redisLogger sends go-redis's internal messages (reconnects, pool trouble) to the
-// service's JSON log instead of a bare stderr line.
-type redisLogger struct{ l *slog.Logger }
-
-func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	r.l.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
 }

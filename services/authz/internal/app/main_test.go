@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -22,6 +23,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 )
 
 // Every instance in this package logs (at debug level) into one buffer, which
@@ -34,6 +36,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	redis.SetLogger(rediscache.DriverLogger(testLogger("go-redis")))
 	code := m.Run()
 	if code == 0 {
 		code = checkLogsForSecrets()
@@ -143,6 +146,7 @@ func start(t testing.TB, name string, getenv func(string) string) *instance {
 		UserRetryBackoff: 5 * time.Millisecond,
 		UserMaxRetryWait: 20 * time.Millisecond,
 		RedisBackoff:     100 * time.Millisecond,
+		ShutdownTimeout:  time.Second,
 	})
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
@@ -165,7 +169,7 @@ func start(t testing.TB, name string, getenv func(string) string) *instance {
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			conn.Close()
+			defer conn.Close()
 			cancel()
 			select {
 			case err := <-done:

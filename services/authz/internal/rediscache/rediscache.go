@@ -203,3 +203,18 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 	}
 	return fmt.Errorf("redis %s: %w", op, err)
 }
+
+// DriverLogger adapts logger to go-redis's internal logger (redis.SetLogger), so the
+// driver's own messages about reconnects and pool trouble land in the service's
+// structured log at debug level instead of as bare stderr lines.
+func DriverLogger(logger *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return driverLogger{logger}
+}
+
+type driverLogger struct{ l *slog.Logger }
+
+func (d driverLogger) Printf(ctx context.Context, format string, v ...any) {
+	d.l.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}

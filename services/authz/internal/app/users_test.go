@@ -1,0 +1,272 @@
+package app_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+)
+
+const aliceID = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
+
+func addAlice(as *propelauthtest.Server) {
+	as.AddUser(propelauthtest.User{
+		UserID: aliceID, Email: "alice@example.com", EmailConfirmed: true, HasPassword: true,
+		Username: propelauthtest.Ptr("alice"), FirstName: propelauthtest.Ptr("Alice"), LastName: propelauthtest.Ptr("Liddell"),
+		PictureURL: propelauthtest.Ptr("https://img.example/alice.png"),
+		Properties: map[string]any{"favourite": "tea", "n": 3},
+		Metadata:   nil,
+		Enabled:    true, CanCreateOrgs: true,
+		CreatedAt: 1700000000, LastActiveAt: 1800000000,
+		OrgIDToOrgInfo: map[string]propelauthtest.OrgInfo{
+			"zz-org": {OrgID: "zz-org", OrgName: "Zeta", URLSafeOrgName: "zeta", UserRole: "Member",
+				InheritedUserRolesPlusCurrentRole: []string{"Member"}, UserPermissions: []string{}},
+			"0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b": {OrgID: "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", OrgName: "Acme", URLSafeOrgName: "acme",
+				UserRole: "Admin", InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org", "write:org"},
+				OrgMetadata: map[string]any{"plan": "pro"}},
+		},
+	})
+}
+
+func aliceProto(withOrgs bool) *authzv1.User {
+	props, _ := structpb.NewStruct(map[string]any{"favourite": "tea", "n": 3})
+	u := &authzv1.User{
+		UserId: aliceID, Email: "alice@example.com", EmailConfirmed: true, HasPassword: true,
+		Username: "alice", FirstName: "Alice", LastName: "Liddell", PictureUrl: "https://img.example/alice.png",
+		Enabled: true, CanCreateOrgs: true,
+		CreatedAt:    &timestamppb.Timestamp{Seconds: 1700000000},
+		LastActiveAt: &timestamppb.Timestamp{Seconds: 1800000000},
+		Properties:   props,
+	}
+	if withOrgs {
+		u.Orgs = []*authzv1.OrgMembership{
+			{OrgId: "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", OrgName: "Acme", UrlSafeOrgName: "acme", UserRole: "Admin",
+				InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org", "write:org"}},
+			{OrgId: "zz-org", OrgName: "Zeta", UrlSafeOrgName: "zeta", UserRole: "Member", InheritedUserRolesPlusCurrentRole: []string{"Member"}},
+		}
+	}
+	return u
+}
+
+func TestGetUser(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	addAlice(as)
+	inst := start(t, "users", env(as, "", nil))
+
+	for _, withOrgs := range []bool{false, true} {
+		resp, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: aliceID, IncludeOrgs: withOrgs})
+		if err != nil {
+			t.Fatalf("GetUser(include_orgs=%v): %v", withOrgs, err)
+		}
+		if diff := cmp.Diff(aliceProto(withOrgs), resp.GetUser(), protocmp.Transform()); diff != "" {
+			t.Errorf("GetUser(include_orgs=%v) mismatch (-want +got):\n%s", withOrgs, diff)
+		}
+	}
+	if n := as.UserFetches(); n != 1 {
+		t.Errorf("user fetches = %d, want 1 (one fetch with orgs serves both, then the cache)", n)
+	}
+
+	_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: "no-such-user"})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("unknown user: %v, want NotFound", err)
+	}
+}
+
+func TestGetUserRateLimited(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	addAlice(as)
+	inst := start(t, "users-429", env(as, "", map[string]string{"USER_CACHE_TTL": "0s"}))
+
+	as.RateLimitUsers(2, "0")
+	before := as.UserFetches()
+	if _, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: aliceID}); err != nil {
+		t.Fatalf("GetUser after two 429s: %v", err)
+	}
+	if n := as.UserFetches() - before; n != 3 {
+		t.Errorf("attempts = %d, want 3 (two 429s, then success)", n)
+	}
+
+	as.RateLimitUsers(1000, "1")
+	before = as.UserFetches()
+	_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: aliceID})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("GetUser while always rate limited: %v, want ResourceExhausted", err)
+	}
+	if n := as.UserFetches() - before; n != 4 {
+		t.Errorf("attempts = %d, want 4 (bounded retries)", n)
+	}
+}
+
+func TestGetUserErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		env   map[string]string
+		fault propelauthtest.Fault
+		want  codes.Code
+	}{
+		{name: "no API key", env: map[string]string{"PROPELAUTH_API_KEY": ""}, want: codes.FailedPrecondition},
+		{name: "rejected API key", env: map[string]string{"PROPELAUTH_API_KEY": "wrong-key"}, want: codes.Internal},
+		{name: "user API 500", fault: propelauthtest.FaultError500, want: codes.Unavailable},
+		{name: "user API garbage", fault: propelauthtest.FaultGarbage, want: codes.Unavailable},
+		{name: "user API down", fault: propelauthtest.FaultDown, want: codes.Unavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			as := newAS(t)
+			addAlice(as)
+			inst := start(t, "users-"+tt.name, env(as, "", tt.env))
+			if tt.fault != "" {
+				as.SetFault(tt.fault, 0)
+			}
+			_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: aliceID})
+			if status.Code(err) != tt.want {
+				t.Fatalf("GetUser = %v, want %v", err, tt.want)
+			}
+			if tt.want == codes.FailedPrecondition && !strings.Contains(status.Convert(err).Message(), "PROPELAUTH_API_KEY") {
+				t.Errorf("message %q does not say what to configure", status.Convert(err).Message())
+			}
+		})
+	}
+}
+
+func TestGetUserSharedAndCoalesced(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	addAlice(as)
+	as.SetFault(propelauthtest.FaultNone, 100*time.Millisecond)
+	rd := testenv.StartRedis(t)
+	a := start(t, "users-shared-a", env(as, rd.URL(), nil))
+	b := start(t, "users-shared-b", env(as, rd.URL(), nil))
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := a.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: aliceID}); err != nil {
+				t.Errorf("GetUser: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	resp, err := b.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: aliceID, IncludeOrgs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(aliceProto(true), resp.GetUser(), protocmp.Transform()); diff != "" {
+		t.Errorf("user from Redis mismatch (-want +got):\n%s", diff)
+	}
+	if n := as.UserFetches(); n != 1 {
+		t.Errorf("user fetches = %d, want 1 (coalesced, then shared through Redis)", n)
+	}
+}
+
+func TestAuthorizeIncludeUser(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	addAlice(as)
+	inst := start(t, "include-user", env(as, "", nil))
+	tok := as.MintToken(propelauthtest.TokenOptions{Subject: aliceID, Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+	req := authorizeReq(tok, "read:user_data")
+	req.IncludeUser, req.IncludeOrgs = true, true
+	resp, err := inst.client.Authorize(t.Context(), req)
+	if err != nil || !resp.GetAllowed() {
+		t.Fatalf("Authorize = %v, %v", resp, err)
+	}
+	if diff := cmp.Diff(aliceProto(true), resp.GetUser(), protocmp.Transform()); diff != "" || resp.GetUserError() != "" {
+		t.Errorf("user (-want +got):\n%s\nuser_error %q", diff, resp.GetUserError())
+	}
+
+	ghost := as.MintToken(propelauthtest.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+	resp, err = inst.client.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: ghost, Resource: resourceURL, IncludeUser: true})
+	if err != nil || !resp.GetAllowed() {
+		t.Fatalf("Authorize = %v, %v; a failed user lookup must not change the decision", resp, err)
+	}
+	if resp.GetUser() != nil || resp.GetUserError() != "user not found" {
+		t.Errorf("user %v, user_error %q; want none and \"user not found\"", resp.GetUser(), resp.GetUserError())
+	}
+
+	denied, err := inst.client.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: tok, Resource: "https://other/mcp", IncludeUser: true})
+	if err != nil || denied.GetAllowed() || denied.GetUser() != nil {
+		t.Errorf("denied request carries a user: %v, %v", denied, err)
+	}
+}
+
+func TestHealthAndMetricsEndpoints(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	inst := start(t, "probes", env(as, "", nil))
+	mustAllow(t, inst, mint(as))
+	for _, svc := range []string{"", authzv1.AuthzService_ServiceDesc.ServiceName} {
+		resp, err := inst.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health %q = %v, %v", svc, resp, err)
+		}
+	}
+	get := func(path string) (int, string) {
+		resp, err := http.Get(inst.httpBase + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, _ := get(p); code != http.StatusOK {
+			t.Errorf("GET %s = %d", p, code)
+		}
+	}
+	code, body := get("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics = %d", code)
+	}
+	for _, want := range []string{
+		`authz_decisions_total{reason="allowed"} 1`,
+		`authz_cache_lookups_total{cache="token",result="miss",tier="l1"} 1`,
+		`authz_introspections_total{result="active"} 1`,
+		`authz_introspection_duration_seconds_count 1`,
+		`authz_grpc_requests_total{code="OK",method="/authz.v1.AuthzService/Authorize"} 1`,
+		`authz_l1_entries{cache="token"} 1`,
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, _ := get("/nope"); code != http.StatusNotFound {
+		t.Errorf("GET /nope = %d", code)
+	}
+
+	// Shutdown: a health watcher sees NOT_SERVING before the server goes away.
+	watch, err := inst.health.Watch(t.Context(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := watch.Recv(); err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first watch update = %v, %v", first, err)
+	}
+	go inst.stop()
+	if next, err := watch.Recv(); err != nil || next.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watch update during shutdown = %v, %v; want NOT_SERVING", next, err)
+	}
+	inst.stop()
+	if _, err := http.Get(inst.httpBase + "/healthz"); err == nil {
+		t.Errorf("HTTP still answering after stop")
+	}
+}
