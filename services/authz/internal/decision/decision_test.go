@@ -137,7 +137,7 @@ func TestParseHierarchy(t *testing.T) {
 
 func TestParseHierarchyRejects(t *testing.T) {
 	t.Parallel()
-	for _, spec := range []string{"admin", "=x", "admin=", "admin=a,,b", "ad min=x", `a="b"`, "a=b\\c"} {
+	for _, spec := range []string{"admin", "=x", "admin=", "a=b=c", "admin=a,,b", "ad min=x", `a="b"`, "a=b\\c"} {
 		if _, err := ParseHierarchy(spec); !errors.Is(err, ErrBadHierarchy) {
 			t.Errorf("ParseHierarchy(%q) error = %v, want ErrBadHierarchy", spec, err)
 		}

@@ -38,7 +38,7 @@ func ParseHierarchy(spec string) (*Hierarchy, error) {
 		}
 		for n := range strings.SplitSeq(narrow, ",") {
 			n = strings.TrimSpace(n)
-			if !ValidScope(n) {
+			if !ValidScope(n) || strings.Contains(n, "=") {
 				return nil, fmt.Errorf("%w: %q in rule %q is not a valid scope", ErrBadHierarchy, n, rule)
 			}
 			if n != broad {
