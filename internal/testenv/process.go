@@ -169,6 +169,9 @@ func (p *Process) WaitReady(url string, timeout time.Duration) error {
 	}
 }
 
+// Pid returns the process ID, e.g. to read its CPU time from /proc.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Signal sends sig to the process.
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 

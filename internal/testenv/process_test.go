@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"fmt"
+	"os"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +20,9 @@ func TestNewProcess(t *testing.T) {
 	}
 	if p.Exited() {
 		t.Fatal("exited at once")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.Pid())); err != nil {
+		t.Errorf("Pid() = %d, not a running process: %v", p.Pid(), err)
 	}
 	p.Stop()
 	if !p.Exited() {
