@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/mcpauthz/mcpauthz/gen v0.0.0
+	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	golang.org/x/net v0.60.0
 	google.golang.org/grpc v1.85.0

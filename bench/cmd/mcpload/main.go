@@ -1,0 +1,457 @@
+// Command mcpload measures the cost of authentication on every MCP tool call:
+// it drives the gateway (tools/call who_am_i over stateless streamable HTTP)
+// and authz (Authorize over gRPC) with N concurrent clients and M distinct
+// tokens for a bounded time, and measures in the same run an unauthenticated
+// go-sdk server with the same tool and a no-op gRPC call as floors.
+//
+// By default it starts the stack itself for every scenario, from bin/ (`make
+// build`): devauth with its test API, one or two authz replicas, a private
+// redis-server, the gateway, all on loopback. With -gateway and -authz it
+// drives an already running stack instead.
+//
+// It prints a Markdown table per scenario; with -out it also writes
+// results.json, results.md and, when the sweep ran, an SVG chart of
+// throughput and p99 against concurrency.
+//
+//	mcpload -scenarios warm,cold -duration 5s -out bench/results
+//	mcpload -as-latency 0,30ms -out bench/results
+//	mcpload -gateway http://127.0.0.1:8000 -authz 127.0.0.1:50051 \
+//	        -devauth http://127.0.0.1:9000 -api-key KEY -scenarios warm
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/bench/internal/floor"
+	"github.com/mcpauthz/mcpauthz/bench/internal/report"
+	"github.com/mcpauthz/mcpauthz/bench/internal/scenario"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mcpload:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the parsed flags.
+type options struct {
+	scenarios     []string
+	binDir        string
+	out           string
+	logDir        string
+	clients       []int
+	sweep         []int
+	duration      time.Duration
+	warmup        time.Duration
+	sweepDuration time.Duration
+	tokens        int
+	coldTokens    int
+	stampede      int
+	rounds        int
+	churn         float64
+	asLatency     []time.Duration
+	maxTime       time.Duration
+	floors        string
+	ext           scenario.External
+	serveFloors   bool
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseDurations(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "0" {
+			out = append(out, 0)
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("%q is not a duration such as 30ms", f)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("mcpload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scen := fs.String("scenarios", strings.Join(scenario.All, ","), "comma-separated scenarios: "+strings.Join(scenario.All, ", "))
+	fs.StringVar(&o.binDir, "bin", "", "directory of the service binaries (default: bin/ at the repository root)")
+	fs.StringVar(&o.out, "out", "", "directory to write results.json, results.md and the SVG chart to")
+	fs.StringVar(&o.logDir, "logs", "", "directory for the services' logs (default: a temporary directory, removed after a successful run)")
+	clients := fs.String("clients", "4,32", "concurrent clients of the throughput scenarios")
+	sweep := fs.String("sweep", "1,2,4,8,16,32,64,128", "concurrent clients of the sweep")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measured time per target and concurrency")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warm-up before each measurement")
+	fs.DurationVar(&o.sweepDuration, "sweep-duration", 2*time.Second, "measured time per point of the sweep")
+	fs.IntVar(&o.tokens, "tokens", 1000, "distinct tokens (M) of the warm scenarios")
+	fs.IntVar(&o.coldTokens, "cold-tokens", 4000, "single-use tokens minted per target for the cold scenario (the run ends when they are used up)")
+	fs.IntVar(&o.stampede, "stampede", 500, "concurrent first uses of one token in the stampede")
+	fs.IntVar(&o.rounds, "stampede-rounds", 3, "stampedes per target")
+	fs.Float64Var(&o.churn, "churn", 0.05, "share of the M tokens replaced by new ones each second in churn")
+	asl := fs.String("as-latency", "0", "comma-separated delays devauth adds to every introspection and user fetch (e.g. 0,30ms); every scenario runs once per value")
+	fs.DurationVar(&o.maxTime, "max-time", 15*time.Minute, "hard cap on the whole run")
+	fs.StringVar(&o.floors, "floors", "process", "where the floors run: process (a child process, like the services) or inprocess")
+	fs.StringVar(&o.ext.GatewayURL, "gateway", "", "drive this running gateway (base URL) instead of starting stacks")
+	fs.StringVar(&o.ext.AuthzTarget, "authz", "", "gRPC target of the running authz (with -gateway)")
+	fs.StringVar(&o.ext.DevauthURL, "devauth", "", "base URL of the running devauth, for tokens and counters (with -gateway)")
+	fs.StringVar(&o.ext.APIKey, "api-key", "", "devauth's PROPELAUTH_API_KEY (with -devauth); default $PROPELAUTH_API_KEY")
+	fs.StringVar(&o.ext.Resource, "resource", "", "resource to mint tokens for (default: the gateway URL + /mcp)")
+	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	for s := range strings.SplitSeq(*scen, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(scenario.All, s) {
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s)", s, strings.Join(scenario.All, ", "))
+		}
+		o.scenarios = append(o.scenarios, s)
+	}
+	if o.clients, err = parseInts(*clients); err != nil {
+		return nil, fmt.Errorf("-clients: %w", err)
+	}
+	if o.sweep, err = parseInts(*sweep); err != nil {
+		return nil, fmt.Errorf("-sweep: %w", err)
+	}
+	if o.asLatency, err = parseDurations(*asl); err != nil {
+		return nil, fmt.Errorf("-as-latency: %w", err)
+	}
+	switch {
+	case o.duration <= 0 || o.sweepDuration <= 0 || o.warmup < 0:
+		return nil, errors.New("-duration and -sweep-duration must be positive, -warmup not negative")
+	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.rounds < 1:
+		return nil, errors.New("-tokens, -cold-tokens, -stampede and -stampede-rounds must be at least 1")
+	case o.churn <= 0 || o.churn > 1:
+		return nil, errors.New("-churn must be in (0, 1]")
+	case o.floors != "process" && o.floors != "inprocess":
+		return nil, errors.New("-floors must be process or inprocess")
+	case (o.ext.GatewayURL == "") != (o.ext.AuthzTarget == ""):
+		return nil, errors.New("-gateway and -authz go together")
+	}
+	if o.ext.APIKey == "" {
+		o.ext.APIKey = os.Getenv("PROPELAUTH_API_KEY")
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if o.serveFloors {
+		return serveFloors(ctx, logger, stdout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.maxTime)
+	defer cancel()
+
+	if o.ext.GatewayURL == "" && o.binDir == "" {
+		root, err := repoRoot()
+		if err != nil {
+			return err
+		}
+		o.binDir = filepath.Join(root, "bin")
+	}
+	logDir, keepLogs := o.logDir, o.logDir != ""
+	if logDir == "" {
+		if logDir, err = os.MkdirTemp("", "mcpload-"); err != nil {
+			return err
+		}
+	}
+
+	floorMCP, floorGRPC, stopFloors, err := startFloors(ctx, o.floors, logger)
+	if err != nil {
+		return err
+	}
+	defer stopFloors()
+
+	rep := &report.Report{Started: time.Now(), Command: "mcpload " + strings.Join(args, " "), Machine: machine()}
+	rep.Machine.LoadBefore = loadavg()
+	start := time.Now()
+	failed := false
+	var sweeps []*report.Scenario
+	for _, lat := range o.asLatency {
+		cfg := &scenario.Config{
+			BinDir: o.binDir, Dir: logDir,
+			Clients: o.clients, Warmup: o.warmup, Duration: o.duration,
+			Tokens: o.tokens, ColdTokens: o.coldTokens,
+			StampedeSize: o.stampede, StampedeRounds: o.rounds, ChurnShare: o.churn,
+			SweepClients: o.sweep, SweepDuration: o.sweepDuration,
+			ASLatency:   lat,
+			FloorMCPURL: floorMCP, FloorGRPCAddr: floorGRPC,
+			Logger: logger,
+		}
+		if o.ext.GatewayURL != "" {
+			ext := o.ext
+			cfg.External = &ext
+		}
+		for _, name := range o.scenarios {
+			if ctx.Err() != nil {
+				break
+			}
+			logger.Info("scenario starting", "scenario", name, "as_latency", lat)
+			sc := scenario.Run(ctx, cfg, name)
+			if sc.Error != "" {
+				failed = true
+				logger.Error("scenario failed", "scenario", name, "error", sc.Error)
+			}
+			rep.Scenarios = append(rep.Scenarios, sc)
+			if name == scenario.Sweep {
+				sweeps = append(sweeps, sc)
+			}
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	rep.Machine.LoadAfter = loadavg()
+
+	if err := rep.WriteMarkdown(stdout); err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := writeOutputs(o.out, rep, sweeps); err != nil {
+			return err
+		}
+	}
+	if failed || ctx.Err() != nil {
+		return fmt.Errorf("some scenarios failed or the run was cut short (%v); service logs kept in %s", ctx.Err(), logDir)
+	}
+	if !keepLogs {
+		_ = os.RemoveAll(logDir)
+	}
+	return nil
+}
+
+func writeOutputs(dir string, rep *report.Report, sweeps []*report.Scenario) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	write := func(name string, f func(io.Writer) error) error {
+		fh, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		if err := f(fh); err != nil {
+			fh.Close()
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+		return fh.Close()
+	}
+	if err := write("results.json", rep.WriteJSON); err != nil {
+		return err
+	}
+	if err := write("results.md", rep.WriteMarkdown); err != nil {
+		return err
+	}
+	for _, sc := range sweeps {
+		name := "sweep.svg"
+		sub := fmt.Sprintf("warm cache, loopback, %d CPUs; every process on the same machine", rep.Machine.CPUs)
+		if sc.ASLatencyMS > 0 {
+			name = fmt.Sprintf("sweep-as%dms.svg", sc.ASLatencyMS)
+			sub += fmt.Sprintf("; authorization server +%d ms", sc.ASLatencyMS)
+		}
+		series := chartSeries(sc)
+		if err := write(name, func(w io.Writer) error {
+			return report.WriteSVG(w, "mcpauthz: who_am_i through the gateway vs an unauthenticated go-sdk server; authz Authorize vs a no-op gRPC call", sub, series)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func chartSeries(sc *report.Scenario) []report.Series {
+	kinds := []struct {
+		name   string
+		dashed bool
+	}{
+		{report.KindGateway, false}, {report.KindMCPFloor, true}, {report.KindAuthz, false}, {report.KindGRPCFloor, true},
+	}
+	var out []report.Series
+	for _, k := range kinds {
+		s := report.Series{Name: k.name, Dashed: k.dashed}
+		for _, r := range sc.Runs {
+			if r.Target == k.name {
+				s.Points = append(s.Points, report.Point{Clients: r.Clients, RPS: r.RPS, P99MS: r.P99MS})
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// repoRoot finds the directory holding go.work, from the working directory up.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find the repository root (go.work): pass -bin")
+		}
+		dir = parent
+	}
+}
+
+// startFloors starts the floors, in a child process (the default) or in this
+// one, and returns the MCP endpoint and the gRPC address.
+func startFloors(ctx context.Context, where string, logger *slog.Logger) (mcpURL, grpcAddr string, stop func(), err error) {
+	if where == "inprocess" {
+		mln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", "", nil, err
+		}
+		gln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			mln.Close()
+			return "", "", nil, err
+		}
+		fctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := floor.Serve(fctx, slog.New(slog.DiscardHandler), mln, gln); err != nil {
+				logger.Error("floors", "error", err)
+			}
+		}()
+		return "http://" + mln.Addr().String() + "/mcp", gln.Addr().String(), func() { cancel(); <-done }, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", "", nil, err
+	}
+	cmd := exec.Command(self, "-serve-floors")
+	cmd.Env = os.Environ()
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", "", nil, fmt.Errorf("starting the floors: %w", err)
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	lines := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- line
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case line := <-lines:
+		var m, g string
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "mcpload-floors mcp=%s grpc=%s", &m, &g); err != nil {
+			stop()
+			return "", "", nil, fmt.Errorf("floors process said %q: %v", line, err)
+		}
+		return "http://" + m + "/mcp", g, stop, nil
+	case <-time.After(20 * time.Second):
+		stop()
+		return "", "", nil, errors.New("the floors process did not start in 20s")
+	case <-ctx.Done():
+		stop()
+		return "", "", nil, ctx.Err()
+	}
+}
+
+// serveFloors is the child process: it serves both floors on free loopback
+// ports, prints them, and serves until told to stop.
+func serveFloors(ctx context.Context, logger *slog.Logger, stdout io.Writer) error {
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "mcpload-floors mcp=%s grpc=%s\n", mln.Addr(), gln.Addr())
+	return floor.Serve(ctx, slog.New(slog.DiscardHandler), mln, gln)
+}
+
+func machine() report.Machine {
+	m := report.Machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return m
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/mcpauthz/mcpauthz/bench/internal/load"
+	"github.com/mcpauthz/mcpauthz/bench/internal/report"
+	"github.com/mcpauthz/mcpauthz/bench/internal/scenario"
+	"github.com/mcpauthz/mcpauthz/bench/internal/target"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+func TestParseFlagsRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown scenario", []string{"-scenarios", "warm,tepid"}, `unknown scenario "tepid"`},
+		{"bad clients", []string{"-clients", "4,x"}, "-clients"},
+		{"zero clients", []string{"-clients", "0"}, "-clients"},
+		{"bad sweep", []string{"-sweep", ""}, "-sweep"},
+		{"bad latency", []string{"-as-latency", "30"}, "-as-latency"},
+		{"negative latency", []string{"-as-latency", "-1ms"}, "-as-latency"},
+		{"zero duration", []string{"-duration", "0s"}, "-duration"},
+		{"no tokens", []string{"-tokens", "0"}, "-tokens"},
+		{"churn too big", []string{"-churn", "1.5"}, "-churn"},
+		{"bad floors", []string{"-floors", "cloud"}, "-floors"},
+		{"gateway without authz", []string{"-gateway", "http://127.0.0.1:8000"}, "-gateway and -authz"},
+		{"stray argument", []string{"warm"}, "unexpected arguments"},
+		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseFlags(tt.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("parseFlags(%q) error %v, want one containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsDefaultsAndLists(t *testing.T) {
+	t.Parallel()
+	o, err := parseFlags([]string{"-scenarios", "warm,sweep", "-as-latency", "0,30ms", "-clients", "1,8"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{scenario.Warm, scenario.Sweep}, o.scenarios); diff != "" {
+		t.Errorf("scenarios (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]time.Duration{0, 30 * time.Millisecond}, o.asLatency); diff != "" {
+		t.Errorf("as-latency (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{1, 8}, o.clients); diff != "" {
+		t.Errorf("clients (-want +got):\n%s", diff)
+	}
+	def, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(scenario.All, def.scenarios); diff != "" {
+		t.Errorf("default scenarios (-want +got):\n%s", diff)
+	}
+}
+
+// TestInProcessFloorsServe starts the floors in this process and sends each
+// one request.
+func TestInProcessFloorsServe(t *testing.T) {
+	t.Parallel()
+	mcpURL, grpcAddr, stop, err := startFloors(t.Context(), "inprocess", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	m := &target.MCPCall{URL: mcpURL, Client: target.NewHTTPClient(1)}
+	if got := m.Do(t.Context(), 0); got != load.OK {
+		t.Errorf("MCP floor: outcome %q, want ok", got)
+	}
+	conn, err := target.DialGRPC(grpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if got := (&target.HealthCheck{Client: healthpb.NewHealthClient(conn)}).Do(ctx, 0); got != load.OK {
+		t.Errorf("gRPC floor: outcome %q, want ok", got)
+	}
+}
+
+func TestWriteOutputs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sc := &report.Scenario{Name: scenario.Sweep, ASLatencyMS: 30, Runs: []report.Run{
+		{Target: report.KindGateway, Clients: 1, RPS: 100, P99MS: 1},
+		{Target: report.KindGateway, Clients: 2, RPS: 180, P99MS: 1.5},
+		{Target: report.KindMCPFloor, Clients: 1, RPS: 150, P99MS: 0.8},
+	}}
+	rep := &report.Report{Machine: report.Machine{CPUs: 2}, Scenarios: []*report.Scenario{sc}}
+	if err := writeOutputs(dir, rep, []*report.Scenario{sc}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"results.json", "results.md", "sweep-as30ms.svg"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			t.Errorf("%s not written (%v) or empty", f, err)
+		}
+	}
+	series := chartSeries(sc)
+	if len(series) != 4 || len(series[0].Points) != 2 || len(series[1].Points) != 1 {
+		t.Errorf("chart series %+v: want 4 series, 2 gateway points, 1 floor point", series)
+	}
+}

@@ -1,0 +1,621 @@
+// Package scenario runs issue 5's load scenarios against the stack (started
+// per scenario from bin/, or already running) and the floors, and evaluates
+// the targets on the figures of the same run.
+//
+// # Scenarios
+//
+//   - warm: M tokens used once before the measurement, so every request is an
+//     L1 hit in authz (one replica, Redis).
+//   - cold: every request carries a token never seen before.
+//   - stampede: 500 concurrent first uses of one new token, a few rounds, on
+//     two replicas sharing Redis: at most one introspection per replica.
+//   - churn: warm, but a share of the tokens is replaced by new ones each
+//     second, as clients refresh tokens and new users arrive.
+//   - two-replicas: two authz replicas sharing Redis; the tokens are warmed
+//     through replica 1 only, then the load is balanced over both.
+//   - no-redis: warm, one replica without Redis (in-process cache only).
+//   - sweep: warm, at 1 to 128 clients, for the chart.
+//
+// Every throughput scenario also measures the two floors at the same
+// concurrency, right before the target it is compared with.
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpauthz/mcpauthz/bench/internal/devauth"
+	"github.com/mcpauthz/mcpauthz/bench/internal/load"
+	"github.com/mcpauthz/mcpauthz/bench/internal/report"
+	"github.com/mcpauthz/mcpauthz/bench/internal/stack"
+	"github.com/mcpauthz/mcpauthz/bench/internal/target"
+	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Names of the scenarios, in the order [All] runs them.
+const (
+	Warm        = "warm"
+	Cold        = "cold"
+	Stampede    = "stampede"
+	Churn       = "churn"
+	TwoReplicas = "two-replicas"
+	NoRedis     = "no-redis"
+	Sweep       = "sweep"
+)
+
+// All lists every scenario in run order.
+var All = []string{Warm, Cold, Stampede, Churn, TwoReplicas, NoRedis, Sweep}
+
+// External describes an already running stack to drive instead of starting
+// one per scenario.
+type External struct {
+	GatewayURL  string // base URL; the MCP endpoint is GatewayURL+"/mcp"
+	AuthzTarget string // gRPC target of authz (any replica, or dns:///...)
+	DevauthURL  string // devauth base URL; "" leaves the counters unknown
+	APIKey      string // devauth's PROPELAUTH_API_KEY
+	Resource    string // resource to mint tokens for; default GatewayURL+"/mcp"
+}
+
+// Config is what every scenario runs with.
+type Config struct {
+	// BinDir holds the service binaries (started per scenario).
+	BinDir string
+	// Dir receives the services' logs.
+	Dir string
+	// External, if set, is driven instead of starting stacks.
+	External *External
+
+	// Clients are the concurrencies of the throughput scenarios.
+	Clients []int
+	// Warmup and Duration bound each measurement.
+	Warmup, Duration time.Duration
+	// Tokens is M, the distinct tokens of the warm scenarios.
+	Tokens int
+	// ColdTokens bounds the single-use tokens minted per target in cold.
+	ColdTokens int
+	// StampedeSize and StampedeRounds shape the stampede.
+	StampedeSize, StampedeRounds int
+	// ChurnShare is the share of the M tokens replaced each second in churn.
+	ChurnShare float64
+	// SweepClients and SweepDuration shape the sweep.
+	SweepClients  []int
+	SweepDuration time.Duration
+	// ASLatency is added by devauth before every introspection and user fetch.
+	ASLatency time.Duration
+
+	// FloorMCPURL is the unauthenticated MCP floor's endpoint; FloorGRPCAddr
+	// the no-op gRPC floor's address.
+	FloorMCPURL, FloorGRPCAddr string
+
+	// Logger receives progress lines.
+	Logger *slog.Logger
+}
+
+// env is the system under test of one scenario.
+type env struct {
+	cfg        *Config
+	log        *slog.Logger
+	stack      *stack.Stack // nil when external
+	mcpURL     string
+	resource   string
+	authz      *grpc.ClientConn   // covers every replica
+	replicas   []*grpc.ClientConn // one per replica (started stacks only)
+	floorGRPC  *grpc.ClientConn
+	dev        *devauth.Client // nil when counters are unknown
+	stackDesc  string
+	numReplica int
+}
+
+func (e *env) close() {
+	if e.stack == nil && e.dev != nil && e.cfg.ASLatency > 0 {
+		// An external devauth outlives the run: leave it as it was found.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = e.dev.SetLatency(ctx, 0)
+		cancel()
+	}
+	for _, c := range append([]*grpc.ClientConn{e.authz, e.floorGRPC}, e.replicas...) {
+		if c != nil {
+			c.Close()
+		}
+	}
+	e.stack.Close()
+}
+
+// topology is the stack a scenario needs.
+type topology struct {
+	replicas int
+	redis    bool
+}
+
+var topologies = map[string]topology{
+	Warm:        {1, true},
+	Cold:        {1, true},
+	Stampede:    {2, true},
+	Churn:       {1, true},
+	TwoReplicas: {2, true},
+	NoRedis:     {1, false},
+	Sweep:       {1, true},
+}
+
+func (t topology) String() string {
+	r := "Redis L2 shared by the replicas"
+	if !t.redis {
+		r = "no Redis (in-process L1 only)"
+	}
+	if t.replicas == 1 {
+		r = strings.Replace(r, " shared by the replicas", "", 1)
+	}
+	return fmt.Sprintf("devauth, %d authz replica(s), %s, 1 gateway; all on 127.0.0.1 (replica 2 on 127.0.0.2)", t.replicas, r)
+}
+
+// setup starts (or attaches to) the stack for scenario name.
+func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
+	top := topologies[name]
+	e := &env{cfg: cfg, log: cfg.Logger.With("scenario", name), numReplica: top.replicas}
+	var err error
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+	if ext := cfg.External; ext != nil {
+		e.mcpURL = strings.TrimRight(ext.GatewayURL, "/") + "/mcp"
+		e.resource = ext.Resource
+		if e.resource == "" {
+			e.resource = e.mcpURL
+		}
+		if ext.DevauthURL != "" {
+			e.dev = &devauth.Client{BaseURL: ext.DevauthURL, APIKey: ext.APIKey}
+		}
+		e.stackDesc = "an already running stack: gateway " + ext.GatewayURL + ", authz " + ext.AuthzTarget
+		if e.authz, err = target.DialGRPC(ext.AuthzTarget); err != nil {
+			return nil, err
+		}
+	} else {
+		dir := filepath.Join(cfg.Dir, name)
+		if err = os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir})
+		if err != nil {
+			return nil, fmt.Errorf("starting the stack: %w", err)
+		}
+		e.mcpURL = e.stack.Resource
+		e.resource = e.stack.Resource
+		e.dev = &devauth.Client{BaseURL: e.stack.DevauthURL, APIKey: stack.APIKey}
+		e.stackDesc = top.String()
+		if e.authz, err = target.DialGRPC(e.stack.AuthzTarget); err != nil {
+			return nil, err
+		}
+		for _, a := range e.stack.AuthzAddrs {
+			c, derr := target.DialGRPC(a)
+			if derr != nil {
+				err = derr
+				return nil, err
+			}
+			e.replicas = append(e.replicas, c)
+		}
+	}
+	if e.floorGRPC, err = target.DialGRPC(cfg.FloorGRPCAddr); err != nil {
+		return nil, err
+	}
+	if e.dev != nil && cfg.ASLatency > 0 {
+		if err = e.dev.SetLatency(ctx, cfg.ASLatency); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Run runs scenario name and returns its section of the report. A scenario
+// that cannot run returns a section with Error set.
+func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
+	sc := &report.Scenario{Name: name, ASLatencyMS: cfg.ASLatency.Milliseconds()}
+	if cfg.External != nil && (name == TwoReplicas || name == NoRedis) {
+		sc.Description = describe(name, cfg)
+		sc.Stack = "an already running stack"
+		sc.Error = "skipped: this scenario needs its own topology; run without -gateway/-authz so the tool starts it"
+		return sc
+	}
+	e, err := setup(ctx, cfg, name)
+	if err != nil {
+		sc.Description = describe(name, cfg)
+		sc.Error = err.Error()
+		return sc
+	}
+	defer e.close()
+	sc.Description = describe(name, cfg)
+	sc.Stack = e.stackDesc
+	switch name {
+	case Warm, NoRedis:
+		err = e.warm(ctx, sc, cfg.Clients, cfg.Duration, e.authz)
+	case TwoReplicas:
+		err = e.warm(ctx, sc, cfg.Clients, cfg.Duration, e.firstReplica())
+	case Sweep:
+		err = e.warm(ctx, sc, cfg.SweepClients, cfg.SweepDuration, e.authz)
+	case Cold:
+		err = e.cold(ctx, sc)
+	case Stampede:
+		err = e.stampede(ctx, sc)
+	case Churn:
+		err = e.churn(ctx, sc)
+	default:
+		err = fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(All, ", "))
+	}
+	if err != nil {
+		sc.Error = err.Error()
+	}
+	if e.stack != nil {
+		sc.RSSBytes = map[string]int64{}
+		for _, p := range e.stack.Processes() {
+			if p.Name == "redis" || p.Name == "devauth" {
+				continue
+			}
+			if n, err := p.RSS(); err == nil {
+				sc.RSSBytes[p.Name] = n
+			}
+		}
+	}
+	return sc
+}
+
+func describe(name string, cfg *Config) string {
+	switch name {
+	case Warm:
+		return fmt.Sprintf("Warm cache: %d distinct tokens, each used once before the measurement, then cycled; every Authorize is an L1 hit.", cfg.Tokens)
+	case Cold:
+		return fmt.Sprintf("Cold: every request carries a token never seen before (up to %d per target), so each costs an introspection.", cfg.ColdTokens)
+	case Stampede:
+		return fmt.Sprintf("Stampede: %d concurrent first uses of one new token, %d rounds per target, each client on its own open connection.", cfg.StampedeSize, cfg.StampedeRounds)
+	case Churn:
+		return fmt.Sprintf("Churn: %d warm tokens cycled; each second %.0f%% of them are replaced by new tokens.", cfg.Tokens, cfg.ChurnShare*100)
+	case TwoReplicas:
+		return fmt.Sprintf("Two authz replicas sharing Redis: %d tokens warmed through replica 1 only, then the load is balanced round-robin over both (gateway AUTHZ_ADDR is a dns:// target resolving to both).", cfg.Tokens)
+	case NoRedis:
+		return fmt.Sprintf("No Redis: one replica with only its in-process cache; %d warm tokens.", cfg.Tokens)
+	case Sweep:
+		return fmt.Sprintf("Concurrency sweep, warm cache (%d tokens), %v per point.", cfg.Tokens, cfg.SweepDuration)
+	}
+	return name
+}
+
+func (e *env) firstReplica() *grpc.ClientConn {
+	if len(e.replicas) > 0 {
+		return e.replicas[0]
+	}
+	return e.authz
+}
+
+// mint mints n tokens for alice for the stack's resource. All tokens are
+// alice's so the gateway's answers match the floor's payload.
+func (e *env) mint(ctx context.Context, n int) ([]string, error) {
+	if e.dev == nil {
+		return nil, fmt.Errorf("minting tokens needs devauth's test API: pass -devauth and -api-key")
+	}
+	return e.dev.MintMany(ctx, n, 8, func(int) devauth.TokenRequest {
+		return devauth.TokenRequest{Email: "alice@example.com", Scopes: []string{"read:user_data"}, Resource: e.resource}
+	})
+}
+
+// prime sends one Authorize (with the user) per token through conn, 32 at a
+// time, so the tokens and the user are cached. It returns an error if any is
+// not allowed.
+func (e *env) prime(ctx context.Context, conn *grpc.ClientConn, toks []string) error {
+	a := &target.Authorize{Client: authzv1.NewAuthzServiceClient(conn), Resource: e.resource, Tokens: tokens.NewOnce(toks)}
+	res := load.Run(ctx, load.Options{Concurrency: 32, Duration: 5 * time.Minute}, a.Do)
+	if res.Errors() > 0 {
+		return fmt.Errorf("priming %d tokens: outcomes %v", len(toks), res.Outcomes)
+	}
+	return nil
+}
+
+func (e *env) stats(ctx context.Context) (devauth.Stats, bool) {
+	if e.dev == nil {
+		return devauth.Stats{}, false
+	}
+	s, err := e.dev.Stats(ctx)
+	if err != nil {
+		e.log.Warn("reading devauth stats", "error", err)
+		return devauth.Stats{}, false
+	}
+	return s, true
+}
+
+// measure runs op at clients for d and records the counter deltas of the
+// measured phase when counted is set.
+func (e *env) measure(ctx context.Context, name string, clients int, warmup, d time.Duration, counted bool, op load.Op) report.Run {
+	var before devauth.Stats
+	var okBefore bool
+	opts := load.Options{Concurrency: clients, Warmup: warmup, Duration: d}
+	if counted {
+		opts.OnMeasure = func() { before, okBefore = e.stats(ctx) }
+	}
+	res := load.Run(ctx, opts, op)
+	run := report.FromResult(name, res)
+	if counted && okBefore {
+		if after, ok := e.stats(ctx); ok {
+			delta := after.Sub(before)
+			run.Introspections, run.UserFetches = &delta.Introspections, &delta.UserFetches
+		}
+	}
+	e.log.Info("measured", "target", name, "clients", clients, "rps", int(run.RPS), "p50_ms", run.P50MS, "p99_ms", run.P99MS, "errors", run.Errors)
+	return run
+}
+
+// ops builds the four request kinds for one measurement. Each HTTP target
+// gets a fresh client sized for clients; done closes their connections.
+func (e *env) ops(clients int, toks tokens.Source) (gateway, mcpFloor, authz, grpcFloor load.Op, done func()) {
+	gwc, flc := target.NewHTTPClient(clients), target.NewHTTPClient(clients)
+	gateway = (&target.MCPCall{URL: e.mcpURL, Client: gwc, Tokens: toks}).Do
+	mcpFloor = (&target.MCPCall{URL: e.cfg.FloorMCPURL, Client: flc}).Do
+	authz = (&target.Authorize{Client: authzv1.NewAuthzServiceClient(e.authz), Resource: e.resource, Tokens: toks}).Do
+	grpcFloor = (&target.HealthCheck{Client: healthpb.NewHealthClient(e.floorGRPC)}).Do
+	return gateway, mcpFloor, authz, grpcFloor, func() {
+		gwc.CloseIdleConnections()
+		flc.CloseIdleConnections()
+	}
+}
+
+// warm primes M tokens through primeConn, then measures the floors and both
+// targets at every concurrency, and checks the warm targets.
+func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d time.Duration, primeConn *grpc.ClientConn) error {
+	toks, err := e.mint(ctx, e.cfg.Tokens)
+	if err != nil {
+		return err
+	}
+	if e.dev != nil {
+		if err := e.dev.ResetStats(ctx); err != nil {
+			return err
+		}
+	}
+	if err := e.prime(ctx, primeConn, toks); err != nil {
+		return err
+	}
+	primed, _ := e.stats(ctx)
+	src := tokens.NewCycle(toks)
+	var total devauth.Stats
+	for _, c := range clients {
+		gw, fl, az, gf, done := e.ops(c, src)
+		sc.Runs = append(sc.Runs,
+			e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, d, false, fl),
+			e.measure(ctx, report.KindGateway, c, e.cfg.Warmup, d, true, gw),
+			e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, d, false, gf),
+			e.measure(ctx, report.KindAuthz, c, e.cfg.Warmup, d, true, az),
+		)
+		done()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if after, ok := e.stats(ctx); ok {
+		total = after
+		sc.Notes = append(sc.Notes, fmt.Sprintf("devauth counters over the whole scenario: %d introspections (%d while priming) and %d user fetches for %d distinct tokens: %.2f introspections per token.",
+			total.Introspections, primed.Introspections, total.UserFetches, len(toks), float64(total.Introspections)/float64(len(toks))))
+		sc.Checks = append(sc.Checks, report.Check{
+			Name: "introspections per distinct token (whole scenario, all replicas)", Value: float64(total.Introspections) / float64(len(toks)),
+			Target: "<= 1", Met: total.Introspections <= int64(len(toks)),
+		})
+	}
+	e.checkRatios(sc)
+	return nil
+}
+
+// checkRatios evaluates issue 5's ratio targets on whatever concurrencies the
+// scenario measured.
+func (e *env) checkRatios(sc *report.Scenario) {
+	if g, ok := sc.Find(report.KindGateway, 32); ok {
+		if f, ok := sc.Find(report.KindMCPFloor, 32); ok && f.RPS > 0 {
+			v := g.RPS / f.RPS
+			sc.Checks = append(sc.Checks, report.Check{Name: "gateway / unauthenticated floor throughput at 32 clients", Value: v, Unit: "x", Target: ">= 0.8x", Met: v >= 0.8})
+		}
+	}
+	if g, ok := sc.Find(report.KindGateway, 4); ok {
+		if f, ok := sc.Find(report.KindMCPFloor, 4); ok {
+			dp50, dp99 := g.P50MS-f.P50MS, g.P99MS-f.P99MS
+			sc.Checks = append(sc.Checks,
+				report.Check{Name: "gateway p50 minus floor p50 at 4 clients", Value: dp50, Unit: " ms", Target: "<= +0.3 ms", Met: dp50 <= 0.3},
+				report.Check{Name: "gateway p99 minus floor p99 at 4 clients", Value: dp99, Unit: " ms", Target: "<= +1 ms", Met: dp99 <= 1},
+			)
+		}
+	}
+	for _, c := range []int{32, 4} {
+		a, ok1 := sc.Find(report.KindAuthz, c)
+		f, ok2 := sc.Find(report.KindGRPCFloor, c)
+		if ok1 && ok2 && f.RPS > 0 {
+			v := a.RPS / f.RPS
+			sc.Checks = append(sc.Checks, report.Check{Name: fmt.Sprintf("authz Authorize (L1 hit) / no-op gRPC throughput at %d clients", c), Value: v, Unit: "x", Target: ">= 0.7x", Met: v >= 0.7})
+			break
+		}
+	}
+}
+
+// cold measures both targets with single-use tokens at the largest
+// concurrency, plus the floors for scale.
+func (e *env) cold(ctx context.Context, sc *report.Scenario) error {
+	c := slices.Max(e.cfg.Clients)
+	for _, kind := range []string{report.KindGateway, report.KindAuthz} {
+		toks, err := e.mint(ctx, e.cfg.ColdTokens)
+		if err != nil {
+			return err
+		}
+		src := tokens.NewOnce(toks)
+		gw, fl, az, gf, done := e.ops(c, src)
+		var run report.Run
+		if kind == report.KindGateway {
+			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, e.cfg.Duration, false, fl))
+			run = e.measure(ctx, kind, c, 0, e.cfg.Duration, true, gw)
+		} else {
+			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, e.cfg.Duration, false, gf))
+			run = e.measure(ctx, kind, c, 0, e.cfg.Duration, true, az)
+		}
+		done()
+		sc.Runs = append(sc.Runs, run)
+		if run.Introspections != nil {
+			used := src.Used()
+			sc.Checks = append(sc.Checks, report.Check{
+				Name:  kind + ": introspections per new token",
+				Value: float64(*run.Introspections) / float64(max(used, 1)), Target: "<= 1",
+				Met: *run.Introspections <= int64(used),
+			})
+		}
+	}
+	return nil
+}
+
+// stampede sends bursts of first uses of one new token to each target.
+func (e *env) stampede(ctx context.Context, sc *report.Scenario) error {
+	n := e.cfg.StampedeSize
+	warmTok, err := e.mint(ctx, 1)
+	if err != nil {
+		return err
+	}
+	if err := e.prime(ctx, e.authz, warmTok); err != nil {
+		return err
+	}
+	for _, kind := range []string{report.KindGateway, report.KindAuthz} {
+		agg := load.Result{Concurrency: n, Outcomes: map[string]uint64{}}
+		var intro, fetch int64
+		var perRound []string
+		worst := int64(0)
+		for round := range e.cfg.StampedeRounds {
+			fresh, err := e.mint(ctx, 1)
+			if err != nil {
+				return err
+			}
+			// Each burst client first sends one request with a warm token,
+			// which opens its own connection, so the burst measures the
+			// stampede and not 500 TCP handshakes.
+			var prepOp, op load.Op
+			var hc *http.Client
+			if kind == report.KindGateway {
+				hc = target.NewHTTPClient(n)
+				prepOp = (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: tokens.NewCycle(warmTok)}).Do
+				op = (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: tokens.NewCycle(fresh)}).Do
+			} else {
+				client := authzv1.NewAuthzServiceClient(e.authz)
+				prepOp = (&target.Authorize{Client: client, Resource: e.resource, Tokens: tokens.NewCycle(warmTok)}).Do
+				op = (&target.Authorize{Client: client, Resource: e.resource, Tokens: tokens.NewCycle(fresh)}).Do
+			}
+			before, ok := e.stats(ctx)
+			res := load.Burst(ctx, n, time.Minute, prepOp, op)
+			if hc != nil {
+				hc.CloseIdleConnections()
+			}
+			if after, ok2 := e.stats(ctx); ok && ok2 {
+				d := after.Sub(before)
+				intro += d.Introspections
+				fetch += d.UserFetches
+				worst = max(worst, d.Introspections)
+				perRound = append(perRound, fmt.Sprintf("%d", d.Introspections))
+			}
+			agg.Requests += res.Requests
+			agg.Elapsed += res.Elapsed
+			for k, v := range res.Outcomes {
+				agg.Outcomes[k] += v
+			}
+			if agg.Latency == nil {
+				agg.Latency = res.Latency
+			} else {
+				agg.Latency.Merge(res.Latency)
+			}
+			e.log.Info("stampede round", "target", kind, "round", round+1, "p99_ms", float64(res.Latency.Quantile(0.99))/1e6, "outcomes", res.Outcomes)
+		}
+		run := report.FromResult(kind, agg)
+		if e.dev != nil {
+			run.Introspections, run.UserFetches = &intro, &fetch
+			sc.Notes = append(sc.Notes, fmt.Sprintf("%s: introspections per round: %s (%d replicas).", kind, strings.Join(perRound, ", "), e.numReplica))
+			sc.Checks = append(sc.Checks, report.Check{
+				Name: kind + ": most introspections caused by one stampede", Value: float64(worst),
+				Target: fmt.Sprintf("<= %d (one per replica)", e.numReplica), Met: worst <= int64(e.numReplica),
+			})
+		}
+		sc.Runs = append(sc.Runs, run)
+	}
+	sc.Notes = append(sc.Notes, "req/s of a stampede is requests divided by the time the bursts took to drain.")
+	return nil
+}
+
+// churn measures warm load while a share of the tokens is replaced each
+// second.
+func (e *env) churn(ctx context.Context, sc *report.Scenario) error {
+	c := slices.Max(e.cfg.Clients)
+	perSec := max(int(e.cfg.ChurnShare*float64(e.cfg.Tokens)), 1)
+	secs := int((e.cfg.Warmup+e.cfg.Duration)/time.Second) + 2
+	for _, kind := range []string{report.KindGateway, report.KindAuthz} {
+		toks, err := e.mint(ctx, e.cfg.Tokens+perSec*secs)
+		if err != nil {
+			return err
+		}
+		active, reserve := toks[:e.cfg.Tokens], toks[e.cfg.Tokens:]
+		if err := e.prime(ctx, e.authz, active); err != nil {
+			return err
+		}
+		src := tokens.NewChurn(active, reserve)
+		gw, fl, az, gf, done := e.ops(c, src)
+		var floorOp, op load.Op = fl, gw
+		floorKind := report.KindMCPFloor
+		if kind == report.KindAuthz {
+			floorOp, op, floorKind = gf, az, report.KindGRPCFloor
+		}
+		sc.Runs = append(sc.Runs, e.measure(ctx, floorKind, c, e.cfg.Warmup, e.cfg.Duration, false, floorOp))
+
+		rotCtx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		var addedInMeasure int
+		measuring := make(chan struct{})
+		wg.Go(func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			inMeasure := false
+			started := measuring
+			for {
+				select {
+				case <-rotCtx.Done():
+					return
+				case <-started:
+					inMeasure = true
+					started = nil
+				case <-t.C:
+					n := src.Rotate(perSec)
+					if inMeasure {
+						addedInMeasure += n
+					}
+				}
+			}
+		})
+		var before devauth.Stats
+		var okBefore bool
+		res := load.Run(ctx, load.Options{Concurrency: c, Warmup: e.cfg.Warmup, Duration: e.cfg.Duration, OnMeasure: func() {
+			before, okBefore = e.stats(ctx)
+			close(measuring)
+		}}, op)
+		stop()
+		wg.Wait()
+		done()
+		run := report.FromResult(kind, res)
+		if after, ok := e.stats(ctx); ok && okBefore {
+			d := after.Sub(before)
+			run.Introspections, run.UserFetches = &d.Introspections, &d.UserFetches
+			sc.Checks = append(sc.Checks, report.Check{
+				Name:  kind + ": introspections per token brought in while measuring",
+				Value: float64(d.Introspections) / float64(max(addedInMeasure, 1)), Target: "<= 1 (about 1)",
+				Met: d.Introspections <= int64(addedInMeasure)+int64(perSec),
+			})
+		}
+		e.log.Info("measured", "target", kind, "clients", c, "rps", int(run.RPS), "p99_ms", run.P99MS, "new_tokens", addedInMeasure)
+		sc.Runs = append(sc.Runs, run)
+	}
+	sc.Notes = append(sc.Notes, fmt.Sprintf("%d new tokens per second enter the active set; a new token costs one introspection at its first use.", perSec))
+	return nil
+}
