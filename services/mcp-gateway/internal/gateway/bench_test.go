@@ -7,9 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +76,28 @@ func BenchmarkWhoAmI(b *testing.B) {
 	}
 }
 
+// cpuTime is the CPU time used so far by this process (load generator,
+// baseline server and in-process gateway) plus the authz process: at
+// saturation, throughput is inversely proportional to it, and unlike
+// throughput it does not depend on what else the machine is running.
+func cpuTime(b *testing.B) (self, authz time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", stack.Authz.Proc.Pid()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are the
+	// 12th and 13th of those, in clock ticks (100 per second on Linux).
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return self, time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 // benchCalls runs b.N tools/call who_am_i requests from clients goroutines and
 // returns the throughput in requests per second.
 func benchCalls(b *testing.B, url, token string, clients int) float64 {
@@ -104,6 +130,7 @@ func benchCalls(b *testing.B, url, token string, clients int) float64 {
 			b.Fatal(err)
 		}
 	}
+	self0, authz0 := cpuTime(b)
 	procs := runtime.GOMAXPROCS(0)
 	b.SetParallelism((clients + procs - 1) / procs)
 	var (
@@ -127,6 +154,9 @@ func benchCalls(b *testing.B, url, token string, clients int) float64 {
 	})
 	b.StopTimer()
 	ops := float64(b.N) / b.Elapsed().Seconds()
+	self1, authz1 := cpuTime(b)
+	b.ReportMetric(float64((self1-self0+authz1-authz0).Microseconds())/float64(b.N), "cpu-µs/op")
+	b.ReportMetric(float64((authz1-authz0).Microseconds())/float64(b.N), "authz-cpu-µs/op")
 	if len(all) > 0 {
 		slices.Sort(all)
 		pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) }

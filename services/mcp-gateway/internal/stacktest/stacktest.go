@@ -150,7 +150,7 @@ func startDevauth() (*Devauth, func(), error) {
 			"PROPELAUTH_API_KEY=" + APIKey,
 			"DEVAUTH_AUTO_APPROVE=" + AliceEmail,
 			"DEVAUTH_TEST_API=true",
-			"LOG_LEVEL=debug",
+			"LOG_LEVEL=info",
 		},
 		ReadyURL:     url + "/healthz",
 		ReadyTimeout: startupWait,
@@ -293,7 +293,7 @@ func startAuthz(devauthURL, redisURL string, extraEnv []string) (*Authz, func(),
 		"REQUEST_VALIDATION_CLIENT_ID=" + ClientID,
 		"REQUEST_VALIDATION_CLIENT_SECRET=" + ClientSecret,
 		"PROPELAUTH_API_KEY=" + APIKey,
-		"LOG_LEVEL=debug",
+		"LOG_LEVEL=info",
 	}
 	if redisURL != "" {
 		env = append(env, "REDIS_URL="+redisURL)
@@ -362,7 +362,7 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		config.EnvServerURL:         url,
 		config.EnvAuthzAddr:         authzAddr,
 		config.EnvPropelAuthAuthURL: devauthURL,
-		config.EnvLogLevel:          "debug",
+		config.EnvLogLevel:          "info",
 	}
 	for k, v := range env {
 		vars[k] = v
