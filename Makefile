@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build proto proto-check lint test test-race test-deps tools vuln clean
+.PHONY: all build run proto proto-check lint test test-race test-deps tools vuln clean
 
 all: build
 
@@ -27,6 +27,10 @@ build:
 		./services/authz/cmd/authz \
 		./services/mcp-gateway/cmd/mcp-gateway \
 		./services/devauth/cmd/devauth
+
+## run: build and start devauth, authz and the gateway locally; Ctrl-C stops them
+run: build
+	scripts/run-stack.sh
 
 ## tools: buf, its protoc plugins and staticcheck at the versions pinned in tools/go.mod
 tools: $(BUF)
@@ -65,6 +69,12 @@ test-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	@redis-server --version
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing nodejs and npm"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	@[ -f e2e/ts/node_modules/@modelcontextprotocol/sdk/package.json ] || \
+		(cd e2e/ts && npm ci --no-audit --no-fund --loglevel=error)
 
 ## test: every test of every module, against real Redis, gRPC and HTTP on loopback
 test: test-deps build
