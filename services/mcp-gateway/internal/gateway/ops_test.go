@@ -246,3 +246,36 @@ func TestCORS(t *testing.T) {
 		t.Errorf("foreign preflight: %d, allow-origin %q", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
 	}
 }
+
+// TestScopeHierarchy: with authz configured so that "admin" implies both tool
+// scopes, an admin token sees and calls both tools although neither scope is
+// in the token; tools/list and the registry ask authz rather than compare
+// scope strings.
+func TestScopeHierarchy(t *testing.T) {
+	t.Parallel()
+	az := stacktest.NewAuthz(t, stack.Devauth, stack.Redis.URL(), "SCOPE_HIERARCHY=admin=read:user_data,read:org_data")
+	g := stacktest.NewGateway(t, az.Addr, stack.Devauth.URL, nil)
+	token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"admin"}, Resource: g.MCP()})
+	r := readRPC(t, post(t, g.MCP(), token, listBody()))
+	var res struct {
+		Tools []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
+	}
+	if err := json.Unmarshal(r.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range res.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
+		t.Errorf("tools/list for an admin token (-want +got):\n%s", diff)
+	}
+	for _, tool := range []string{"who_am_i", "list_my_orgs"} {
+		if tr := callTool(t, g.MCP(), token, tool, nil); tr.IsError {
+			t.Errorf("%s with admin: %+v", tool, tr)
+		}
+	}
+}
