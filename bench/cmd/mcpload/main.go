@@ -28,6 +28,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // -pprof: profiles of the floors
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,6 +75,7 @@ type options struct {
 	asLatency     []time.Duration
 	maxTime       time.Duration
 	floors        string
+	pprofDir      string
 	ext           scenario.External
 	serveFloors   bool
 }
@@ -132,6 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ext.DevauthURL, "devauth", "", "base URL of the running devauth, for tokens and counters (with -gateway)")
 	fs.StringVar(&o.ext.APIKey, "api-key", "", "devauth's PROPELAUTH_API_KEY (with -devauth); default $PROPELAUTH_API_KEY")
 	fs.StringVar(&o.ext.Resource, "resource", "", "resource to mint tokens for (default: the gateway URL + /mcp)")
+	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU profiles of the gateway, authz and the floors during every measurement (needs binaries from bench/profiling/build.sh, e.g. -bin bin/pprof)")
 	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -203,11 +207,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	floorMCP, floorGRPC, stopFloors, err := startFloors(ctx, o.floors, logger)
+	var floorPprof string
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		floorPprof = ln.Addr().String()
+		ln.Close()
+		if o.floors == "inprocess" {
+			go func() { _ = http.ListenAndServe(floorPprof, nil) }()
+		}
+	}
+	fl, err := startFloors(ctx, o.floors, floorPprof, logger)
 	if err != nil {
 		return err
 	}
-	defer stopFloors()
+	defer fl.stop()
 
 	rep := &report.Report{Started: time.Now(), Command: "mcpload " + strings.Join(args, " "), Machine: machine()}
 	rep.Machine.LoadBefore = loadavg()
@@ -222,7 +241,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			StampedeSize: o.stampede, StampedeRounds: o.rounds, ChurnShare: o.churn,
 			SweepClients: o.sweep, SweepDuration: o.sweepDuration,
 			ASLatency:   lat,
-			FloorMCPURL: floorMCP, FloorGRPCAddr: floorGRPC,
+			FloorMCPURL: fl.mcpURL, FloorGRPCAddr: fl.grpcAddr, FloorPID: fl.pid,
+			ProfileDir: o.pprofDir, FloorPprof: floorPprof,
 			Logger: logger,
 		}
 		if o.ext.GatewayURL != "" {
@@ -341,18 +361,26 @@ func repoRoot() (string, error) {
 	}
 }
 
+// floors are the running floor servers.
+type floors struct {
+	mcpURL   string // MCP endpoint
+	grpcAddr string // gRPC address
+	pid      int    // the child process; 0 when in this process
+	stop     func()
+}
+
 // startFloors starts the floors, in a child process (the default) or in this
-// one, and returns the MCP endpoint and the gRPC address.
-func startFloors(ctx context.Context, where string, logger *slog.Logger) (mcpURL, grpcAddr string, stop func(), err error) {
+// one.
+func startFloors(ctx context.Context, where, pprofAddr string, logger *slog.Logger) (*floors, error) {
 	if where == "inprocess" {
 		mln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return "", "", nil, err
+			return nil, err
 		}
 		gln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			mln.Close()
-			return "", "", nil, err
+			return nil, err
 		}
 		fctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -362,24 +390,27 @@ func startFloors(ctx context.Context, where string, logger *slog.Logger) (mcpURL
 				logger.Error("floors", "error", err)
 			}
 		}()
-		return "http://" + mln.Addr().String() + "/mcp", gln.Addr().String(), func() { cancel(); <-done }, nil
+		return &floors{mcpURL: "http://" + mln.Addr().String() + "/mcp", grpcAddr: gln.Addr().String(), stop: func() { cancel(); <-done }}, nil
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	cmd := exec.Command(self, "-serve-floors")
 	cmd.Env = os.Environ()
+	if pprofAddr != "" {
+		cmd.Env = append(cmd.Env, "PPROF_LISTEN="+pprofAddr)
+	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", "", nil, fmt.Errorf("starting the floors: %w", err)
+		return nil, fmt.Errorf("starting the floors: %w", err)
 	}
-	stop = func() {
+	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
@@ -401,15 +432,15 @@ func startFloors(ctx context.Context, where string, logger *slog.Logger) (mcpURL
 		var m, g string
 		if _, err := fmt.Sscanf(strings.TrimSpace(line), "mcpload-floors mcp=%s grpc=%s", &m, &g); err != nil {
 			stop()
-			return "", "", nil, fmt.Errorf("floors process said %q: %v", line, err)
+			return nil, fmt.Errorf("floors process said %q: %v", line, err)
 		}
-		return "http://" + m + "/mcp", g, stop, nil
+		return &floors{mcpURL: "http://" + m + "/mcp", grpcAddr: g, pid: cmd.Process.Pid, stop: stop}, nil
 	case <-time.After(20 * time.Second):
 		stop()
-		return "", "", nil, errors.New("the floors process did not start in 20s")
+		return nil, errors.New("the floors process did not start in 20s")
 	case <-ctx.Done():
 		stop()
-		return "", "", nil, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -423,6 +454,9 @@ func serveFloors(ctx context.Context, logger *slog.Logger, stdout io.Writer) err
 	gln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
+	}
+	if addr := os.Getenv("PPROF_LISTEN"); addr != "" {
+		go func() { _ = http.ListenAndServe(addr, nil) }()
 	}
 	fmt.Fprintf(stdout, "mcpload-floors mcp=%s grpc=%s\n", mln.Addr(), gln.Addr())
 	return floor.Serve(ctx, slog.New(slog.DiscardHandler), mln, gln)

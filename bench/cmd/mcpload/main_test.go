@@ -79,11 +79,12 @@ func TestParseFlagsDefaultsAndLists(t *testing.T) {
 // one request.
 func TestInProcessFloorsServe(t *testing.T) {
 	t.Parallel()
-	mcpURL, grpcAddr, stop, err := startFloors(t.Context(), "inprocess", slog.New(slog.DiscardHandler))
+	fl, err := startFloors(t.Context(), "inprocess", "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer fl.stop()
+	mcpURL, grpcAddr := fl.mcpURL, fl.grpcAddr
 	m := &target.MCPCall{URL: mcpURL, Client: target.NewHTTPClient(1)}
 	if got := m.Do(t.Context(), 0); got != load.OK {
 		t.Errorf("MCP floor: outcome %q, want ok", got)

@@ -43,6 +43,19 @@ type Run struct {
 	// measured phase; nil when not applicable (floors).
 	Introspections *int64 `json:"introspections,omitempty"`
 	UserFetches    *int64 `json:"user_fetches,omitempty"`
+	// CPUUsPerReq is the CPU time (user + system, µs) each process spent per
+	// recorded request during the measured phase, by process name
+	// ("mcpload" is the load generator itself).
+	CPUUsPerReq map[string]float64 `json:"cpu_us_per_req,omitempty"`
+}
+
+// CPUCores returns the cores the processes kept busy together during the run.
+func (r Run) CPUCores() float64 {
+	var us float64
+	for _, v := range r.CPUUsPerReq {
+		us += v
+	}
+	return us * r.RPS / 1e6
 }
 
 // FromResult converts a load result.
@@ -80,6 +93,14 @@ type Check struct {
 	Unit   string  `json:"unit"`
 	Target string  `json:"target"`
 	Met    bool    `json:"met"`
+}
+
+// Format prints the value with its unit; a difference in ms keeps its sign.
+func (c Check) Format() string {
+	if c.Unit == " ms" {
+		return fmt.Sprintf("%+.2f ms", c.Value)
+	}
+	return fmt.Sprintf("%.2f%s", c.Value, c.Unit)
 }
 
 // Scenario is one scenario's stack, runs, checks and notes.
@@ -202,13 +223,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 					outcomes(run), ex, f1(run.Per1k(run.Introspections)), f1(run.Per1k(run.UserFetches)))
 			}
 			b.WriteString("\n")
+			writeCPU(&b, s.Runs)
 		}
 		for _, c := range s.Checks {
 			mark := "met"
 			if !c.Met {
 				mark = "**missed**"
 			}
-			fmt.Fprintf(&b, "- %s: %s%s (target %s): %s\n", c.Name, f1(c.Value), c.Unit, c.Target, mark)
+			fmt.Fprintf(&b, "- %s: %s (target %s): %s\n", c.Name, c.Format(), c.Target, mark)
 		}
 		for _, n := range s.Notes {
 			fmt.Fprintf(&b, "- %s\n", n)
@@ -224,4 +246,56 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// cpuOrder puts the processes of the CPU table in a stable, meaningful order.
+var cpuOrder = []string{"mcpload", "floors", "mcp-gateway", "authz-1", "authz-2", "devauth", "redis"}
+
+// writeCPU writes the CPU time per request of each process for every run that
+// has it: the evidence of what limits each number on a shared 2-core machine.
+func writeCPU(b *strings.Builder, runs []Run) {
+	seen := map[string]bool{}
+	for _, r := range runs {
+		for k := range r.CPUUsPerReq {
+			seen[k] = true
+		}
+	}
+	if len(seen) == 0 {
+		return
+	}
+	var cols []string
+	for _, k := range cpuOrder {
+		if seen[k] {
+			cols = append(cols, k)
+			delete(seen, k)
+		}
+	}
+	cols = append(cols, slices.Sorted(maps.Keys(seen))...)
+	b.WriteString("CPU time per request (µs, user+system, from /proc) by process, and cores kept busy:\n\n| target | clients |")
+	for _, c := range cols {
+		fmt.Fprintf(b, " %s |", c)
+	}
+	b.WriteString(" total | cores busy |\n|---|--:|")
+	for range cols {
+		b.WriteString("--:|")
+	}
+	b.WriteString("--:|--:|\n")
+	for _, r := range runs {
+		if len(r.CPUUsPerReq) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %d |", r.Target, r.Clients)
+		var total float64
+		for _, c := range cols {
+			v, ok := r.CPUUsPerReq[c]
+			if !ok {
+				b.WriteString(" – |")
+				continue
+			}
+			total += v
+			fmt.Fprintf(b, " %.0f |", v)
+		}
+		fmt.Fprintf(b, " %.0f | %.2f |\n", total, r.CPUCores())
+	}
+	b.WriteString("\n")
 }

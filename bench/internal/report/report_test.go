@@ -123,9 +123,13 @@ func sampleReport() *Report {
 		Machine: Machine{CPUs: 2, GOMAXPROCS: 2, GoVersion: "go1.26"},
 		Scenarios: []*Scenario{{
 			Name: "warm", Description: "tokens seen before", Stack: "1 authz", ASLatencyMS: 30,
-			Runs:   []Run{gw, fl},
-			Checks: []Check{{Name: "throughput vs floor at 32", Value: 0.8, Unit: "x", Target: ">= 0.8x", Met: true}},
-			Notes:  []string{"a note"},
+			Runs: []Run{gw, fl},
+			Checks: []Check{
+				{Name: "throughput vs floor at 32", Value: 0.8, Unit: "x", Target: ">= 0.8x", Met: true},
+				{Name: "p99 delta", Value: -0.25, Unit: " ms", Target: "<= +1 ms", Met: true},
+				{Name: "p50 delta", Value: 0.5, Unit: " ms", Target: "<= +0.3 ms", Met: false},
+			},
+			Notes: []string{"a note"},
 		}},
 	}
 }
@@ -161,6 +165,8 @@ func TestWriteMarkdown(t *testing.T) {
 		"| " + KindMCPFloor + " | 32 | 2500 |",
 		"| 0 | – | – |",
 		"- throughput vs floor at 32: 0.80x (target >= 0.8x): met",
+		"- p99 delta: -0.25 ms (target <= +1 ms): met",
+		"- p50 delta: +0.50 ms (target <= +0.3 ms): **missed**",
 		"- a note",
 	} {
 		if !strings.Contains(md, want) {

@@ -23,6 +23,7 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -97,6 +98,15 @@ type Config struct {
 	// FloorMCPURL is the unauthenticated MCP floor's endpoint; FloorGRPCAddr
 	// the no-op gRPC floor's address.
 	FloorMCPURL, FloorGRPCAddr string
+	// FloorPID is the floors' process, for CPU accounting; 0 when they run in
+	// this process.
+	FloorPID int
+
+	// ProfileDir, if set, receives a CPU profile of every process serving
+	// each measurement (the services must be built by
+	// bench/profiling/build.sh; FloorPprof is the floors' pprof address).
+	ProfileDir string
+	FloorPprof string
 
 	// Logger receives progress lines.
 	Logger *slog.Logger
@@ -105,6 +115,7 @@ type Config struct {
 // env is the system under test of one scenario.
 type env struct {
 	cfg        *Config
+	name       string
 	log        *slog.Logger
 	stack      *stack.Stack // nil when external
 	mcpURL     string
@@ -162,7 +173,7 @@ func (t topology) String() string {
 // setup starts (or attaches to) the stack for scenario name.
 func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 	top := topologies[name]
-	e := &env{cfg: cfg, log: cfg.Logger.With("scenario", name), numReplica: top.replicas}
+	e := &env{cfg: cfg, name: name, log: cfg.Logger.With("scenario", name), numReplica: top.replicas}
 	var err error
 	defer func() {
 		if err != nil {
@@ -187,7 +198,7 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir})
+		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != ""})
 		if err != nil {
 			return nil, fmt.Errorf("starting the stack: %w", err)
 		}
@@ -332,23 +343,144 @@ func (e *env) stats(ctx context.Context) (devauth.Stats, bool) {
 	return s, true
 }
 
-// measure runs op at clients for d and records the counter deltas of the
-// measured phase when counted is set.
-func (e *env) measure(ctx context.Context, name string, clients int, warmup, d time.Duration, counted bool, op load.Op) report.Run {
-	var before devauth.Stats
-	var okBefore bool
-	opts := load.Options{Concurrency: clients, Warmup: warmup, Duration: d}
-	if counted {
-		opts.OnMeasure = func() { before, okBefore = e.stats(ctx) }
+// pids returns every process whose CPU time a measurement accounts for.
+func (e *env) pids() map[string]int {
+	m := map[string]int{"mcpload": os.Getpid()}
+	if e.cfg.FloorPID > 0 {
+		m["floors"] = e.cfg.FloorPID
 	}
-	res := load.Run(ctx, opts, op)
-	run := report.FromResult(name, res)
-	if counted && okBefore {
-		if after, ok := e.stats(ctx); ok {
-			delta := after.Sub(before)
-			run.Introspections, run.UserFetches = &delta.Introspections, &delta.UserFetches
+	if e.stack != nil {
+		for _, p := range e.stack.Processes() {
+			m[p.Name] = p.PID()
 		}
 	}
+	return m
+}
+
+// probe snapshots devauth's counters and the processes' CPU time at the start
+// of a measured phase and puts the deltas into the run at its end.
+type probe struct {
+	e        *env
+	ctx      context.Context
+	target   string
+	clients  int
+	seconds  int
+	counted  bool
+	profiles sync.WaitGroup
+	pids     map[string]int
+	stats    devauth.Stats
+	statsOK  bool
+	cpu      map[string]time.Duration
+}
+
+func (e *env) probe(ctx context.Context, target string, clients int, d time.Duration, counted bool) *probe {
+	return &probe{e: e, ctx: ctx, target: target, clients: clients, seconds: max(int(d/time.Second), 1), counted: counted, pids: e.pids()}
+}
+
+// profiled returns the pprof addresses of the processes serving target, by
+// process name.
+func (e *env) profiled(target string) map[string]string {
+	m := map[string]string{}
+	switch target {
+	case report.KindMCPFloor, report.KindGRPCFloor:
+		if e.cfg.FloorPprof != "" {
+			m["floors"] = e.cfg.FloorPprof
+		}
+		return m
+	}
+	if e.stack == nil {
+		return m
+	}
+	for _, p := range e.stack.Processes() {
+		if p.PprofAddr == "" || (target == report.KindAuthz && p.Name == "mcp-gateway") {
+			continue
+		}
+		if strings.HasPrefix(p.Name, "authz") || p.Name == "mcp-gateway" {
+			m[p.Name] = p.PprofAddr
+		}
+	}
+	return m
+}
+
+// profile saves a CPU profile of the process at addr over the next
+// p.seconds into ProfileDir.
+func (p *probe) profile(proc, addr string) {
+	slug := strings.NewReplacer(":", "", " ", "-", "(", "", ")", "", "/", "-").Replace(p.target)
+	name := fmt.Sprintf("%s-as%dms-%s-c%d-%s.pprof", p.e.name, p.e.cfg.ASLatency.Milliseconds(), slug, p.clients, proc)
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, p.seconds)
+	ctx, cancel := context.WithTimeout(p.ctx, time.Duration(p.seconds)*time.Second+30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.e.log.Warn("taking a CPU profile", "process", proc, "error", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		p.e.log.Warn("taking a CPU profile", "process", proc, "status", resp.StatusCode, "error", err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(p.e.cfg.ProfileDir, name), b, 0o644); err != nil {
+		p.e.log.Warn("saving a CPU profile", "error", err)
+	}
+}
+
+func cpuTimes(pids map[string]int) map[string]time.Duration {
+	m := map[string]time.Duration{}
+	for name, pid := range pids {
+		if d, err := stack.CPUTime(pid); err == nil {
+			m[name] = d
+		}
+	}
+	return m
+}
+
+// start is called as the measured phase starts.
+func (p *probe) start() {
+	if p.e.cfg.ProfileDir != "" {
+		for proc, addr := range p.e.profiled(p.target) {
+			p.profiles.Go(func() { p.profile(proc, addr) })
+		}
+	}
+	p.cpu = cpuTimes(p.pids)
+	if p.counted {
+		p.stats, p.statsOK = p.e.stats(p.ctx)
+	}
+}
+
+// finish records the deltas since start in run.
+func (p *probe) finish(run *report.Run) {
+	after := cpuTimes(p.pids)
+	defer p.profiles.Wait()
+	if run.Requests > 0 {
+		run.CPUUsPerReq = map[string]float64{}
+		for name, d := range after {
+			if b, ok := p.cpu[name]; ok {
+				run.CPUUsPerReq[name] = float64((d - b).Microseconds()) / float64(run.Requests)
+			}
+		}
+	}
+	if p.counted && p.statsOK {
+		if s, ok := p.e.stats(p.ctx); ok {
+			d := s.Sub(p.stats)
+			run.Introspections, run.UserFetches = &d.Introspections, &d.UserFetches
+		}
+	}
+}
+
+// measure runs op at clients for d and records the CPU time each process
+// spent and, when counted is set, devauth's counter deltas of the measured
+// phase.
+func (e *env) measure(ctx context.Context, name string, clients int, warmup, d time.Duration, counted bool, op load.Op) report.Run {
+	pr := e.probe(ctx, name, clients, d, counted)
+	res := load.Run(ctx, load.Options{Concurrency: clients, Warmup: warmup, Duration: d, OnMeasure: pr.start}, op)
+	run := report.FromResult(name, res)
+	pr.finish(&run)
 	e.log.Info("measured", "target", name, "clients", clients, "rps", int(run.RPS), "p50_ms", run.P50MS, "p99_ms", run.P99MS, "errors", run.Errors)
 	return run
 }
@@ -594,23 +726,22 @@ func (e *env) churn(ctx context.Context, sc *report.Scenario) error {
 				}
 			}
 		})
-		var before devauth.Stats
-		var okBefore bool
+		pr := e.probe(ctx, kind, c, e.cfg.Duration, true)
 		res := load.Run(ctx, load.Options{Concurrency: c, Warmup: e.cfg.Warmup, Duration: e.cfg.Duration, OnMeasure: func() {
-			before, okBefore = e.stats(ctx)
+			pr.start()
 			close(measuring)
 		}}, op)
+		run := report.FromResult(kind, res)
+		pr.finish(&run)
 		stop()
 		wg.Wait()
 		done()
-		run := report.FromResult(kind, res)
-		if after, ok := e.stats(ctx); ok && okBefore {
-			d := after.Sub(before)
-			run.Introspections, run.UserFetches = &d.Introspections, &d.UserFetches
+		if run.Introspections != nil {
+			n := *run.Introspections
 			sc.Checks = append(sc.Checks, report.Check{
 				Name:  kind + ": introspections per token brought in while measuring",
-				Value: float64(d.Introspections) / float64(max(addedInMeasure, 1)), Target: "<= 1 (about 1)",
-				Met: d.Introspections <= int64(addedInMeasure)+int64(perSec),
+				Value: float64(n) / float64(max(addedInMeasure, 1)), Target: "<= 1 (about 1)",
+				Met: n <= int64(addedInMeasure)+int64(perSec),
 			})
 		}
 		e.log.Info("measured", "target", kind, "clients", c, "rps", int(run.RPS), "p99_ms", run.P99MS, "new_tokens", addedInMeasure)

@@ -29,6 +29,9 @@ type Process struct {
 	Name string
 	// Log is the file holding the process's stdout and stderr.
 	Log string
+	// PprofAddr is where the process serves net/http/pprof, or "" (see
+	// [Options.Pprof]).
+	PprofAddr string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -160,4 +163,30 @@ func freePortOn(hosts ...string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no port free on all of %v", hosts)
+}
+
+// CPUTime returns the CPU time (user + system) process pid has used, from
+// /proc/PID/stat, with the kernel's clock-tick resolution (10 ms).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After the name: state is field 3, utime field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(ut+st) * tick, nil
 }

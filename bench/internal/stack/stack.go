@@ -39,6 +39,10 @@ type Options struct {
 	Dir string
 	// ReadyTimeout bounds each process's start; 30s when zero.
 	ReadyTimeout time.Duration
+	// Pprof gives devauth, authz and the gateway PPROF_LISTEN (a free loopback
+	// port), which binaries built by bench/profiling/build.sh serve
+	// net/http/pprof on; see [Process.PprofAddr].
+	Pprof bool
 }
 
 // Stack is a running set of services.
@@ -93,6 +97,19 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return nil, err
 	}
 
+	// pprofEnv returns the PPROF_LISTEN setting of one process and its address.
+	pprofEnv := func() ([]string, string) {
+		if !opts.Pprof {
+			return nil, ""
+		}
+		port, perr := freePort("127.0.0.1")
+		if perr != nil {
+			return nil, ""
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		return []string{"PPROF_LISTEN=" + addr}, addr
+	}
+
 	s = &Stack{}
 	defer func() {
 		if err != nil {
@@ -113,17 +130,19 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return s, err
 	}
 	s.DevauthURL = "http://127.0.0.1:" + strconv.Itoa(port)
-	s.Devauth, err = startProcess("devauth", devauthBin, []string{
+	penv, paddr := pprofEnv()
+	s.Devauth, err = startProcess("devauth", devauthBin, append([]string{
 		"DEVAUTH_LISTEN=127.0.0.1:" + strconv.Itoa(port),
 		"PROPELAUTH_AUTH_URL=" + s.DevauthURL,
 		"REQUEST_VALIDATION_CLIENT_ID=" + ValidationClientID,
 		"REQUEST_VALIDATION_CLIENT_SECRET=" + validationSecret,
 		"PROPELAUTH_API_KEY=" + APIKey,
 		"DEVAUTH_TEST_API=true",
-	}, opts.Dir)
+	}, penv...), opts.Dir)
 	if err != nil {
 		return s, err
 	}
+	s.Devauth.PprofAddr = paddr
 	if err := s.Devauth.waitReady(ctx, s.DevauthURL+"/healthz", opts.ReadyTimeout); err != nil {
 		return s, err
 	}
@@ -152,10 +171,12 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 			env = append(env, "REDIS_URL=redis://"+s.RedisAddr+"/0")
 		}
 		env = append(env, opts.AuthzEnv...)
-		p, err := startProcess("authz-"+strconv.Itoa(i+1), authzBin, env, opts.Dir)
+		penv, paddr := pprofEnv()
+		p, err := startProcess("authz-"+strconv.Itoa(i+1), authzBin, append(env, penv...), opts.Dir)
 		if err != nil {
 			return s, err
 		}
+		p.PprofAddr = paddr
 		s.Authz = append(s.Authz, p)
 		s.AuthzAddrs = append(s.AuthzAddrs, addr)
 		if err := p.waitReady(ctx, "http://127.0.0.1:"+strconv.Itoa(mport)+"/healthz", opts.ReadyTimeout); err != nil {
@@ -187,10 +208,12 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		"AUTHZ_ADDR=" + s.AuthzTarget,
 		"PROPELAUTH_AUTH_URL=" + s.DevauthURL,
 	}, opts.GatewayEnv...)
-	s.Gateway, err = startProcess("mcp-gateway", gatewayBin, env, opts.Dir)
+	penv, paddr = pprofEnv()
+	s.Gateway, err = startProcess("mcp-gateway", gatewayBin, append(env, penv...), opts.Dir)
 	if err != nil {
 		return s, err
 	}
+	s.Gateway.PprofAddr = paddr
 	if err := s.Gateway.waitReady(ctx, s.GatewayURL+"/readyz", opts.ReadyTimeout); err != nil {
 		return s, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
@@ -97,4 +98,27 @@ func TestRSS(t *testing.T) {
 	if _, err := RSS(-1); err == nil {
 		t.Error("RSS(-1) succeeded")
 	}
+}
+
+func TestCPUTime(t *testing.T) {
+	t.Parallel()
+	if _, err := CPUTime(-1); err == nil {
+		t.Error("CPUTime(-1) succeeded")
+	}
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn some CPU until the tick counter moves (bounded).
+	deadline := time.Now().Add(5 * time.Second)
+	x := 0
+	for time.Now().Before(deadline) {
+		for i := range 1_000_000 {
+			x += i
+		}
+		if now, _ := CPUTime(os.Getpid()); now > before {
+			return
+		}
+	}
+	t.Errorf("CPU time did not advance after 5s of spinning (x=%d)", x)
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds authz, mcp-gateway and devauth into DIR (default bin/pprof) with a
+# net/http/pprof endpoint on $PPROF_LISTEN. The services' sources are not
+# touched: `go build -overlay` adds bench/profiling/pprof.go.in to each
+# command's package main. Use with `mcpload -bin bin/pprof -pprof DIR`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=${1:-$root/bin/pprof}
+mkdir -p "$out"
+overlay=$(mktemp)
+trap 'rm -f "$overlay"' EXIT
+src="$root/bench/profiling/pprof.go.in"
+cat >"$overlay" <<JSON
+{"Replace": {
+  "$root/services/authz/cmd/authz/zz_pprof_overlay.go": "$src",
+  "$root/services/mcp-gateway/cmd/mcp-gateway/zz_pprof_overlay.go": "$src",
+  "$root/services/devauth/cmd/devauth/zz_pprof_overlay.go": "$src"
+}}
+JSON
+cd "$root"
+go build -overlay "$overlay" -o "$out/" \
+	./services/authz/cmd/authz ./services/mcp-gateway/cmd/mcp-gateway ./services/devauth/cmd/devauth
+echo "built $out/{authz,mcp-gateway,devauth} with pprof on \$PPROF_LISTEN"
