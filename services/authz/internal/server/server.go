@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
@@ -123,10 +126,7 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 	}
 	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed()}
 	if out.Allowed() || out.Reason == decision.DenialInsufficientScope {
-		if resp.Principal, err = principal(r); err != nil {
-			s.logger.ErrorContext(ctx, "building principal", "err", err.Error())
-			return nil, status.Error(codes.Internal, msgInternal)
-		}
+		resp.Principal = principal(r)
 	}
 	if !out.Allowed() {
 		resp.Denial = &authzv1.Denial{
@@ -177,11 +177,12 @@ func (s *Server) canonical(r string) (string, bool) {
 	return c, true
 }
 
-func principal(r *introspect.Result) (*authzv1.Principal, error) {
-	claims, err := r.Claims()
-	if err != nil {
-		return nil, err
-	}
+// principal builds the Principal of r for a response. The claims are attached
+// already encoded, as an unknown field carrying Principal.claims' number: on the
+// wire this is exactly a set claims field, so clients decode it as usual, while the
+// server skips decoding and re-encoding a Struct on every cache hit (the largest
+// cost of a hit after gRPC itself). Handlers must therefore not read p.Claims.
+func principal(r *introspect.Result) *authzv1.Principal {
 	p := &authzv1.Principal{
 		Subject:  r.Subject,
 		ClientId: r.ClientID,
@@ -190,7 +191,6 @@ func principal(r *introspect.Result) (*authzv1.Principal, error) {
 		Scopes:   r.Scopes,
 		Audience: r.Audience,
 		Issuer:   r.Issuer,
-		Claims:   claims,
 	}
 	if r.Has&introspect.HasExp != 0 {
 		p.ExpiresAt = &timestamppb.Timestamp{Seconds: r.Exp}
@@ -198,8 +198,16 @@ func principal(r *introspect.Result) (*authzv1.Principal, error) {
 	if r.Has&introspect.HasIat != 0 {
 		p.IssuedAt = &timestamppb.Timestamp{Seconds: r.Iat}
 	}
-	return p, nil
+	if len(r.ClaimsWire) > 0 {
+		f := make([]byte, 0, 1+binary.MaxVarintLen64+len(r.ClaimsWire))
+		f = protowire.AppendTag(f, claimsField, protowire.BytesType)
+		f = protowire.AppendBytes(f, r.ClaimsWire)
+		p.ProtoReflect().SetUnknown(protoreflect.RawFields(f))
+	}
+	return p
 }
+
+var claimsField = (&authzv1.Principal{}).ProtoReflect().Descriptor().Fields().ByName("claims").Number()
 
 func denialReason(r decision.Reason) authzv1.DenialReason {
 	switch r {
