@@ -75,7 +75,8 @@ const (
 )
 
 // whoAmI builds, on every call as the gateway does from the principal authz
-// returned, the answer the gateway gives alice.
+// returned, the answer the gateway gives alice: the same members, values of
+// the same length (2.4 kB encoded, like the gateway's).
 func whoAmI(resource, issuer string) WhoAmI {
 	now := time.Now().Truncate(time.Second)
 	exp := now.Add(time.Hour)
@@ -87,14 +88,15 @@ func whoAmI(resource, issuer string) WhoAmI {
 		Audience:  []string{resource},
 		Issuer:    issuer,
 		Claims: map[string]any{
-			"active":    true,
-			"sub":       aliceID,
-			"client_id": "devauth-test-client",
-			"scope":     "read:user_data",
-			"exp":       float64(exp.Unix()),
-			"iat":       float64(now.Unix()),
-			"aud":       resource,
-			"iss":       issuer,
+			"active":     true,
+			"sub":        aliceID,
+			"client_id":  "devauth-test-client",
+			"scope":      "read:user_data",
+			"exp":        float64(exp.Unix()),
+			"iat":        float64(now.Unix()),
+			"aud":        resource,
+			"iss":        issuer,
+			"token_type": "Bearer",
 		},
 		User: &User{
 			UserID:         aliceID,
@@ -102,10 +104,11 @@ func whoAmI(resource, issuer string) WhoAmI {
 			FirstName:      "Alice",
 			LastName:       "Liddell",
 			Username:       "alice",
+			PictureURL:     "https://img.propelauth.com/2a27d237-db8c-4f82-84fb-5824dfaedc87.png",
 			EmailConfirmed: true,
 			MFAEnabled:     false,
-			CreatedAt:      "2024-01-02T03:04:05Z",
-			LastActiveAt:   now.UTC().Format(time.RFC3339),
+			CreatedAt:      "2025-01-01T00:00:00Z",
+			LastActiveAt:   "2026-01-01T00:00:00Z",
 			Orgs: []Org{{
 				OrgID:          acmeID,
 				OrgName:        "Acme",
@@ -122,7 +125,7 @@ func whoAmI(resource, issuer string) WhoAmI {
 // streamable HTTP handler with JSON responses, the options the gateway uses,
 // and one tool, who_am_i.
 func MCPHandler(logger *slog.Logger, resource, issuer string) http.Handler {
-	server := mcp.NewServer(&mcp.Implementation{Name: "mcpload-floor", Version: "1.0.0"}, &mcp.ServerOptions{
+	server := mcp.NewServer(&mcp.Implementation{Name: "mcpload-floor", Title: "mcpload unauthenticated floor", Version: "1.0.0"}, &mcp.ServerOptions{
 		Logger:       logger,
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
@@ -158,7 +161,8 @@ func NewGRPCServer() *grpc.Server {
 func Serve(ctx context.Context, logger *slog.Logger, mcpLn, grpcLn net.Listener) error {
 	base := "http://" + mcpLn.Addr().String()
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", MCPHandler(logger, base+"/mcp", "http://127.0.0.1/oauth/2.1"))
+	// An issuer as long as devauth's, so the payload matches the gateway's.
+	mux.Handle("/mcp", MCPHandler(logger, base+"/mcp", "http://127.0.0.1:40000/oauth/2.1"))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	gs := NewGRPCServer()
