@@ -279,7 +279,7 @@ func validToken(token string) bool {
 // configured public host. Allowed origins get CORS headers.
 func (g *Gateway) checkOrigin(x *exchange) bool {
 	r := x.r
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(r.Host, g.host) {
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
 		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
 		return false
 	}
@@ -330,12 +330,17 @@ func validHeaderList(s string) bool {
 	return true
 }
 
-func isLoopback(hostport string) bool {
-	host := hostport
+// hostname drops the port, if any, from a Host value: a rebinding attack is
+// about the name, and clients differ in whether they send a default port.
+func hostname(hostport string) string {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
+		return h
 	}
-	host = strings.Trim(host, "[]")
+	return strings.Trim(hostport, "[]")
+}
+
+func isLoopback(hostport string) bool {
+	host := hostname(hostport)
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

@@ -279,3 +279,51 @@ func TestScopeHierarchy(t *testing.T) {
 		}
 	}
 }
+
+// TestBehindReverseProxy: a TLS-terminating proxy on the same machine forwards
+// to the loopback listener with the public Host; the gateway serves it (the
+// go-sdk's own loopback check would refuse it) while still refusing other
+// hosts, the DNS-rebinding case.
+func TestBehindReverseProxy(t *testing.T) {
+	t.Parallel()
+	const public = "https://mcp.example.com"
+	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"MCP_SERVER_URL": public})
+	token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: public + "/mcp"})
+	for _, tt := range []struct {
+		host string
+		want int
+	}{
+		{"mcp.example.com", 200},
+		{"mcp.example.com:443", 200},
+		{g.Addr, 200},
+		{"attacker.example.net", 403},
+	} {
+		req, err := http.NewRequest(http.MethodPost, "http://"+g.Addr+"/mcp", strings.NewReader(callBody("who_am_i")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tt.host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tt.want {
+			t.Errorf("Host %s: %d, want %d: %s", tt.host, res.StatusCode, tt.want, b)
+		}
+	}
+	// The metadata names the public URLs, not the listener.
+	res, b := get(t, "http://"+g.Addr+"/.well-known/oauth-protected-resource/mcp")
+	if res.StatusCode != 200 || !strings.Contains(string(b), `"resource":"`+public+`/mcp"`) {
+		t.Errorf("metadata behind the proxy: %d %s", res.StatusCode, b)
+	}
+	res = post(t, "http://"+g.Addr+"/mcp", "", listBody())
+	res.Body.Close()
+	if got := res.Header.Get("WWW-Authenticate"); !strings.Contains(got, `resource_metadata="`+public+`/.well-known/oauth-protected-resource/mcp"`) {
+		t.Errorf("challenge behind the proxy: %q", got)
+	}
+}

@@ -80,3 +80,15 @@ func TestValidHeaderList(t *testing.T) {
 		}
 	}
 }
+
+func TestHostname(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"mcp.example.com": "mcp.example.com", "mcp.example.com:443": "mcp.example.com",
+		"127.0.0.1:8000": "127.0.0.1", "[::1]:8000": "::1", "[::1]": "::1",
+	} {
+		if got := hostname(in); got != want {
+			t.Errorf("hostname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -333,7 +333,10 @@ func NewAuthz(tb testing.TB, d *Devauth, redisURL string, extraEnv ...string) *A
 // Gateway is an in-process gateway serving on a loopback listener.
 type Gateway struct {
 	// URL is its base URL (MCP_SERVER_URL); the MCP endpoint is URL + "/mcp".
-	URL     string
+	URL string
+	// Addr is the loopback address it listens on; URL points there unless
+	// MCP_SERVER_URL was overridden (as behind a reverse proxy).
+	Addr    string
 	Config  config.Config
 	Metrics *metrics.Metrics
 
@@ -396,7 +399,7 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		}
 		az.Close()
 	})
-	return &Gateway{URL: url, Config: cfg, Metrics: m, logs: logs, stop: stop}, stop, nil
+	return &Gateway{URL: cfg.ServerURL, Addr: ln.Addr().String(), Config: cfg, Metrics: m, logs: logs, stop: stop}, stop, nil
 }
 
 // NewGateway starts a gateway of tb's own talking to authzAddr, with env
