@@ -72,6 +72,9 @@ type options struct {
 	stampede      int
 	rounds        int
 	churn         float64
+	soak          time.Duration
+	soakClients   int
+	soakNew       int
 	asLatency     []time.Duration
 	maxTime       time.Duration
 	floors        string
@@ -113,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("mcpload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenarios", strings.Join(scenario.All, ","), "comma-separated scenarios: "+strings.Join(scenario.All, ", "))
+	scen := fs.String("scenarios", strings.Join(scenario.All, ","), "comma-separated scenarios: "+strings.Join(scenario.Known, ", ")+" (soak only when named)")
 	fs.StringVar(&o.binDir, "bin", "", "directory of the service binaries (default: bin/ at the repository root)")
 	fs.StringVar(&o.out, "out", "", "directory to write results.json, results.md and the SVG chart to")
 	fs.StringVar(&o.logDir, "logs", "", "directory for the services' logs (default: a temporary directory, removed after a successful run)")
@@ -127,6 +130,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.stampede, "stampede", 500, "concurrent first uses of one token in the stampede")
 	fs.IntVar(&o.rounds, "stampede-rounds", 3, "stampedes per target")
 	fs.Float64Var(&o.churn, "churn", 0.05, "share of the M tokens replaced by new ones each second in churn")
+	fs.DurationVar(&o.soak, "soak-duration", 10*time.Minute, "length of the soak scenario")
+	fs.IntVar(&o.soakClients, "soak-clients", 4, "concurrent clients of the soak")
+	fs.IntVar(&o.soakNew, "soak-new", 10, "new tokens brought in each second during the soak")
 	asl := fs.String("as-latency", "0", "comma-separated delays devauth adds to every introspection and user fetch (e.g. 0,30ms); every scenario runs once per value")
 	fs.DurationVar(&o.maxTime, "max-time", 15*time.Minute, "hard cap on the whole run")
 	fs.StringVar(&o.floors, "floors", "process", "where the floors run: process (a child process, like the services) or inprocess")
@@ -146,8 +152,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var err error
 	for s := range strings.SplitSeq(*scen, ",") {
 		s = strings.TrimSpace(s)
-		if !slices.Contains(scenario.All, s) {
-			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s)", s, strings.Join(scenario.All, ", "))
+		if !slices.Contains(scenario.Known, s) {
+			return nil, fmt.Errorf("-scenarios: unknown scenario %q (known: %s)", s, strings.Join(scenario.Known, ", "))
 		}
 		o.scenarios = append(o.scenarios, s)
 	}
@@ -163,8 +169,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.duration <= 0 || o.sweepDuration <= 0 || o.warmup < 0:
 		return nil, errors.New("-duration and -sweep-duration must be positive, -warmup not negative")
-	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.rounds < 1:
-		return nil, errors.New("-tokens, -cold-tokens, -stampede and -stampede-rounds must be at least 1")
+	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.rounds < 1 || o.soakClients < 1 || o.soakNew < 0:
+		return nil, errors.New("-tokens, -cold-tokens, -stampede, -stampede-rounds and -soak-clients must be at least 1, -soak-new not negative")
+	case o.soak <= 0:
+		return nil, errors.New("-soak-duration must be positive")
 	case o.churn <= 0 || o.churn > 1:
 		return nil, errors.New("-churn must be in (0, 1]")
 	case o.floors != "process" && o.floors != "inprocess":
@@ -240,6 +248,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Tokens: o.tokens, ColdTokens: o.coldTokens,
 			StampedeSize: o.stampede, StampedeRounds: o.rounds, ChurnShare: o.churn,
 			SweepClients: o.sweep, SweepDuration: o.sweepDuration,
+			SoakDuration: o.soak, SoakClients: o.soakClients, SoakNewPerSec: o.soakNew,
 			ASLatency:   lat,
 			FloorMCPURL: fl.mcpURL, FloorGRPCAddr: fl.grpcAddr, FloorPID: fl.pid,
 			ProfileDir: o.pprofDir, FloorPprof: floorPprof,

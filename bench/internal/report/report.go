@@ -113,7 +113,45 @@ type Scenario struct {
 	Checks      []Check          `json:"checks,omitempty"`
 	Notes       []string         `json:"notes,omitempty"`
 	RSSBytes    map[string]int64 `json:"rss_bytes,omitempty"`
-	Error       string           `json:"error,omitempty"`
+	// Samples are RSS samples taken during the scenario (the soak).
+	Samples []Sample `json:"samples,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Sample is the RSS of the services at one moment of a scenario.
+type Sample struct {
+	Seconds  float64          `json:"seconds"`
+	RSSBytes map[string]int64 `json:"rss_bytes"`
+}
+
+// Trend fits a least-squares line to proc's RSS over the second half of the
+// samples (the first half includes the warm-up of caches and heaps) and
+// returns its slope in bytes per minute and the mean RSS of that half. ok is
+// false, and the figures zero, with fewer than 4 samples in that half.
+func Trend(samples []Sample, proc string) (slopePerMin, mean float64, ok bool) {
+	var xs, ys []float64
+	for _, s := range samples[len(samples)/2:] {
+		if v, ok := s.RSSBytes[proc]; ok {
+			xs = append(xs, s.Seconds/60)
+			ys = append(ys, float64(v))
+		}
+	}
+	n := float64(len(xs))
+	if n < 4 {
+		return 0, 0, false
+	}
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	den := n*sxx - sx*sx
+	if den == 0 {
+		return 0, sy / n, true
+	}
+	return (n*sxy - sx*sy) / den, sy / n, true
 }
 
 // Find returns the run of target at clients.
@@ -242,6 +280,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "- RSS after the scenario: %s\n", strings.Join(parts, ", "))
 		}
+		writeSamples(&b, s.Samples)
 		b.WriteString("\n")
 	}
 	_, err := io.WriteString(w, b.String())
@@ -298,4 +337,38 @@ func writeCPU(b *strings.Builder, runs []Run) {
 		fmt.Fprintf(b, " %.0f | %.2f |\n", total, r.CPUCores())
 	}
 	b.WriteString("\n")
+}
+
+// writeSamples writes about ten evenly spaced RSS samples as a table.
+func writeSamples(b *strings.Builder, samples []Sample) {
+	if len(samples) == 0 {
+		return
+	}
+	procs := map[string]bool{}
+	for _, s := range samples {
+		for k := range s.RSSBytes {
+			procs[k] = true
+		}
+	}
+	names := slices.Sorted(maps.Keys(procs))
+	b.WriteString("\nRSS during the scenario (MiB):\n\n| time |")
+	for _, n := range names {
+		fmt.Fprintf(b, " %s |", n)
+	}
+	b.WriteString("\n|--:|")
+	for range names {
+		b.WriteString("--:|")
+	}
+	b.WriteString("\n")
+	step := max(len(samples)/10, 1)
+	for i, s := range samples {
+		if i%step != 0 && i != len(samples)-1 {
+			continue
+		}
+		fmt.Fprintf(b, "| %.0f s |", s.Seconds)
+		for _, n := range names {
+			fmt.Fprintf(b, " %.1f |", float64(s.RSSBytes[n])/(1<<20))
+		}
+		b.WriteString("\n")
+	}
 }

@@ -190,3 +190,41 @@ func TestJSONRoundTrip(t *testing.T) {
 		t.Errorf("JSON round trip (-want +got):\n%s", diff)
 	}
 }
+
+func TestTrend(t *testing.T) {
+	t.Parallel()
+	mk := func(f func(i int) int64) []Sample {
+		var out []Sample
+		for i := range 20 {
+			out = append(out, Sample{Seconds: float64(i * 30), RSSBytes: map[string]int64{"p": f(i)}})
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		samples   []Sample
+		wantSlope float64 // bytes per minute
+		wantMean  float64
+		wantOK    bool
+	}{
+		// 1 MiB per sample (30 s): 2 MiB per minute.
+		{"growing", mk(func(i int) int64 { return int64(100+i) << 20 }), 2 << 20, float64(int64(100+14)<<20) + 1<<19, true},
+		{"flat after warm-up", mk(func(i int) int64 { return int64(min(100+i*5, 120)) << 20 }), 0, 120 << 20, true},
+		{"too few", mk(func(i int) int64 { return 1 })[:5], 0, 0, false},
+	}
+	for _, tt := range tests {
+		slope, mean, ok := Trend(tt.samples, "p")
+		if ok != tt.wantOK {
+			t.Errorf("%s: ok %v, want %v", tt.name, ok, tt.wantOK)
+		}
+		if diff := slope - tt.wantSlope; diff > 1 || diff < -1 {
+			t.Errorf("%s: slope %v, want %v", tt.name, slope, tt.wantSlope)
+		}
+		if diff := mean - tt.wantMean; diff > 1 || diff < -1 {
+			t.Errorf("%s: mean %v, want %v", tt.name, mean, tt.wantMean)
+		}
+	}
+	if s, m, ok := Trend(nil, "p"); s != 0 || m != 0 || ok {
+		t.Errorf("Trend(nil) = %v, %v, want zeros", s, m)
+	}
+}

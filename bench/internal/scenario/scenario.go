@@ -15,6 +15,9 @@
 //     through replica 1 only, then the load is balanced over both.
 //   - no-redis: warm, one replica without Redis (in-process cache only).
 //   - sweep: warm, at 1 to 128 clients, for the chart.
+//   - soak (only when asked for): gateway load with churning tokens for
+//     minutes while the gateway's and authz's RSS is sampled, to show there
+//     is no growth trend.
 //
 // Every throughput scenario also measures the two floors at the same
 // concurrency, right before the target it is compared with.
@@ -53,10 +56,15 @@ const (
 	TwoReplicas = "two-replicas"
 	NoRedis     = "no-redis"
 	Sweep       = "sweep"
+	Soak        = "soak"
 )
 
-// All lists every scenario in run order.
+// All lists every scenario in run order. [Soak] is not in it: it runs for
+// minutes, and only when asked for.
 var All = []string{Warm, Cold, Stampede, Churn, TwoReplicas, NoRedis, Sweep}
+
+// Known lists every scenario name.
+var Known = append(slices.Clone(All), Soak)
 
 // External describes an already running stack to drive instead of starting
 // one per scenario.
@@ -92,6 +100,11 @@ type Config struct {
 	// SweepClients and SweepDuration shape the sweep.
 	SweepClients  []int
 	SweepDuration time.Duration
+	// SoakDuration, SoakClients and SoakNewPerSec shape the soak: its length,
+	// its concurrency and the new tokens brought in each second.
+	SoakDuration  time.Duration
+	SoakClients   int
+	SoakNewPerSec int
 	// ASLatency is added by devauth before every introspection and user fetch.
 	ASLatency time.Duration
 
@@ -157,6 +170,7 @@ var topologies = map[string]topology{
 	TwoReplicas: {2, true},
 	NoRedis:     {1, false},
 	Sweep:       {1, true},
+	Soak:        {1, true},
 }
 
 func (t topology) String() string {
@@ -261,8 +275,10 @@ func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
 		err = e.stampede(ctx, sc)
 	case Churn:
 		err = e.churn(ctx, sc)
+	case Soak:
+		err = e.soak(ctx, sc)
 	default:
-		err = fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(All, ", "))
+		err = fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(Known, ", "))
 	}
 	if err != nil {
 		sc.Error = err.Error()
@@ -297,6 +313,8 @@ func describe(name string, cfg *Config) string {
 		return fmt.Sprintf("No Redis: one replica with only its in-process cache; %d warm tokens.", cfg.Tokens)
 	case Sweep:
 		return fmt.Sprintf("Concurrency sweep, warm cache (%d tokens), %v per point.", cfg.Tokens, cfg.SweepDuration)
+	case Soak:
+		return fmt.Sprintf("Soak: %v of gateway who_am_i at %d clients over %d tokens, %d new tokens each second (cached entries expire and are evicted), RSS of the gateway and authz sampled every 10 s.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.SoakNewPerSec)
 	}
 	return name
 }
@@ -748,5 +766,86 @@ func (e *env) churn(ctx context.Context, sc *report.Scenario) error {
 		sc.Runs = append(sc.Runs, run)
 	}
 	sc.Notes = append(sc.Notes, fmt.Sprintf("%d new tokens per second enter the active set; a new token costs one introspection at its first use.", perSec))
+	return nil
+}
+
+// soakSample is how often the soak samples RSS.
+const soakSample = 10 * time.Second
+
+// soak runs gateway load with churning tokens for SoakDuration and samples
+// the RSS of the gateway and authz, then checks that the second half of the
+// run shows no growth trend.
+func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
+	if e.stack == nil {
+		return fmt.Errorf("the soak samples the services' memory: run it on a stack the tool starts")
+	}
+	secs := int(e.cfg.SoakDuration/time.Second) + 2
+	toks, err := e.mint(ctx, e.cfg.Tokens+e.cfg.SoakNewPerSec*secs)
+	if err != nil {
+		return err
+	}
+	active, reserve := toks[:e.cfg.Tokens], toks[e.cfg.Tokens:]
+	if err := e.prime(ctx, e.authz, active); err != nil {
+		return err
+	}
+	src := tokens.NewChurn(active, reserve)
+	procs := []*stack.Process{e.stack.Gateway}
+	procs = append(procs, e.stack.Authz...)
+
+	sampleCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	start := time.Now()
+	sample := func() {
+		smp := report.Sample{Seconds: time.Since(start).Seconds(), RSSBytes: map[string]int64{}}
+		for _, p := range procs {
+			if n, err := p.RSS(); err == nil {
+				smp.RSSBytes[p.Name] = n
+			}
+		}
+		sc.Samples = append(sc.Samples, smp)
+	}
+	wg.Go(func() {
+		rotate := time.NewTicker(time.Second)
+		defer rotate.Stop()
+		every := time.NewTicker(soakSample)
+		defer every.Stop()
+		sample()
+		for {
+			select {
+			case <-sampleCtx.Done():
+				sample()
+				return
+			case <-rotate.C:
+				src.Rotate(e.cfg.SoakNewPerSec)
+			case <-every.C:
+				sample()
+			}
+		}
+	})
+	hc := target.NewHTTPClient(e.cfg.SoakClients)
+	op := (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: src}).Do
+	pr := e.probe(ctx, report.KindGateway, e.cfg.SoakClients, e.cfg.SoakDuration, true)
+	res := load.Run(ctx, load.Options{Concurrency: e.cfg.SoakClients, Duration: e.cfg.SoakDuration, OnMeasure: pr.start}, op)
+	run := report.FromResult(report.KindGateway, res)
+	pr.finish(&run)
+	stop()
+	wg.Wait()
+	hc.CloseIdleConnections()
+	sc.Runs = append(sc.Runs, run)
+	sc.Notes = append(sc.Notes, fmt.Sprintf("%d new tokens entered during the soak.", src.Added()))
+	for _, p := range procs {
+		slope, mean, ok := report.Trend(sc.Samples, p.Name)
+		if !ok {
+			sc.Notes = append(sc.Notes, p.Name+": too few RSS samples for a trend; soak for a minute or more.")
+			continue
+		}
+		// "No growth trend": over the second half, RSS grows by less than 1%
+		// of its mean per minute (noise from GC cycles stays well under it).
+		limit := mean * 0.01
+		sc.Checks = append(sc.Checks, report.Check{
+			Name: p.Name + ": RSS trend over the second half of the soak", Value: slope / (1 << 20), Unit: " MiB/min",
+			Target: fmt.Sprintf("< %.2f MiB/min (1%% of its mean)", limit/(1<<20)), Met: slope < limit,
+		})
+	}
 	return nil
 }
