@@ -21,6 +21,7 @@ const (
 	KindGateway   = "gateway who_am_i"
 	KindMCPFloor  = "floor: unauthenticated MCP who_am_i"
 	KindAuthz     = "authz Authorize"
+	KindAuthzUser = "authz Authorize + user (as the gateway calls it)"
 	KindGRPCFloor = "floor: no-op gRPC (health Check)"
 )
 

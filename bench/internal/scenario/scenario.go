@@ -264,11 +264,11 @@ func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
 	sc.Stack = e.stackDesc
 	switch name {
 	case Warm, NoRedis:
-		err = e.warm(ctx, sc, cfg.Clients, cfg.Duration, e.authz)
+		err = e.warm(ctx, sc, cfg.Clients, cfg.Duration, e.authz, false)
 	case TwoReplicas:
-		err = e.warm(ctx, sc, cfg.Clients, cfg.Duration, e.firstReplica())
+		err = e.warm(ctx, sc, cfg.Clients, cfg.Duration, e.firstReplica(), false)
 	case Sweep:
-		err = e.warm(ctx, sc, cfg.SweepClients, cfg.SweepDuration, e.authz)
+		err = e.warm(ctx, sc, cfg.SweepClients, cfg.SweepDuration, e.authz, true)
 	case Cold:
 		err = e.cold(ctx, sc)
 	case Stampede:
@@ -341,7 +341,7 @@ func (e *env) mint(ctx context.Context, n int) ([]string, error) {
 // time, so the tokens and the user are cached. It returns an error if any is
 // not allowed.
 func (e *env) prime(ctx context.Context, conn *grpc.ClientConn, toks []string) error {
-	a := &target.Authorize{Client: authzv1.NewAuthzServiceClient(conn), Resource: e.resource, Tokens: tokens.NewOnce(toks)}
+	a := &target.Authorize{Client: authzv1.NewAuthzServiceClient(conn), Resource: e.resource, Tokens: tokens.NewOnce(toks), WithUser: true}
 	res := load.Run(ctx, load.Options{Concurrency: 32, Duration: 5 * time.Minute}, a.Do)
 	if res.Errors() > 0 {
 		return fmt.Errorf("priming %d tokens: outcomes %v", len(toks), res.Outcomes)
@@ -410,7 +410,7 @@ func (e *env) profiled(target string) map[string]string {
 		return m
 	}
 	for _, p := range e.stack.Processes() {
-		if p.PprofAddr == "" || (target == report.KindAuthz && p.Name == "mcp-gateway") {
+		if p.PprofAddr == "" || (target != report.KindGateway && p.Name == "mcp-gateway") {
 			continue
 		}
 		if strings.HasPrefix(p.Name, "authz") || p.Name == "mcp-gateway" {
@@ -503,23 +503,35 @@ func (e *env) measure(ctx context.Context, name string, clients int, warmup, d t
 	return run
 }
 
-// ops builds the four request kinds for one measurement. Each HTTP target
-// gets a fresh client sized for clients; done closes their connections.
-func (e *env) ops(clients int, toks tokens.Source) (gateway, mcpFloor, authz, grpcFloor load.Op, done func()) {
+// ops are the request kinds of one measurement.
+type ops struct {
+	gateway, mcpFloor, authz, authzUser, grpcFloor load.Op
+	// done closes the HTTP targets' idle connections.
+	done func()
+}
+
+// ops builds the request kinds for one measurement. Each HTTP target gets a
+// fresh client sized for clients.
+func (e *env) ops(clients int, toks tokens.Source) ops {
 	gwc, flc := target.NewHTTPClient(clients), target.NewHTTPClient(clients)
-	gateway = (&target.MCPCall{URL: e.mcpURL, Client: gwc, Tokens: toks}).Do
-	mcpFloor = (&target.MCPCall{URL: e.cfg.FloorMCPURL, Client: flc}).Do
-	authz = (&target.Authorize{Client: authzv1.NewAuthzServiceClient(e.authz), Resource: e.resource, Tokens: toks}).Do
-	grpcFloor = (&target.HealthCheck{Client: healthpb.NewHealthClient(e.floorGRPC)}).Do
-	return gateway, mcpFloor, authz, grpcFloor, func() {
-		gwc.CloseIdleConnections()
-		flc.CloseIdleConnections()
+	az := authzv1.NewAuthzServiceClient(e.authz)
+	return ops{
+		gateway:   (&target.MCPCall{URL: e.mcpURL, Client: gwc, Tokens: toks}).Do,
+		mcpFloor:  (&target.MCPCall{URL: e.cfg.FloorMCPURL, Client: flc}).Do,
+		authz:     (&target.Authorize{Client: az, Resource: e.resource, Tokens: toks}).Do,
+		authzUser: (&target.Authorize{Client: az, Resource: e.resource, Tokens: toks, WithUser: true}).Do,
+		grpcFloor: (&target.HealthCheck{Client: healthpb.NewHealthClient(e.floorGRPC)}).Do,
+		done: func() {
+			gwc.CloseIdleConnections()
+			flc.CloseIdleConnections()
+		},
 	}
 }
 
-// warm primes M tokens through primeConn, then measures the floors and both
-// targets at every concurrency, and checks the warm targets.
-func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d time.Duration, primeConn *grpc.ClientConn) error {
+// warm primes M tokens through primeConn, then measures the floors and the
+// targets at every concurrency (Authorize with the user too, unless
+// plainAuthz), and checks the warm targets.
+func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d time.Duration, primeConn *grpc.ClientConn, plainAuthz bool) error {
 	toks, err := e.mint(ctx, e.cfg.Tokens)
 	if err != nil {
 		return err
@@ -536,14 +548,17 @@ func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d ti
 	src := tokens.NewCycle(toks)
 	var total devauth.Stats
 	for _, c := range clients {
-		gw, fl, az, gf, done := e.ops(c, src)
+		o := e.ops(c, src)
 		sc.Runs = append(sc.Runs,
-			e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, d, false, fl),
-			e.measure(ctx, report.KindGateway, c, e.cfg.Warmup, d, true, gw),
-			e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, d, false, gf),
-			e.measure(ctx, report.KindAuthz, c, e.cfg.Warmup, d, true, az),
+			e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, d, false, o.mcpFloor),
+			e.measure(ctx, report.KindGateway, c, e.cfg.Warmup, d, true, o.gateway),
+			e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, d, false, o.grpcFloor),
+			e.measure(ctx, report.KindAuthz, c, e.cfg.Warmup, d, true, o.authz),
 		)
-		done()
+		if !plainAuthz {
+			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindAuthzUser, c, e.cfg.Warmup, d, true, o.authzUser))
+		}
+		o.done()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -579,6 +594,20 @@ func (e *env) checkRatios(sc *report.Scenario) {
 			)
 		}
 	}
+	// Throughput on a shared machine depends on what else runs; CPU time per
+	// request does not. At saturation throughput is inversely proportional to
+	// it, so its ratio estimates the throughput ratio on a quiet machine.
+	for _, pair := range [][2]string{{report.KindGateway, report.KindMCPFloor}, {report.KindAuthz, report.KindGRPCFloor}, {report.KindAuthzUser, report.KindGRPCFloor}} {
+		for _, c := range []int{32, 4} {
+			t, ok1 := sc.Find(pair[0], c)
+			f, ok2 := sc.Find(pair[1], c)
+			tc, fc := cpuTotal(t), cpuTotal(f)
+			if ok1 && ok2 && tc > 0 && fc > 0 {
+				sc.Notes = append(sc.Notes, fmt.Sprintf("CPU-cost ratio at %d clients, %s vs %s: %.2fx (%.0f vs %.0f µs of CPU per request, all processes including the load generator).", c, pair[0], pair[1], fc/tc, tc, fc))
+				break
+			}
+		}
+	}
 	for _, c := range []int{32, 4} {
 		a, ok1 := sc.Find(report.KindAuthz, c)
 		f, ok2 := sc.Find(report.KindGRPCFloor, c)
@@ -600,16 +629,16 @@ func (e *env) cold(ctx context.Context, sc *report.Scenario) error {
 			return err
 		}
 		src := tokens.NewOnce(toks)
-		gw, fl, az, gf, done := e.ops(c, src)
+		o := e.ops(c, src)
 		var run report.Run
 		if kind == report.KindGateway {
-			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, e.cfg.Duration, false, fl))
-			run = e.measure(ctx, kind, c, 0, e.cfg.Duration, true, gw)
+			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, e.cfg.Duration, false, o.mcpFloor))
+			run = e.measure(ctx, kind, c, 0, e.cfg.Duration, true, o.gateway)
 		} else {
-			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, e.cfg.Duration, false, gf))
-			run = e.measure(ctx, kind, c, 0, e.cfg.Duration, true, az)
+			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, e.cfg.Duration, false, o.grpcFloor))
+			run = e.measure(ctx, kind, c, 0, e.cfg.Duration, true, o.authz)
 		}
-		done()
+		o.done()
 		sc.Runs = append(sc.Runs, run)
 		if run.Introspections != nil {
 			used := src.Used()
@@ -712,11 +741,10 @@ func (e *env) churn(ctx context.Context, sc *report.Scenario) error {
 			return err
 		}
 		src := tokens.NewChurn(active, reserve)
-		gw, fl, az, gf, done := e.ops(c, src)
-		var floorOp, op load.Op = fl, gw
-		floorKind := report.KindMCPFloor
+		o := e.ops(c, src)
+		floorOp, op, floorKind := o.mcpFloor, o.gateway, report.KindMCPFloor
 		if kind == report.KindAuthz {
-			floorOp, op, floorKind = gf, az, report.KindGRPCFloor
+			floorOp, op, floorKind = o.grpcFloor, o.authz, report.KindGRPCFloor
 		}
 		sc.Runs = append(sc.Runs, e.measure(ctx, floorKind, c, e.cfg.Warmup, e.cfg.Duration, false, floorOp))
 
@@ -753,7 +781,7 @@ func (e *env) churn(ctx context.Context, sc *report.Scenario) error {
 		pr.finish(&run)
 		stop()
 		wg.Wait()
-		done()
+		o.done()
 		if run.Introspections != nil {
 			n := *run.Introspections
 			sc.Checks = append(sc.Checks, report.Check{
@@ -848,4 +876,13 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 		})
 	}
 	return nil
+}
+
+// cpuTotal is the CPU time per request of a run summed over every process.
+func cpuTotal(r report.Run) float64 {
+	var t float64
+	for _, v := range r.CPUUsPerReq {
+		t += v
+	}
+	return t
 }
