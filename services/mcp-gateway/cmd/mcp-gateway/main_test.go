@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
@@ -145,7 +144,7 @@ func TestBinary(t *testing.T) {
 		res.Body.Close()
 		done <- res.StatusCode
 	}()
-	time.Sleep(300 * time.Millisecond)
+	d.WaitIntrospections(t, 1)
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 )
@@ -103,7 +102,7 @@ func TestGracefulShutdown(t *testing.T) {
 		res.Body.Close()
 		done <- result{status: res.StatusCode}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	d.WaitIntrospections(t, 1)
 	stopped := make(chan struct{})
 	go func() { g.Stop(); close(stopped) }()
 

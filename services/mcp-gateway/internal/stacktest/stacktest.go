@@ -231,6 +231,20 @@ func (d *Devauth) Stats(tb testing.TB) Stats {
 	return s
 }
 
+// WaitIntrospections waits up to 10s until devauth has received at least n
+// introspection requests (counted on arrival, before any injected latency), so
+// a test knows a request is in flight.
+func (d *Devauth) WaitIntrospections(tb testing.TB, n int64) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for d.Stats(tb).Introspections < n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("devauth saw fewer than %d introspections after 10s", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (d *Devauth) call(method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
