@@ -1,0 +1,33 @@
+package metrics
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+func TestExposition(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.ObserveRequest("tools/call", "who_am_i", "200", 3*time.Millisecond)
+	m.ObserveAuthz("/authz.v1.AuthzService/Authorize", codes.Unavailable, time.Millisecond)
+	m.Decision("insufficient_scope")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Result().Body)
+	for _, want := range []string{
+		`mcp_gateway_requests_total{method="tools/call",status="200",tool="who_am_i"} 1`,
+		`mcp_gateway_request_duration_seconds_count{method="tools/call"} 1`,
+		`mcp_gateway_authz_call_duration_seconds_count{code="Unavailable",rpc="Authorize"} 1`,
+		`mcp_gateway_authz_decisions_total{decision="insufficient_scope"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+}
