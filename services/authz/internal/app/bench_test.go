@@ -23,6 +23,7 @@ import (
 //	         GET, then parsing the stored introspection JSON
 //
 // Hits cycle through 256 warm tokens.
+//
 //	miss     Authorize of a new token: L1 miss, Redis miss, introspection over HTTP
 //	         to a local endpoint, Redis write
 //
