@@ -21,14 +21,12 @@ import (
 //	l1-hit   Authorize answered from the in-process cache
 //	l2-hit   Authorize answered from Redis (an instance with L1_MAX_ENTRIES=0):
 //	         GET, then parsing the stored introspection JSON
-//
-// Hits cycle through 256 warm tokens.
-//
 //	miss     Authorize of a new token: L1 miss, Redis miss, introspection over HTTP
 //	         to a local endpoint, Redis write
 //
-// "serial" is one caller (latency); "parallel" is 32 concurrent callers
-// (throughput). Client and server share the machine's cores.
+// Hits cycle through 256 warm tokens. "serial" is one caller (latency); "parallel"
+// is 32 concurrent callers (throughput). Client and server share the machine's
+// cores, so client-side costs (such as decoding the claims Struct) count too.
 func BenchmarkLoopback(b *testing.B) {
 	as := propelauthtest.New()
 	b.Cleanup(as.Close)
