@@ -79,6 +79,7 @@ type Error struct {
 	Msg string
 }
 
+// Error returns one line naming the variable.
 func (e *Error) Error() string { return "invalid configuration: " + e.Var + ": " + e.Msg }
 
 // Load reads the configuration through getenv (os.Getenv in production) and

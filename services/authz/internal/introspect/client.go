@@ -42,6 +42,7 @@ type Error struct {
 	Err    error
 }
 
+// Error describes the failure without the token or credentials.
 func (e *Error) Error() string {
 	if e.Status != 0 {
 		return fmt.Sprintf("introspection failed (%s, HTTP %d): %v", e.Kind, e.Status, e.Err)

@@ -72,6 +72,7 @@ const (
 	TierOrigin
 )
 
+// String returns the tier's log name.
 func (t Tier) String() string {
 	switch t {
 	case TierL1:
