@@ -22,6 +22,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -81,6 +82,7 @@ type options struct {
 	pprofDir      string
 	ext           scenario.External
 	serveFloors   bool
+	replot        string
 }
 
 func parseInts(s string) ([]int, error) {
@@ -142,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ext.APIKey, "api-key", "", "devauth's PROPELAUTH_API_KEY (with -devauth); default $PROPELAUTH_API_KEY")
 	fs.StringVar(&o.ext.Resource, "resource", "", "resource to mint tokens for (default: the gateway URL + /mcp)")
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU profiles of the gateway, authz and the floors during every measurement (needs binaries from bench/profiling/build.sh, e.g. -bin bin/pprof)")
+	fs.StringVar(&o.replot, "replot", "", "rewrite the Markdown (stdout, and -out) and SVG (-out) from this results.json without measuring")
 	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -197,6 +200,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if o.serveFloors {
 		return serveFloors(ctx, logger, stdout)
+	}
+	if o.replot != "" {
+		return replot(o.replot, o.out, stdout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.maxTime)
 	defer cancel()
@@ -322,34 +328,61 @@ func writeOutputs(dir string, rep *report.Report, sweeps []*report.Scenario) err
 			name = fmt.Sprintf("sweep-as%dms.svg", sc.ASLatencyMS)
 			sub += fmt.Sprintf("; authorization server +%d ms", sc.ASLatencyMS)
 		}
-		series := chartSeries(sc)
-		if err := write(name, func(w io.Writer) error {
-			return report.WriteSVG(w, "mcpauthz: who_am_i through the gateway vs an unauthenticated go-sdk server; authz Authorize vs a no-op gRPC call", sub, series)
-		}); err != nil {
+		chart := sweepChart(sc, sub)
+		if err := write(name, func(w io.Writer) error { return report.WriteSVG(w, chart) }); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func chartSeries(sc *report.Scenario) []report.Series {
-	kinds := []struct {
-		name   string
-		dashed bool
-	}{
-		{report.KindGateway, false}, {report.KindMCPFloor, true}, {report.KindAuthz, false}, {report.KindGRPCFloor, true},
+// replot rewrites the outputs of a past run from its results.json.
+func replot(path, out string, stdout io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
 	}
-	var out []report.Series
-	for _, k := range kinds {
-		s := report.Series{Name: k.name, Dashed: k.dashed}
+	var rep report.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if err := rep.WriteMarkdown(stdout); err != nil {
+		return err
+	}
+	if out == "" {
+		return nil
+	}
+	var sweeps []*report.Scenario
+	for _, sc := range rep.Scenarios {
+		if sc.Name == scenario.Sweep {
+			sweeps = append(sweeps, sc)
+		}
+	}
+	return writeOutputs(out, &rep, sweeps)
+}
+
+// sweepChart draws the sweep: one row for the MCP targets, one for the gRPC
+// targets, whose throughputs differ by an order of magnitude.
+func sweepChart(sc *report.Scenario, subtitle string) report.Chart {
+	series := func(kind string, dashed bool) report.Series {
+		s := report.Series{Name: kind, Dashed: dashed}
 		for _, r := range sc.Runs {
-			if r.Target == k.name {
+			if r.Target == kind {
 				s.Points = append(s.Points, report.Point{Clients: r.Clients, RPS: r.RPS, P99MS: r.P99MS})
 			}
 		}
-		out = append(out, s)
+		return s
 	}
-	return out
+	return report.Chart{
+		Title:    "mcpauthz: the cost of authentication, against concurrency",
+		Subtitle: subtitle,
+		Rows: []report.Row{
+			{Title: "MCP tools/call who_am_i: gateway (authenticated, authz on every request) vs unauthenticated go-sdk server",
+				Series: []report.Series{series(report.KindGateway, false), series(report.KindMCPFloor, true)}},
+			{Title: "gRPC: authz Authorize (L1 cache hit) vs no-op unary call (grpc.health.v1 Check)",
+				Series: []report.Series{series(report.KindAuthz, false), series(report.KindGRPCFloor, true)}},
+		},
+	}
 }
 
 // repoRoot finds the directory holding go.work, from the working directory up.

@@ -119,8 +119,32 @@ func TestWriteOutputs(t *testing.T) {
 			t.Errorf("%s not written (%v) or empty", f, err)
 		}
 	}
-	series := chartSeries(sc)
-	if len(series) != 4 || len(series[0].Points) != 2 || len(series[1].Points) != 1 {
-		t.Errorf("chart series %+v: want 4 series, 2 gateway points, 1 floor point", series)
+	chart := sweepChart(sc, "")
+	if len(chart.Rows) != 2 || len(chart.Rows[0].Series) != 2 || len(chart.Rows[0].Series[0].Points) != 2 || len(chart.Rows[0].Series[1].Points) != 1 {
+		t.Errorf("chart %+v: want 2 rows, the first with 2 gateway points and 1 floor point", chart)
+	}
+}
+
+func TestReplot(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sc := &report.Scenario{Name: scenario.Sweep, Runs: []report.Run{{Target: report.KindGateway, Clients: 1, RPS: 100, P99MS: 1}}}
+	rep := &report.Report{Scenarios: []*report.Scenario{sc}}
+	if err := writeOutputs(dir, rep, []*report.Scenario{sc}); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	var md bytes.Buffer
+	if err := run(t.Context(), []string{"-replot", filepath.Join(dir, "results.json"), "-out", out}, &md, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "| gateway who_am_i | 1 | 100 |") {
+		t.Errorf("replotted Markdown lacks the run:\n%s", md.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "sweep.svg")); err != nil {
+		t.Errorf("replot wrote no chart: %v", err)
+	}
+	if err := run(t.Context(), []string{"-replot", filepath.Join(dir, "missing.json")}, io.Discard, io.Discard); err == nil {
+		t.Error("replot of a missing file succeeded")
 	}
 }

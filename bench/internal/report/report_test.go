@@ -72,7 +72,8 @@ func TestWriteSVGWellFormed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var b bytes.Buffer
-			if err := WriteSVG(&b, "Throughput & p99 <vs> clients", "subtitle", tt.series); err != nil {
+			chart := Chart{Title: "Throughput & p99 <vs> clients", Subtitle: "subtitle", Rows: []Row{{Title: "row <1>", Series: tt.series}}}
+			if err := WriteSVG(&b, chart); err != nil {
 				t.Fatal(err)
 			}
 			counts := elements(t, b.Bytes())

@@ -27,12 +27,25 @@ type Series struct {
 var palette = []string{"#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"}
 
 const (
-	svgW           = 1000
-	panelW, panelH = 400, 300
-	marginL        = 70
-	marginT        = 60
-	gap            = 110
+	svgW    = 1000
+	panelW  = 400
+	panelH  = 240
+	marginL = 70
+	gap     = 110
 )
+
+// Row is one row of the chart: a throughput panel and a p99 panel sharing a
+// legend, for series of comparable magnitude (e.g. the MCP targets).
+type Row struct {
+	Title  string
+	Series []Series
+}
+
+// Chart is a whole SVG document.
+type Chart struct {
+	Title, Subtitle string
+	Rows            []Row
+}
 
 type panel struct {
 	x0, y0       float64 // top-left of the plot area
@@ -94,10 +107,36 @@ func fmtTick(v float64) string {
 	return fmt.Sprintf("%g", math.Round(v*1000)/1000)
 }
 
-// WriteSVG draws two panels, throughput (linear) and p99 latency (log scale)
-// against the number of concurrent clients (log2 scale), one line per series.
-// The output is a standalone, well-formed SVG document.
-func WriteSVG(w io.Writer, title, subtitle string, series []Series) error {
+// WriteSVG draws, for every row, two panels: throughput (linear) and p99
+// latency (log scale) against the number of concurrent clients (log2 scale),
+// one line per series, and a legend. The output is a standalone, well-formed
+// SVG document.
+func WriteSVG(w io.Writer, c Chart) error {
+	var body strings.Builder
+	y := 40.0
+	if c.Subtitle != "" {
+		y += 20
+	}
+	for _, row := range c.Rows {
+		y = writeRow(&body, row, y+20)
+	}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%.0f" viewBox="0 0 %d %.0f" font-family="sans-serif" font-size="12">`+"\n", svgW, y+10, svgW, y+10)
+	b.WriteString(`<rect width="100%" height="100%" fill="#ffffff"/>` + "\n")
+	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" font-weight="bold">%s</text>`+"\n", marginL-50, esc(c.Title))
+	if c.Subtitle != "" {
+		fmt.Fprintf(&b, `<text x="%d" y="44" fill="#555555">%s</text>`+"\n", marginL-50, esc(c.Subtitle))
+	}
+	b.WriteString(body.String())
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeRow draws one row starting at top and returns where the next may start.
+func writeRow(b *strings.Builder, row Row, top float64) float64 {
+	series := row.Series
 	minC, maxC := math.MaxInt, 1
 	maxRPS, minP99, maxP99 := 0.0, math.MaxFloat64, 0.0
 	for _, s := range series {
@@ -116,7 +155,6 @@ func WriteSVG(w io.Writer, title, subtitle string, series []Series) error {
 		minP99, maxP99 = 0.1, 1
 	}
 	xmin, xmax := math.Log2(float64(max(minC, 1))), math.Log2(float64(maxC))
-
 	rpsStep := niceStep(maxRPS, 5)
 	rpsTop := math.Ceil(maxRPS/rpsStep) * rpsStep
 	if rpsTop == 0 {
@@ -126,36 +164,27 @@ func WriteSVG(w io.Writer, title, subtitle string, series []Series) error {
 	if yhi == ylo {
 		yhi++
 	}
-	left := panel{x0: marginL, y0: marginT, xmin: xmin, xmax: xmax, ymin: 0, ymax: rpsTop,
+
+	fmt.Fprintf(b, `<text x="%d" y="%.1f" font-size="14" font-weight="bold">%s</text>`+"\n", marginL-50, top, esc(row.Title))
+	y0 := top + 30
+	left := panel{x0: marginL, y0: y0, xmin: xmin, xmax: xmax, ymin: 0, ymax: rpsTop,
 		title: "Throughput (requests/s, higher is better)", yname: "req/s"}
-	right := panel{x0: marginL + panelW + gap, y0: marginT, xmin: xmin, xmax: xmax, ymin: ylo, ymax: yhi, logY: true,
+	right := panel{x0: marginL + panelW + gap, y0: y0, xmin: xmin, xmax: xmax, ymin: ylo, ymax: yhi, logY: true,
 		title: "p99 latency (ms, log scale, lower is better)", yname: "ms"}
 
-	svgH := marginT + panelH + 56 + (len(series)+1)/2*18 + 8
-	var b strings.Builder
-	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", svgW, svgH, svgW, svgH)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#ffffff"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="16" font-weight="bold">%s</text>`+"\n", marginL, esc(title))
-	if subtitle != "" {
-		fmt.Fprintf(&b, `<text x="%d" y="40" fill="#555555">%s</text>`+"\n", marginL, esc(subtitle))
-	}
-
 	for _, p := range []panel{left, right} {
-		fmt.Fprintf(&b, `<g class="panel">`+"\n")
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-weight="bold">%s</text>`+"\n", p.x0, p.y0-8, esc(p.title))
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%d" height="%d" fill="none" stroke="#999999"/>`+"\n", p.x0, p.y0, panelW, panelH)
-		// x ticks: powers of two.
+		b.WriteString(`<g class="panel">` + "\n")
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-weight="bold">%s</text>`+"\n", p.x0, p.y0-8, esc(p.title))
+		fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%d" height="%d" fill="none" stroke="#999999"/>`+"\n", p.x0, p.y0, panelW, panelH)
 		for c := 1; c <= maxC; c *= 2 {
 			if c < minC {
 				continue
 			}
 			x := p.px(c)
-			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eeeeee"/>`+"\n", x, p.y0, x, p.y0+panelH)
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%d</text>`+"\n", x, p.y0+panelH+16, c)
+			fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eeeeee"/>`+"\n", x, p.y0, x, p.y0+panelH)
+			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%d</text>`+"\n", x, p.y0+panelH+16, c)
 		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">concurrent clients</text>`+"\n", p.x0+panelW/2, p.y0+panelH+34)
-		// y ticks
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">concurrent clients</text>`+"\n", p.x0+panelW/2, p.y0+panelH+34)
 		if p.logY {
 			for e := p.ymin; e <= p.ymax; e++ {
 				for _, m := range []float64{1, 2, 5} {
@@ -164,24 +193,20 @@ func WriteSVG(w io.Writer, title, subtitle string, series []Series) error {
 						continue
 					}
 					y := p.py(v)
-					fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eeeeee"/>`+"\n", p.x0, y, p.x0+panelW, y)
-					fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", p.x0-6, y+4, fmtTick(v))
+					fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eeeeee"/>`+"\n", p.x0, y, p.x0+panelW, y)
+					fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", p.x0-6, y+4, fmtTick(v))
 				}
 			}
 		} else {
 			for v := 0.0; v <= p.ymax+1e-9; v += rpsStep {
 				y := p.py(v)
-				fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eeeeee"/>`+"\n", p.x0, y, p.x0+panelW, y)
-				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", p.x0-6, y+4, fmtTick(v))
+				fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eeeeee"/>`+"\n", p.x0, y, p.x0+panelW, y)
+				fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", p.x0-6, y+4, fmtTick(v))
 			}
 		}
-		fmt.Fprintf(&b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", p.x0-52, p.y0+panelH/2, esc(p.yname))
+		fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", p.x0-52, p.y0+panelH/2, esc(p.yname))
 		for i, s := range series {
 			color := palette[i%len(palette)]
-			dash := ""
-			if s.Dashed {
-				dash = ` stroke-dasharray="6 4"`
-			}
 			var pts []string
 			for _, pt := range s.Points {
 				v := pt.RPS
@@ -193,29 +218,29 @@ func WriteSVG(w io.Writer, title, subtitle string, series []Series) error {
 			if len(pts) == 0 {
 				continue
 			}
-			fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"><title>%s</title></polyline>`+"\n", color, dash, strings.Join(pts, " "), esc(s.Name))
+			fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"><title>%s</title></polyline>`+"\n", color, dashAttr(s.Dashed), strings.Join(pts, " "), esc(s.Name))
 			for _, xy := range pts {
 				x, y, _ := strings.Cut(xy, ",")
-				fmt.Fprintf(&b, `<circle cx="%s" cy="%s" r="3" fill="%s"/>`+"\n", x, y, color)
+				fmt.Fprintf(b, `<circle cx="%s" cy="%s" r="3" fill="%s"/>`+"\n", x, y, color)
 			}
 		}
 		b.WriteString("</g>\n")
 	}
 
-	// legend under the panels
-	ly := float64(marginT + panelH + 56)
+	ly := y0 + panelH + 60
 	for i, s := range series {
 		color := palette[i%len(palette)]
 		x := float64(marginL) + float64(i%2)*(panelW+gap)
 		y := ly + float64(i/2)*18
-		dash := ""
-		if s.Dashed {
-			dash = ` stroke-dasharray="6 4"`
-		}
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", x, y-4, x+24, y-4, color, dash)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", x+30, y, esc(s.Name))
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", x, y-4, x+24, y-4, color, dashAttr(s.Dashed))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", x+30, y, esc(s.Name))
 	}
-	b.WriteString("</svg>\n")
-	_, err := io.WriteString(w, b.String())
-	return err
+	return ly + float64((len(series)+1)/2)*18
+}
+
+func dashAttr(dashed bool) string {
+	if dashed {
+		return ` stroke-dasharray="6 4"`
+	}
+	return ""
 }
