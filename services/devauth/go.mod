@@ -4,6 +4,7 @@ go 1.26.0
 
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../../gen
+	github.com/mcpauthz/mcpauthz/internal/healthprobe => ../../internal/healthprobe
 	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
 )
 
@@ -12,6 +13,8 @@ require (
 	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0-00010101000000-000000000000
 	golang.org/x/oauth2 v0.38.0
 )
+
+require github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
 
 require (
 	github.com/modelcontextprotocol/go-sdk v1.8.0

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
@@ -45,11 +46,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("devauth", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listEnv := fs.Bool("list-env", false, "print the environment variables devauth reads, one per line, and exit")
+	healthcheck := fs.String("healthcheck", "", "GET `URL` and exit 0 if it answers 200, 1 otherwise (for container healthchecks)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *healthcheck != "" {
+		return healthprobe.Probe(ctx, *healthcheck)
 	}
 	if *listEnv {
 		for _, name := range config.EnvNames() {

@@ -1,0 +1,3 @@
+module github.com/mcpauthz/mcpauthz/internal/healthprobe
+
+go 1.26
