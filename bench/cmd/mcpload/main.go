@@ -59,30 +59,31 @@ func main() {
 
 // options are the parsed flags.
 type options struct {
-	scenarios     []string
-	binDir        string
-	out           string
-	logDir        string
-	clients       []int
-	sweep         []int
-	duration      time.Duration
-	warmup        time.Duration
-	sweepDuration time.Duration
-	tokens        int
-	coldTokens    int
-	stampede      int
-	rounds        int
-	churn         float64
-	soak          time.Duration
-	soakClients   int
-	soakNew       int
-	asLatency     []time.Duration
-	maxTime       time.Duration
-	floors        string
-	pprofDir      string
-	ext           scenario.External
-	serveFloors   bool
-	replot        string
+	scenarios      []string
+	binDir         string
+	out            string
+	logDir         string
+	clients        []int
+	sweep          []int
+	duration       time.Duration
+	warmup         time.Duration
+	rounds         int
+	sweepDuration  time.Duration
+	tokens         int
+	coldTokens     int
+	stampede       int
+	stampedeRounds int
+	churn          float64
+	soak           time.Duration
+	soakClients    int
+	soakNew        int
+	asLatency      []time.Duration
+	maxTime        time.Duration
+	floors         string
+	pprofDir       string
+	ext            scenario.External
+	serveFloors    bool
+	replot         string
 }
 
 func parseInts(s string) ([]int, error) {
@@ -124,13 +125,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logDir, "logs", "", "directory for the services' logs (default: a temporary directory, removed after a successful run)")
 	clients := fs.String("clients", "4,32", "concurrent clients of the throughput scenarios")
 	sweep := fs.String("sweep", "1,2,4,8,16,32,64,128", "concurrent clients of the sweep")
-	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measured time per target and concurrency")
-	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warm-up before each measurement")
-	fs.DurationVar(&o.sweepDuration, "sweep-duration", 2*time.Second, "measured time per point of the sweep")
+	fs.DurationVar(&o.duration, "duration", 2*time.Second, "measured time per target, concurrency and round")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unrecorded warm-up before each measurement")
+	fs.IntVar(&o.rounds, "rounds", 2, "rounds of the warm scenarios and the sweep: each target is measured this many times, in turn with the others, and the rounds merged")
+	fs.DurationVar(&o.sweepDuration, "sweep-duration", time.Second, "measured time per point of the sweep and round")
 	fs.IntVar(&o.tokens, "tokens", 1000, "distinct tokens (M) of the warm scenarios")
 	fs.IntVar(&o.coldTokens, "cold-tokens", 4000, "single-use tokens minted per target for the cold scenario (the run ends when they are used up)")
 	fs.IntVar(&o.stampede, "stampede", 500, "concurrent first uses of one token in the stampede")
-	fs.IntVar(&o.rounds, "stampede-rounds", 3, "stampedes per target")
+	fs.IntVar(&o.stampedeRounds, "stampede-rounds", 3, "stampedes per target")
 	fs.Float64Var(&o.churn, "churn", 0.05, "share of the M tokens replaced by new ones each second in churn")
 	fs.DurationVar(&o.soak, "soak-duration", 10*time.Minute, "length of the soak scenario")
 	fs.IntVar(&o.soakClients, "soak-clients", 4, "concurrent clients of the soak")
@@ -172,7 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.duration <= 0 || o.sweepDuration <= 0 || o.warmup < 0:
 		return nil, errors.New("-duration and -sweep-duration must be positive, -warmup not negative")
-	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.rounds < 1 || o.soakClients < 1 || o.soakNew < 0:
+	case o.rounds < 1:
+		return nil, errors.New("-rounds must be at least 1")
+	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.stampedeRounds < 1 || o.soakClients < 1 || o.soakNew < 0:
 		return nil, errors.New("-tokens, -cold-tokens, -stampede, -stampede-rounds and -soak-clients must be at least 1, -soak-new not negative")
 	case o.soak <= 0:
 		return nil, errors.New("-soak-duration must be positive")
@@ -250,9 +254,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, lat := range o.asLatency {
 		cfg := &scenario.Config{
 			BinDir: o.binDir, Dir: logDir,
-			Clients: o.clients, Warmup: o.warmup, Duration: o.duration,
+			Clients: o.clients, Warmup: o.warmup, Duration: o.duration, Rounds: o.rounds,
 			Tokens: o.tokens, ColdTokens: o.coldTokens,
-			StampedeSize: o.stampede, StampedeRounds: o.rounds, ChurnShare: o.churn,
+			StampedeSize: o.stampede, StampedeRounds: o.stampedeRounds, ChurnShare: o.churn,
 			SweepClients: o.sweep, SweepDuration: o.sweepDuration,
 			SoakDuration: o.soak, SoakClients: o.soakClients, SoakNewPerSec: o.soakNew,
 			ASLatency:   lat,

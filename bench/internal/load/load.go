@@ -62,6 +62,28 @@ type Result struct {
 	Exhausted bool
 }
 
+// Merge adds o, another run of the same op at the same concurrency, to r:
+// counts and latencies add up, as does the measured time, so the merged
+// throughput is the total requests over the total measured time.
+func (r *Result) Merge(o Result) {
+	if r.Outcomes == nil {
+		r.Outcomes = map[string]uint64{}
+	}
+	if r.Latency == nil {
+		r.Latency = hist.New()
+	}
+	r.Concurrency = max(r.Concurrency, o.Concurrency)
+	r.Requests += o.Requests
+	for k, v := range o.Outcomes {
+		r.Outcomes[k] += v
+	}
+	if o.Latency != nil {
+		r.Latency.Merge(o.Latency)
+	}
+	r.Elapsed += o.Elapsed
+	r.Exhausted = r.Exhausted || o.Exhausted
+}
+
 // Errors returns the number of recorded requests whose outcome is not [OK].
 func (r Result) Errors() uint64 { return r.Requests - r.Outcomes[OK] }
 

@@ -137,3 +137,19 @@ func TestBurstRunsAllAtOnce(t *testing.T) {
 		t.Errorf("at most %d ops ran at once, want %d", maxInside, n)
 	}
 }
+
+func TestMerge(t *testing.T) {
+	t.Parallel()
+	op := func(ctx context.Context, worker int) string { return OK }
+	a := Run(t.Context(), Options{Concurrency: 2, Duration: 20 * time.Millisecond}, op)
+	b := Run(t.Context(), Options{Concurrency: 2, Duration: 20 * time.Millisecond}, op)
+	var m Result
+	m.Merge(a)
+	m.Merge(b)
+	if m.Requests != a.Requests+b.Requests || m.Outcomes[OK] != m.Requests || m.Latency.Count() != m.Requests {
+		t.Errorf("merged requests %d, ok %d, latencies %d; want %d each", m.Requests, m.Outcomes[OK], m.Latency.Count(), a.Requests+b.Requests)
+	}
+	if m.Elapsed != a.Elapsed+b.Elapsed || m.Concurrency != 2 {
+		t.Errorf("merged elapsed %v concurrency %d, want %v 2", m.Elapsed, m.Concurrency, a.Elapsed+b.Elapsed)
+	}
+}

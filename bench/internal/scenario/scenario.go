@@ -89,6 +89,9 @@ type Config struct {
 	Clients []int
 	// Warmup and Duration bound each measurement.
 	Warmup, Duration time.Duration
+	// Rounds is how many times the warm scenarios measure each target, in
+	// turn with the others, for Duration each; the rounds are merged.
+	Rounds int
 	// Tokens is M, the distinct tokens of the warm scenarios.
 	Tokens int
 	// ColdTokens bounds the single-use tokens minted per target in cold.
@@ -471,24 +474,91 @@ func (p *probe) start() {
 	}
 }
 
-// finish records the deltas since start in run.
-func (p *probe) finish(run *report.Run) {
+// tally accumulates what one target's measured phases cost.
+type tally struct {
+	res     load.Result
+	cpu     map[string]time.Duration
+	stats   devauth.Stats
+	counted bool // every phase's counters were read
+	phases  int
+}
+
+// end adds the deltas since start to t, waiting for the profiles.
+func (p *probe) end(t *tally, res load.Result) {
 	after := cpuTimes(p.pids)
-	defer p.profiles.Wait()
+	p.profiles.Wait()
+	if t.cpu == nil {
+		t.cpu = map[string]time.Duration{}
+		t.counted = true
+	}
+	for name, d := range after {
+		if b, ok := p.cpu[name]; ok {
+			t.cpu[name] += d - b
+		}
+	}
+	ok := false
+	if p.counted && p.statsOK {
+		var s devauth.Stats
+		if s, ok = p.e.stats(p.ctx); ok {
+			d := s.Sub(p.stats)
+			t.stats.Introspections += d.Introspections
+			t.stats.UserFetches += d.UserFetches
+		}
+	}
+	t.counted = t.counted && ok
+	t.res.Merge(res)
+	t.phases++
+}
+
+// run turns the tally into a report row.
+func (t *tally) run(name string) report.Run {
+	run := report.FromResult(name, t.res)
 	if run.Requests > 0 {
 		run.CPUUsPerReq = map[string]float64{}
-		for name, d := range after {
-			if b, ok := p.cpu[name]; ok {
-				run.CPUUsPerReq[name] = float64((d - b).Microseconds()) / float64(run.Requests)
-			}
+		for k, d := range t.cpu {
+			run.CPUUsPerReq[k] = float64(d.Microseconds()) / float64(run.Requests)
 		}
 	}
-	if p.counted && p.statsOK {
-		if s, ok := p.e.stats(p.ctx); ok {
-			d := s.Sub(p.stats)
-			run.Introspections, run.UserFetches = &d.Introspections, &d.UserFetches
+	if t.counted {
+		st := t.stats
+		run.Introspections, run.UserFetches = &st.Introspections, &st.UserFetches
+	}
+	return run
+}
+
+// finish records the deltas since start in run.
+func (p *probe) finish(run *report.Run, res load.Result) {
+	var t tally
+	p.end(&t, res)
+	*run = t.run(run.Target)
+}
+
+// measured is one target of an interleaved measurement.
+type measured struct {
+	kind    string
+	counted bool
+	op      load.Op
+}
+
+// interleave measures every target at clients, Rounds times in turn for d
+// each, and merges each target's rounds: alternating targets spreads the
+// drift of a shared machine's background load over all of them, which makes
+// their ratios fairer than one long run each.
+func (e *env) interleave(ctx context.Context, clients int, d time.Duration, targets []measured) []report.Run {
+	tallies := make([]tally, len(targets))
+	for range max(e.cfg.Rounds, 1) {
+		for i, t := range targets {
+			pr := e.probe(ctx, t.kind, clients, d, t.counted)
+			res := load.Run(ctx, load.Options{Concurrency: clients, Warmup: e.cfg.Warmup, Duration: d, OnMeasure: pr.start}, t.op)
+			pr.end(&tallies[i], res)
 		}
 	}
+	runs := make([]report.Run, len(targets))
+	for i, t := range targets {
+		runs[i] = tallies[i].run(t.kind)
+		e.log.Info("measured", "target", t.kind, "clients", clients, "rounds", tallies[i].phases, "rps", int(runs[i].RPS), "p50_ms", runs[i].P50MS, "p99_ms", runs[i].P99MS, "errors", runs[i].Errors)
+	}
+	return runs
 }
 
 // measure runs op at clients for d and records the CPU time each process
@@ -497,8 +567,8 @@ func (p *probe) finish(run *report.Run) {
 func (e *env) measure(ctx context.Context, name string, clients int, warmup, d time.Duration, counted bool, op load.Op) report.Run {
 	pr := e.probe(ctx, name, clients, d, counted)
 	res := load.Run(ctx, load.Options{Concurrency: clients, Warmup: warmup, Duration: d, OnMeasure: pr.start}, op)
-	run := report.FromResult(name, res)
-	pr.finish(&run)
+	run := report.Run{Target: name}
+	pr.finish(&run, res)
 	e.log.Info("measured", "target", name, "clients", clients, "rps", int(run.RPS), "p50_ms", run.P50MS, "p99_ms", run.P99MS, "errors", run.Errors)
 	return run
 }
@@ -549,15 +619,16 @@ func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d ti
 	var total devauth.Stats
 	for _, c := range clients {
 		o := e.ops(c, src)
-		sc.Runs = append(sc.Runs,
-			e.measure(ctx, report.KindMCPFloor, c, e.cfg.Warmup, d, false, o.mcpFloor),
-			e.measure(ctx, report.KindGateway, c, e.cfg.Warmup, d, true, o.gateway),
-			e.measure(ctx, report.KindGRPCFloor, c, e.cfg.Warmup, d, false, o.grpcFloor),
-			e.measure(ctx, report.KindAuthz, c, e.cfg.Warmup, d, true, o.authz),
-		)
-		if !plainAuthz {
-			sc.Runs = append(sc.Runs, e.measure(ctx, report.KindAuthzUser, c, e.cfg.Warmup, d, true, o.authzUser))
+		targets := []measured{
+			{report.KindMCPFloor, false, o.mcpFloor},
+			{report.KindGateway, true, o.gateway},
+			{report.KindGRPCFloor, false, o.grpcFloor},
+			{report.KindAuthz, true, o.authz},
 		}
+		if !plainAuthz {
+			targets = append(targets, measured{report.KindAuthzUser, true, o.authzUser})
+		}
+		sc.Runs = append(sc.Runs, e.interleave(ctx, c, d, targets)...)
 		o.done()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -777,8 +848,8 @@ func (e *env) churn(ctx context.Context, sc *report.Scenario) error {
 			pr.start()
 			close(measuring)
 		}}, op)
-		run := report.FromResult(kind, res)
-		pr.finish(&run)
+		run := report.Run{Target: kind}
+		pr.finish(&run, res)
 		stop()
 		wg.Wait()
 		o.done()
@@ -854,8 +925,8 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 	op := (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: src}).Do
 	pr := e.probe(ctx, report.KindGateway, e.cfg.SoakClients, e.cfg.SoakDuration, true)
 	res := load.Run(ctx, load.Options{Concurrency: e.cfg.SoakClients, Duration: e.cfg.SoakDuration, OnMeasure: pr.start}, op)
-	run := report.FromResult(report.KindGateway, res)
-	pr.finish(&run)
+	run := report.Run{Target: report.KindGateway}
+	pr.finish(&run, res)
 	stop()
 	wg.Wait()
 	hc.CloseIdleConnections()
