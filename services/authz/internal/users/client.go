@@ -35,8 +35,8 @@ var (
 	ErrNotFound = errors.New("user not found")
 	// ErrRateLimited: the user API kept answering 429 after the allowed retries.
 	ErrRateLimited = errors.New("user API rate limit exceeded")
-	// ErrNotConfigured: no API key is configured.
-	ErrNotConfigured = errors.New("PROPELAUTH_API_KEY is not configured, so users cannot be fetched")
+	// ErrNotConfigured: no API key (or no auth URL) is configured.
+	ErrNotConfigured = errors.New("user lookups are disabled: set PROPELAUTH_API_KEY and PROPELAUTH_AUTH_URL")
 	// ErrUpstreamAuth: the user API rejected the API key (a misconfiguration).
 	ErrUpstreamAuth = errors.New("the user API rejected PROPELAUTH_API_KEY")
 	// ErrUnavailable: the user API could not be reached, failed or answered garbage.
@@ -49,7 +49,8 @@ var (
 type ClientConfig struct {
 	// AuthURL is PROPELAUTH_AUTH_URL; users are at {AuthURL}/api/backend/v1/user/{id}.
 	AuthURL string
-	// APIKey is PROPELAUTH_API_KEY; empty makes every fetch fail with ErrNotConfigured.
+	// APIKey is PROPELAUTH_API_KEY; empty (or an empty AuthURL) makes every fetch
+	// fail with ErrNotConfigured.
 	APIKey string
 	// Timeout bounds one HTTP attempt. Default 5s.
 	Timeout time.Duration
