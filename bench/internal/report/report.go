@@ -44,6 +44,9 @@ type Run struct {
 	// measured phase; nil when not applicable (floors).
 	Introspections *int64 `json:"introspections,omitempty"`
 	UserFetches    *int64 `json:"user_fetches,omitempty"`
+	// AuthzCallsPerReq is the authz.v1 calls all replicas served per request
+	// (from authz_grpc_requests_total); nil when not read.
+	AuthzCallsPerReq *float64 `json:"authz_calls_per_req,omitempty"`
 	// CPUUsPerReq is the CPU time (user + system, µs) each process spent per
 	// recorded request during the measured phase, by process name
 	// ("mcpload" is the load generator itself).
@@ -250,16 +253,20 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, "**Failed:** %s\n\n", s.Error)
 		}
 		if len(s.Runs) > 0 {
-			b.WriteString("| target | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | introspections /1k req | user fetches /1k req |\n")
-			b.WriteString("|---|--:|--:|--:|--:|--:|--:|---|--:|--:|\n")
+			b.WriteString("| target | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | introspections /1k req | user fetches /1k req | authz calls /req |\n")
+			b.WriteString("|---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|\n")
 			for _, run := range s.Runs {
 				ex := ""
 				if run.Exhausted {
 					ex = " (tokens exhausted)"
 				}
-				fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %s%s | %s | %s |\n",
+				calls := "–"
+				if run.AuthzCallsPerReq != nil {
+					calls = fmt.Sprintf("%.2f", *run.AuthzCallsPerReq)
+				}
+				fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %s | %s | %s | %s%s | %s | %s | %s |\n",
 					run.Target, run.Clients, run.RPS, ms(run.P50MS), ms(run.P90MS), ms(run.P99MS), ms(run.MaxMS),
-					outcomes(run), ex, f1(run.Per1k(run.Introspections)), f1(run.Per1k(run.UserFetches)))
+					outcomes(run), ex, f1(run.Per1k(run.Introspections)), f1(run.Per1k(run.UserFetches)), calls)
 			}
 			b.WriteString("\n")
 			writeCPU(&b, s.Runs)

@@ -115,7 +115,8 @@ func sampleReport() *Report {
 		Concurrency: 32, Requests: 1000, Outcomes: map[string]uint64{load.OK: 990, "http 503": 10},
 		Latency: h, Elapsed: 500 * time.Millisecond,
 	})
-	gw.Introspections, gw.UserFetches = &intro, &fetch
+	calls := 1.0
+	gw.Introspections, gw.UserFetches, gw.AuthzCallsPerReq = &intro, &fetch, &calls
 	fl := FromResult(KindMCPFloor, load.Result{
 		Concurrency: 32, Requests: 1000, Outcomes: map[string]uint64{load.OK: 1000}, Latency: h, Elapsed: 400 * time.Millisecond,
 	})
@@ -162,9 +163,9 @@ func TestWriteMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"### warm (authorization server +30 ms)",
 		"| gateway who_am_i | 32 | 2000 | 0.501 |",
-		"| 10 http 503 | 3.00 | 1.00 |",
+		"| 10 http 503 | 3.00 | 1.00 | 1.00 |",
 		"| " + KindMCPFloor + " | 32 | 2500 |",
-		"| 0 | – | – |",
+		"| 0 | – | – | – |",
 		"- throughput vs floor at 32: 0.80x (target >= 0.8x): met",
 		"- p99 delta: -0.25 ms (target <= +1 ms): met",
 		"- p50 delta: +0.50 ms (target <= +0.3 ms): **missed**",

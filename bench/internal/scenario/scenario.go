@@ -392,6 +392,8 @@ type probe struct {
 	stats    devauth.Stats
 	statsOK  bool
 	cpu      map[string]time.Duration
+	calls    float64
+	callsOK  bool
 }
 
 func (e *env) probe(ctx context.Context, target string, clients int, d time.Duration, counted bool) *probe {
@@ -471,7 +473,26 @@ func (p *probe) start() {
 	p.cpu = cpuTimes(p.pids)
 	if p.counted {
 		p.stats, p.statsOK = p.e.stats(p.ctx)
+		p.calls, p.callsOK = p.e.authzCalls(p.ctx)
 	}
+}
+
+// authzCalls sums the authz.v1 calls every replica has served, or reports
+// false when they cannot be read (an external stack).
+func (e *env) authzCalls(ctx context.Context) (float64, bool) {
+	if e.stack == nil {
+		return 0, false
+	}
+	var sum float64
+	for _, u := range e.stack.AuthzMetrics {
+		n, err := stack.AuthzCalls(ctx, u)
+		if err != nil {
+			e.log.Warn("reading authz metrics", "error", err)
+			return 0, false
+		}
+		sum += n
+	}
+	return sum, true
 }
 
 // tally accumulates what one target's measured phases cost.
@@ -480,6 +501,8 @@ type tally struct {
 	cpu     map[string]time.Duration
 	stats   devauth.Stats
 	counted bool // every phase's counters were read
+	calls   float64
+	callsOK bool // every phase's authz calls were read
 	phases  int
 }
 
@@ -489,7 +512,7 @@ func (p *probe) end(t *tally, res load.Result) {
 	p.profiles.Wait()
 	if t.cpu == nil {
 		t.cpu = map[string]time.Duration{}
-		t.counted = true
+		t.counted, t.callsOK = true, true
 	}
 	for name, d := range after {
 		if b, ok := p.cpu[name]; ok {
@@ -506,6 +529,14 @@ func (p *probe) end(t *tally, res load.Result) {
 		}
 	}
 	t.counted = t.counted && ok
+	callsOK := false
+	if p.counted && p.callsOK {
+		var n float64
+		if n, callsOK = p.e.authzCalls(p.ctx); callsOK {
+			t.calls += n - p.calls
+		}
+	}
+	t.callsOK = t.callsOK && callsOK
 	t.res.Merge(res)
 	t.phases++
 }
@@ -522,6 +553,10 @@ func (t *tally) run(name string) report.Run {
 	if t.counted {
 		st := t.stats
 		run.Introspections, run.UserFetches = &st.Introspections, &st.UserFetches
+	}
+	if t.callsOK && run.Requests > 0 {
+		per := t.calls / float64(run.Requests)
+		run.AuthzCallsPerReq = &per
 	}
 	return run
 }

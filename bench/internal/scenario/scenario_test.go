@@ -95,6 +95,10 @@ func TestScenariosAgainstRealStack(t *testing.T) {
 			if *r.Introspections != 0 {
 				t.Errorf("%s: %d introspections on warm tokens, want 0", kind, *r.Introspections)
 			}
+			// One Authorize carries everything a who_am_i needs.
+			if c := r.AuthzCallsPerReq; c == nil || *c < 0.9 || *c > 1.1 {
+				t.Errorf("%s: authz calls per request %v, want about 1", kind, c)
+			}
 		}
 		if len(sc.RSSBytes) == 0 {
 			t.Error("no RSS recorded for the services")

@@ -58,6 +58,8 @@ type Stack struct {
 	AuthzTarget string
 	// AuthzAddrs are the replicas' own gRPC addresses, in start order.
 	AuthzAddrs []string
+	// AuthzMetrics are the replicas' metrics base URLs (/metrics, /healthz).
+	AuthzMetrics []string
 	// RedisAddr is host:port of Redis, or "" without Redis.
 	RedisAddr string
 
@@ -179,7 +181,9 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		p.PprofAddr = paddr
 		s.Authz = append(s.Authz, p)
 		s.AuthzAddrs = append(s.AuthzAddrs, addr)
-		if err := p.waitReady(ctx, "http://127.0.0.1:"+strconv.Itoa(mport)+"/healthz", opts.ReadyTimeout); err != nil {
+		murl := "http://127.0.0.1:" + strconv.Itoa(mport)
+		s.AuthzMetrics = append(s.AuthzMetrics, murl)
+		if err := p.waitReady(ctx, murl+"/healthz", opts.ReadyTimeout); err != nil {
 			return s, err
 		}
 	}
