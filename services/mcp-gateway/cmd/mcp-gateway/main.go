@@ -12,13 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
@@ -59,7 +59,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		return err
 	}
 	if *healthcheck != "" {
-		return probe(ctx, *healthcheck)
+		return healthprobe.Probe(ctx, *healthcheck)
 	}
 
 	cfg, err := config.Load(getenv)
@@ -89,26 +89,5 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		return err
 	}
 	logger.Info("stopped")
-	return nil
-}
-
-// probe GETs url and returns nil on 200. The images have no curl, so the
-// container healthcheck runs the binary itself.
-func probe(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<16))
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s answered %s", url, res.Status)
-	}
 	return nil
 }
