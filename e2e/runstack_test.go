@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -35,11 +36,41 @@ func stackEnv(t *testing.T, binDir string) map[string]string {
 		"RUN_ENV_FILE":         filepath.Join(t.TempDir(), "no.env"),
 		"RUN_LOG_DIR":          filepath.Join(t.TempDir(), "logs"),
 		"MCPAUTHZ_BIN_DIR":     binDir,
-		"MCP_LISTEN":           testenv.FreeAddr(t),
-		"AUTHZ_LISTEN":         testenv.FreeAddr(t),
-		"AUTHZ_METRICS_LISTEN": testenv.FreeAddr(t),
-		"DEVAUTH_LISTEN":       testenv.FreeAddr(t),
+		"MCP_LISTEN":           stackAddr(t),
+		"AUTHZ_LISTEN":         stackAddr(t),
+		"AUTHZ_METRICS_LISTEN": stackAddr(t),
+		"DEVAUTH_LISTEN":       stackAddr(t),
 	}
+}
+
+var (
+	stackPortsMu sync.Mutex
+	stackPorts   = map[int]bool{}
+)
+
+// stackAddr returns a free loopback address for a process the script starts
+// later. Unlike testenv.FreeAddr it picks a port below Linux's ephemeral range
+// (32768-60999), where the source ports of the tests' own outgoing connections
+// cannot take it in the meantime, and never the same port twice.
+func stackAddr(t *testing.T) string {
+	t.Helper()
+	stackPortsMu.Lock()
+	defer stackPortsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if stackPorts[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		stackPorts[port] = true
+		return ln.Addr().String()
+	}
+	t.Fatal("no free port in 20000-32000")
+	return ""
 }
 
 func envList(m map[string]string) []string {
@@ -209,18 +240,39 @@ func startStack(t *testing.T, env map[string]string) *stack {
 	return s
 }
 
-// waitReady returns the MCP URL the script announces once every service is healthy.
+// waitReady returns the MCP URL the script announces once every service is
+// healthy, or "" if the script exited first.
 func (s *stack) waitReady(t *testing.T) string {
 	t.Helper()
 	select {
 	case u := <-s.ready:
 		return u
 	case <-s.done:
-		t.Fatalf("run-stack.sh exited before it was ready: %v", s.err)
+		return ""
 	case <-time.After(45 * time.Second):
 		t.Fatal("run-stack.sh not ready after 45s")
 	}
 	return ""
+}
+
+// startReadyStack starts run-stack.sh with stackEnv changed by edit and waits
+// until it is ready. A port taken by another process between stackAddr and the
+// script's check is not this test's failure: it tries again with new ports.
+func startReadyStack(t *testing.T, binDir string, edit func(env map[string]string)) (*stack, string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		env := stackEnv(t, binDir)
+		if edit != nil {
+			edit(env)
+		}
+		s := startStack(t, env)
+		if u := s.waitReady(t); u != "" {
+			return s, u
+		}
+		if attempt == 3 || !strings.Contains(s.stderr.String(), "already in use") {
+			t.Fatalf("run-stack.sh exited before it was ready: %v\n%s", s.err, s.stderr)
+		}
+	}
 }
 
 // waitExit waits for the script to exit and returns how.
@@ -235,7 +287,8 @@ func (s *stack) waitExit(t *testing.T) *os.ProcessState {
 	return nil
 }
 
-// children returns the processes whose parent is pid, from /proc.
+// children returns the services (devauth, authz, mcp-gateway) whose parent is
+// pid, from /proc.
 func children(t *testing.T, pid int) map[int]string {
 	t.Helper()
 	out := map[int]string{}
@@ -255,8 +308,9 @@ func children(t *testing.T, pid int) map[int]string {
 		// pid (comm) state ppid ...; comm may hold spaces, so cut at the last ')'.
 		i := bytes.LastIndexByte(b, ')')
 		fields := strings.Fields(string(b[i+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			out[p] = string(b[bytes.IndexByte(b, '(')+1 : i])
+		comm := string(b[bytes.IndexByte(b, '(')+1 : i])
+		if _, ok := ours[comm]; ok && len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out[p] = comm
 		}
 	}
 	return out
@@ -306,9 +360,8 @@ func TestRunStack(t *testing.T) {
 
 	t.Run("SIGINT stops everything", func(t *testing.T) {
 		t.Parallel()
-		env := stackEnv(t, binDir)
-		s := startStack(t, env)
-		mcpURL := s.waitReady(t)
+		s, mcpURL := startReadyStack(t, binDir, nil)
+		env := s.env
 
 		_, mcpPort, _ := net.SplitHostPort(env["MCP_LISTEN"])
 		_, devauthPort, _ := net.SplitHostPort(env["DEVAUTH_LISTEN"])
@@ -382,11 +435,36 @@ func TestRunStack(t *testing.T) {
 		}
 	})
 
+	t.Run("with REDIS_URL, SIGTERM stops everything", func(t *testing.T) {
+		t.Parallel()
+		rdb := testenv.StartRedis(t)
+		s, _ := startReadyStack(t, binDir, func(env map[string]string) { env["REDIS_URL"] = rdb.URL() })
+		env := s.env
+		if out := s.stdout.String(); !strings.Contains(out, "Cache: Redis") {
+			t.Errorf("output does not say the cache is Redis:\n%s", out)
+		}
+		if code, body := get(t, "http://"+env["AUTHZ_METRICS_LISTEN"]+"/readyz"); code != http.StatusOK {
+			t.Errorf("authz /readyz with Redis: %d %s", code, body)
+		}
+		kids := children(t, s.cmd.Process.Pid)
+		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		st := s.waitExit(t)
+		if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+			t.Errorf("run-stack.sh ended with %v, want death by SIGTERM", st)
+		}
+		for pid, name := range kids {
+			if alive(pid) {
+				t.Errorf("%s (pid %d) still running after run-stack.sh exited", name, pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+
 	t.Run("a crashed service stops the rest", func(t *testing.T) {
 		t.Parallel()
-		env := stackEnv(t, binDir)
-		s := startStack(t, env)
-		s.waitReady(t)
+		s, _ := startReadyStack(t, binDir, nil)
 		kids := children(t, s.cmd.Process.Pid)
 		var authzPID int
 		for pid, name := range kids {
@@ -404,8 +482,8 @@ func TestRunStack(t *testing.T) {
 		if st.ExitCode() != 1 {
 			t.Errorf("run-stack.sh exit status %d, want 1", st.ExitCode())
 		}
-		if line := strings.TrimSpace(s.stderr.String()); !strings.Contains(line, "authz exited") {
-			t.Errorf("stderr %q does not say authz exited", line)
+		if line := strings.TrimSpace(s.stderr.String()); strings.Contains(line, "\n") || !strings.HasPrefix(line, "run-stack: authz exited") {
+			t.Errorf("stderr is not one line saying authz exited:\n%s", line)
 		}
 		for pid, name := range kids {
 			if alive(pid) {

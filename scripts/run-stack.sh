@@ -19,9 +19,12 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 prog=run-stack
+# Messages go to err_fd: once the stack runs, stderr itself is silenced so that
+# bash's own job reports ("Killed") do not clutter the one-line errors.
+err_fd=2
 
 die() {
-	printf '%s: %s\n' "$prog" "$*" >&2
+	printf '%s: %s\n' "$prog" "$*" >&"$err_fd"
 	exit 1
 }
 
@@ -203,10 +206,10 @@ on_signal() {
 	local sig=$1
 	trap - INT TERM
 	if ! $stopping; then
-		echo >&2
-		echo "$prog: stopping..." >&2
+		echo >&"$err_fd"
+		echo "$prog: stopping..." >&"$err_fd"
 		stop_all
-		echo "$prog: stopped; logs are in $log_dir" >&2
+		echo "$prog: stopped; logs are in $log_dir" >&"$err_fd"
 	fi
 	trap - EXIT
 	# Die of the same signal, so a calling make or shell sees the interrupt.
@@ -251,6 +254,8 @@ for name in devauth authz mcp-gateway; do
 	done
 done
 
+exec {err_fd}>&2 2>/dev/null
+
 mcp_url=$MCP_SERVER_URL/mcp
 cat <<EOF
 
@@ -286,15 +291,18 @@ ready: $mcp_url
 EOF
 
 # Wait for a signal, or for a service to die on its own (then stop the others).
+# Polling, because `wait -n` misses a child that died before it was called; the
+# short sleep runs in the background because a trap runs only once a foreground
+# command ends, and `wait` returns at once on a signal.
 while true; do
-	wait -n "${pids[@]}" 2>/dev/null || true
-	$stopping && break
 	for name in "${!pids[@]}"; do
 		if ! kill -0 "${pids[$name]}" 2>/dev/null; then
-			wait "${pids[$name]}" 2>/dev/null && status=0 || status=$?
+			wait "${pids[$name]}" && status=0 || status=$?
 			unset "pids[$name]"
 			stop_all
 			die "$name exited with status $status: $(last_log_line "$name") (log: $log_dir/$name.log)"
 		fi
 	done
+	sleep 0.5 &
+	wait $! || true
 done
