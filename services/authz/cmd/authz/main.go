@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
@@ -40,11 +41,15 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	listEnv := fs.Bool("list-env", false, "print every environment variable authz reads, one per line, and exit")
+	healthcheck := fs.String("healthcheck", "", "GET `URL` and exit 0 if it answers 200, 1 otherwise (for container healthchecks)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *healthcheck != "" {
+		return healthprobe.Probe(ctx, *healthcheck)
 	}
 	if *listEnv {
 		_, err := fmt.Fprintln(stdout, strings.Join(config.EnvVars(), "\n"))
