@@ -47,6 +47,9 @@ var ErrInvalid = errors.New("authorization server metadata invalid")
 type Options struct {
 	// Issuer is the authorization server's issuer identifier.
 	Issuer string
+	// MetadataURL, if set, is the only URL fetched, instead of those
+	// [MetadataURLs] derives from Issuer. The document's issuer is still checked.
+	MetadataURL string
 	// Client fetches the metadata; http.DefaultClient when nil.
 	Client *http.Client
 	// TTL is how long a fetched document is served without refetching.
@@ -96,7 +99,11 @@ func New(opts Options) *Proxy {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Proxy{opts: opts, urls: MetadataURLs(opts.Issuer)}
+	urls := MetadataURLs(opts.Issuer)
+	if opts.MetadataURL != "" {
+		urls = []string{opts.MetadataURL}
+	}
+	return &Proxy{opts: opts, urls: urls}
 }
 
 // MetadataURLs returns where to look for issuer's metadata, in order: RFC 8414

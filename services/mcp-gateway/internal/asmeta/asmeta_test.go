@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,6 +97,27 @@ func TestGetFindsEachLocation(t *testing.T) {
 		if string(doc) != want {
 			t.Errorf("%s: got %s", path, doc)
 		}
+	}
+}
+
+// TestMetadataURLOverride fetches from the configured URL only (another host
+// than the issuer's, as inside a container network) and still checks the issuer.
+func TestMetadataURLOverride(t *testing.T) {
+	t.Parallel()
+	a := newAS(t, "/internal/metadata")
+	doc, err := New(Options{Issuer: a.issuer, MetadataURL: a.srv.URL + "/internal/metadata"}).Get(t.Context())
+	if err != nil {
+		t.Fatalf("Get with MetadataURL: %v", err)
+	}
+	if !strings.Contains(string(doc), a.issuer) {
+		t.Errorf("got %s, want the issuer's document", doc)
+	}
+	if _, err := New(Options{Issuer: a.issuer}).Get(t.Context()); err == nil {
+		t.Error("without MetadataURL the derived URLs found a document only served at /internal/metadata")
+	}
+	wrong := New(Options{Issuer: "http://localhost:9000/oauth/2.1", MetadataURL: a.srv.URL + "/internal/metadata"})
+	if _, err := wrong.Get(t.Context()); !errors.Is(err, ErrInvalid) {
+		t.Errorf("issuer mismatch through MetadataURL: %v, want ErrInvalid", err)
 	}
 }
 

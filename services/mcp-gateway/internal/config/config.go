@@ -22,6 +22,7 @@ const (
 	EnvAuthzAddr           = "AUTHZ_ADDR"
 	EnvScopes              = "SCOPES"
 	EnvAuthorizationServer = "AUTHORIZATION_SERVER"
+	EnvASMetadataURL       = "AUTHORIZATION_SERVER_METADATA_URL"
 	EnvPropelAuthAuthURL   = "PROPELAUTH_AUTH_URL"
 	EnvAuthzTimeout        = "AUTHZ_TIMEOUT"
 	EnvAllowedOrigins      = "MCP_ALLOWED_ORIGINS"
@@ -32,7 +33,7 @@ const (
 // EnvNames returns the name of every environment variable [Load] reads, sorted.
 func EnvNames() []string {
 	names := []string{
-		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer,
+		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 	}
 	slices.Sort(names)
@@ -53,6 +54,12 @@ type Config struct {
 	// AuthorizationServer is the issuer advertised in the protected resource
 	// metadata (AUTHORIZATION_SERVER, default {PROPELAUTH_AUTH_URL}/oauth/2.1).
 	AuthorizationServer string
+	// ASMetadataURL, when set, is the one URL the authorization server's metadata
+	// is fetched from (AUTHORIZATION_SERVER_METADATA_URL), for deployments where
+	// the issuer's public host is not reachable from the gateway (the compose demo:
+	// the issuer is http://localhost:9000/oauth/2.1, devauth is http://devauth:9000).
+	// The document's issuer must still equal AuthorizationServer.
+	ASMetadataURL string
 	// AuthzTimeout bounds every call to authz (AUTHZ_TIMEOUT).
 	AuthzTimeout time.Duration
 	// AllowedOrigins are browser origins allowed to call /mcp besides the server's
@@ -129,6 +136,12 @@ func Load(getenv func(string) string) (Config, error) {
 		return c, errorf(EnvAuthorizationServer, "%v", err)
 	}
 
+	if v := get(EnvASMetadataURL, ""); v != "" {
+		if c.ASMetadataURL, err = absoluteURL(v); err != nil {
+			return c, errorf(EnvASMetadataURL, "%v", err)
+		}
+	}
+
 	c.AuthzTimeout = DefaultAuthzTimeout
 	if v := get(EnvAuthzTimeout, ""); v != "" {
 		d, perr := time.ParseDuration(v)
@@ -180,6 +193,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String(EnvAuthzAddr, c.AuthzAddr),
 		slog.String(EnvScopes, strings.Join(c.Scopes, " ")),
 		slog.String(EnvAuthorizationServer, c.AuthorizationServer),
+		slog.String(EnvASMetadataURL, c.ASMetadataURL),
 		slog.Duration(EnvAuthzTimeout, c.AuthzTimeout),
 		slog.String(EnvAllowedOrigins, strings.Join(c.AllowedOrigins, ",")),
 		slog.Bool(EnvToolsListAll, c.ToolsListAll),

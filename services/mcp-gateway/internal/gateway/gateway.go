@@ -163,7 +163,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("encoding protected resource metadata: %w", err)
 	}
 	g.prm = prm
-	g.asmeta = asmeta.New(asmeta.Options{Issuer: cfg.AuthorizationServer, Client: opts.HTTPClient, Logger: opts.Logger})
+	g.asmeta = asmeta.New(asmeta.Options{Issuer: cfg.AuthorizationServer, MetadataURL: cfg.ASMetadataURL, Client: opts.HTTPClient, Logger: opts.Logger})
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "mcpauthz-gateway", Title: "mcpauthz MCP gateway", Version: "1.0.0"}, &mcp.ServerOptions{
 		Logger:       opts.Logger,
