@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -32,6 +33,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/mtls"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/server"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
@@ -133,13 +135,26 @@ func New(cfg config.Config, o Options) (*App, error) {
 		Metrics: a.Metrics,
 		Logger:  a.logger,
 	})
-	a.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(a.Metrics, a.logger)),
-		grpc.MaxRecvMsgSize(256<<10),
+	interceptors := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(a.Metrics, a.logger)}
+	if cfg.TLS != nil && cfg.TLS.ClientCAs != nil {
+		// Inside the metrics interceptor, so PERMISSION_DENIED is counted.
+		var restricted map[string][]string
+		if len(cfg.GetUserCallers) > 0 {
+			restricted = map[string][]string{authzv1.AuthzService_GetUser_FullMethodName: cfg.GetUserCallers}
+		}
+		interceptors = append(interceptors, mtls.UnaryInterceptor(mtls.Options{Restricted: restricted, Logger: a.logger, Metrics: a.Metrics}))
+	}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.MaxRecvMsgSize(256 << 10),
 		// Clients (the gateway) keep idle connections alive with pings; allow them
 		// rather than closing the connection with ENHANCE_YOUR_CALM.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	a.grpc = grpc.NewServer(opts...)
 	authzv1.RegisterAuthzServiceServer(a.grpc, srv)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
@@ -193,7 +208,7 @@ func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
 			a.logger.Warn("redis not reachable at start; continuing with the in-process cache until it is", "err", err.Error())
 		}
 	}
-	a.logger.Info("authz serving", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "redis", a.store != nil)
+	a.logger.Info("authz serving", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "redis", a.store != nil, "grpc_security", a.security())
 	g.Go(func() error {
 		if err := a.grpc.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serving gRPC: %w", err)
@@ -220,6 +235,19 @@ func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
 		_ = a.store.Close()
 	}
 	return err
+}
+
+// security names the gRPC port's transport security for the start-up log.
+func (a *App) security() string {
+	switch {
+	case a.cfg.TLS == nil:
+		return "plaintext"
+	case a.cfg.TLS.ClientCAs == nil:
+		return "tls"
+	case len(a.cfg.GetUserCallers) > 0:
+		return "mtls, GetUser restricted to AUTHZ_GETUSER_CALLERS"
+	}
+	return "mtls"
 }
 
 func (a *App) shutdown() {

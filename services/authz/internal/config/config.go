@@ -5,10 +5,13 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/mtls"
 )
 
 // Config is authz's configuration.
@@ -39,6 +43,16 @@ type Config struct {
 	L1MaxEntries      int
 	Issuer            string
 	LogLevel          slog.Level
+
+	// TLSCert, TLSKey and TLSClientCA are the PEM files of AUTHZ_TLS_*; TLS is
+	// the server configuration built from them, nil for plaintext gRPC.
+	TLSCert     string
+	TLSKey      string
+	TLSClientCA string
+	TLS         *tls.Config
+	// GetUserCallers are the client identities allowed to call GetUser
+	// (AUTHZ_GETUSER_CALLERS); empty = every caller that passed the handshake.
+	GetUserCallers []string
 }
 
 // The environment variables read, and their defaults ("" = none).
@@ -61,6 +75,10 @@ var vars = []struct{ name, def string }{
 	{"L1_MAX_ENTRIES", "100000"},
 	{"AUTHORIZATION_SERVER", ""},
 	{"LOG_LEVEL", "info"},
+	{"AUTHZ_TLS_CERT", ""},
+	{"AUTHZ_TLS_KEY", ""},
+	{"AUTHZ_TLS_CLIENT_CA", ""},
+	{"AUTHZ_GETUSER_CALLERS", ""},
 }
 
 // EnvVars returns the name of every environment variable Load reads, sorted.
@@ -180,7 +198,59 @@ func Load(getenv func(string) string) (Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		return c, bad("LOG_LEVEL", "%q is not debug, info, warn or error", get("LOG_LEVEL"))
 	}
+	if err := c.loadTLS(get); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// loadTLS reads AUTHZ_TLS_* and AUTHZ_GETUSER_CALLERS. The files are read now so
+// that a missing or mismatched one stops the start with its variable's name.
+func (c *Config) loadTLS(get func(string) string) error {
+	c.TLSCert, c.TLSKey, c.TLSClientCA = get("AUTHZ_TLS_CERT"), get("AUTHZ_TLS_KEY"), get("AUTHZ_TLS_CLIENT_CA")
+	for _, id := range strings.FieldsFunc(get("AUTHZ_GETUSER_CALLERS"), func(r rune) bool { return r == ',' || r == ' ' }) {
+		if !slices.Contains(c.GetUserCallers, id) {
+			c.GetUserCallers = append(c.GetUserCallers, id)
+		}
+	}
+	switch {
+	case c.TLSCert == "" && c.TLSKey == "" && c.TLSClientCA == "":
+		if len(c.GetUserCallers) > 0 {
+			return &Error{Var: "AUTHZ_GETUSER_CALLERS", Msg: "needs mutual TLS (AUTHZ_TLS_CERT, AUTHZ_TLS_KEY, AUTHZ_TLS_CLIENT_CA) to identify callers"}
+		}
+		return nil
+	case c.TLSCert == "":
+		return &Error{Var: "AUTHZ_TLS_CERT", Msg: "required with AUTHZ_TLS_KEY or AUTHZ_TLS_CLIENT_CA: the server certificate (PEM file)"}
+	case c.TLSKey == "":
+		return &Error{Var: "AUTHZ_TLS_KEY", Msg: "required with AUTHZ_TLS_CERT: its private key (PEM file)"}
+	case c.TLSClientCA == "" && len(c.GetUserCallers) > 0:
+		return &Error{Var: "AUTHZ_GETUSER_CALLERS", Msg: "needs AUTHZ_TLS_CLIENT_CA: callers are identified by their client certificates"}
+	}
+	certPEM, err := os.ReadFile(c.TLSCert)
+	if err != nil {
+		return &Error{Var: "AUTHZ_TLS_CERT", Msg: err.Error()}
+	}
+	keyPEM, err := os.ReadFile(c.TLSKey)
+	if err != nil {
+		return &Error{Var: "AUTHZ_TLS_KEY", Msg: err.Error()}
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// The error is a fixed description, never key material.
+		return &Error{Var: "AUTHZ_TLS_KEY", Msg: fmt.Sprintf("with AUTHZ_TLS_CERT %s: %v", c.TLSCert, err)}
+	}
+	var pool *x509.CertPool
+	if c.TLSClientCA != "" {
+		caPEM, err := os.ReadFile(c.TLSClientCA)
+		if err != nil {
+			return &Error{Var: "AUTHZ_TLS_CLIENT_CA", Msg: err.Error()}
+		}
+		if pool, err = mtls.CertPool(caPEM); err != nil {
+			return &Error{Var: "AUTHZ_TLS_CLIENT_CA", Msg: fmt.Sprintf("%s: %v", c.TLSClientCA, err)}
+		}
+	}
+	c.TLS = mtls.ServerConfig(pair, pool)
+	return nil
 }
 
 func listenAddr(v string) (string, error) {
@@ -249,5 +319,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("L1_MAX_ENTRIES", c.L1MaxEntries),
 		slog.String("AUTHORIZATION_SERVER", c.Issuer),
 		slog.String("LOG_LEVEL", c.LogLevel.String()),
+		slog.String("AUTHZ_TLS_CERT", c.TLSCert),
+		slog.String("AUTHZ_TLS_KEY", c.TLSKey),
+		slog.String("AUTHZ_TLS_CLIENT_CA", c.TLSClientCA),
+		slog.String("AUTHZ_GETUSER_CALLERS", strings.Join(c.GetUserCallers, ",")),
 	)
 }

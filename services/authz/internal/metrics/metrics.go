@@ -18,6 +18,7 @@
 //	authz_l1_flushes_total                             L1 token cache cleared after a pub/sub (re)subscribe
 //	authz_l1_entries{cache}, authz_l1_evictions_total{cache}
 //	authz_grpc_requests_total{method,code}, authz_grpc_request_duration_seconds{method}
+//	authz_grpc_caller_requests_total{caller,method}    with mTLS: calls by client certificate identity (first 100 identities; later ones as "other")
 //
 // plus the standard go_* and process_* collectors.
 package metrics
@@ -48,6 +49,7 @@ type Metrics struct {
 	L1Flushes             prometheus.Counter
 	GRPCRequests          *prometheus.CounterVec
 	GRPCDuration          *prometheus.HistogramVec
+	CallerRequests        *prometheus.CounterVec
 }
 
 // Cache and tier label values.
@@ -116,11 +118,14 @@ func New() *Metrics {
 		GRPCDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "authz_grpc_request_duration_seconds", Help: "gRPC handler latency by method.", Buckets: latencyBuckets,
 		}, []string{"method"}),
+		CallerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_grpc_caller_requests_total", Help: "gRPC requests by verified client certificate identity (mTLS) and method.",
+		}, []string{"caller", "method"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.CacheLookups, m.Introspections, m.IntrospectionDuration, m.IntrospectionErrors,
 		m.RedisErrors, m.CoalescedWaits, m.UserFetches, m.UserFetchRetries, m.UserFetchDuration,
-		m.Invalidations, m.L1Flushes, m.GRPCRequests, m.GRPCDuration,
+		m.Invalidations, m.L1Flushes, m.GRPCRequests, m.GRPCDuration, m.CallerRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
