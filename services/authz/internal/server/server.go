@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -231,6 +233,7 @@ func (s *Server) lookupError(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, introspect.ErrUnavailable):
 		// Logged (rate-limited) by the cache, with the failure kind.
+		noRetry(ctx)
 		return status.Error(codes.Unavailable, msgUnavailable)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, context.Canceled.Error())
@@ -248,9 +251,23 @@ func (s *Server) GetUser(ctx context.Context, req *authzv1.GetUserRequest) (*aut
 	}
 	u, err := s.users.Get(ctx, req.GetUserId(), req.GetIncludeOrgs())
 	if err != nil {
-		return nil, s.userError(ctx, err).Err()
+		st := s.userError(ctx, err)
+		if st.Code() == codes.Unavailable {
+			noRetry(ctx)
+		}
+		return nil, st.Err()
 	}
 	return &authzv1.GetUserResponse{User: u}, nil
+}
+
+// noRetry asks the caller's gRPC client not to retry this UNAVAILABLE answer
+// (gRFC A6 server pushback: a negative grpc-retry-pushback-ms trailer). The
+// gateway retries UNAVAILABLE on another replica, which is right when a
+// replica dies but wrong when the authorization server is down: every replica
+// would ask it again, multiplying its load during the outage and the caller's
+// wait. A replica that is gone sends no trailer, so that retry still happens.
+func noRetry(ctx context.Context) {
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", "-1"))
 }
 
 func (s *Server) userError(ctx context.Context, err error) *status.Status {
