@@ -428,7 +428,15 @@ func (e *env) profiled(target string) map[string]string {
 // profile saves a CPU profile of the process at addr over the next
 // p.seconds into ProfileDir.
 func (p *probe) profile(proc, addr string) {
-	slug := strings.NewReplacer(":", "", " ", "-", "(", "", ")", "", "/", "-").Replace(p.target)
+	slug := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_':
+			return r
+		case r == ' ' || r == '-':
+			return '-'
+		}
+		return -1
+	}, p.target)
 	name := fmt.Sprintf("%s-as%dms-%s-c%d-%s.pprof", p.e.name, p.e.cfg.ASLatency.Milliseconds(), slug, p.clients, proc)
 	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, p.seconds)
 	ctx, cancel := context.WithTimeout(p.ctx, time.Duration(p.seconds)*time.Second+30*time.Second)
