@@ -99,6 +99,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 		Store:       a.store,
 		CacheTTL:    cfg.CacheTTL,
 		NegativeTTL: cfg.NegativeCacheTTL,
+		ClockSkew:   cfg.ClockSkew,
 		Logger:      a.logger,
 		Metrics:     a.Metrics,
 	})

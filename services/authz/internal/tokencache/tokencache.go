@@ -5,9 +5,12 @@
 //
 // The introspection result, never the decision: expiry, audience and scopes are
 // checked again on every hit. A result lives min(CacheTTL, exp-now); an inactive
-// token, or one whose exp has already passed, lives NegativeTTL. Entries are keyed by
-// SHA-256 over (introspection endpoint, token), so the raw token is never held in
-// memory longer than a request, nor written to Redis or logs.
+// token, or one whose exp passed more than ClockSkew ago, lives NegativeTTL. An
+// active result whose exp has passed by less than ClockSkew is not cached: the
+// decision still allows it, but the authorization server is about to call the
+// token inactive, and a cached copy would keep it usable past exp. Entries are
+// keyed by SHA-256 over (introspection endpoint, token), so the raw token is
+// never held in memory longer than a request, nor written to Redis or logs.
 //
 // # Concurrency
 //
@@ -97,6 +100,9 @@ type Options struct {
 	// NegativeTTL is how long inactive and expired results are reused; 0 disables
 	// negative caching.
 	NegativeTTL time.Duration
+	// ClockSkew is the decision's allowance for an exp in the past (CLOCK_SKEW);
+	// see the package documentation.
+	ClockSkew time.Duration
 	// KeyPrefix and Channel name the Redis keys and the invalidation channel.
 	KeyPrefix, Channel string
 	Logger             *slog.Logger
@@ -113,6 +119,7 @@ type Cache struct {
 	store       *rediscache.Store
 	cacheTTL    time.Duration
 	negativeTTL time.Duration
+	clockSkew   time.Duration
 	keyPrefix   string
 	channel     string
 	logger      *slog.Logger
@@ -153,6 +160,7 @@ func New(o Options) (*Cache, error) {
 		store:       o.Store,
 		cacheTTL:    o.CacheTTL,
 		negativeTTL: o.NegativeTTL,
+		clockSkew:   o.ClockSkew,
 		keyPrefix:   o.KeyPrefix,
 		channel:     o.Channel,
 		logger:      o.Logger,
@@ -273,7 +281,8 @@ func (c *Cache) fetch(ctx context.Context, k clockcache.Key, token string) (fetc
 }
 
 // ttl is min(CacheTTL, exp-now) for an active token; NegativeTTL for an inactive
-// one and for one already past exp (its verdict cannot change).
+// one and for one past exp by more than the clock skew (its verdict, expired,
+// cannot change); zero (not cached) for one past exp within the skew.
 func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
 	if !r.Active {
 		return c.negativeTTL
@@ -282,6 +291,9 @@ func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
 	if r.Has&introspect.HasExp != 0 {
 		left := time.Unix(r.Exp, 0).Sub(now)
 		if left <= 0 {
+			if -left < c.clockSkew {
+				return 0
+			}
 			return c.negativeTTL
 		}
 		ttl = min(ttl, left)

@@ -146,6 +146,40 @@ func TestNegativeCaching(t *testing.T) {
 	}
 }
 
+// TestPastExpWithinSkew: an active result whose exp has just passed is still
+// allowed by the decision (CLOCK_SKEW) but is not cached, so the authorization
+// server's next answer (inactive) counts at once instead of NEGATIVE_CACHE_TTL
+// later; past the skew the result is final (expired) and cached.
+func TestPastExpWithinSkew(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		expAgo    int64
+		wantCalls int64
+	}{
+		{"within the skew: not cached", 1, 3},
+		{"beyond the skew: cached", 60, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var clk clock
+			clk.t.Store(time.Unix(1_800_000_000, 0).UnixNano())
+			f := &fakeFetcher{reply: activeUntil(1_800_000_000 - tt.expAgo)}
+			c := newCache(t, f, &clk, func(o *Options) { o.ClockSkew = 30 * time.Second })
+			for range 3 {
+				if r, _ := lookup(t, c, "t"); !r.Active {
+					t.Fatal("result not active")
+				}
+				clk.add(100 * time.Millisecond)
+			}
+			if n := f.calls.Load(); n != tt.wantCalls {
+				t.Errorf("introspections = %d, want %d", n, tt.wantCalls)
+			}
+		})
+	}
+}
+
 func TestErrorsAreNotCached(t *testing.T) {
 	t.Parallel()
 	var clk clock
