@@ -18,11 +18,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 )
 
 // drainTimeout leaves in-flight requests time to finish on SIGTERM, inside the
@@ -70,13 +73,22 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	logger.Info("starting mcp-gateway", "config", cfg)
 
 	m := metrics.New()
-	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz})
+	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %s: %w", config.EnvAuthzAddr, err)
 	}
 	defer authz.Close()
 
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m})
+	var limiter *ratelimit.Limiter
+	if cfg.RateLimit.Enabled() {
+		redis.SetLogger(ratelimit.DriverLogger(logger))
+		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
+			return fmt.Errorf("invalid configuration: %s: %w", config.EnvRateLimit, err)
+		}
+		defer limiter.Close()
+	}
+
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter})
 	if err != nil {
 		return err
 	}
@@ -84,7 +96,8 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	if err != nil {
 		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
 	}
-	logger.Info("serving MCP", "addr", ln.Addr().String(), "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr)
+	logger.Info("serving MCP", "addr", ln.Addr().String(), "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
+		"authz_tls", cfg.AuthzTLS != nil, "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
 	if err := gateway.Serve(ctx, ln, gw, logger, drainTimeout); err != nil {
 		return err
 	}

@@ -7,17 +7,21 @@
 // reports NOT_SERVING gets no calls; a call that fails with UNAVAILABLE is
 // retried (at most 3 attempts in all) and round-robin sends the retry to the
 // next replica; keepalive pings detect a dead peer on an idle connection.
-// Every call carries its own deadline (AUTHZ_TIMEOUT).
+// Every call carries its own deadline (AUTHZ_TIMEOUT). With [Options.TLS] the
+// connection is TLS, and mutual TLS when that configuration holds a client
+// certificate (authz then knows the gateway by it).
 package authzclient
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // registers client-side health checking
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -61,6 +65,10 @@ type Options struct {
 	Timeout time.Duration
 	// Observe, if set, is called after every call.
 	Observe Observer
+	// TLS, if set, secures the connection (config.Config.AuthzTLS: the CA
+	// trusted for authz's certificate and, for mutual TLS, the gateway's client
+	// certificate); nil dials in plaintext.
+	TLS *tls.Config
 	// DialOptions are added last, e.g. grpc.WithResolvers in tests.
 	DialOptions []grpc.DialOption
 }
@@ -81,8 +89,12 @@ func New(target string, opts Options) (*Client, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
 	}
+	creds := insecure.NewCredentials()
+	if opts.TLS != nil {
+		creds = credentials.NewTLS(opts.TLS)
+	}
 	dial := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(ServiceConfig),
 		grpc.WithKeepaliveParams(Keepalive),
 	}

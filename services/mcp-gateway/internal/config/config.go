@@ -4,15 +4,22 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 )
 
 // Names of every environment variable the gateway reads.
@@ -28,6 +35,13 @@ const (
 	EnvAllowedOrigins      = "MCP_ALLOWED_ORIGINS"
 	EnvToolsListAll        = "TOOLS_LIST_ALL"
 	EnvLogLevel            = "LOG_LEVEL"
+	EnvAuthzTLSCA          = "AUTHZ_TLS_CA"
+	EnvAuthzTLSCert        = "AUTHZ_TLS_CERT"
+	EnvAuthzTLSKey         = "AUTHZ_TLS_KEY"
+	EnvAuthzTLSServerName  = "AUTHZ_TLS_SERVER_NAME"
+	EnvRedisURL            = "REDIS_URL"
+	EnvRateLimit           = "RATE_LIMIT"
+	EnvRateLimitBurst      = "RATE_LIMIT_BURST"
 )
 
 // EnvNames returns the name of every environment variable [Load] reads, sorted.
@@ -35,6 +49,8 @@ func EnvNames() []string {
 	names := []string{
 		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
+		EnvAuthzTLSCA, EnvAuthzTLSCert, EnvAuthzTLSKey, EnvAuthzTLSServerName,
+		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst,
 	}
 	slices.Sort(names)
 	return names
@@ -70,6 +86,23 @@ type Config struct {
 	ToolsListAll bool
 	// LogLevel is the minimum level logged (LOG_LEVEL).
 	LogLevel slog.Level
+
+	// AuthzTLS secures the connection to authz, nil for plaintext. It is set
+	// when any AUTHZ_TLS_* variable is: AuthzTLSCA is the CA that signed
+	// authz's certificate (unset: the system roots), AuthzTLSCert and
+	// AuthzTLSKey the gateway's client certificate for mutual TLS, and
+	// AuthzTLSServerName the name to verify instead of AUTHZ_ADDR's host.
+	AuthzTLS           *tls.Config
+	AuthzTLSCA         string
+	AuthzTLSCert       string
+	AuthzTLSKey        string
+	AuthzTLSServerName string
+	// RedisURL is the rate limiter's shared store (REDIS_URL); unset, each
+	// replica limits on its own.
+	RedisURL string
+	// RateLimit is every principal's request budget (RATE_LIMIT and
+	// RATE_LIMIT_BURST); the zero Limit is off.
+	RateLimit ratelimit.Limit
 }
 
 // Defaults for unset variables.
@@ -172,7 +205,86 @@ func Load(getenv func(string) string) (Config, error) {
 			return c, errorf(EnvLogLevel, "must be debug, info, warn or error, got %q", v)
 		}
 	}
+
+	if err := c.loadAuthzTLS(func(name string) string { return get(name, "") }); err != nil {
+		return c, err
+	}
+
+	if c.RedisURL = get(EnvRedisURL, ""); c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			return c, errorf(EnvRedisURL, "%s", strings.ReplaceAll(err.Error(), c.RedisURL, MaskURL(c.RedisURL)))
+		}
+	}
+	if c.RateLimit, err = ratelimit.ParseRate(get(EnvRateLimit, "")); err != nil {
+		return c, errorf(EnvRateLimit, "%v", err)
+	}
+	if v := get(EnvRateLimitBurst, ""); v != "" {
+		n, perr := strconv.Atoi(v)
+		switch {
+		case perr != nil || n < 1 || n > ratelimit.MaxCount:
+			return c, errorf(EnvRateLimitBurst, "must be a whole number of requests from 1 to %d, got %q", ratelimit.MaxCount, v)
+		case !c.RateLimit.Enabled():
+			return c, errorf(EnvRateLimitBurst, "set, but %s is off; set %s too (e.g. 600/m)", EnvRateLimit, EnvRateLimit)
+		}
+		c.RateLimit.Burst = n
+	}
 	return c, nil
+}
+
+// loadAuthzTLS reads the AUTHZ_TLS_* files now, so that a missing or mismatched
+// one stops the start with its variable's name instead of failing every call.
+func (c *Config) loadAuthzTLS(get func(string) string) error {
+	c.AuthzTLSCA, c.AuthzTLSCert, c.AuthzTLSKey, c.AuthzTLSServerName = get(EnvAuthzTLSCA), get(EnvAuthzTLSCert), get(EnvAuthzTLSKey), get(EnvAuthzTLSServerName)
+	if c.AuthzTLSCA == "" && c.AuthzTLSCert == "" && c.AuthzTLSKey == "" && c.AuthzTLSServerName == "" {
+		return nil
+	}
+	// TLS 1.3 only: authz is ours and speaks it.
+	t := &tls.Config{MinVersion: tls.VersionTLS13, ServerName: c.AuthzTLSServerName}
+	if c.AuthzTLSCA != "" {
+		b, err := os.ReadFile(c.AuthzTLSCA)
+		if err != nil {
+			return errorf(EnvAuthzTLSCA, "%v", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(b) {
+			return errorf(EnvAuthzTLSCA, "%s holds no PEM certificate", c.AuthzTLSCA)
+		}
+	}
+	switch {
+	case c.AuthzTLSCert == "" && c.AuthzTLSKey != "":
+		return errorf(EnvAuthzTLSCert, "must be set with %s: the gateway's client certificate (PEM file)", EnvAuthzTLSKey)
+	case c.AuthzTLSCert != "" && c.AuthzTLSKey == "":
+		return errorf(EnvAuthzTLSKey, "must be set with %s: its private key (PEM file)", EnvAuthzTLSCert)
+	case c.AuthzTLSCert != "":
+		certPEM, err := os.ReadFile(c.AuthzTLSCert)
+		if err != nil {
+			return errorf(EnvAuthzTLSCert, "%v", err)
+		}
+		keyPEM, err := os.ReadFile(c.AuthzTLSKey)
+		if err != nil {
+			return errorf(EnvAuthzTLSKey, "%v", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			// A fixed description, never key material.
+			return errorf(EnvAuthzTLSKey, "with %s %s: %v", EnvAuthzTLSCert, c.AuthzTLSCert, err)
+		}
+		t.Certificates = []tls.Certificate{pair}
+	}
+	c.AuthzTLS = t
+	return nil
+}
+
+// MaskURL hides the password of a URL such as redis://user:pass@host/0.
+func MaskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable>"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
 
 // Resource is the protected resource identifier: exactly {MCP_SERVER_URL}/mcp.
@@ -185,7 +297,8 @@ func (c Config) ResourceMetadataURL() string {
 	return c.ServerURL + "/.well-known/oauth-protected-resource/mcp"
 }
 
-// LogValue prints the configuration at start. The gateway holds no secrets.
+// LogValue prints the configuration at start, with REDIS_URL's password masked
+// (the TLS variables are file paths).
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String(EnvListen, c.Listen),
@@ -198,6 +311,12 @@ func (c Config) LogValue() slog.Value {
 		slog.String(EnvAllowedOrigins, strings.Join(c.AllowedOrigins, ",")),
 		slog.Bool(EnvToolsListAll, c.ToolsListAll),
 		slog.String(EnvLogLevel, c.LogLevel.String()),
+		slog.String(EnvAuthzTLSCA, c.AuthzTLSCA),
+		slog.String(EnvAuthzTLSCert, c.AuthzTLSCert),
+		slog.String(EnvAuthzTLSKey, c.AuthzTLSKey),
+		slog.String(EnvAuthzTLSServerName, c.AuthzTLSServerName),
+		slog.String(EnvRedisURL, MaskURL(c.RedisURL)),
+		slog.String(EnvRateLimit, c.RateLimit.String()),
 	)
 }
 

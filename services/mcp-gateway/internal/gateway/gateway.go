@@ -34,6 +34,10 @@
 //     denial: 401 invalid_token. authz unreachable, UNAVAILABLE, a deadline, or
 //     any other error: 503 with Retry-After, never 401, so clients keep their
 //     tokens through an outage.
+//  5. With RATE_LIMIT set, the allowed principal's budget is charged (package
+//     ratelimit, shared across replicas through Redis); over it: 429 with
+//     Retry-After. Only authorized requests are charged, so nobody can spend
+//     another user's budget without their token.
 package gateway
 
 import (
@@ -58,6 +62,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -90,6 +95,8 @@ type Options struct {
 	HTTPClient *http.Client
 	// MaxBody bounds request bodies; [mcpreq.DefaultMaxBody] when zero.
 	MaxBody int64
+	// RateLimiter, if set, limits each principal's requests (RATE_LIMIT).
+	RateLimiter *ratelimit.Limiter
 }
 
 // RetryAfter is what a 503 tells clients to wait before retrying.
@@ -115,6 +122,7 @@ type Gateway struct {
 	asmeta   *asmeta.Proxy
 	mcp      http.Handler
 	mux      *http.ServeMux
+	limiter  *ratelimit.Limiter
 }
 
 // New builds the gateway: the one go-sdk server with every registered tool, the
@@ -147,6 +155,7 @@ func New(opts Options) (*Gateway, error) {
 		prmURL:   cfg.ResourceMetadataURL(),
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, tools.All()),
+		limiter:  opts.RateLimiter,
 	}
 	if i := strings.Index(cfg.ServerURL, "://"); i >= 0 {
 		g.host = cfg.ServerURL[i+3:]

@@ -96,7 +96,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c, ok := g.authorize(x)
-	if !ok {
+	if !ok || !g.withinRateLimit(x, c) {
 		return
 	}
 	r = r.WithContext(caller.NewContext(r.Context(), c))
@@ -161,6 +161,39 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		g.fail(x, g.invalidToken(x, desc))
 	}
 	return nil, false
+}
+
+// withinRateLimit charges the caller's budget and, when it is spent, answers
+// 429 with Retry-After.
+func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
+	if g.limiter == nil {
+		return true
+	}
+	res := g.limiter.Allow(x.r.Context(), principalName(c.Principal, x.token))
+	if res.Allowed {
+		return true
+	}
+	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "retry_after", res.RetryAfter.String())
+	g.fail(x, challenge.Response{
+		Status:      http.StatusTooManyRequests,
+		Error:       "rate_limited",
+		Description: "too many requests for this user (limit " + g.limiter.Limit().String() + "); retry after Retry-After seconds",
+		RetryAfter:  res.RetryAfter,
+	})
+	return false
+}
+
+// principalName names whom a request is charged to: the token's subject; for a
+// token without one (client credentials), its client; failing both, the token
+// itself (as a hash: the limiter hashes every name again before storing it).
+func principalName(p *authzv1.Principal, token string) string {
+	switch {
+	case p.GetSubject() != "":
+		return "sub:" + p.GetSubject()
+	case p.GetClientId() != "":
+		return "client:" + p.GetClientId()
+	}
+	return "token:" + tokenHash(token)
 }
 
 func defaultDenialDescription(r authzv1.DenialReason) string {

@@ -8,6 +8,11 @@
 //     retries, by RPC and gRPC code.
 //   - mcp_gateway_authz_decisions_total{decision}: "allowed", a denial reason
 //     (e.g. "insufficient_scope"), or "error" when authz could not decide.
+//   - mcp_gateway_rate_limit_decisions_total{decision,store}: rate-limit checks
+//     (RATE_LIMIT) by decision ("allowed", "limited") and the store that
+//     decided ("redis", or "local" when REDIS_URL is unset or Redis failed).
+//   - mcp_gateway_rate_limit_redis_errors_total: Redis failures of the rate
+//     limiter (each request then decided in process, never failed).
 package metrics
 
 import (
@@ -28,6 +33,8 @@ type Metrics struct {
 	requestDuration *prometheus.HistogramVec
 	authzDuration   *prometheus.HistogramVec
 	decisions       *prometheus.CounterVec
+	rateLimits      *prometheus.CounterVec
+	rateLimitErrors prometheus.Counter
 }
 
 // latencyBuckets resolve sub-millisecond cache hits as well as slow outliers.
@@ -56,8 +63,16 @@ func New() *Metrics {
 			Name: "mcp_gateway_authz_decisions_total",
 			Help: `Authorization decisions: "allowed", the denial reason, or "error".`,
 		}, []string{"decision"}),
+		rateLimits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_rate_limit_decisions_total",
+			Help: `Per-principal rate-limit checks by decision ("allowed", "limited") and store ("redis", "local").`,
+		}, []string{"decision", "store"}),
+		rateLimitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcp_gateway_rate_limit_redis_errors_total",
+			Help: "Redis failures of the rate limiter; those requests were decided by the in-process limiter.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions,
+	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions, m.rateLimits, m.rateLimitErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -87,3 +102,11 @@ func (m *Metrics) ObserveAuthz(fullMethod string, code codes.Code, d time.Durati
 func (m *Metrics) Decision(decision string) {
 	m.decisions.WithLabelValues(decision).Inc()
 }
+
+// RateLimit records one rate-limit check.
+func (m *Metrics) RateLimit(decision, store string) {
+	m.rateLimits.WithLabelValues(decision, store).Inc()
+}
+
+// RateLimitRedisError records one failed Redis call of the rate limiter.
+func (m *Metrics) RateLimitRedisError() { m.rateLimitErrors.Inc() }

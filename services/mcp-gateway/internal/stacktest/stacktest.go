@@ -31,6 +31,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 )
 
 // Seeded devauth users (COMMON.md).
@@ -392,12 +393,20 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	m := metrics.New()
-	az, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz})
+	az, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
 		ln.Close()
 		return nil, nil, err
 	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m})
+	var limiter *ratelimit.Limiter
+	if cfg.RateLimit.Enabled() {
+		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
+			ln.Close()
+			az.Close()
+			return nil, nil, err
+		}
+	}
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter})
 	if err != nil {
 		ln.Close()
 		az.Close()
@@ -412,6 +421,9 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 			fmt.Fprintln(os.Stderr, "stacktest: gateway:", err)
 		}
 		az.Close()
+		if limiter != nil {
+			limiter.Close()
+		}
 	})
 	return &Gateway{URL: cfg.ServerURL, Addr: ln.Addr().String(), Config: cfg, Metrics: m, logs: logs, stop: stop}, stop, nil
 }

@@ -1,0 +1,323 @@
+// Package ratelimit limits how many MCP requests one principal (the subject of an
+// access token) may make, across every gateway replica.
+//
+// # Algorithm and store
+//
+// Both stores implement GCRA (the generic cell rate algorithm, a leaky bucket
+// without a background drain): a principal may send [Limit.Burst] requests at
+// once and then one every Period/Count. With a Redis URL the state lives in Redis
+// (github.com/go-redis/redis_rate, one Lua script per request using Redis's own
+// clock), so replicas share one budget per principal; without one, each replica
+// keeps its own state in process.
+//
+// # Redis failures
+//
+// Rate limiting fails open as far as availability goes: a Redis error never fails a
+// request. While Redis is unreachable the replica falls back to its in-process
+// limiter (so a principal gets at most one budget per replica instead of one in
+// all), logs once per [logEvery] and counts the error; after [Options.Backoff] it
+// tries Redis again.
+//
+// # Keys
+//
+// A principal is stored under a SHA-256 of its name (see [Key]), so Redis holds no
+// subject, client ID or token in clear; the value is a timestamp.
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+)
+
+// Limit is a rate: Count requests per Period, with bursts of up to Burst. The
+// zero Limit is "no limit".
+type Limit struct {
+	Count  int
+	Period time.Duration
+	Burst  int
+}
+
+// Enabled reports whether l limits anything.
+func (l Limit) Enabled() bool { return l.Count > 0 && l.Period > 0 }
+
+// String renders l as RATE_LIMIT accepts it, plus the burst.
+func (l Limit) String() string {
+	if !l.Enabled() {
+		return "off"
+	}
+	unit := map[time.Duration]string{time.Second: "s", time.Minute: "m", time.Hour: "h"}[l.Period]
+	return fmt.Sprintf("%d/%s burst %d", l.Count, unit, l.Burst)
+}
+
+// MaxCount bounds the count of a rate: beyond it the limit means nothing.
+const MaxCount = 1_000_000_000
+
+// ParseRate parses a RATE_LIMIT value: "N/s", "N/m" or "N/h" (N requests per
+// second, minute or hour), or a bare "N" per minute. "", "0" and "off" mean no
+// limit. Burst defaults to N. It returns an error saying what is accepted.
+func ParseRate(s string) (Limit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" || strings.EqualFold(s, "off") {
+		return Limit{}, nil
+	}
+	num, unit, hasUnit := strings.Cut(s, "/")
+	period := time.Minute
+	if hasUnit {
+		switch strings.TrimSpace(unit) {
+		case "s":
+			period = time.Second
+		case "m":
+			period = time.Minute
+		case "h":
+			period = time.Hour
+		default:
+			return Limit{}, fmt.Errorf("%q: the unit must be s, m or h, as in 600/m", s)
+		}
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	if err != nil || n < 0 || n > MaxCount {
+		return Limit{}, fmt.Errorf("%q is not a rate such as 600/m, 10/s or 36000/h (or off)", s)
+	}
+	if n == 0 {
+		return Limit{}, nil
+	}
+	return Limit{Count: n, Period: period, Burst: n}, nil
+}
+
+// Key returns the store key of a principal: a hex SHA-256 prefix (128 bits) of
+// its name, so no identifier appears in Redis in clear.
+func Key(principal string) string {
+	sum := sha256.Sum256([]byte(principal))
+	return "mcp-gateway:" + hex.EncodeToString(sum[:16])
+}
+
+// Result is the outcome of one [Limiter.Allow].
+type Result struct {
+	// Allowed reports whether the request may proceed.
+	Allowed bool
+	// RetryAfter is, when not allowed, how long until the next request would be.
+	RetryAfter time.Duration
+}
+
+// Options configures [New].
+type Options struct {
+	// Limit is the rate every principal gets; it must be enabled.
+	Limit Limit
+	// RedisURL, if set, is the shared store (redis://host:port/db); unset keeps
+	// state per replica.
+	RedisURL string
+	// Logger receives Redis outages (rate-limited); discarded when nil.
+	Logger *slog.Logger
+	// Metrics counts decisions and Redis errors; a private set when nil.
+	Metrics *metrics.Metrics
+	// Timeout bounds each Redis call; 250ms when zero. A slow Redis costs a
+	// request at most this much before the in-process limiter decides.
+	Timeout time.Duration
+	// Backoff is how long Redis is skipped after a failure; 1s when zero.
+	Backoff time.Duration
+	// MaxLocalKeys bounds the in-process state; 100000 when zero.
+	MaxLocalKeys int
+	// Now is the in-process limiter's clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Limiter decides whether a principal's request is within its limit. It is safe
+// for concurrent use.
+type Limiter struct {
+	limit     Limit
+	rl        redis_rate.Limit
+	rdb       *redis.Client
+	redis     *redis_rate.Limiter
+	local     *local
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	timeout   time.Duration
+	backoff   time.Duration
+	downUntil atomic.Int64 // unix nanoseconds until which Redis is skipped
+	lastLog   atomic.Int64
+}
+
+// logEvery bounds the rate of Redis-outage log lines.
+const logEvery = 10 * time.Second
+
+// New returns a limiter. It returns an error for a disabled limit or an unusable
+// Redis URL; an unreachable Redis is not an error (see the package
+// documentation).
+func New(o Options) (*Limiter, error) {
+	if !o.Limit.Enabled() {
+		return nil, errors.New("ratelimit: the limit is not enabled")
+	}
+	if o.Limit.Burst < 1 {
+		o.Limit.Burst = 1
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 250 * time.Millisecond
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = time.Second
+	}
+	if o.MaxLocalKeys <= 0 {
+		o.MaxLocalKeys = 100_000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	l := &Limiter{
+		limit:   o.Limit,
+		rl:      redis_rate.Limit{Rate: o.Limit.Count, Period: o.Limit.Period, Burst: o.Limit.Burst},
+		local:   &local{now: o.Now, max: o.MaxLocalKeys, tat: map[string]time.Time{}},
+		log:     o.Logger,
+		metrics: o.Metrics,
+		timeout: o.Timeout,
+		backoff: o.Backoff,
+	}
+	if o.RedisURL != "" {
+		ro, err := redis.ParseURL(o.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("parsing REDIS_URL: %w", err)
+		}
+		ro.DialTimeout = o.Timeout
+		ro.ReadTimeout = o.Timeout
+		ro.WriteTimeout = o.Timeout
+		// One attempt: the in-process limiter is the retry.
+		ro.MaxRetries = -1
+		l.rdb = redis.NewClient(ro)
+		l.redis = redis_rate.NewLimiter(l.rdb)
+	}
+	return l, nil
+}
+
+// Limit returns the configured limit.
+func (l *Limiter) Limit() Limit { return l.limit }
+
+// Allow takes one request from principal's budget. It never fails: when Redis
+// cannot answer, the in-process limiter decides.
+func (l *Limiter) Allow(ctx context.Context, principal string) Result {
+	key := Key(principal)
+	if l.redis != nil && time.Now().UnixNano() >= l.downUntil.Load() {
+		cctx, cancel := context.WithTimeout(ctx, l.timeout)
+		res, err := l.redis.Allow(cctx, key, l.rl)
+		cancel()
+		if err == nil {
+			r := Result{Allowed: res.Allowed > 0}
+			if !r.Allowed {
+				r.RetryAfter = res.RetryAfter
+			}
+			l.metrics.RateLimit(decision(r), "redis")
+			return r
+		}
+		if ctx.Err() == nil {
+			l.redisFailed(ctx, err)
+		}
+	}
+	r := l.local.allow(key, l.limit)
+	l.metrics.RateLimit(decision(r), "local")
+	return r
+}
+
+func decision(r Result) string {
+	if r.Allowed {
+		return "allowed"
+	}
+	return "limited"
+}
+
+func (l *Limiter) redisFailed(ctx context.Context, err error) {
+	now := time.Now()
+	l.downUntil.Store(now.Add(l.backoff).UnixNano())
+	l.metrics.RateLimitRedisError()
+	last := l.lastLog.Load()
+	if now.UnixNano()-last >= int64(logEvery) && l.lastLog.CompareAndSwap(last, now.UnixNano()) {
+		l.log.WarnContext(ctx, "rate limiting: redis unavailable; limiting per replica until it answers", "error", err.Error(), "retry_in", l.backoff.String())
+	}
+}
+
+// Close releases the Redis connections.
+func (l *Limiter) Close() error {
+	if l.rdb != nil {
+		return l.rdb.Close()
+	}
+	return nil
+}
+
+// local is an in-process GCRA: per key, the theoretical arrival time (TAT) of
+// the next request. A key whose TAT has passed is equivalent to no key, which
+// lets a sweep drop it.
+type local struct {
+	mu  sync.Mutex
+	now func() time.Time
+	max int
+	tat map[string]time.Time
+}
+
+func (s *local) allow(key string, lim Limit) Result {
+	now := s.now()
+	interval := lim.Period / time.Duration(lim.Count)
+	burst := interval * time.Duration(lim.Burst)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tat, ok := s.tat[key]
+	if !ok || tat.Before(now) {
+		tat = now
+	}
+	next := tat.Add(interval)
+	if allowAt := next.Add(-burst); now.Before(allowAt) {
+		return Result{RetryAfter: allowAt.Sub(now)}
+	}
+	if !ok && len(s.tat) >= s.max {
+		s.sweep(now)
+	}
+	s.tat[key] = next
+	return Result{Allowed: true}
+}
+
+// sweep drops keys whose budget is full again; if every key is still busy it
+// drops arbitrary ones, erring towards allowing (bounded memory first).
+func (s *local) sweep(now time.Time) {
+	for k, t := range s.tat {
+		if !t.After(now) {
+			delete(s.tat, k)
+		}
+	}
+	for k := range s.tat {
+		if len(s.tat) < s.max*3/4 {
+			break
+		}
+		delete(s.tat, k)
+	}
+}
+
+// DriverLogger adapts logger to go-redis's process-wide logger (redis.SetLogger),
+// so the driver's own messages about dial failures and the pool land in the
+// structured log at debug level instead of as bare stderr lines.
+func DriverLogger(logger *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return driverLogger{logger}
+}
+
+type driverLogger struct{ l *slog.Logger }
+
+func (d driverLogger) Printf(ctx context.Context, format string, v ...any) {
+	d.l.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
+}
