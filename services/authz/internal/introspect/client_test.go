@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -160,4 +162,50 @@ func TestNewClientRejectsBadConfig(t *testing.T) {
 			t.Errorf("NewClient(%+v) succeeded", cfg)
 		}
 	}
+}
+
+// TestIntrospectSlowAnswers: a reply slower than usual but within the timeout
+// is used; one whose headers arrive on time but whose body trickles past the
+// timeout is a timeout (ErrUnavailable), not a parse of half a body.
+func TestIntrospectSlowAnswers(t *testing.T) {
+	t.Parallel()
+	t.Run("within the timeout", func(t *testing.T) {
+		t.Parallel()
+		as := propelauthtest.New()
+		t.Cleanup(as.Close)
+		tok := as.MintToken(propelauthtest.TokenOptions{Subject: "u1"})
+		as.SetFault(propelauthtest.FaultNone, 150*time.Millisecond)
+		c := newClient(t, as, "", time.Second)
+		if _, res, err := c.Introspect(t.Context(), tok); err != nil || !res.Active {
+			t.Fatalf("Introspect = %+v, %v; want the active token", res, err)
+		}
+	})
+	t.Run("body trickles past the timeout", func(t *testing.T) {
+		t.Parallel()
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(`{"active":`))
+			http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			_, _ = w.Write([]byte(`true,"sub":"u1"}`))
+		}))
+		t.Cleanup(srv.Close)
+		c, err := introspect.NewClient(introspect.Config{Endpoint: srv.URL, ClientID: "c", ClientSecret: "s", Timeout: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, res, err := c.Introspect(t.Context(), "tok")
+		var ie *introspect.Error
+		if !errors.As(err, &ie) || ie.Kind != introspect.KindTimeout || !errors.Is(err, introspect.ErrUnavailable) {
+			t.Fatalf("Introspect = %+v, %v; want a timeout unwrapping to ErrUnavailable", res, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("gave up after %v; want about the 300ms timeout", d)
+		}
+	})
 }

@@ -128,6 +128,7 @@ func TestParseMalformed(t *testing.T) {
 		{"exp overflow", `{"active":true,"exp":1e400}`},
 		{"iat bool", `{"active":true,"iat":true}`},
 		{"too large", `{"active":true,"pad":"` + strings.Repeat("x", MaxBodyBytes) + `"}`},
+		{"byte order mark", "\ufeff{\"active\":true}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
