@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -126,6 +127,24 @@ func (r *Redis) Stop() {
 	_ = r.cmd.Process.Kill()
 	_ = r.cmd.Wait()
 	r.cmd = nil
+}
+
+// Pause freezes the server (SIGSTOP), as a host that stops answering would:
+// connections are accepted by the kernel and stay open, but nothing is
+// answered until Resume. It returns an error if the server is not running.
+func (r *Redis) Pause() error { return r.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT). It returns an error if the
+// server is not running.
+func (r *Redis) Resume() error { return r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig os.Signal) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return errors.New("redis-server is not running")
+	}
+	return r.cmd.Process.Signal(sig)
 }
 
 // Do sends one command in the inline protocol and returns the first reply line, for
