@@ -9,12 +9,31 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
 )
 
-// TestRedisRestartUnderLoad kills the Redis two authz replicas share in the
+// TestRedisFaultsUnderLoad breaks the Redis two authz replicas share in the
 // middle of a load that keeps bringing new tokens (so introspection results
-// are being written to and read from L2), and restarts it 1.5s later. Rule:
-// not one request fails (Redis is a cache: any Redis error is a miss), and
-// once Redis is back the replicas share results through it again.
-func TestRedisRestartUnderLoad(t *testing.T) {
+// are being written to and read from L2), and repairs it 1.5s later: killed
+// (SIGKILL, its data lost) then restarted, or frozen (SIGSTOP: connections
+// open, nothing answered) then thawed. Rule: not one request fails (Redis is a
+// cache: any Redis error or timeout is a miss), and once Redis is back the
+// replicas share results through it again.
+func TestRedisFaultsUnderLoad(t *testing.T) {
+	tests := []struct {
+		name           string
+		break_, repair func(c *cluster) error
+	}{
+		{"killed and restarted",
+			func(c *cluster) error { c.redis.Stop(); return nil },
+			func(c *cluster) error { return c.redis.Start() }},
+		{"frozen and thawed",
+			func(c *cluster) error { return c.redis.Pause() },
+			func(c *cluster) error { return c.redis.Resume() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { redisFault(t, tt.name, tt.break_, tt.repair) })
+	}
+}
+
+func redisFault(t *testing.T, name string, break_, repair func(c *cluster) error) {
 	c := startCluster(t, options{replicas: 2, gateways: 1, redis: true})
 	const conc = 6
 	src := tokens.NewChurn(c.mintN(t, 24), c.mintN(t, 240))
@@ -56,20 +75,25 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		t.Fatal("replicas do not share results through Redis even before the fault")
 	}
 
-	var killed, restarted time.Time
+	var broken, repaired time.Time
 	recovered := make(chan time.Duration, 1)
 	events := []event{
-		{at: time.Second, do: func() { c.redis.Stop(); killed = time.Now() }},
-		{at: 2500 * time.Millisecond, do: func() {
-			if err := c.redis.Start(); err != nil {
-				t.Errorf("restarting redis: %v", err)
+		{at: time.Second, do: func() {
+			if err := break_(c); err != nil {
+				t.Errorf("breaking redis: %v", err)
 			}
-			restarted = time.Now()
+			broken = time.Now()
+		}},
+		{at: 2500 * time.Millisecond, do: func() {
+			if err := repair(c); err != nil {
+				t.Errorf("repairing redis: %v", err)
+			}
+			repaired = time.Now()
 			// Measure, under the load, how long until L2 is shared again.
 			go func() {
-				for time.Since(restarted) < 10*time.Second {
+				for time.Since(repaired) < 10*time.Second {
 					if sharedViaL2() {
-						recovered <- time.Since(restarted)
+						recovered <- time.Since(repaired)
 						return
 					}
 					time.Sleep(20 * time.Millisecond)
@@ -86,13 +110,13 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 	slices.SortStableFunc(events, func(a, b event) int { return int(a.at - b.at) })
 
 	res := runLoad(t.Context(), conc, 500*time.Millisecond, 4*time.Second, op.Do, events...)
-	t.Logf("figure: redis restart: %s; Redis down %v; %d new tokens during the run",
-		summary(res), restarted.Sub(killed).Round(time.Millisecond), src.Added())
+	t.Logf("figure: redis %s: %s; Redis out %v; %d new tokens during the run",
+		name, summary(res), repaired.Sub(broken).Round(time.Millisecond), src.Added())
 	if res.Requests < 100 {
 		t.Fatalf("only %d requests: the load did not run", res.Requests)
 	}
 	if res.Errors() != 0 {
-		t.Errorf("%d of %d requests failed (%v); want none: a Redis outage must not fail a request", res.Errors(), res.Requests, res.Outcomes)
+		t.Errorf("%d of %d requests failed (%v); want none: a Redis fault must not fail a request", res.Errors(), res.Requests, res.Outcomes)
 	}
 	var redisErrs float64
 	for _, r := range c.authz {
@@ -104,7 +128,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 
 	rec := <-recovered
 	if rec < 0 {
-		t.Fatal("replicas did not share results through Redis again within 10s of its restart")
+		t.Fatal("replicas did not share results through Redis again within 10s of its repair")
 	}
-	t.Logf("figure: redis restart: L2 shared again %v after the restart, under load; %v Redis errors counted", rec.Round(time.Millisecond), redisErrs)
+	t.Logf("figure: redis %s: L2 shared again %v after the repair, under load; %v Redis errors counted", name, rec.Round(time.Millisecond), redisErrs)
 }
