@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run proto proto-check lint test test-race test-deps tools vuln clean
+.PHONY: all build run proto proto-check lint test test-race test-deps fuzz bench tools vuln clean
 
 all: build
 
@@ -83,6 +83,11 @@ test: test-deps build
 ## test-race: the same with the race detector
 test-race: test-deps build
 	MCPAUTHZ_BIN_DIR=$(BIN) go test -race -count=1 -timeout 20m $(GOTESTFLAGS) $(PKGS)
+
+## fuzz: every fuzz target of the workspace for FUZZTIME (default 5s) each
+FUZZTIME ?= 5s
+fuzz: test-deps
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 ## vuln: govulncheck over every module (needs its database, which these machines cannot reach)
 vuln:
