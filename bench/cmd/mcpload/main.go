@@ -45,6 +45,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/floor"
 	"github.com/mcpauthz/mcpauthz/bench/internal/report"
 	"github.com/mcpauthz/mcpauthz/bench/internal/scenario"
+	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 )
 
 func main() {
@@ -84,6 +85,7 @@ type options struct {
 	ext            scenario.External
 	serveFloors    bool
 	replot         string
+	protocol       string
 }
 
 func parseInts(s string) ([]int, error) {
@@ -146,6 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ext.APIKey, "api-key", "", "devauth's PROPELAUTH_API_KEY (with -devauth); default $PROPELAUTH_API_KEY")
 	fs.StringVar(&o.ext.Resource, "resource", "", "resource to mint tokens for (default: the gateway URL + /mcp)")
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU profiles of the gateway, authz and the floors during every measurement (needs binaries from bench/profiling/build.sh, e.g. -bin bin/pprof)")
+	fs.StringVar(&o.protocol, "protocol", target.ProtocolVersion, "MCP protocol version the clients speak (e.g. 2025-06-18: no Mcp-Method/Mcp-Name headers, no _meta)")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the Markdown (stdout, and -out) and SVG (-out) from this results.json without measuring")
 	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")
 	if err := fs.Parse(args); err != nil {
@@ -174,6 +177,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.duration <= 0 || o.sweepDuration <= 0 || o.warmup < 0:
 		return nil, errors.New("-duration and -sweep-duration must be positive, -warmup not negative")
+	case !validProtocol(o.protocol):
+		return nil, fmt.Errorf("-protocol: %q is not a version such as 2025-06-18", o.protocol)
 	case o.rounds < 1:
 		return nil, errors.New("-rounds must be at least 1")
 	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.stampedeRounds < 1 || o.soakClients < 1 || o.soakNew < 0:
@@ -191,6 +196,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.ext.APIKey = os.Getenv("PROPELAUTH_API_KEY")
 	}
 	return o, nil
+}
+
+func validProtocol(v string) bool {
+	_, err := time.Parse("2006-01-02", v)
+	return err == nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -260,6 +270,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			SweepClients: o.sweep, SweepDuration: o.sweepDuration,
 			SoakDuration: o.soak, SoakClients: o.soakClients, SoakNewPerSec: o.soakNew,
 			ASLatency:   lat,
+			Protocol:    o.protocol,
 			FloorMCPURL: fl.mcpURL, FloorGRPCAddr: fl.grpcAddr, FloorPID: fl.pid,
 			ProfileDir: o.pprofDir, FloorPprof: floorPprof,
 			Logger: logger,

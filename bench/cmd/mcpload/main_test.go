@@ -35,6 +35,7 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{"zero duration", []string{"-duration", "0s"}, "-duration"},
 		{"no tokens", []string{"-tokens", "0"}, "-tokens"},
 		{"no rounds", []string{"-rounds", "0"}, "-rounds"},
+		{"bad protocol", []string{"-protocol", "latest"}, "-protocol"},
 		{"churn too big", []string{"-churn", "1.5"}, "-churn"},
 		{"bad floors", []string{"-floors", "cloud"}, "-floors"},
 		{"gateway without authz", []string{"-gateway", "http://127.0.0.1:8000"}, "-gateway and -authz"},

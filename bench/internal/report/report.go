@@ -113,6 +113,7 @@ type Scenario struct {
 	Description string           `json:"description"`
 	Stack       string           `json:"stack"`
 	ASLatencyMS int64            `json:"as_latency_ms"`
+	Protocol    string           `json:"protocol,omitempty"`
 	Runs        []Run            `json:"runs"`
 	Checks      []Check          `json:"checks,omitempty"`
 	Notes       []string         `json:"notes,omitempty"`
@@ -247,6 +248,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		fmt.Fprintf(&b, "### %s", s.Name)
 		if s.ASLatencyMS > 0 {
 			fmt.Fprintf(&b, " (authorization server +%d ms)", s.ASLatencyMS)
+		}
+		if s.Protocol != "" {
+			fmt.Fprintf(&b, " (MCP %s)", s.Protocol)
 		}
 		fmt.Fprintf(&b, "\n\n%s\n\nStack: %s.\n\n", s.Description, s.Stack)
 		if s.Error != "" {

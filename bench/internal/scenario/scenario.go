@@ -108,6 +108,9 @@ type Config struct {
 	SoakDuration  time.Duration
 	SoakClients   int
 	SoakNewPerSec int
+	// Protocol is the MCP protocol version the load speaks ("" for the
+	// latest, target.ProtocolVersion).
+	Protocol string
 	// ASLatency is added by devauth before every introspection and user fetch.
 	ASLatency time.Duration
 
@@ -249,7 +252,10 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 // Run runs scenario name and returns its section of the report. A scenario
 // that cannot run returns a section with Error set.
 func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
-	sc := &report.Scenario{Name: name, ASLatencyMS: cfg.ASLatency.Milliseconds()}
+	sc := &report.Scenario{Name: name, ASLatencyMS: cfg.ASLatency.Milliseconds(), Protocol: cfg.Protocol}
+	if sc.Protocol == "" {
+		sc.Protocol = target.ProtocolVersion
+	}
 	if cfg.External != nil && (name == TwoReplicas || name == NoRedis) {
 		sc.Description = describe(name, cfg)
 		sc.Stack = "an already running stack"
@@ -629,8 +635,8 @@ func (e *env) ops(clients int, toks tokens.Source) ops {
 	gwc, flc := target.NewHTTPClient(clients), target.NewHTTPClient(clients)
 	az := authzv1.NewAuthzServiceClient(e.authz)
 	return ops{
-		gateway:   (&target.MCPCall{URL: e.mcpURL, Client: gwc, Tokens: toks}).Do,
-		mcpFloor:  (&target.MCPCall{URL: e.cfg.FloorMCPURL, Client: flc}).Do,
+		gateway:   (&target.MCPCall{URL: e.mcpURL, Client: gwc, Tokens: toks, Protocol: e.cfg.Protocol}).Do,
+		mcpFloor:  (&target.MCPCall{URL: e.cfg.FloorMCPURL, Client: flc, Protocol: e.cfg.Protocol}).Do,
 		authz:     (&target.Authorize{Client: az, Resource: e.resource, Tokens: toks}).Do,
 		authzUser: (&target.Authorize{Client: az, Resource: e.resource, Tokens: toks, WithUser: true}).Do,
 		grpcFloor: (&target.HealthCheck{Client: healthpb.NewHealthClient(e.floorGRPC)}).Do,
@@ -793,8 +799,8 @@ func (e *env) stampede(ctx context.Context, sc *report.Scenario) error {
 			var hc *http.Client
 			if kind == report.KindGateway {
 				hc = target.NewHTTPClient(n)
-				prepOp = (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: tokens.NewCycle(warmTok)}).Do
-				op = (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: tokens.NewCycle(fresh)}).Do
+				prepOp = (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: tokens.NewCycle(warmTok), Protocol: e.cfg.Protocol}).Do
+				op = (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: tokens.NewCycle(fresh), Protocol: e.cfg.Protocol}).Do
 			} else {
 				client := authzv1.NewAuthzServiceClient(e.authz)
 				prepOp = (&target.Authorize{Client: client, Resource: e.resource, Tokens: tokens.NewCycle(warmTok)}).Do
@@ -965,7 +971,7 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 		}
 	})
 	hc := target.NewHTTPClient(e.cfg.SoakClients)
-	op := (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: src}).Do
+	op := (&target.MCPCall{URL: e.mcpURL, Client: hc, Tokens: src, Protocol: e.cfg.Protocol}).Do
 	pr := e.probe(ctx, report.KindGateway, e.cfg.SoakClients, e.cfg.SoakDuration, true)
 	res := load.Run(ctx, load.Options{Concurrency: e.cfg.SoakClients, Duration: e.cfg.SoakDuration, OnMeasure: pr.start}, op)
 	run := report.Run{Target: report.KindGateway}

@@ -38,9 +38,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// ProtocolVersion is the MCP protocol version the load speaks: the latest,
-// which sends every request stand-alone (no initialize) with its version in
-// both the Mcp-Protocol-Version header and the request's _meta.
+// ProtocolVersion is the MCP protocol version the load speaks by default:
+// the latest, which sends every request stand-alone (no initialize) with its
+// version in both the Mcp-Protocol-Version header and the request's _meta.
 const ProtocolVersion = "2026-07-28"
 
 // Timeout bounds every request; a request that takes longer counts as
@@ -64,9 +64,15 @@ func NewHTTPClient(conns int) *http.Client {
 	}
 }
 
-// callBody is a tools/call of who_am_i as an MCP client of [ProtocolVersion]
-// sends it.
-var callBody = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"` + ProtocolVersion + `","io.modelcontextprotocol/clientInfo":{"name":"mcpload","version":"1.0.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+// callBody returns a tools/call of who_am_i as an MCP client of protocol
+// sends it: from 2026-07-28 with the version and client in _meta, before it
+// plain (a stateless server needs no initialize either way).
+func callBody(protocol string) []byte {
+	if protocol >= ProtocolVersion {
+		return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"` + protocol + `","io.modelcontextprotocol/clientInfo":{"name":"mcpload","version":"1.0.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+	}
+	return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{}}}`)
+}
 
 // MCPCall calls the who_am_i tool over stateless streamable HTTP.
 type MCPCall struct {
@@ -76,22 +82,37 @@ type MCPCall struct {
 	Client *http.Client
 	// Tokens gives each request's bearer token; nil sends none (the floor).
 	Tokens tokens.Source
+	// Protocol is the MCP protocol version spoken; [ProtocolVersion] when
+	// empty. From 2026-07-28 requests carry the Mcp-Method and Mcp-Name
+	// headers too.
+	Protocol string
+
+	once sync.Once
+	body []byte
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Do sends one tools/call and labels the answer. It implements [load.Op].
 func (m *MCPCall) Do(ctx context.Context, _ int) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(callBody))
+	m.once.Do(func() {
+		if m.Protocol == "" {
+			m.Protocol = ProtocolVersion
+		}
+		m.body = callBody(m.Protocol)
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(m.body))
 	if err != nil {
 		return "transport"
 	}
 	h := req.Header
 	h["Content-Type"] = []string{"application/json"}
 	h["Accept"] = []string{"application/json, text/event-stream"}
-	h["Mcp-Protocol-Version"] = []string{ProtocolVersion}
-	h["Mcp-Method"] = []string{"tools/call"}
-	h["Mcp-Name"] = []string{"who_am_i"}
+	h["Mcp-Protocol-Version"] = []string{m.Protocol}
+	if m.Protocol >= ProtocolVersion {
+		h["Mcp-Method"] = []string{"tools/call"}
+		h["Mcp-Name"] = []string{"who_am_i"}
+	}
 	if m.Tokens != nil {
 		tok, ok := m.Tokens.Next()
 		if !ok {

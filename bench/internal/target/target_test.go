@@ -30,6 +30,12 @@ func TestMCPCallAgainstFloor(t *testing.T) {
 	if got := m.Do(t.Context(), 0); got != load.Stop {
 		t.Errorf("exhausted tokens: outcome %q, want Stop", got)
 	}
+	for _, proto := range []string{"2025-06-18", "2025-11-25", ProtocolVersion} {
+		old := &MCPCall{URL: srv.URL, Client: NewHTTPClient(1), Protocol: proto}
+		if got := old.Do(t.Context(), 0); got != load.OK {
+			t.Errorf("protocol %s: outcome %q, want ok", proto, got)
+		}
+	}
 }
 
 func TestMCPCallLabels(t *testing.T) {
