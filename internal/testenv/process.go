@@ -80,7 +80,7 @@ type Process struct {
 	Name string
 
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *LogBuffer
 	done chan struct{}
 	err  error
 }
@@ -124,7 +124,7 @@ func StartProcess(tb testing.TB, name, bin string, opts ProcessOptions) *Process
 func NewProcess(name, bin string, opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(bin, opts.Args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, opts.Env...)
-	p := &Process{Name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, cmd: cmd, out: &LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {
@@ -214,18 +214,23 @@ func (p *Process) Kill() {
 // Output returns everything the process wrote to stdout and stderr so far.
 func (p *Process) Output() string { return p.out.String() }
 
-type syncBuffer struct {
+// LogBuffer is an io.Writer safe for concurrent use that keeps everything written
+// to it, for capturing a logger's or a process's output and searching it for leaks.
+// The zero value is ready to use.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p; it never fails.
+func (s *LogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns everything written so far.
+func (s *LogBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
@@ -30,7 +30,7 @@ import (
 // TestMain searches for every token and secret the fake authorization servers
 // handed out once all tests have run.
 var (
-	logs     syncBuffer
+	logs     testenv.LogBuffer
 	fakesMu  sync.Mutex
 	allFakes []*propelauthtest.Server
 )
@@ -73,23 +73,6 @@ func checkLogsForSecrets() int {
 		return 1
 	}
 	return 0
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testLogger(name string) *slog.Logger {

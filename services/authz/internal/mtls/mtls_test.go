@@ -1,7 +1,6 @@
 package mtls_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,23 +38,6 @@ func (stub) GetUser(ctx context.Context, req *authzv1.GetUserRequest) (*authzv1.
 	return &authzv1.GetUserResponse{User: &authzv1.User{UserId: req.GetUserId()}}, nil
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func pool(t *testing.T, file string) *x509.CertPool {
 	t.Helper()
 	b, err := os.ReadFile(file)
@@ -82,7 +63,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(pair, pool(t, ca.CertFile)))),
 		grpc.ChainUnaryInterceptor(mtls.UnaryInterceptor(mtls.Options{

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -9,10 +8,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
@@ -33,24 +32,7 @@ type env struct {
 	URL  string
 	Srv  *server.Server
 	Cfg  config.Config
-	Logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	Logs *testenv.LogBuffer
 }
 
 type envOption func(*config.Config, *server.Options)
@@ -95,7 +77,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&cfg, &so)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := server.New(cfg, users.Seed(), logger, so)
 	ts.Config.Handler = srv.Handler

@@ -355,7 +355,7 @@ type Gateway struct {
 	Config  config.Config
 	Metrics *metrics.Metrics
 
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 	stop func()
 }
 
@@ -390,7 +390,7 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		ln.Close()
 		return nil, nil, err
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	m := metrics.New()
 	az, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
@@ -444,23 +444,6 @@ func NewGateway(tb testing.TB, authzAddr, devauthURL string, env map[string]stri
 		}
 	})
 	return g
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ErrNoCode is returned by [AutoApprove] when devauth does not redirect back
