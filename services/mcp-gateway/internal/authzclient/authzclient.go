@@ -6,7 +6,9 @@
 // health-checked (grpc.health.v1, overall server status) so a replica that
 // reports NOT_SERVING gets no calls; a call that fails with UNAVAILABLE is
 // retried (at most 3 attempts in all) and round-robin sends the retry to the
-// next replica; keepalive pings detect a dead peer on an idle connection.
+// next replica, except when authz asks not to (gRPC server pushback, which it
+// sends when the authorization server itself is down: every replica would ask
+// it again); keepalive pings detect a dead peer on an idle connection.
 // Every call carries its own deadline (AUTHZ_TIMEOUT). With [Options.TLS] the
 // connection is TLS, and mutual TLS when that configuration holds a client
 // certificate (authz then knows the gateway by it).
