@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,4 +106,41 @@ func TestGatewayKilledUnderLoad(t *testing.T) {
 			t.Errorf("%d requests: %q; want every request answered ok by a live gateway", n, label)
 		}
 	}
+}
+
+// TestAuthzReplicaFrozenUnderLoad freezes (SIGSTOP) one of two authz replicas
+// in the middle of a load: its connections stay open but nothing answers, the
+// case a kill does not cover. Rule: calls routed to it fail by deadline
+// (AUTHZ_TIMEOUT, 503) only until the gateway's keepalive ping to the silent
+// connection goes unanswered (10s + 2s) and round robin drops the replica; from
+// then on the survivor serves every request.
+func TestAuthzReplicaFrozenUnderLoad(t *testing.T) {
+	c := startCluster(t, options{replicas: 2, gateways: 1, redis: true})
+	const conc = 8
+	op := mcpOp(c.gateways[0], conc, tokens.NewCycle(c.mintN(t, 32)))
+	victim := c.authz[1]
+	t.Cleanup(func() { _ = victim.proc.Signal(syscall.SIGCONT) })
+
+	var frozen time.Time
+	res := runLoad(t.Context(), conc, 500*time.Millisecond, 6*time.Second, op.Do,
+		event{at: time.Second, do: func() {
+			if err := victim.proc.Signal(syscall.SIGSTOP); err != nil {
+				t.Error(err)
+			}
+			frozen = time.Now()
+		}})
+	t.Logf("figure: authz replica frozen: %s; %d failed", summary(res), res.Errors())
+	if res.Errors() == 0 {
+		t.Errorf("no request failed while a replica was frozen: %v; the freeze did not reach the gateway's calls, so the test proves nothing", res.Outcomes)
+	}
+
+	// Past keepalive's detection, the frozen replica is out of the set.
+	if wait := 13*time.Second - time.Since(frozen); wait > 0 {
+		time.Sleep(wait)
+	}
+	res = runLoad(t.Context(), conc, 0, time.Second, op.Do)
+	if res.Requests == 0 || res.Errors() != 0 {
+		t.Errorf("%v after the freeze: %s; want every request ok (the frozen replica dropped by keepalive)", time.Since(frozen).Round(time.Millisecond), summary(res))
+	}
+	t.Logf("figure: authz replica frozen: %v later, on one replica: %s", time.Since(frozen).Round(time.Millisecond), summary(res))
 }

@@ -148,9 +148,10 @@ func New(cfg config.Config, o Options) (*App, error) {
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(interceptors...),
 		grpc.MaxRecvMsgSize(256 << 10),
-		// Clients (the gateway) keep idle connections alive with pings; allow them
+		// Clients (the gateway pings a connection silent for 10s, to find a
+		// frozen replica fast) keep connections alive with pings; allow them
 		// rather than closing the connection with ENHANCE_YOUR_CALM.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
