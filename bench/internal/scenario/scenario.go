@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -108,6 +109,9 @@ type Config struct {
 	SoakDuration  time.Duration
 	SoakClients   int
 	SoakNewPerSec int
+	// CacheTTL is the CACHE_TTL the started authz replicas get; 60s (authz's
+	// default) when zero.
+	CacheTTL time.Duration
 	// Protocol is the MCP protocol version the load speaks ("" for the
 	// latest, target.ProtocolVersion).
 	Protocol string
@@ -145,6 +149,13 @@ type env struct {
 	dev        *devauth.Client // nil when counters are unknown
 	stackDesc  string
 	numReplica int
+}
+
+func (c *Config) cacheTTL() time.Duration {
+	if c.CacheTTL > 0 {
+		return c.CacheTTL
+	}
+	return 60 * time.Second
 }
 
 func (e *env) close() {
@@ -218,7 +229,8 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != ""})
+		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != "",
+			AuthzEnv: []string{"CACHE_TTL=" + cfg.cacheTTL().String()}})
 		if err != nil {
 			return nil, fmt.Errorf("starting the stack: %w", err)
 		}
@@ -660,6 +672,7 @@ func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d ti
 			return err
 		}
 	}
+	primeStart := time.Now()
 	if err := e.prime(ctx, primeConn, toks); err != nil {
 		return err
 	}
@@ -685,11 +698,15 @@ func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d ti
 	}
 	if after, ok := e.stats(ctx); ok {
 		total = after
-		sc.Notes = append(sc.Notes, fmt.Sprintf("devauth counters over the whole scenario: %d introspections (%d while priming) and %d user fetches for %d distinct tokens: %.2f introspections per token.",
-			total.Introspections, primed.Introspections, total.UserFetches, len(toks), float64(total.Introspections)/float64(len(toks))))
+		// A cached introspection lives CACHE_TTL, then the next use of the
+		// token introspects again: the bound is one per token per window.
+		windows := int64(math.Ceil(time.Since(primeStart).Seconds() / e.cfg.cacheTTL().Seconds()))
+		per := float64(total.Introspections) / float64(len(toks)) / float64(windows)
+		sc.Notes = append(sc.Notes, fmt.Sprintf("devauth counters over the whole scenario (%.0f s, %d CACHE_TTL window(s) of %v): %d introspections (%d while priming) and %d user fetches for %d distinct tokens.",
+			time.Since(primeStart).Seconds(), windows, e.cfg.cacheTTL(), total.Introspections, primed.Introspections, total.UserFetches, len(toks)))
 		sc.Checks = append(sc.Checks, report.Check{
-			Name: "introspections per distinct token (whole scenario, all replicas)", Value: float64(total.Introspections) / float64(len(toks)),
-			Target: "<= 1", Met: total.Introspections <= int64(len(toks)),
+			Name: "introspections per distinct token per CACHE_TTL (whole scenario, all replicas)", Value: per,
+			Target: "<= 1", Met: total.Introspections <= int64(len(toks))*windows,
 		})
 	}
 	e.checkRatios(sc)

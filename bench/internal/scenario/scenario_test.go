@@ -105,7 +105,7 @@ func TestScenariosAgainstRealStack(t *testing.T) {
 		}
 		var sawIntro bool
 		for _, c := range sc.Checks {
-			if strings.HasPrefix(c.Name, "introspections per distinct token") {
+			if strings.HasPrefix(c.Name, "introspections per distinct token per CACHE_TTL") {
 				sawIntro = true
 				if c.Value != 1 || !c.Met {
 					t.Errorf("check %q = %v (met %v), want exactly 1: each token introspected once while priming", c.Name, c.Value, c.Met)
