@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run proto proto-check lint test test-race test-deps fuzz bench tools vuln clean
+.PHONY: all build run proto proto-check lint test test-race test-deps fuzz bench bench-soak tools vuln clean
 
 all: build
 
@@ -88,6 +88,20 @@ test-race: test-deps build
 FUZZTIME ?= 5s
 fuzz: test-deps
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+## bench: Go benchmarks of every module, then the load tool over the real stack (~8 min); results in bench/results/
+bench: test-deps build
+	mkdir -p bench/results
+	MCPAUTHZ_BIN_DIR=$(BIN) go test -run '^$$' -bench . -benchmem -count=1 -timeout 15m $(PKGS) | tee bench/results/gobench.txt
+	go build -o $(BIN)/mcpload ./bench/cmd/mcpload
+	$(BIN)/mcpload -bin $(BIN) -out bench/results
+	$(BIN)/mcpload -bin $(BIN) -as-latency 30ms -scenarios warm,cold,stampede -out bench/results/as30ms
+	$(BIN)/mcpload -bin $(BIN) -protocol 2025-06-18 -scenarios warm -out bench/results/mcp2025-06-18
+
+## bench-soak: 10 minutes of churning load, sampling gateway and authz RSS
+bench-soak: build
+	go build -o $(BIN)/mcpload ./bench/cmd/mcpload
+	$(BIN)/mcpload -bin $(BIN) -scenarios soak -soak-duration 10m -soak-clients 2 -out bench/results/soak
 
 ## vuln: govulncheck over every module (needs its database, which these machines cannot reach)
 vuln:
