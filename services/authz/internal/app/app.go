@@ -60,6 +60,7 @@ type App struct {
 	Metrics *metrics.Metrics
 	store   *rediscache.Store
 	tokens  *tokencache.Cache
+	users   *users.Service
 	grpc    *grpc.Server
 	health  *health.Server
 	http    *http.Server
@@ -129,6 +130,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.users = us
 	srv := server.New(server.Options{
 		Tokens:  a.tokens,
 		Users:   us,
@@ -198,6 +200,26 @@ func (a *App) Run(ctx context.Context) error {
 	return a.Serve(ctx, gl, hl)
 }
 
+// sweepInterval is how often expired entries leave the in-process caches. Memory
+// is bounded by L1_MAX_ENTRIES regardless; sweeping keeps a churning cache from
+// sitting at that bound with dead entries.
+const sweepInterval = 30 * time.Second
+
+// sweep drops expired L1 entries every sweepInterval until ctx is done.
+func (a *App) sweep(ctx context.Context) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n := a.tokens.Sweep() + a.users.Sweep()
+			a.logger.Debug("swept expired cache entries", "entries", n)
+		}
+	}
+}
+
 // Serve serves gRPC on gl and metrics/health on hl until ctx ends or a server fails,
 // then shuts down. It returns nil after a clean shutdown caused by ctx.
 func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
@@ -225,6 +247,10 @@ func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
 	})
 	g.Go(func() error {
 		a.tokens.Run(gctx)
+		return nil
+	})
+	g.Go(func() error {
+		a.sweep(gctx)
 		return nil
 	})
 	g.Go(func() error {

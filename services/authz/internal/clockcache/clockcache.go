@@ -185,6 +185,32 @@ func (c *Cache[V]) Delete(k Key) {
 	s.free = append(s.free, e.slot)
 }
 
+// Sweep removes every expired entry and returns how many it removed. Set evicts
+// expired entries only when a shard is full, so without sweeping a cache whose
+// tokens churn holds dead entries (and their memory) until it reaches capacity;
+// callers run Sweep periodically. It locks one shard at a time.
+func (c *Cache[V]) Sweep() int {
+	if c == nil {
+		return 0
+	}
+	now := c.now()
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for slot, e := range s.ring {
+			if e != nil && e.exp <= now {
+				delete(s.m, e.key)
+				s.ring[slot] = nil
+				s.free = append(s.free, int32(slot))
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
 // Clear removes every entry.
 func (c *Cache[V]) Clear() {
 	if c == nil {

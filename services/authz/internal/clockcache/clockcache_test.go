@@ -120,6 +120,40 @@ func TestDeleteThenReuseSlot(t *testing.T) {
 	}
 }
 
+// TestSweep: expired entries leave at once (not only when the shard fills), live
+// ones stay, and the freed slots are reused without evictions.
+func TestSweep(t *testing.T) {
+	t.Parallel()
+	var clk clock
+	c := New[int](2048, Options{Now: clk.now}) // sharded
+	for i := range 1000 {
+		c.Set(key(i), i, int64(100+i%2*100)) // even keys expire at 100, odd at 200
+	}
+	clk.t.Store(150)
+	if n := c.Sweep(); n != 500 {
+		t.Fatalf("Sweep at 150 removed %d, want the 500 expired", n)
+	}
+	if c.Len() != 500 {
+		t.Fatalf("Len after Sweep = %d, want 500", c.Len())
+	}
+	if _, ok := c.Get(key(1)); !ok {
+		t.Fatal("a live entry was swept")
+	}
+	for i := 1000; i < 1500; i++ {
+		c.Set(key(i), i, 1000)
+	}
+	if c.Evictions() != 0 || c.Len() != 1000 {
+		t.Fatalf("evictions %d len %d: the swept slots should have been reused", c.Evictions(), c.Len())
+	}
+	if n := c.Sweep(); n != 0 {
+		t.Fatalf("second Sweep removed %d, want 0", n)
+	}
+	var none *Cache[int]
+	if none.Sweep() != 0 {
+		t.Fatal("nil cache swept something")
+	}
+}
+
 func TestNilCacheStoresNothing(t *testing.T) {
 	t.Parallel()
 	c := New[int](0, Options{})

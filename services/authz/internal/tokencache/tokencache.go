@@ -382,6 +382,9 @@ func (c *Cache) Invalidate(ctx context.Context, token string) error {
 	return nil
 }
 
+// Sweep drops expired entries from L1 and returns how many it dropped.
+func (c *Cache) Sweep() int { return c.l1.Sweep() }
+
 // Run applies invalidations published by other replicas until ctx is done. Without
 // Redis it returns at once.
 func (c *Cache) Run(ctx context.Context) {

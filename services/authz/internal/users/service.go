@@ -69,6 +69,9 @@ func NewService(o ServiceOptions) (*Service, error) {
 	return s, nil
 }
 
+// Sweep drops expired users from L1 and returns how many it dropped.
+func (s *Service) Sweep() int { return s.l1.Sweep() }
+
 // Get returns a copy of the user the caller may modify, without organizations
 // unless includeOrgs.
 //
