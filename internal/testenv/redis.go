@@ -102,7 +102,7 @@ func (r *Redis) Start() error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := ping(r.Addr); err == nil {
+		if err := PingRedis(r.Addr); err == nil {
 			break
 		} else if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
@@ -164,7 +164,9 @@ func (r *Redis) Do(ctx context.Context, args ...string) (string, error) {
 	return strings.TrimRight(line, "\r\n"), err
 }
 
-func ping(addr string) error {
+// PingRedis sends PING to the Redis server at addr and returns nil if it answers
+// PONG within a second, for code that starts a redis-server without [NewRedis].
+func PingRedis(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // Credentials the started devauth and authz share. They are local test
@@ -284,7 +284,7 @@ func (s *Stack) startRedis(dir string) error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := ping(s.RedisAddr)
+		err := testenv.PingRedis(s.RedisAddr)
 		if err == nil {
 			return nil
 		}
@@ -293,26 +293,6 @@ func (s *Stack) startRedis(dir string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", line)
-	}
-	return nil
 }
 
 // Processes returns every service process of the stack, by name.
