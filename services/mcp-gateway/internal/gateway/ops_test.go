@@ -156,23 +156,6 @@ func label(m *dto.Metric, name string) string {
 func TestToolsListFiltering(t *testing.T) {
 	t.Parallel()
 	listAll := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"TOOLS_LIST_ALL": "true"})
-	names := func(url, token string) []string {
-		r := readRPC(t, post(t, url, token, listBody()))
-		var res struct {
-			Tools []struct {
-				Name string `json:"name"`
-			} `json:"tools"`
-		}
-		if err := json.Unmarshal(r.Result, &res); err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, tool := range res.Tools {
-			out = append(out, tool.Name)
-		}
-		slices.Sort(out)
-		return out
-	}
 	tests := []struct {
 		name   string
 		url    string
@@ -184,10 +167,31 @@ func TestToolsListFiltering(t *testing.T) {
 		{"list all", listAll.MCP(), stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: listAll.MCP()}), []string{"list_my_orgs", "who_am_i"}},
 	}
 	for _, tt := range tests {
-		if diff := cmp.Diff(tt.wanted, names(tt.url, tt.token)); diff != "" {
+		if diff := cmp.Diff(tt.wanted, listToolNames(t, tt.url, tt.token)); diff != "" {
 			t.Errorf("%s: tools/list (-want +got):\n%s", tt.name, diff)
 		}
 	}
+}
+
+// listToolNames sends tools/list to url with token and returns the tool names,
+// sorted.
+func listToolNames(t *testing.T, url, token string) []string {
+	t.Helper()
+	r := readRPC(t, post(t, url, token, listBody()))
+	var res struct {
+		Tools []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
+	}
+	if err := json.Unmarshal(r.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, tool := range res.Tools {
+		out = append(out, tool.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // TestCORS: a browser client on an allowed origin (MCP Inspector) can preflight,
@@ -256,21 +260,7 @@ func TestScopeHierarchy(t *testing.T) {
 	az := stacktest.NewAuthz(t, stack.Devauth, stack.Redis.URL(), "SCOPE_HIERARCHY=admin=read:user_data,read:org_data")
 	g := stacktest.NewGateway(t, az.Addr, stack.Devauth.URL, nil)
 	token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"admin"}, Resource: g.MCP()})
-	r := readRPC(t, post(t, g.MCP(), token, listBody()))
-	var res struct {
-		Tools []struct {
-			Name string `json:"name"`
-		} `json:"tools"`
-	}
-	if err := json.Unmarshal(r.Result, &res); err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range res.Tools {
-		names = append(names, tool.Name)
-	}
-	slices.Sort(names)
-	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, listToolNames(t, g.MCP(), token)); diff != "" {
 		t.Errorf("tools/list for an admin token (-want +got):\n%s", diff)
 	}
 	for _, tool := range []string{"who_am_i", "list_my_orgs"} {
