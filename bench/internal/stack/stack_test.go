@@ -77,10 +77,16 @@ func TestDNSTargetBalancesGRPC(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	c := healthpb.NewHealthClient(conn)
-	for range 20 {
+	// Round robin picks only connected servers, and the second may connect a
+	// moment after the first: call until both are reached, within a bound.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		if _, err := c.Check(t.Context(), &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 			t.Fatal(err)
 		}
+		if hits[0].Load() > 0 && hits[1].Load() > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if hits[0].Load() == 0 || hits[1].Load() == 0 {
 		t.Errorf("calls per server = %d, %d: want both reached", hits[0].Load(), hits[1].Load())
