@@ -198,7 +198,11 @@ type AuthorizeResponse struct {
 	User *User `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
 	// Why the user could not be returned, when include_user was set and the lookup
 	// failed. The decision itself is unaffected.
-	UserError     string `protobuf:"bytes,5,opt,name=user_error,json=userError,proto3" json:"user_error,omitempty"`
+	UserError string `protobuf:"bytes,5,opt,name=user_error,json=userError,proto3" json:"user_error,omitempty"`
+	// A stable, non-reversible reference to the token (lowercase hex of a SHA-256
+	// over the introspection endpoint and the token; never the token itself), the
+	// name WatchInvalidations uses for it. Set whenever the token was well formed.
+	TokenRef      string `protobuf:"bytes,6,opt,name=token_ref,json=tokenRef,proto3" json:"token_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +268,13 @@ func (x *AuthorizeResponse) GetUser() *User {
 func (x *AuthorizeResponse) GetUserError() string {
 	if x != nil {
 		return x.UserError
+	}
+	return ""
+}
+
+func (x *AuthorizeResponse) GetTokenRef() string {
+	if x != nil {
+		return x.TokenRef
 	}
 	return ""
 }
@@ -887,6 +898,102 @@ func (*InvalidateTokenResponse) Descriptor() ([]byte, []int) {
 	return file_authz_v1_authz_proto_rawDescGZIP(), []int{9}
 }
 
+// WatchInvalidationsRequest opens a stream of invalidations. It has no fields.
+type WatchInvalidationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchInvalidationsRequest) Reset() {
+	*x = WatchInvalidationsRequest{}
+	mi := &file_authz_v1_authz_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchInvalidationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchInvalidationsRequest) ProtoMessage() {}
+
+func (x *WatchInvalidationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_authz_v1_authz_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchInvalidationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchInvalidationsRequest) Descriptor() ([]byte, []int) {
+	return file_authz_v1_authz_proto_rawDescGZIP(), []int{10}
+}
+
+// WatchInvalidationsResponse is one message of the stream: a token to forget, or,
+// with reset, everything.
+type WatchInvalidationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token_ref (as in AuthorizeResponse) of a token that was invalidated. Empty
+	// when reset is set.
+	TokenRef string `protobuf:"bytes,1,opt,name=token_ref,json=tokenRef,proto3" json:"token_ref,omitempty"`
+	// Drop every kept decision: sent first on every stream, and whenever this replica
+	// may have missed invalidations (its Redis subscription was re-established, or
+	// the caller read too slowly).
+	Reset_        bool `protobuf:"varint,2,opt,name=reset,proto3" json:"reset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchInvalidationsResponse) Reset() {
+	*x = WatchInvalidationsResponse{}
+	mi := &file_authz_v1_authz_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchInvalidationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchInvalidationsResponse) ProtoMessage() {}
+
+func (x *WatchInvalidationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_authz_v1_authz_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchInvalidationsResponse.ProtoReflect.Descriptor instead.
+func (*WatchInvalidationsResponse) Descriptor() ([]byte, []int) {
+	return file_authz_v1_authz_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WatchInvalidationsResponse) GetTokenRef() string {
+	if x != nil {
+		return x.TokenRef
+	}
+	return ""
+}
+
+func (x *WatchInvalidationsResponse) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
 var File_authz_v1_authz_proto protoreflect.FileDescriptor
 
 const file_authz_v1_authz_proto_rawDesc = "" +
@@ -897,14 +1004,15 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12'\n" +
 	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\x12!\n" +
 	"\finclude_user\x18\x04 \x01(\bR\vincludeUser\x12!\n" +
-	"\finclude_orgs\x18\x05 \x01(\bR\vincludeOrgs\"\xcd\x01\n" +
+	"\finclude_orgs\x18\x05 \x01(\bR\vincludeOrgs\"\xea\x01\n" +
 	"\x11AuthorizeResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x121\n" +
 	"\tprincipal\x18\x02 \x01(\v2\x13.authz.v1.PrincipalR\tprincipal\x12(\n" +
 	"\x06denial\x18\x03 \x01(\v2\x10.authz.v1.DenialR\x06denial\x12\"\n" +
 	"\x04user\x18\x04 \x01(\v2\x0e.authz.v1.UserR\x04user\x12\x1d\n" +
 	"\n" +
-	"user_error\x18\x05 \x01(\tR\tuserError\"\xb3\x02\n" +
+	"user_error\x18\x05 \x01(\tR\tuserError\x12\x1b\n" +
+	"\ttoken_ref\x18\x06 \x01(\tR\btokenRef\"\xb3\x02\n" +
 	"\tPrincipal\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -958,7 +1066,11 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\x10user_permissions\x18\x06 \x03(\tR\x0fuserPermissions\".\n" +
 	"\x16InvalidateTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x19\n" +
-	"\x17InvalidateTokenResponse*\x85\x02\n" +
+	"\x17InvalidateTokenResponse\"\x1b\n" +
+	"\x19WatchInvalidationsRequest\"O\n" +
+	"\x1aWatchInvalidationsResponse\x12\x1b\n" +
+	"\ttoken_ref\x18\x01 \x01(\tR\btokenRef\x12\x14\n" +
+	"\x05reset\x18\x02 \x01(\bR\x05reset*\x85\x02\n" +
 	"\fDenialReason\x12\x1d\n" +
 	"\x19DENIAL_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cDENIAL_REASON_TOKEN_INACTIVE\x10\x01\x12\x1f\n" +
@@ -966,11 +1078,12 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\x1fDENIAL_REASON_AUDIENCE_MISMATCH\x10\x03\x12$\n" +
 	" DENIAL_REASON_INSUFFICIENT_SCOPE\x10\x04\x12!\n" +
 	"\x1dDENIAL_REASON_ISSUER_MISMATCH\x10\x05\x12%\n" +
-	"!DENIAL_REASON_TOKEN_NOT_YET_VALID\x10\x062\xec\x01\n" +
+	"!DENIAL_REASON_TOKEN_NOT_YET_VALID\x10\x062\xcf\x02\n" +
 	"\fAuthzService\x12D\n" +
 	"\tAuthorize\x12\x1a.authz.v1.AuthorizeRequest\x1a\x1b.authz.v1.AuthorizeResponse\x12>\n" +
 	"\aGetUser\x12\x18.authz.v1.GetUserRequest\x1a\x19.authz.v1.GetUserResponse\x12V\n" +
-	"\x0fInvalidateToken\x12 .authz.v1.InvalidateTokenRequest\x1a!.authz.v1.InvalidateTokenResponseB\x8e\x01\n" +
+	"\x0fInvalidateToken\x12 .authz.v1.InvalidateTokenRequest\x1a!.authz.v1.InvalidateTokenResponse\x12a\n" +
+	"\x12WatchInvalidations\x12#.authz.v1.WatchInvalidationsRequest\x1a$.authz.v1.WatchInvalidationsResponse0\x01B\x8e\x01\n" +
 	"\fcom.authz.v1B\n" +
 	"AuthzProtoP\x01Z1github.com/mcpauthz/mcpauthz/gen/authz/v1;authzv1\xa2\x02\x03AXX\xaa\x02\bAuthz.V1\xca\x02\bAuthz\\V1\xe2\x02\x14Authz\\V1\\GPBMetadata\xea\x02\tAuthz::V1b\x06proto3"
 
@@ -987,44 +1100,48 @@ func file_authz_v1_authz_proto_rawDescGZIP() []byte {
 }
 
 var file_authz_v1_authz_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_authz_v1_authz_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_authz_v1_authz_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_authz_v1_authz_proto_goTypes = []any{
-	(DenialReason)(0),               // 0: authz.v1.DenialReason
-	(*AuthorizeRequest)(nil),        // 1: authz.v1.AuthorizeRequest
-	(*AuthorizeResponse)(nil),       // 2: authz.v1.AuthorizeResponse
-	(*Principal)(nil),               // 3: authz.v1.Principal
-	(*Denial)(nil),                  // 4: authz.v1.Denial
-	(*GetUserRequest)(nil),          // 5: authz.v1.GetUserRequest
-	(*GetUserResponse)(nil),         // 6: authz.v1.GetUserResponse
-	(*User)(nil),                    // 7: authz.v1.User
-	(*OrgMembership)(nil),           // 8: authz.v1.OrgMembership
-	(*InvalidateTokenRequest)(nil),  // 9: authz.v1.InvalidateTokenRequest
-	(*InvalidateTokenResponse)(nil), // 10: authz.v1.InvalidateTokenResponse
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 12: google.protobuf.Struct
+	(DenialReason)(0),                  // 0: authz.v1.DenialReason
+	(*AuthorizeRequest)(nil),           // 1: authz.v1.AuthorizeRequest
+	(*AuthorizeResponse)(nil),          // 2: authz.v1.AuthorizeResponse
+	(*Principal)(nil),                  // 3: authz.v1.Principal
+	(*Denial)(nil),                     // 4: authz.v1.Denial
+	(*GetUserRequest)(nil),             // 5: authz.v1.GetUserRequest
+	(*GetUserResponse)(nil),            // 6: authz.v1.GetUserResponse
+	(*User)(nil),                       // 7: authz.v1.User
+	(*OrgMembership)(nil),              // 8: authz.v1.OrgMembership
+	(*InvalidateTokenRequest)(nil),     // 9: authz.v1.InvalidateTokenRequest
+	(*InvalidateTokenResponse)(nil),    // 10: authz.v1.InvalidateTokenResponse
+	(*WatchInvalidationsRequest)(nil),  // 11: authz.v1.WatchInvalidationsRequest
+	(*WatchInvalidationsResponse)(nil), // 12: authz.v1.WatchInvalidationsResponse
+	(*timestamppb.Timestamp)(nil),      // 13: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),            // 14: google.protobuf.Struct
 }
 var file_authz_v1_authz_proto_depIdxs = []int32{
 	3,  // 0: authz.v1.AuthorizeResponse.principal:type_name -> authz.v1.Principal
 	4,  // 1: authz.v1.AuthorizeResponse.denial:type_name -> authz.v1.Denial
 	7,  // 2: authz.v1.AuthorizeResponse.user:type_name -> authz.v1.User
-	11, // 3: authz.v1.Principal.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 4: authz.v1.Principal.claims:type_name -> google.protobuf.Struct
-	11, // 5: authz.v1.Principal.issued_at:type_name -> google.protobuf.Timestamp
+	13, // 3: authz.v1.Principal.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 4: authz.v1.Principal.claims:type_name -> google.protobuf.Struct
+	13, // 5: authz.v1.Principal.issued_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: authz.v1.Denial.reason:type_name -> authz.v1.DenialReason
 	7,  // 7: authz.v1.GetUserResponse.user:type_name -> authz.v1.User
-	11, // 8: authz.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	11, // 9: authz.v1.User.last_active_at:type_name -> google.protobuf.Timestamp
-	12, // 10: authz.v1.User.properties:type_name -> google.protobuf.Struct
-	12, // 11: authz.v1.User.metadata:type_name -> google.protobuf.Struct
+	13, // 8: authz.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	13, // 9: authz.v1.User.last_active_at:type_name -> google.protobuf.Timestamp
+	14, // 10: authz.v1.User.properties:type_name -> google.protobuf.Struct
+	14, // 11: authz.v1.User.metadata:type_name -> google.protobuf.Struct
 	8,  // 12: authz.v1.User.orgs:type_name -> authz.v1.OrgMembership
 	1,  // 13: authz.v1.AuthzService.Authorize:input_type -> authz.v1.AuthorizeRequest
 	5,  // 14: authz.v1.AuthzService.GetUser:input_type -> authz.v1.GetUserRequest
 	9,  // 15: authz.v1.AuthzService.InvalidateToken:input_type -> authz.v1.InvalidateTokenRequest
-	2,  // 16: authz.v1.AuthzService.Authorize:output_type -> authz.v1.AuthorizeResponse
-	6,  // 17: authz.v1.AuthzService.GetUser:output_type -> authz.v1.GetUserResponse
-	10, // 18: authz.v1.AuthzService.InvalidateToken:output_type -> authz.v1.InvalidateTokenResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
+	11, // 16: authz.v1.AuthzService.WatchInvalidations:input_type -> authz.v1.WatchInvalidationsRequest
+	2,  // 17: authz.v1.AuthzService.Authorize:output_type -> authz.v1.AuthorizeResponse
+	6,  // 18: authz.v1.AuthzService.GetUser:output_type -> authz.v1.GetUserResponse
+	10, // 19: authz.v1.AuthzService.InvalidateToken:output_type -> authz.v1.InvalidateTokenResponse
+	12, // 20: authz.v1.AuthzService.WatchInvalidations:output_type -> authz.v1.WatchInvalidationsResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1041,7 +1158,7 @@ func file_authz_v1_authz_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authz_v1_authz_proto_rawDesc), len(file_authz_v1_authz_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

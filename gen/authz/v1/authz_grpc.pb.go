@@ -23,9 +23,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthzService_Authorize_FullMethodName       = "/authz.v1.AuthzService/Authorize"
-	AuthzService_GetUser_FullMethodName         = "/authz.v1.AuthzService/GetUser"
-	AuthzService_InvalidateToken_FullMethodName = "/authz.v1.AuthzService/InvalidateToken"
+	AuthzService_Authorize_FullMethodName          = "/authz.v1.AuthzService/Authorize"
+	AuthzService_GetUser_FullMethodName            = "/authz.v1.AuthzService/GetUser"
+	AuthzService_InvalidateToken_FullMethodName    = "/authz.v1.AuthzService/InvalidateToken"
+	AuthzService_WatchInvalidations_FullMethodName = "/authz.v1.AuthzService/WatchInvalidations"
 )
 
 // AuthzServiceClient is the client API for AuthzService service.
@@ -46,8 +47,15 @@ type AuthzServiceClient interface {
 	// retries; FAILED_PRECONDITION when no API key is configured; UNAVAILABLE when the
 	// authorization server cannot be reached.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
-	// InvalidateToken drops token from every cache tier on every replica.
+	// InvalidateToken drops token from every cache tier on every replica, and tells
+	// every WatchInvalidations stream of every replica.
 	InvalidateToken(ctx context.Context, in *InvalidateTokenRequest, opts ...grpc.CallOption) (*InvalidateTokenResponse, error)
+	// WatchInvalidations streams the token_ref of every invalidated token, from any
+	// replica, for callers that keep Authorize decisions for a short time (the gateway's
+	// optional decision cache). The first message of every stream has reset set; a
+	// caller may use what it keeps only while its stream is open, and must drop all of
+	// it whenever a message has reset set or the stream ends.
+	WatchInvalidations(ctx context.Context, in *WatchInvalidationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchInvalidationsResponse], error)
 }
 
 type authzServiceClient struct {
@@ -88,6 +96,25 @@ func (c *authzServiceClient) InvalidateToken(ctx context.Context, in *Invalidate
 	return out, nil
 }
 
+func (c *authzServiceClient) WatchInvalidations(ctx context.Context, in *WatchInvalidationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchInvalidationsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthzService_ServiceDesc.Streams[0], AuthzService_WatchInvalidations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchInvalidationsRequest, WatchInvalidationsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthzService_WatchInvalidationsClient = grpc.ServerStreamingClient[WatchInvalidationsResponse]
+
 // AuthzServiceServer is the server API for AuthzService service.
 // All implementations must embed UnimplementedAuthzServiceServer
 // for forward compatibility.
@@ -106,8 +133,15 @@ type AuthzServiceServer interface {
 	// retries; FAILED_PRECONDITION when no API key is configured; UNAVAILABLE when the
 	// authorization server cannot be reached.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
-	// InvalidateToken drops token from every cache tier on every replica.
+	// InvalidateToken drops token from every cache tier on every replica, and tells
+	// every WatchInvalidations stream of every replica.
 	InvalidateToken(context.Context, *InvalidateTokenRequest) (*InvalidateTokenResponse, error)
+	// WatchInvalidations streams the token_ref of every invalidated token, from any
+	// replica, for callers that keep Authorize decisions for a short time (the gateway's
+	// optional decision cache). The first message of every stream has reset set; a
+	// caller may use what it keeps only while its stream is open, and must drop all of
+	// it whenever a message has reset set or the stream ends.
+	WatchInvalidations(*WatchInvalidationsRequest, grpc.ServerStreamingServer[WatchInvalidationsResponse]) error
 	mustEmbedUnimplementedAuthzServiceServer()
 }
 
@@ -126,6 +160,9 @@ func (UnimplementedAuthzServiceServer) GetUser(context.Context, *GetUserRequest)
 }
 func (UnimplementedAuthzServiceServer) InvalidateToken(context.Context, *InvalidateTokenRequest) (*InvalidateTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InvalidateToken not implemented")
+}
+func (UnimplementedAuthzServiceServer) WatchInvalidations(*WatchInvalidationsRequest, grpc.ServerStreamingServer[WatchInvalidationsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchInvalidations not implemented")
 }
 func (UnimplementedAuthzServiceServer) mustEmbedUnimplementedAuthzServiceServer() {}
 func (UnimplementedAuthzServiceServer) testEmbeddedByValue()                      {}
@@ -202,6 +239,17 @@ func _AuthzService_InvalidateToken_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthzService_WatchInvalidations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchInvalidationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthzServiceServer).WatchInvalidations(m, &grpc.GenericServerStream[WatchInvalidationsRequest, WatchInvalidationsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthzService_WatchInvalidationsServer = grpc.ServerStreamingServer[WatchInvalidationsResponse]
+
 // AuthzService_ServiceDesc is the grpc.ServiceDesc for AuthzService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -222,6 +270,12 @@ var AuthzService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthzService_InvalidateToken_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchInvalidations",
+			Handler:       _AuthzService_WatchInvalidations_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "authz/v1/authz.proto",
 }
