@@ -147,7 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.ext.DevauthURL, "devauth", "", "base URL of the running devauth, for tokens and counters (with -gateway)")
 	fs.StringVar(&o.ext.APIKey, "api-key", "", "devauth's PROPELAUTH_API_KEY (with -devauth); default $PROPELAUTH_API_KEY")
 	fs.StringVar(&o.ext.Resource, "resource", "", "resource to mint tokens for (default: the gateway URL + /mcp)")
-	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU profiles of the gateway, authz and the floors during every measurement (needs binaries from bench/profiling/build.sh, e.g. -bin bin/pprof)")
+	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU and allocation profiles (NAME.pprof, NAME.allocs.pprof) of the gateway, authz and the floors during every measurement (needs binaries from bench/profiling/build.sh, e.g. -bin bin/pprof)")
 	fs.StringVar(&o.protocol, "protocol", target.ProtocolVersion, "MCP protocol version the clients speak (e.g. 2025-06-18: no Mcp-Method/Mcp-Name headers, no _meta)")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the Markdown (stdout, and -out) and SVG (-out) from this results.json without measuring")
 	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")

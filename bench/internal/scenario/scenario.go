@@ -443,9 +443,18 @@ func (e *env) profiled(target string) map[string]string {
 	return m
 }
 
-// profile saves a CPU profile of the process at addr over the next
-// p.seconds into ProfileDir.
-func (p *probe) profile(proc, addr string) {
+// profiles are the pprof profiles probe takes of each process over a measured
+// phase: the CPU profile, and the allocations made in the same window (a delta
+// profile: `go tool pprof -sample_index=alloc_space` shows bytes,
+// alloc_objects counts).
+var profiles = []struct{ endpoint, suffix, what string }{
+	{"profile", ".pprof", "CPU"},
+	{"allocs", ".allocs.pprof", "allocation"},
+}
+
+// profile saves a profile of the process at addr over the next p.seconds into
+// ProfileDir.
+func (p *probe) profile(proc, addr, endpoint, suffix, what string) {
 	slug := strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_':
@@ -455,8 +464,8 @@ func (p *probe) profile(proc, addr string) {
 		}
 		return -1
 	}, p.target)
-	name := fmt.Sprintf("%s-as%dms-%s-c%d-%s.pprof", p.e.name, p.e.cfg.ASLatency.Milliseconds(), slug, p.clients, proc)
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, p.seconds)
+	name := fmt.Sprintf("%s-as%dms-%s-c%d-%s%s", p.e.name, p.e.cfg.ASLatency.Milliseconds(), slug, p.clients, proc, suffix)
+	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, endpoint, p.seconds)
 	ctx, cancel := context.WithTimeout(p.ctx, time.Duration(p.seconds)*time.Second+30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -465,17 +474,17 @@ func (p *probe) profile(proc, addr string) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		p.e.log.Warn("taking a CPU profile", "process", proc, "error", err)
+		p.e.log.Warn("taking a "+what+" profile", "process", proc, "error", err)
 		return
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		p.e.log.Warn("taking a CPU profile", "process", proc, "status", resp.StatusCode, "error", err)
+		p.e.log.Warn("taking a "+what+" profile", "process", proc, "status", resp.StatusCode, "error", err)
 		return
 	}
 	if err := os.WriteFile(filepath.Join(p.e.cfg.ProfileDir, name), b, 0o644); err != nil {
-		p.e.log.Warn("saving a CPU profile", "error", err)
+		p.e.log.Warn("saving a "+what+" profile", "error", err)
 	}
 }
 
@@ -493,7 +502,9 @@ func cpuTimes(pids map[string]int) map[string]time.Duration {
 func (p *probe) start() {
 	if p.e.cfg.ProfileDir != "" {
 		for proc, addr := range p.e.profiled(p.target) {
-			p.profiles.Go(func() { p.profile(proc, addr) })
+			for _, k := range profiles {
+				p.profiles.Go(func() { p.profile(proc, addr, k.endpoint, k.suffix, k.what) })
+			}
 		}
 	}
 	p.cpu = cpuTimes(p.pids)
