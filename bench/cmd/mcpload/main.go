@@ -86,6 +86,22 @@ type options struct {
 	serveFloors    bool
 	replot         string
 	protocol       string
+	gatewayEnv     envList
+	authzEnv       envList
+}
+
+// envList is a repeatable KEY=VALUE flag.
+type envList []string
+
+func (l *envList) String() string { return strings.Join(*l, " ") }
+
+func (l *envList) Set(v string) error {
+	k, _, ok := strings.Cut(v, "=")
+	if !ok || k == "" || strings.ContainsAny(k, " \t") {
+		return fmt.Errorf("%q is not KEY=VALUE", v)
+	}
+	*l = append(*l, v)
+	return nil
 }
 
 func parseInts(s string) ([]int, error) {
@@ -150,6 +166,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory to save CPU and allocation profiles (NAME.pprof, NAME.allocs.pprof) of the gateway, authz and the floors during every measurement (needs binaries from bench/profiling/build.sh, e.g. -bin bin/pprof)")
 	fs.StringVar(&o.protocol, "protocol", target.ProtocolVersion, "MCP protocol version the clients speak (e.g. 2025-06-18: no Mcp-Method/Mcp-Name headers, no _meta)")
 	fs.StringVar(&o.replot, "replot", "", "rewrite the Markdown (stdout, and -out) and SVG (-out) from this results.json without measuring")
+	fs.Var(&o.gatewayEnv, "gateway-env", "KEY=VALUE added to the started gateway's environment (repeatable), e.g. DECISION_CACHE_TTL=1s")
+	fs.Var(&o.authzEnv, "authz-env", "KEY=VALUE added to every started authz replica's environment (repeatable)")
 	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -273,6 +291,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Protocol:    o.protocol,
 			FloorMCPURL: fl.mcpURL, FloorGRPCAddr: fl.grpcAddr, FloorPID: fl.pid,
 			ProfileDir: o.pprofDir, FloorPprof: floorPprof,
+			GatewayEnv: o.gatewayEnv, AuthzEnv: o.authzEnv,
 			Logger: logger,
 		}
 		if o.ext.GatewayURL != "" {

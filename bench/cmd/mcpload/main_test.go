@@ -41,6 +41,8 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{"gateway without authz", []string{"-gateway", "http://127.0.0.1:8000"}, "-gateway and -authz"},
 		{"stray argument", []string{"warm"}, "unexpected arguments"},
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
+		{"gateway env without =", []string{"-gateway-env", "DECISION_CACHE_TTL"}, "not KEY=VALUE"},
+		{"authz env without key", []string{"-authz-env", "=1s"}, "not KEY=VALUE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,7 +57,8 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 
 func TestParseFlagsDefaultsAndLists(t *testing.T) {
 	t.Parallel()
-	o, err := parseFlags([]string{"-scenarios", "warm,sweep", "-as-latency", "0,30ms", "-clients", "1,8"}, io.Discard)
+	o, err := parseFlags([]string{"-scenarios", "warm,sweep", "-as-latency", "0,30ms", "-clients", "1,8",
+		"-gateway-env", "DECISION_CACHE_TTL=1s", "-gateway-env", "LOG_LEVEL=debug", "-authz-env", "CACHE_TTL=5s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +70,12 @@ func TestParseFlagsDefaultsAndLists(t *testing.T) {
 	}
 	if diff := cmp.Diff([]int{1, 8}, o.clients); diff != "" {
 		t.Errorf("clients (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(envList{"DECISION_CACHE_TTL=1s", "LOG_LEVEL=debug"}, o.gatewayEnv); diff != "" {
+		t.Errorf("gateway-env (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(envList{"CACHE_TTL=5s"}, o.authzEnv); diff != "" {
+		t.Errorf("authz-env (-want +got):\n%s", diff)
 	}
 	def, err := parseFlags(nil, io.Discard)
 	if err != nil {

@@ -117,6 +117,9 @@ type Config struct {
 	Protocol string
 	// ASLatency is added by devauth before every introspection and user fetch.
 	ASLatency time.Duration
+	// GatewayEnv and AuthzEnv are extra KEY=VALUE settings of the started
+	// gateway and authz replicas (after the tool's own, so they win).
+	GatewayEnv, AuthzEnv []string
 
 	// FloorMCPURL is the unauthenticated MCP floor's endpoint; FloorGRPCAddr
 	// the no-op gRPC floor's address.
@@ -230,7 +233,7 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 			return nil, err
 		}
 		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != "",
-			AuthzEnv: []string{"CACHE_TTL=" + cfg.cacheTTL().String()}})
+			AuthzEnv: append([]string{"CACHE_TTL=" + cfg.cacheTTL().String()}, cfg.AuthzEnv...), GatewayEnv: cfg.GatewayEnv})
 		if err != nil {
 			return nil, fmt.Errorf("starting the stack: %w", err)
 		}
@@ -238,6 +241,12 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		e.resource = e.stack.Resource
 		e.dev = &devauth.Client{BaseURL: e.stack.DevauthURL, APIKey: stack.APIKey}
 		e.stackDesc = top.String()
+		if len(cfg.GatewayEnv) > 0 {
+			e.stackDesc += "; gateway with " + strings.Join(cfg.GatewayEnv, " ")
+		}
+		if len(cfg.AuthzEnv) > 0 {
+			e.stackDesc += "; authz with " + strings.Join(cfg.AuthzEnv, " ")
+		}
 		if e.authz, err = target.DialGRPC(e.stack.AuthzTarget); err != nil {
 			return nil, err
 		}
