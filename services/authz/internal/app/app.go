@@ -6,8 +6,9 @@
 //
 // When the context ends: gRPC health turns NOT_SERVING and /healthz, /readyz answer
 // 503 (load balancers stop sending), in-flight RPCs get ShutdownTimeout to finish
-// (GracefulStop), then the server is stopped hard; the HTTP server and Redis client
-// are closed last.
+// (GracefulStop) while WatchInvalidations streams, which would otherwise stay open
+// for as long as their callers, are ended at once; then the server is stopped
+// hard; the HTTP server and Redis client are closed last.
 package app
 
 import (
@@ -38,6 +39,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/server"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/watch"
 )
 
 // Options are knobs that are not configuration: tests use them.
@@ -61,6 +63,7 @@ type App struct {
 	store   *rediscache.Store
 	tokens  *tokencache.Cache
 	users   *users.Service
+	watch   *watch.Hub
 	grpc    *grpc.Server
 	health  *health.Server
 	http    *http.Server
@@ -77,6 +80,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 		o.ShutdownTimeout = 5 * time.Second
 	}
 	a := &App{cfg: cfg, o: o, logger: o.Logger, Metrics: metrics.New()}
+	a.watch = watch.New(watch.Options{Watchers: a.Metrics.WatchStreams, Overflows: a.Metrics.WatchOverflows})
 	if cfg.RedisURL != "" {
 		st, err := rediscache.New(cfg.RedisURL, rediscache.Options{Logger: a.logger, Metrics: a.Metrics, Backoff: o.RedisBackoff})
 		if err != nil {
@@ -103,6 +107,10 @@ func New(cfg config.Config, o Options) (*App, error) {
 		ClockSkew:   cfg.ClockSkew,
 		Logger:      a.logger,
 		Metrics:     a.Metrics,
+		// Every invalidation this replica hears of, and every time it may have
+		// missed some, reaches the WatchInvalidations streams.
+		OnInvalidate: a.watch.Publish,
+		OnReset:      a.watch.Reset,
 	})
 	if err != nil {
 		return nil, err
@@ -136,19 +144,25 @@ func New(cfg config.Config, o Options) (*App, error) {
 		Users:   us,
 		Policy:  &decision.Policy{Issuer: cfg.Issuer, Skew: cfg.ClockSkew, Hierarchy: cfg.ScopeHierarchy},
 		Metrics: a.Metrics,
+		Watch:   a.watch,
 		Logger:  a.logger,
 	})
-	interceptors := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(a.Metrics, a.logger)}
+	unary := []grpc.UnaryServerInterceptor{server.UnaryInterceptor(a.Metrics, a.logger)}
+	stream := []grpc.StreamServerInterceptor{server.StreamInterceptor(a.Metrics, a.logger)}
 	if cfg.TLS != nil && cfg.TLS.ClientCAs != nil {
-		// Inside the metrics interceptor, so PERMISSION_DENIED is counted.
+		// Inside the metrics interceptors, so PERMISSION_DENIED is counted.
+		// WatchInvalidations is not restricted: it carries only token hashes,
+		// which are useful only to a caller that already has Authorize answers.
 		var restricted map[string][]string
 		if len(cfg.GetUserCallers) > 0 {
 			restricted = map[string][]string{authzv1.AuthzService_GetUser_FullMethodName: cfg.GetUserCallers}
 		}
-		interceptors = append(interceptors, mtls.UnaryInterceptor(mtls.Options{Restricted: restricted, Logger: a.logger, Metrics: a.Metrics}))
+		u, st := mtls.Interceptors(mtls.Options{Restricted: restricted, Logger: a.logger, Metrics: a.Metrics})
+		unary, stream = append(unary, u), append(stream, st)
 	}
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(256 << 10),
 		// Clients (the gateway pings a connection silent for 10s, to find a
 		// frozen replica fast) keep connections alive with pings; allow them
@@ -287,6 +301,12 @@ func (a *App) shutdown() {
 		a.grpc.GracefulStop()
 		close(done)
 	}()
+	// GracefulStop waits for every open stream, and a WatchInvalidations stream
+	// stays open as long as its caller does: end them (UNAVAILABLE, so callers
+	// drop what they keep and watch another replica). A caller that reconnects
+	// before GracefulStop's GOAWAY reaches it is refused at once the same way: a
+	// closed hub ends new streams immediately.
+	a.watch.Close()
 	t := time.NewTimer(a.o.ShutdownTimeout)
 	defer t.Stop()
 	select {

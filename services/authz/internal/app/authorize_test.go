@@ -37,7 +37,8 @@ func TestAuthorizeAllowedPrincipal(t *testing.T) {
 		"aud": resourceURL, "iss": as.Issuer(), "exp": float64(now + 3600), "iat": float64(now - 5), "token_type": "Bearer",
 	})
 	want := &authzv1.AuthorizeResponse{
-		Allowed: true,
+		Allowed:  true,
+		TokenRef: hexKey(inst, tok),
 		Principal: &authzv1.Principal{
 			Subject:   "user-1",
 			ClientId:  "cursor",
@@ -157,6 +158,10 @@ func TestAuthorizeDecisionTable(t *testing.T) {
 			}
 			if resp.GetAllowed() != tt.wantAllowed {
 				t.Fatalf("allowed = %v, want %v (denial %v)", resp.GetAllowed(), tt.wantAllowed, resp.GetDenial())
+			}
+			// Allowed or denied, the answer names the token for WatchInvalidations.
+			if got, want := resp.GetTokenRef(), hexKey(inst, tok); got != want {
+				t.Errorf("token_ref = %q, want %q", got, want)
 			}
 			if tt.wantAllowed {
 				if resp.GetDenial() != nil || resp.GetPrincipal().GetSubject() != "user-1" {

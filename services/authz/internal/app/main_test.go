@@ -130,17 +130,28 @@ func start(t testing.TB, name string, getenv func(string) string) *instance {
 
 func startWithLogger(t testing.TB, name string, getenv func(string) string, logger *slog.Logger) *instance {
 	t.Helper()
+	return startWithOptions(t, name, getenv, logger, nil)
+}
+
+// startWithOptions is start with a logger and, if mod is not nil, app options
+// changed by mod.
+func startWithOptions(t testing.TB, name string, getenv func(string) string, logger *slog.Logger, mod func(*app.Options)) *instance {
+	t.Helper()
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	a, err := app.New(cfg, app.Options{
+	o := app.Options{
 		Logger:           logger,
 		UserRetryBackoff: 5 * time.Millisecond,
 		UserMaxRetryWait: 20 * time.Millisecond,
 		RedisBackoff:     100 * time.Millisecond,
 		ShutdownTimeout:  time.Second,
-	})
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	a, err := app.New(cfg, o)
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

@@ -19,6 +19,8 @@
 //	authz_l1_entries{cache}, authz_l1_evictions_total{cache}
 //	authz_grpc_requests_total{method,code}, authz_grpc_request_duration_seconds{method}
 //	authz_grpc_caller_requests_total{caller,method}    with mTLS: calls by client certificate identity (first 100 identities; later ones as "other")
+//	authz_watch_streams                                open WatchInvalidations streams
+//	authz_watch_overflows_total                        resets sent because a watcher read too slowly and its buffer filled
 //
 // plus the standard go_* and process_* collectors.
 package metrics
@@ -50,6 +52,8 @@ type Metrics struct {
 	GRPCRequests          *prometheus.CounterVec
 	GRPCDuration          *prometheus.HistogramVec
 	CallerRequests        *prometheus.CounterVec
+	WatchStreams          prometheus.Gauge
+	WatchOverflows        prometheus.Counter
 }
 
 // Cache and tier label values.
@@ -121,11 +125,18 @@ func New() *Metrics {
 		CallerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authz_grpc_caller_requests_total", Help: "gRPC requests by verified client certificate identity (mTLS) and method.",
 		}, []string{"caller", "method"}),
+		WatchStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authz_watch_streams", Help: "Open WatchInvalidations streams.",
+		}),
+		WatchOverflows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authz_watch_overflows_total", Help: "Resets sent to WatchInvalidations streams that read too slowly to keep every invalidation.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.CacheLookups, m.Introspections, m.IntrospectionDuration, m.IntrospectionErrors,
 		m.RedisErrors, m.CoalescedWaits, m.UserFetches, m.UserFetchRetries, m.UserFetchDuration,
 		m.Invalidations, m.L1Flushes, m.GRPCRequests, m.GRPCDuration, m.CallerRequests,
+		m.WatchStreams, m.WatchOverflows,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

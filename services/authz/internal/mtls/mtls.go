@@ -107,7 +107,7 @@ func matches(c *x509.Certificate, allowed []string) bool {
 	return false
 }
 
-// Options configures [UnaryInterceptor].
+// Options configures [UnaryInterceptor] and [Interceptors].
 type Options struct {
 	// Restricted maps full method names (the generated *_FullMethodName
 	// constants) to the caller identities allowed to call them. Methods not in
@@ -131,7 +131,37 @@ const Unidentified = "none"
 // first time it is seen, and refuses a restricted method to a caller not listed
 // for it with PERMISSION_DENIED (a constant message; the caller's identity goes to
 // the log). Install it inside the metrics interceptor so refusals are counted.
+// A server with streaming methods uses [Interceptors] instead.
 func UnaryInterceptor(o Options) grpc.UnaryServerInterceptor {
+	u, _ := Interceptors(o)
+	return u
+}
+
+// Interceptors returns [UnaryInterceptor] and its streaming counterpart (for
+// WatchInvalidations, health Watch, reflection), which count callers and restrict
+// methods alike and share what they have seen, so each caller is logged once.
+// Install each inside its metrics interceptor.
+func Interceptors(o Options) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	check := newGuard(o)
+	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := check(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := check(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+	return unary, stream
+}
+
+// newGuard returns the check both interceptors make before a handler runs: count
+// the call by caller, then refuse it if the method is restricted and the caller
+// not listed.
+func newGuard(o Options) func(ctx context.Context, method string) error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -168,19 +198,19 @@ func UnaryInterceptor(o Options) grpc.UnaryServerInterceptor {
 		}
 		c.Inc()
 	}
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return func(ctx context.Context, method string) error {
 		cert := leaf(ctx)
 		id := Unidentified
 		if cert != nil {
 			id = identity(cert)
 		}
 		if o.Metrics != nil {
-			count(ctx, id, info.FullMethod)
+			count(ctx, id, method)
 		}
-		if allowed, ok := o.Restricted[info.FullMethod]; ok && (cert == nil || !matches(cert, allowed)) {
-			o.Logger.WarnContext(ctx, "caller not allowed to call method", "caller", id, "method", info.FullMethod)
-			return nil, status.Error(codes.PermissionDenied, "this caller may not call "+info.FullMethod)
+		if allowed, ok := o.Restricted[method]; ok && (cert == nil || !matches(cert, allowed)) {
+			o.Logger.WarnContext(ctx, "caller not allowed to call method", "caller", id, "method", method)
+			return status.Error(codes.PermissionDenied, "this caller may not call "+method)
 		}
-		return handler(ctx, req)
+		return nil
 	}
 }

@@ -38,6 +38,12 @@ func (stub) GetUser(ctx context.Context, req *authzv1.GetUserRequest) (*authzv1.
 	return &authzv1.GetUserResponse{User: &authzv1.User{UserId: req.GetUserId()}}, nil
 }
 
+// WatchInvalidations sends the caller's identity as the one token_ref.
+func (stub) WatchInvalidations(_ *authzv1.WatchInvalidationsRequest, stream grpc.ServerStreamingServer[authzv1.WatchInvalidationsResponse]) error {
+	id, _ := mtls.Identity(stream.Context())
+	return stream.Send(&authzv1.WatchInvalidationsResponse{TokenRef: id})
+}
+
 func pool(t *testing.T, file string) *x509.CertPool {
 	t.Helper()
 	b, err := os.ReadFile(file)
@@ -64,13 +70,15 @@ func TestMutualTLS(t *testing.T) {
 	}
 	m := metrics.New()
 	var logs testenv.LogBuffer
+	unary, stream := mtls.Interceptors(mtls.Options{
+		Restricted: map[string][]string{authzv1.AuthzService_GetUser_FullMethodName: {"spiffe://mcpauthz/gateway", "reporting"}},
+		Logger:     slog.New(slog.NewJSONHandler(&logs, nil)),
+		Metrics:    m,
+	})
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(mtls.ServerConfig(pair, pool(t, ca.CertFile)))),
-		grpc.ChainUnaryInterceptor(mtls.UnaryInterceptor(mtls.Options{
-			Restricted: map[string][]string{authzv1.AuthzService_GetUser_FullMethodName: {"spiffe://mcpauthz/gateway", "reporting"}},
-			Logger:     slog.New(slog.NewJSONHandler(&logs, nil)),
-			Metrics:    m,
-		})),
+		grpc.ChainUnaryInterceptor(unary),
+		grpc.ChainStreamInterceptor(stream),
 	)
 	authzv1.RegisterAuthzServiceServer(srv, stub{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -143,8 +151,25 @@ func TestMutualTLS(t *testing.T) {
 			if status.Code(err) != tt.getUser {
 				t.Errorf("GetUser: %v, want %v", err, tt.getUser)
 			}
+			// WatchInvalidations exposes only hashes: open to every caller that
+			// may call Authorize, and seen through the same identity.
+			var watched *authzv1.WatchInvalidationsResponse
+			ws, err := c.WatchInvalidations(ctx, &authzv1.WatchInvalidationsRequest{})
+			if err == nil {
+				watched, err = ws.Recv()
+			}
+			if status.Code(err) != tt.authorize {
+				t.Errorf("WatchInvalidations: %v, want %v", err, tt.authorize)
+			}
+			if err == nil && watched.GetTokenRef() != tt.wantID {
+				t.Errorf("stream saw caller %q, want %q", watched.GetTokenRef(), tt.wantID)
+			}
 			if tt.metricLabel != "" {
-				for method, want := range map[string]float64{authzv1.AuthzService_Authorize_FullMethodName: 1, authzv1.AuthzService_GetUser_FullMethodName: 1} {
+				for method, want := range map[string]float64{
+					authzv1.AuthzService_Authorize_FullMethodName:          1,
+					authzv1.AuthzService_GetUser_FullMethodName:            1,
+					authzv1.AuthzService_WatchInvalidations_FullMethodName: 1,
+				} {
 					if got := testutil.ToFloat64(m.CallerRequests.WithLabelValues(tt.metricLabel, method)); got != want {
 						t.Errorf("caller_requests{caller=%q,method=%s} = %v, want %v", tt.metricLabel, method, got, want)
 					}
@@ -158,6 +183,10 @@ func TestMutualTLS(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("log lacks %s:\n%s", want, out)
 			}
+		}
+		// The unary and stream interceptors share what they have seen.
+		if n := strings.Count(out, `"msg":"new gRPC caller","caller":"reporting"`); n != 1 {
+			t.Errorf("caller reporting logged as new %d times, want once:\n%s", n, out)
 		}
 	})
 }
@@ -178,3 +207,27 @@ func TestInterceptorWithoutCertificate(t *testing.T) {
 		t.Errorf("Authorize without certificate: %v (handler ran: %v), want it to run", err, ran)
 	}
 }
+
+// TestStreamInterceptorRestricts: a restricted streaming method is refused to a
+// caller without a listed certificate before its handler runs.
+func TestStreamInterceptorRestricts(t *testing.T) {
+	t.Parallel()
+	_, ic := mtls.Interceptors(mtls.Options{Restricted: map[string][]string{authzv1.AuthzService_WatchInvalidations_FullMethodName: {"x"}}, Metrics: metrics.New()})
+	ran := false
+	h := func(any, grpc.ServerStream) error { ran = true; return nil }
+	ss := ctxStream{ctx: t.Context()}
+	err := ic(nil, ss, &grpc.StreamServerInfo{FullMethod: authzv1.AuthzService_WatchInvalidations_FullMethodName}, h)
+	if status.Code(err) != codes.PermissionDenied || ran {
+		t.Errorf("restricted stream without certificate: %v (handler ran: %v), want PermissionDenied", err, ran)
+	}
+	if err := ic(nil, ss, &grpc.StreamServerInfo{FullMethod: "/grpc.health.v1.Health/Watch"}, h); err != nil || !ran {
+		t.Errorf("open stream without certificate: %v (handler ran: %v), want it to run", err, ran)
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }

@@ -48,3 +48,31 @@ func TestValidators(t *testing.T) {
 		}
 	}
 }
+
+// fakeStream is the least of a grpc.ServerStream an interceptor touches.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (f fakeStream) Context() context.Context { return f.ctx }
+
+func TestStreamInterceptorRecoversAndCounts(t *testing.T) {
+	t.Parallel()
+	m := metrics.New()
+	ic := StreamInterceptor(m, slog.New(slog.DiscardHandler))
+	info := &grpc.StreamServerInfo{FullMethod: authzv1.AuthzService_WatchInvalidations_FullMethodName, IsServerStream: true}
+	ss := fakeStream{ctx: t.Context()}
+	err := ic(nil, ss, info, func(any, grpc.ServerStream) error { panic("boom") })
+	if status.Code(err) != codes.Internal || status.Convert(err).Message() != msgInternal {
+		t.Fatalf("panicking handler: %v, want Internal with a constant message", err)
+	}
+	_ = ic(nil, ss, info, func(any, grpc.ServerStream) error { return nil })
+	_ = ic(nil, ss, info, func(any, grpc.ServerStream) error { return status.Error(codes.Unavailable, "x") })
+	for code, want := range map[string]float64{"Internal": 1, "OK": 1, "Unavailable": 1} {
+		got := testutil.ToFloat64(m.GRPCRequests.WithLabelValues(authzv1.AuthzService_WatchInvalidations_FullMethodName, code))
+		if got != want {
+			t.Errorf("streams{code=%s} = %v, want %v", code, got, want)
+		}
+	}
+}

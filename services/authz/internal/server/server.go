@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -29,6 +30,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/watch"
 )
 
 // Input limits.
@@ -44,7 +46,10 @@ type Options struct {
 	Users   *users.Service
 	Policy  *decision.Policy
 	Metrics *metrics.Metrics
-	Logger  *slog.Logger
+	// Watch relays invalidations to WatchInvalidations streams; it must be the
+	// hub Tokens reports invalidations to.
+	Watch  *watch.Hub
+	Logger *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -56,6 +61,7 @@ type Server struct {
 	tokens    *tokencache.Cache
 	users     *users.Service
 	policy    *decision.Policy
+	watch     *watch.Hub
 	logger    *slog.Logger
 	now       func() time.Time
 	decisions [8]prometheus.Counter
@@ -68,7 +74,7 @@ type Server struct {
 
 const maxMemoisedResources = 256
 
-// New returns a server. Tokens, Users, Policy and Metrics are required.
+// New returns a server. Tokens, Users, Policy, Metrics and Watch are required.
 func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -76,7 +82,7 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{tokens: o.Tokens, users: o.Users, policy: o.Policy, logger: o.Logger, now: o.Now, canon: map[string]string{}}
+	s := &Server{tokens: o.Tokens, users: o.Users, policy: o.Policy, watch: o.Watch, logger: o.Logger, now: o.Now, canon: map[string]string{}}
 	for _, r := range decision.Reasons() {
 		s.decisions[r] = o.Metrics.Decisions.WithLabelValues(r.String())
 	}
@@ -96,6 +102,7 @@ const (
 	msgUserMisconfig   = "user lookup is misconfigured on the server"
 	msgUserUnavailable = "user lookup unavailable; retry later"
 	msgInvalidateLocal = "token dropped from this replica only: the shared cache is unreachable; retry"
+	msgWatchClosed     = "server shutting down; watch another replica"
 )
 
 // Authorize implements authzv1.AuthzServiceServer.
@@ -116,17 +123,18 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 			return nil, status.Error(codes.InvalidArgument, msgBadScopes)
 		}
 	}
-	r, tier, err := s.tokens.Lookup(ctx, req.GetToken())
+	k := s.tokens.Key(req.GetToken())
+	r, tier, err := s.tokens.LookupKeyed(ctx, k, req.GetToken())
 	if err != nil {
 		return nil, s.lookupError(ctx, err)
 	}
 	out := s.policy.Decide(r, res, required, s.now())
 	s.decisions[out.Reason].Inc()
 	if s.logger.Enabled(ctx, slog.LevelDebug) {
-		s.logger.DebugContext(ctx, "authorize", "token_ref", tokencache.Ref(s.tokens.Key(req.GetToken())),
+		s.logger.DebugContext(ctx, "authorize", "token_ref", tokencache.Ref(k),
 			"tier", tier.String(), "decision", out.Reason.String(), "resource", res)
 	}
-	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed()}
+	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed(), TokenRef: tokencache.FullRef(k)}
 	if out.Allowed() || out.Reason == decision.DenialInsufficientScope {
 		resp.Principal = principal(r)
 	}
@@ -305,6 +313,38 @@ func (s *Server) InvalidateToken(ctx context.Context, req *authzv1.InvalidateTok
 		return nil, status.Error(codes.Unavailable, msgInvalidateLocal)
 	}
 	return &authzv1.InvalidateTokenResponse{}, nil
+}
+
+// WatchInvalidations implements authzv1.AuthzServiceServer. The stream starts
+// with a reset, then carries every invalidation this replica hears of (its own,
+// and every replica's through Redis) and a reset whenever it may have missed
+// some. It ends with UNAVAILABLE when the server shuts down, so the caller
+// watches another replica, or when the caller goes away.
+func (s *Server) WatchInvalidations(_ *authzv1.WatchInvalidationsRequest, stream grpc.ServerStreamingServer[authzv1.WatchInvalidationsResponse]) error {
+	ctx := stream.Context()
+	w := s.watch.Subscribe()
+	defer w.Close()
+	s.logger.DebugContext(ctx, "invalidation watch opened", "peer", peerAddr(ctx))
+	for {
+		ev, err := w.Next(ctx)
+		switch {
+		case errors.Is(err, watch.ErrClosed):
+			return status.Error(codes.Unavailable, msgWatchClosed)
+		case err != nil:
+			s.logger.DebugContext(ctx, "invalidation watch closed by the caller", "peer", peerAddr(ctx))
+			return status.FromContextError(err).Err()
+		}
+		if err := stream.Send(&authzv1.WatchInvalidationsResponse{TokenRef: ev.TokenRef, Reset_: ev.Reset}); err != nil {
+			return err
+		}
+	}
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
 }
 
 // validToken accepts 1 to MaxTokenLength visible ASCII characters: every bearer

@@ -24,7 +24,9 @@
 // Any Redis error is a cache miss (see rediscache). Invalidation deletes the L2 entry
 // and publishes the key on a channel every replica subscribes to; each drops the key
 // from L1. When a replica's subscription is re-established after a disconnect, it
-// clears its L1, since it may have missed invalidations meanwhile.
+// clears its L1, since it may have missed invalidations meanwhile. Both events are
+// passed on (Options.OnInvalidate, OnReset) to whoever relays them further, such
+// as the WatchInvalidations streams.
 package tokencache
 
 import (
@@ -109,6 +111,14 @@ type Options struct {
 	Metrics            *metrics.Metrics
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// OnInvalidate, if set, is told the full hex cache key of every token
+	// invalidated here or, through Redis, on any replica (our own publishes come
+	// back too, so it may hear a key twice), after it left L1. It must not block.
+	OnInvalidate func(ref string)
+	// OnReset, if set, is called whenever invalidations may have been missed (the
+	// Redis subscription was (re)established), after L1 was cleared. It must not
+	// block.
+	OnReset func()
 }
 
 // Cache is the two-tier introspection cache. It is safe for concurrent use.
@@ -132,6 +142,9 @@ type Cache struct {
 	bufPool sync.Pool
 	errLogs ratelog.Limiter
 
+	onInvalidate func(ref string)
+	onReset      func()
+
 	l1Hit, l1Miss, l2Hit, l2Miss, l2Err, l2Skip, coalesced countAdder
 }
 
@@ -154,6 +167,12 @@ func New(o Options) (*Cache, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.OnInvalidate == nil {
+		o.OnInvalidate = func(string) {}
+	}
+	if o.OnReset == nil {
+		o.OnReset = func() {}
+	}
 	c := &Cache{
 		fetcher:     o.Fetcher,
 		prefix:      []byte(o.Fetcher.Endpoint() + "\n"),
@@ -167,6 +186,9 @@ func New(o Options) (*Cache, error) {
 		m:           o.Metrics,
 		now:         o.Now,
 		errLogs:     ratelog.Limiter{Every: 5 * time.Second},
+
+		onInvalidate: o.OnInvalidate,
+		onReset:      o.OnReset,
 	}
 	c.l1 = clockcache.New[*introspect.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
 	lookups := o.Metrics.CacheLookups
@@ -198,6 +220,15 @@ func (c *Cache) Key(token string) clockcache.Key {
 // digits of its cache key.
 func Ref(k clockcache.Key) string { return hex.EncodeToString(k[:6]) }
 
+// FullRef is the reference callers and watchers use for a token (AuthorizeResponse
+// token_ref): its whole cache key in lowercase hex, which is also the payload of
+// the invalidation channel.
+func FullRef(k clockcache.Key) string {
+	var b [2 * len(k)]byte
+	hex.Encode(b[:], k[:])
+	return string(b[:]) // one allocation per Authorize, not two
+}
+
 type fetched struct {
 	res  *introspect.Result
 	tier Tier
@@ -210,7 +241,12 @@ type fetched struct {
 // gave no usable answer (nothing cached), or ctx's error if ctx ended while waiting.
 // Redis failures are never returned.
 func (c *Cache) Lookup(ctx context.Context, token string) (*introspect.Result, Tier, error) {
-	k := c.Key(token)
+	return c.LookupKeyed(ctx, c.Key(token), token)
+}
+
+// LookupKeyed is [Cache.Lookup] for a caller that already has token's key k
+// (from [Cache.Key]), saving a second hash. Its errors are Lookup's.
+func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string) (*introspect.Result, Tier, error) {
 	if r, ok := c.l1.Get(k); ok {
 		c.l1Hit.Inc()
 		return r, TierL1, nil
@@ -364,17 +400,21 @@ func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
 }
 
 // Invalidate drops token from L1 here and, with Redis, from L2 and from every
-// replica's L1. If Redis could not be told, the error unwraps to
-// ErrInvalidationIncomplete; the local tier is cleared regardless.
+// replica's L1, and tells OnInvalidate. If Redis could not be told, the error
+// unwraps to ErrInvalidationIncomplete; the local tier is cleared and
+// OnInvalidate told regardless.
 func (c *Cache) Invalidate(ctx context.Context, token string) error {
 	k := c.Key(token)
 	c.epoch.Add(1)
 	c.l1.Delete(k)
 	c.m.Invalidations.WithLabelValues("local").Inc()
+	h := FullRef(k)
+	// Watchers hear of it after the shared tier is cleared (when it can be), so a
+	// watcher that asks again at once is not answered from a stale L2 entry.
+	defer c.onInvalidate(h)
 	if c.store == nil {
 		return nil
 	}
-	h := hex.EncodeToString(k[:])
 	if err := c.store.DelAndPublish(ctx, c.keyPrefix+h, c.channel, h); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidationIncomplete, err)
 	}
@@ -395,6 +435,7 @@ func (c *Cache) Run(ctx context.Context) {
 		c.epoch.Add(1)
 		c.l1.Clear()
 		c.m.L1Flushes.Inc()
+		c.onReset()
 	})
 }
 
@@ -409,6 +450,8 @@ func (c *Cache) applyRemote(payload string) {
 	c.epoch.Add(1)
 	c.l1.Delete(k)
 	c.m.Invalidations.WithLabelValues("remote").Inc()
+	// Re-encoded rather than passed on: a publisher may have used upper case.
+	c.onInvalidate(FullRef(k))
 }
 
 // L1Len returns the number of entries in the in-process tier.
