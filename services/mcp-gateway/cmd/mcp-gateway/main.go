@@ -23,6 +23,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
@@ -88,16 +89,23 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		defer limiter.Close()
 	}
 
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter})
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter,
+		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return authz.WatchInvalidations(ctx) }})
 	if err != nil {
 		return err
 	}
+	// The decision cache follows the invalidation stream through the drain
+	// too, so the stream outlives ctx and stops once Serve has returned.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	watched := make(chan struct{})
+	go func() { defer close(watched); gw.Watch(watchCtx) }()
+	defer func() { stopWatch(); <-watched }()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
 	}
 	logger.Info("serving MCP", "addr", ln.Addr().String(), "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
-		"authz_tls", cfg.AuthzTLS != nil, "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
+		"authz_tls", cfg.AuthzTLS != nil, "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
 	if err := gateway.Serve(ctx, ln, gw, logger, drainTimeout); err != nil {
 		return err
 	}

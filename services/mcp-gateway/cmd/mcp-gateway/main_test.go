@@ -72,6 +72,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"bad origin", []string{ok, "MCP_ALLOWED_ORIGINS=*"}, nil, "MCP_ALLOWED_ORIGINS"},
 		{"bad bool", []string{ok, "TOOLS_LIST_ALL=maybe"}, nil, "TOOLS_LIST_ALL"},
 		{"bad log level", []string{ok, "LOG_LEVEL=chatty"}, nil, "LOG_LEVEL"},
+		{"decision cache TTL too long", []string{ok, "DECISION_CACHE_TTL=5m"}, nil, "DECISION_CACHE_TTL"},
+		{"decision cache TTL without unit", []string{ok, "DECISION_CACHE_TTL=1"}, nil, "DECISION_CACHE_TTL"},
 		{"busy port", []string{ok, "MCP_LISTEN=" + busy.Addr().String()}, nil, "MCP_LISTEN"},
 		{"stray argument", []string{ok}, []string{"serve"}, "-list-env"},
 	}

@@ -151,6 +151,15 @@ func (c *Client) GetUser(ctx context.Context, userID string, includeOrgs bool) (
 	return res.GetUser(), nil
 }
 
+// WatchInvalidations opens authz's stream of token invalidations (one
+// replica's; every replica relays every invalidation). Unlike the other calls
+// it has no deadline: it lives until ctx is done or the stream breaks. Errors
+// are gRPC status errors, e.g. UNAVAILABLE when no replica can be reached and
+// UNIMPLEMENTED from an authz that predates the RPC.
+func (c *Client) WatchInvalidations(ctx context.Context) (grpc.ServerStreamingClient[authzv1.WatchInvalidationsResponse], error) {
+	return c.api.WatchInvalidations(ctx, &authzv1.WatchInvalidationsRequest{})
+}
+
 // Ready checks that some authz replica reports SERVING. It returns an error
 // saying why not otherwise.
 func (c *Client) Ready(ctx context.Context) error {

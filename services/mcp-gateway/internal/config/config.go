@@ -42,6 +42,7 @@ const (
 	EnvRedisURL            = "REDIS_URL"
 	EnvRateLimit           = "RATE_LIMIT"
 	EnvRateLimitBurst      = "RATE_LIMIT_BURST"
+	EnvDecisionCacheTTL    = "DECISION_CACHE_TTL"
 )
 
 // EnvNames returns the name of every environment variable [Load] reads, sorted.
@@ -50,7 +51,7 @@ func EnvNames() []string {
 		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 		EnvAuthzTLSCA, EnvAuthzTLSCert, EnvAuthzTLSKey, EnvAuthzTLSServerName,
-		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst,
+		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst, EnvDecisionCacheTTL,
 	}
 	slices.Sort(names)
 	return names
@@ -103,6 +104,11 @@ type Config struct {
 	// RateLimit is every principal's request budget (RATE_LIMIT and
 	// RATE_LIMIT_BURST); the zero Limit is off.
 	RateLimit ratelimit.Limit
+	// DecisionCacheTTL is how long an allowed decision may be reused without
+	// asking authz again (DECISION_CACHE_TTL); zero, the default, asks authz
+	// on every request. Package decisioncache explains what keeps revocation
+	// immediate.
+	DecisionCacheTTL time.Duration
 }
 
 // Defaults for unset variables.
@@ -112,6 +118,10 @@ const (
 	DefaultAuthzAddr    = "localhost:50051"
 	DefaultScopes       = "read:user_data"
 	DefaultAuthzTimeout = 2 * time.Second
+	// MaxDecisionCacheTTL bounds DECISION_CACHE_TTL: the cache is meant to
+	// absorb bursts of requests, and a revocation the authorization server
+	// makes without telling authz can take up to this much longer to apply.
+	MaxDecisionCacheTTL = time.Minute
 )
 
 // Error is a configuration error for one variable. Its message starts with the
@@ -228,6 +238,13 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.RateLimit.Burst = n
 	}
+	if v := get(EnvDecisionCacheTTL, ""); v != "" {
+		d, perr := time.ParseDuration(v)
+		if perr != nil || d < 0 || d > MaxDecisionCacheTTL {
+			return c, errorf(EnvDecisionCacheTTL, "must be a duration from 0 (off) to %s such as 1s, got %q", MaxDecisionCacheTTL, v)
+		}
+		c.DecisionCacheTTL = d
+	}
 	return c, nil
 }
 
@@ -317,6 +334,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String(EnvAuthzTLSServerName, c.AuthzTLSServerName),
 		slog.String(EnvRedisURL, MaskURL(c.RedisURL)),
 		slog.String(EnvRateLimit, c.RateLimit.String()),
+		slog.Duration(EnvDecisionCacheTTL, c.DecisionCacheTTL),
 	)
 }
 

@@ -34,6 +34,9 @@
 //     denial: 401 invalid_token. authz unreachable, UNAVAILABLE, a deadline, or
 //     any other error: 503 with Retry-After, never 401, so clients keep their
 //     tokens through an outage.
+//     With DECISION_CACHE_TTL set, an allowed decision is kept and reused for
+//     the same token, scopes and user options (package decisioncache) while
+//     authz's invalidation stream is up; nothing else changes.
 //  5. With RATE_LIMIT set, the allowed principal's budget is charged (package
 //     ratelimit, shared across replicas through Redis); over it: 429 with
 //     Retry-After. Only authorized requests are charged, so nobody can spend
@@ -59,6 +62,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
@@ -97,6 +101,10 @@ type Options struct {
 	MaxBody int64
 	// RateLimiter, if set, limits each principal's requests (RATE_LIMIT).
 	RateLimiter *ratelimit.Limiter
+	// Invalidations opens authz's invalidation stream
+	// (authzclient.Client.WatchInvalidations); required when
+	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
+	Invalidations decisioncache.OpenFunc
 }
 
 // RetryAfter is what a 503 tells clients to wait before retrying.
@@ -123,6 +131,9 @@ type Gateway struct {
 	mcp      http.Handler
 	mux      *http.ServeMux
 	limiter  *ratelimit.Limiter
+
+	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
+	invalidations decisioncache.OpenFunc
 }
 
 // New builds the gateway: the one go-sdk server with every registered tool, the
@@ -156,6 +167,13 @@ func New(opts Options) (*Gateway, error) {
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, tools.All()),
 		limiter:  opts.RateLimiter,
+	}
+	if cfg.DecisionCacheTTL > 0 {
+		if opts.Invalidations == nil {
+			return nil, errors.New("gateway: Options.Invalidations is nil with a decision cache TTL")
+		}
+		g.decisions = decisioncache.New(decisioncache.Options{TTL: cfg.DecisionCacheTTL, Metrics: opts.Metrics, Logger: opts.Logger})
+		g.invalidations = opts.Invalidations
 	}
 	if i := strings.Index(cfg.ServerURL, "://"); i >= 0 {
 		g.host = cfg.ServerURL[i+3:]
@@ -219,6 +237,18 @@ func New(opts Options) (*Gateway, error) {
 	})
 	g.mux = mux
 	return g, nil
+}
+
+// Watch follows authz's invalidation stream for the decision cache until ctx
+// is done, reconnecting as needed; it returns at once when DECISION_CACHE_TTL
+// is off. Until it has the stream, every request asks authz. Run it in its own
+// goroutine, and stop it after [Serve] has drained: cached decisions stay
+// valid for the requests still in flight only while the stream is followed.
+func (g *Gateway) Watch(ctx context.Context) {
+	if g.decisions == nil {
+		return
+	}
+	g.decisions.Watch(ctx, g.invalidations)
 }
 
 // ServeHTTP serves every route.

@@ -16,6 +16,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"google.golang.org/grpc/codes"
@@ -103,16 +104,29 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	g.mcp.ServeHTTP(x.w, r)
 }
 
-// authorize asks authz and, unless it allowed the request, writes the answer.
+// authorize asks authz, or the decision cache, and, unless the request is
+// allowed, writes the answer.
 func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	ctx := x.r.Context()
-	res, err := g.authz.Authorize(ctx, &authzv1.AuthorizeRequest{
+	req := &authzv1.AuthorizeRequest{
 		Token:          x.token,
 		Resource:       g.resource,
 		RequiredScopes: x.op.Scopes,
 		IncludeUser:    x.op.NeedsUser,
 		IncludeOrgs:    x.op.NeedsOrgs,
-	})
+	}
+	var res *authzv1.AuthorizeResponse
+	var err error
+	if g.decisions != nil {
+		var ticket decisioncache.Ticket
+		if res, ticket = g.decisions.Get(req); res == nil {
+			if res, err = g.authz.Authorize(ctx, req); err == nil {
+				g.decisions.Put(ticket, res)
+			}
+		}
+	} else {
+		res, err = g.authz.Authorize(ctx, req)
+	}
 	if err != nil {
 		g.metrics.Decision("error")
 		switch {

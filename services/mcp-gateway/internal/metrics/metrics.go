@@ -13,6 +13,21 @@
 //     decided ("redis", or "local" when REDIS_URL is unset or Redis failed).
 //   - mcp_gateway_rate_limit_redis_errors_total: Redis failures of the rate
 //     limiter (each request then decided in process, never failed).
+//
+// With DECISION_CACHE_TTL set (package decisioncache):
+//
+//   - mcp_gateway_decision_cache_lookups_total{result}: "hit" (authz not
+//     called), "miss", or "stream_down" (the invalidation stream is not up, so
+//     nothing is served from the cache).
+//   - mcp_gateway_decision_cache_invalidations_total: token invalidations
+//     received from authz.
+//   - mcp_gateway_decision_cache_resets_total{cause}: times the whole cache was
+//     dropped: "reset" (authz asked, e.g. on a new stream) or "stream_end".
+//   - mcp_gateway_decision_cache_evictions_total: entries dropped to stay
+//     within the size bound.
+//   - mcp_gateway_decision_cache_entries: decisions held.
+//   - mcp_gateway_decision_cache_stream_up: 1 while the invalidation stream is
+//     up (the cache may be used), else 0.
 package metrics
 
 import (
@@ -35,6 +50,13 @@ type Metrics struct {
 	decisions       *prometheus.CounterVec
 	rateLimits      *prometheus.CounterVec
 	rateLimitErrors prometheus.Counter
+
+	dcLookups       *prometheus.CounterVec
+	dcInvalidations prometheus.Counter
+	dcResets        *prometheus.CounterVec
+	dcEvictions     prometheus.Counter
+	dcEntries       prometheus.Gauge
+	dcStreamUp      prometheus.Gauge
 }
 
 // latencyBuckets resolve sub-millisecond cache hits as well as slow outliers.
@@ -71,8 +93,33 @@ func New() *Metrics {
 			Name: "mcp_gateway_rate_limit_redis_errors_total",
 			Help: "Redis failures of the rate limiter; those requests were decided by the in-process limiter.",
 		}),
+		dcLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_decision_cache_lookups_total",
+			Help: `Decision cache lookups by result: "hit" (authz not called), "miss", "stream_down" (cache unusable).`,
+		}, []string{"result"}),
+		dcInvalidations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcp_gateway_decision_cache_invalidations_total",
+			Help: "Token invalidations received on the WatchInvalidations stream.",
+		}),
+		dcResets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_decision_cache_resets_total",
+			Help: `Times the whole decision cache was dropped, by cause ("reset" message, "stream_end").`,
+		}, []string{"cause"}),
+		dcEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcp_gateway_decision_cache_evictions_total",
+			Help: "Decision cache entries evicted to stay within the size bound.",
+		}),
+		dcEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcp_gateway_decision_cache_entries",
+			Help: "Decisions held by the decision cache.",
+		}),
+		dcStreamUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcp_gateway_decision_cache_stream_up",
+			Help: "1 while the WatchInvalidations stream is up and the decision cache may be used, else 0.",
+		}),
 	}
 	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions, m.rateLimits, m.rateLimitErrors,
+		m.dcLookups, m.dcInvalidations, m.dcResets, m.dcEvictions, m.dcEntries, m.dcStreamUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -110,3 +157,29 @@ func (m *Metrics) RateLimit(decision, store string) {
 
 // RateLimitRedisError records one failed Redis call of the rate limiter.
 func (m *Metrics) RateLimitRedisError() { m.rateLimitErrors.Inc() }
+
+// DecisionCacheLookup records one decision cache lookup: "hit", "miss" or
+// "stream_down".
+func (m *Metrics) DecisionCacheLookup(result string) { m.dcLookups.WithLabelValues(result).Inc() }
+
+// DecisionCacheInvalidation records one token invalidation received.
+func (m *Metrics) DecisionCacheInvalidation() { m.dcInvalidations.Inc() }
+
+// DecisionCacheReset records one drop of the whole cache: cause "reset" or
+// "stream_end".
+func (m *Metrics) DecisionCacheReset(cause string) { m.dcResets.WithLabelValues(cause).Inc() }
+
+// DecisionCacheEvictions records n entries evicted for room.
+func (m *Metrics) DecisionCacheEvictions(n int) { m.dcEvictions.Add(float64(n)) }
+
+// DecisionCacheEntries sets the number of decisions held.
+func (m *Metrics) DecisionCacheEntries(n int) { m.dcEntries.Set(float64(n)) }
+
+// DecisionCacheStreamUp sets whether the invalidation stream is up.
+func (m *Metrics) DecisionCacheStreamUp(up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.dcStreamUp.Set(v)
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
@@ -406,7 +407,8 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 			return nil, nil, err
 		}
 	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter})
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter,
+		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return az.WatchInvalidations(ctx) }})
 	if err != nil {
 		ln.Close()
 		az.Close()
@@ -415,11 +417,17 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gateway.Serve(ctx, ln, gw, logger, 5*time.Second) }()
+	// As in main: the watcher outlives the drain.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); gw.Watch(watchCtx) }()
 	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			fmt.Fprintln(os.Stderr, "stacktest: gateway:", err)
 		}
+		stopWatch()
+		<-watched
 		az.Close()
 		if limiter != nil {
 			limiter.Close()

@@ -1,0 +1,356 @@
+// Package decisioncache keeps authz's allowed decisions for a short time
+// (DECISION_CACHE_TTL), so that a burst of requests with one token costs one
+// call to authz, without delaying any revocation authz knows about.
+//
+// # What is kept
+//
+// Only allowed decisions, under a [Key]: a SHA-256 of the token (never the
+// token itself), the resource, the required scopes in order, and
+// include_user/include_orgs. A decision is kept until the earlier of TTL after
+// it was stored and the token's expiry. Not kept: denials (the next request
+// asks authz again), decisions whose requested user lookup failed (a passing
+// failure would otherwise stick for TTL), and decisions without a token_ref
+// (from an authz that predates WatchInvalidations: nothing could invalidate
+// them).
+//
+// A kept response is shared by every request it answers: nothing may modify
+// it, or anything it points to (packages caller and tools only read).
+//
+// # Revocation
+//
+// authz streams invalidations (WatchInvalidations): the token_ref of every
+// token invalidated through InvalidateToken on any replica, or reset, meaning
+// "drop everything". [Cache.Watch] applies them, and the cache holds to four
+// rules:
+//
+//   - It is used only while the stream is up: from the stream's first message
+//     (always a reset) until the stream ends. When it ends everything is
+//     dropped, and every request asks authz until a new stream has sent its
+//     reset.
+//   - An invalidation drops every decision of that token (an index maps
+//     token_ref to keys).
+//   - A generation, bumped by every invalidation, reset and stream end, is
+//     read when a lookup misses ([Cache.Get] returns it in a [Ticket]) and
+//     compared when authz's answer is stored ([Cache.Put]), so a decision
+//     fetched before an invalidation and returned after it is not kept.
+//   - For [InvalidationGrace] after a token's invalidation, no decision of
+//     that token is kept: another authz replica may not have dropped the token
+//     from its own cache yet when this gateway hears of it, and may still
+//     answer from that cache.
+//
+// What the stream cannot tell: a token the authorization server revoked
+// without authz hearing of it (no InvalidateToken) stays allowed in authz's own
+// cache for up to its CACHE_TTL, and then here for up to TTL more.
+//
+// # Size
+//
+// At most [Options.MaxEntries] decisions. Expired ones are swept by a [Cache.Put]
+// at most once per TTL; a Put into a full cache evicts one arbitrary decision
+// (Go's randomized map iteration order), which costs at worst one more call to
+// authz.
+package decisioncache
+
+import (
+	"crypto/sha256"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+)
+
+// DefaultMaxEntries bounds the decisions kept when [Options.MaxEntries] is 0.
+// One decision with its principal and user is about 1 KiB.
+const DefaultMaxEntries = 100_000
+
+// InvalidationGrace is how long after a token's invalidation no decision of
+// that token is kept. It covers the time the invalidation takes to reach every
+// authz replica (Redis pub/sub, normally milliseconds).
+const InvalidationGrace = 5 * time.Second
+
+// Options configures [New].
+type Options struct {
+	// TTL is the longest a decision is kept; it must be positive.
+	TTL time.Duration
+	// MaxEntries bounds the decisions kept; [DefaultMaxEntries] when 0.
+	MaxEntries int
+	// Metrics records lookups, invalidations, resets and the stream's state;
+	// a private set when nil.
+	Metrics *metrics.Metrics
+	// Logger receives the stream's state changes; discarded when nil.
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Key identifies one question to authz. It holds a hash of the token, never
+// the token.
+type Key struct {
+	token    [sha256.Size]byte
+	resource string
+	scopes   string
+	user     bool
+	orgs     bool
+}
+
+// KeyOf returns the key of req.
+func KeyOf(req *authzv1.AuthorizeRequest) Key {
+	return Key{
+		token:    sha256.Sum256([]byte(req.GetToken())),
+		resource: req.GetResource(),
+		// Scope tokens cannot contain a space (RFC 6749 §3.3).
+		scopes: strings.Join(req.GetRequiredScopes(), " "),
+		user:   req.GetIncludeUser(),
+		orgs:   req.GetIncludeOrgs(),
+	}
+}
+
+// Ticket is what [Cache.Put] needs to store authz's answer to a question
+// [Cache.Get] could not answer. The zero Ticket stores nothing.
+type Ticket struct {
+	key   Key
+	gen   uint64
+	valid bool
+}
+
+type entry struct {
+	res     *authzv1.AuthorizeResponse
+	ref     string
+	expires time.Time
+}
+
+// Cache holds allowed decisions. It is safe for concurrent use. It starts
+// down (unused) until [Cache.Watch] has opened the invalidation stream.
+type Cache struct {
+	ttl     time.Duration
+	max     int
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu        sync.RWMutex
+	up        bool
+	gen       uint64
+	entries   map[Key]*entry
+	refs      map[string][]Key
+	graces    map[string]time.Time
+	noneUntil time.Time // no decision is kept before then (too many graces to track)
+	lastSweep time.Time
+}
+
+// New returns an empty cache, down until [Cache.Watch] brings it up. It
+// panics if opts.TTL is not positive: the gateway creates a cache only when
+// DECISION_CACHE_TTL is set.
+func New(opts Options) *Cache {
+	if opts.TTL <= 0 {
+		panic("decisioncache: TTL must be positive")
+	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = DefaultMaxEntries
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	c := &Cache{
+		ttl:     opts.TTL,
+		max:     opts.MaxEntries,
+		metrics: opts.Metrics,
+		log:     opts.Logger,
+		now:     opts.Now,
+		entries: make(map[Key]*entry),
+		refs:    make(map[string][]Key),
+		graces:  make(map[string]time.Time),
+	}
+	c.lastSweep = c.now()
+	c.metrics.DecisionCacheStreamUp(false)
+	return c
+}
+
+// TTL returns the longest a decision is kept.
+func (c *Cache) TTL() time.Duration { return c.ttl }
+
+// Get returns the kept allowed decision for req, or nil and a [Ticket] with
+// which to [Cache.Put] authz's answer. The returned response is shared: the
+// caller must not modify it.
+func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, Ticket) {
+	k := KeyOf(req)
+	now := c.now()
+	c.mu.RLock()
+	if !c.up {
+		c.mu.RUnlock()
+		c.metrics.DecisionCacheLookup("stream_down")
+		return nil, Ticket{}
+	}
+	e, gen := c.entries[k], c.gen
+	c.mu.RUnlock()
+	if e != nil && now.Before(e.expires) {
+		c.metrics.DecisionCacheLookup("hit")
+		return e.res, Ticket{}
+	}
+	c.metrics.DecisionCacheLookup("miss")
+	return nil, Ticket{key: k, gen: gen, valid: true}
+}
+
+// Put keeps res, authz's answer to the question t came from, if it may be
+// kept (see the package documentation), and reports whether it did. From then
+// on res is shared: the caller must not modify it.
+func (c *Cache) Put(t Ticket, res *authzv1.AuthorizeResponse) bool {
+	if !t.valid || !keepable(t.key, res) {
+		return false
+	}
+	now := c.now()
+	expires := now.Add(c.ttl)
+	if exp := res.GetPrincipal().GetExpiresAt(); exp != nil && exp.AsTime().Before(expires) {
+		expires = exp.AsTime()
+	}
+	if !now.Before(expires) {
+		return false
+	}
+	ref := res.GetTokenRef()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.up || c.gen != t.gen || now.Before(c.noneUntil) || now.Before(c.graces[ref]) {
+		return false
+	}
+	if now.Sub(c.lastSweep) >= c.ttl {
+		c.sweep(now)
+	}
+	if old := c.entries[t.key]; old != nil {
+		c.remove(t.key, old)
+	} else if len(c.entries) >= c.max {
+		for k, e := range c.entries {
+			c.remove(k, e)
+			break
+		}
+		c.metrics.DecisionCacheEvictions(1)
+	}
+	c.entries[t.key] = &entry{res: res, ref: ref, expires: expires}
+	c.refs[ref] = append(c.refs[ref], t.key)
+	c.metrics.DecisionCacheEntries(len(c.entries))
+	return true
+}
+
+// keepable reports whether res is an allowed decision that may be kept for
+// the question k.
+func keepable(k Key, res *authzv1.AuthorizeResponse) bool {
+	switch {
+	case !res.GetAllowed() || res.GetPrincipal() == nil || res.GetTokenRef() == "":
+		return false
+	case k.user && (res.GetUser() == nil || res.GetUserError() != ""):
+		return false
+	}
+	return true
+}
+
+// Invalidate drops every decision of the token named ref (a token_ref) and
+// keeps none of it for [InvalidationGrace].
+func (c *Cache) Invalidate(ref string) {
+	now := c.now()
+	c.mu.Lock()
+	c.gen++
+	for _, k := range c.refs[ref] {
+		delete(c.entries, k)
+	}
+	delete(c.refs, ref)
+	if len(c.graces) >= c.max {
+		c.sweep(now)
+	}
+	if len(c.graces) < c.max {
+		c.graces[ref] = now.Add(InvalidationGrace)
+	} else {
+		// Too many invalidations to track one by one: keep nothing for a while.
+		c.noneUntil = now.Add(InvalidationGrace)
+	}
+	n := len(c.entries)
+	c.mu.Unlock()
+	c.metrics.DecisionCacheInvalidation()
+	c.metrics.DecisionCacheEntries(n)
+}
+
+// Reset drops every decision and marks the cache up: the stream has started,
+// or authz says it may have missed invalidations. It reports whether the cache
+// was down before.
+func (c *Cache) Reset() (wasDown bool) {
+	c.mu.Lock()
+	wasDown = !c.up
+	c.up = true
+	c.clear()
+	c.mu.Unlock()
+	c.metrics.DecisionCacheReset("reset")
+	c.metrics.DecisionCacheEntries(0)
+	c.metrics.DecisionCacheStreamUp(true)
+	return wasDown
+}
+
+// Down drops every decision and marks the cache down (unused) until the next
+// [Cache.Reset]: the stream has ended. It reports whether the cache was up.
+func (c *Cache) Down() (wasUp bool) {
+	c.mu.Lock()
+	wasUp = c.up
+	c.up = false
+	c.clear()
+	c.mu.Unlock()
+	if wasUp {
+		c.metrics.DecisionCacheReset("stream_end")
+	}
+	c.metrics.DecisionCacheEntries(0)
+	c.metrics.DecisionCacheStreamUp(false)
+	return wasUp
+}
+
+// Up reports whether the cache is in use (the invalidation stream is up).
+func (c *Cache) Up() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.up
+}
+
+// Len returns the number of decisions held, expired or not.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}
+
+// clear drops every entry; c.mu must be held.
+func (c *Cache) clear() {
+	c.gen++
+	clear(c.entries)
+	clear(c.refs)
+}
+
+// sweep drops expired entries and graces; c.mu must be held.
+func (c *Cache) sweep(now time.Time) {
+	for k, e := range c.entries {
+		if !now.Before(e.expires) {
+			c.remove(k, e)
+		}
+	}
+	for ref, until := range c.graces {
+		if !now.Before(until) {
+			delete(c.graces, ref)
+		}
+	}
+	c.lastSweep = now
+}
+
+// remove drops one entry and its index entry; c.mu must be held.
+func (c *Cache) remove(k Key, e *entry) {
+	delete(c.entries, k)
+	keys := slices.DeleteFunc(c.refs[e.ref], func(x Key) bool { return x == k })
+	if len(keys) == 0 {
+		delete(c.refs, e.ref)
+	} else {
+		c.refs[e.ref] = keys
+	}
+}

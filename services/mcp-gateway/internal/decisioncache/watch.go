@@ -1,0 +1,104 @@
+package decisioncache
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Stream is an open WatchInvalidations stream (the gRPC client stream
+// implements it). Recv returns the next message, or an error once the stream
+// has ended.
+type Stream interface {
+	Recv() (*authzv1.WatchInvalidationsResponse, error)
+}
+
+// OpenFunc opens a WatchInvalidations stream that lives until ctx is done or
+// the stream breaks (authzclient.Client.WatchInvalidations). It returns an
+// error when the stream cannot be opened.
+type OpenFunc func(ctx context.Context) (Stream, error)
+
+// Reconnection backoff after a stream fails: doubling from minBackoff up to
+// maxBackoff, each delay drawn from its upper half so that gateways restarted
+// together do not reconnect in step.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// Watch keeps c in step with authz's invalidation stream until ctx is done:
+// it opens the stream with open, brings c up on its first reset, applies every
+// invalidation, and takes c down (dropping everything) when the stream ends,
+// then opens a new one after a backoff. It logs each change of state, never a
+// token. It returns when ctx is done, leaving c down; run it in a goroutine of
+// its own.
+func (c *Cache) Watch(ctx context.Context, open OpenFunc) {
+	failures := 0
+	for {
+		err := c.watchOnce(ctx, open)
+		wasUp := c.Down()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case wasUp:
+			failures = 0
+			c.log.WarnContext(ctx, "decision cache off: the invalidation stream ended; every request asks authz until it is back", "error", err, "code", status.Code(err).String())
+		case failures == 0 && status.Code(err) == codes.Unimplemented:
+			c.log.WarnContext(ctx, "decision cache off: authz does not serve WatchInvalidations (an older version?); every request asks authz", "error", err)
+		case failures == 0:
+			c.log.WarnContext(ctx, "decision cache off: cannot open the invalidation stream; every request asks authz until it opens", "error", err, "code", status.Code(err).String())
+		default:
+			c.log.DebugContext(ctx, "invalidation stream still unavailable", "error", err, "attempts", failures+1)
+		}
+		delay := backoff(failures)
+		failures++
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watchOnce runs one stream until it ends and returns why.
+func (c *Cache) watchOnce(ctx context.Context, open OpenFunc) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream if it is still open
+	s, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		switch {
+		case m.GetReset_():
+			if c.Reset() {
+				c.log.InfoContext(ctx, "decision cache on: invalidation stream up", "ttl", c.ttl.String())
+			} else {
+				c.log.InfoContext(ctx, "decision cache dropped: authz may have missed invalidations")
+			}
+		case m.GetTokenRef() != "":
+			c.Invalidate(m.GetTokenRef())
+			c.log.DebugContext(ctx, "token invalidated", "token_ref", m.GetTokenRef())
+		}
+	}
+}
+
+// backoff returns the delay before the attempt after failures failed ones.
+func backoff(failures int) time.Duration {
+	d := maxBackoff
+	if failures < 16 {
+		d = min(minBackoff<<failures, maxBackoff)
+	}
+	return d/2 + rand.N(d/2+1)
+}
