@@ -305,7 +305,11 @@ func (a *App) shutdown() {
 	// stays open as long as its caller does: end them (UNAVAILABLE, so callers
 	// drop what they keep and watch another replica). A caller that reconnects
 	// before GracefulStop's GOAWAY reaches it is refused at once the same way: a
-	// closed hub ends new streams immediately.
+	// closed hub ends new streams immediately. (A stream whose caller stopped
+	// reading can still be stuck in Send until the timeout below.)
+	if n := a.watch.Len(); n > 0 {
+		a.logger.Info("ending invalidation watch streams", "streams", n)
+	}
 	a.watch.Close()
 	t := time.NewTimer(a.o.ShutdownTimeout)
 	defer t.Stop()

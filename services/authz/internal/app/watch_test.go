@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +214,8 @@ func TestShutdownEndsWatchStreams(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watch stream did not end at shutdown")
+	}
+	if want := `"msg":"ending invalidation watch streams","instance":"watch-shutdown","streams":1`; !strings.Contains(logs.String(), want) {
+		t.Errorf("the log lacks %s", want)
 	}
 }

@@ -17,7 +17,8 @@
 //	authz_invalidations_total{source}                  local (InvalidateToken here) | remote (pub/sub)
 //	authz_l1_flushes_total                             L1 token cache cleared after a pub/sub (re)subscribe
 //	authz_l1_entries{cache}, authz_l1_evictions_total{cache}
-//	authz_grpc_requests_total{method,code}, authz_grpc_request_duration_seconds{method}
+//	authz_grpc_requests_total{method,code}             unary calls and streams (WatchInvalidations, health Watch) by the code they ended with
+//	authz_grpc_request_duration_seconds{method}        unary calls only: a stream lives as long as its caller
 //	authz_grpc_caller_requests_total{caller,method}    with mTLS: calls by client certificate identity (first 100 identities; later ones as "other")
 //	authz_watch_streams                                open WatchInvalidations streams
 //	authz_watch_overflows_total                        resets sent because a watcher read too slowly and its buffer filled
