@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
@@ -109,6 +111,8 @@ func TestBinary(t *testing.T) {
 			"AUTHZ_ADDR=" + az.Addr,
 			"PROPELAUTH_AUTH_URL=" + d.URL,
 			"LOG_LEVEL=debug",
+			// The watcher of the decision cache must not hold up shutdown.
+			"DECISION_CACHE_TTL=5s",
 		},
 		ReadyURL: url + "/healthz",
 	})
@@ -127,6 +131,14 @@ func TestBinary(t *testing.T) {
 	}
 	if _, _, code := runBinary(t, nil, "-healthcheck", url+"/nothing"); code != 1 {
 		t.Errorf("-healthcheck of a 404: exit %d, want 1", code)
+	}
+
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(fetchBody(t, url+"/metrics"), "\nmcp_gateway_decision_cache_stream_up 1\n") {
+		if time.Now().After(deadline) {
+			t.Fatal("the decision cache's stream is not up after 15s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	token := d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"read:user_data"}, Resource: url + "/mcp"})
@@ -161,7 +173,7 @@ func TestBinary(t *testing.T) {
 	if strings.Contains(logs, token) {
 		t.Error("the gateway logged a raw token")
 	}
-	var sawStart, sawStop bool
+	var sawStart, sawStop, sawCache bool
 	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 		var entry map[string]any
 		if err := json.Unmarshal([]byte(line), &entry); err != nil {
@@ -171,11 +183,27 @@ func TestBinary(t *testing.T) {
 		switch entry["msg"] {
 		case "starting mcp-gateway":
 			sawStart = true
+		case "decision cache on: invalidation stream up":
+			sawCache = true
 		case "stopped":
 			sawStop = true
 		}
 	}
-	if !sawStart || !sawStop {
-		t.Errorf("logs lack start (%v) or stop (%v):\n%s", sawStart, sawStop, logs)
+	if !sawStart || !sawStop || !sawCache {
+		t.Errorf("logs lack start (%v), decision cache on (%v) or stop (%v):\n%s", sawStart, sawCache, sawStop, logs)
 	}
+}
+
+func fetchBody(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

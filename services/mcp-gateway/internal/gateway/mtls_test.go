@@ -62,6 +62,23 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 
+	t.Run("decision cache stream over mTLS", func(t *testing.T) {
+		t.Parallel()
+		env := map[string]string{"DECISION_CACHE_TTL": "30s"}
+		for k, v := range gwEnv {
+			env[k] = v
+		}
+		cached := stacktest.NewGateway(t, az.Addr, stack.Devauth.URL, env)
+		waitStream(t, cached, true)
+		token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: cached.MCP()})
+		for range 2 {
+			callTool(t, cached.MCP(), token, "who_am_i", nil)
+		}
+		if n := counterValue(t, cached.Metrics, "mcp_gateway_decision_cache_lookups_total", map[string]string{"result": "hit"}); n != 1 {
+			t.Errorf("decision cache hits over mTLS = %v, want 1", n)
+		}
+	})
+
 	for name, env := range map[string]map[string]string{
 		"gateway without a client certificate":  {"AUTHZ_TLS_CA": ca.CertFile, "AUTHZ_TIMEOUT": "1s"},
 		"gateway expecting another server name": {"AUTHZ_TLS_CA": ca.CertFile, "AUTHZ_TLS_CERT": gwCert, "AUTHZ_TLS_KEY": gwKey, "AUTHZ_TLS_SERVER_NAME": "other.internal", "AUTHZ_TIMEOUT": "1s"},
