@@ -20,6 +20,7 @@ import (
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -56,19 +57,26 @@ func startBaseline(b *testing.B, token string) string {
 }
 
 // BenchmarkWhoAmI compares an authenticated tools/call who_am_i through the
-// gateway (token cached by authz) with the baseline, at 4 and 32 concurrent
-// clients, in one run. It reports throughput, p50/p99 latency and, for the
-// gateway, its throughput as a fraction of the baseline's (x-baseline).
+// gateway (token cached by authz), and through a gateway with
+// DECISION_CACHE_TTL=1s, with the baseline, at 4 and 32 concurrent clients, in
+// one run. It reports throughput, p50/p99 latency and, for the gateways, their
+// throughput as a fraction of the baseline's (x-baseline).
 func BenchmarkWhoAmI(b *testing.B) {
 	token := mint(b, []string{scopeUser})
 	baseline := startBaseline(b, token)
+	cached := stacktest.NewGateway(b, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"DECISION_CACHE_TTL": "1s"})
+	cachedToken := stack.Devauth.Mint(b, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: cached.MCP()})
 	throughput := map[string]float64{}
 	for _, clients := range []int{4, 32} {
-		for _, target := range []struct{ name, url string }{{"baseline", baseline}, {"gateway", stack.Gateway.MCP()}} {
+		for _, target := range []struct{ name, url, token string }{
+			{"baseline", baseline, token},
+			{"gateway", stack.Gateway.MCP(), token},
+			{"gateway-decision-cache", cached.MCP(), cachedToken},
+		} {
 			b.Run(fmt.Sprintf("%s/clients=%d", target.name, clients), func(b *testing.B) {
-				ops := benchCalls(b, target.url, token, clients)
+				ops := benchCalls(b, target.url, target.token, clients)
 				throughput[fmt.Sprint(target.name, clients)] = ops
-				if base := throughput[fmt.Sprint("baseline", clients)]; target.name == "gateway" && base > 0 {
+				if base := throughput[fmt.Sprint("baseline", clients)]; target.name != "baseline" && base > 0 {
 					b.ReportMetric(ops/base, "x-baseline")
 				}
 			})
