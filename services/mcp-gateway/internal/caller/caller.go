@@ -25,7 +25,9 @@ const extraKey = "caller"
 // authz cannot answer.
 type CheckFunc func(ctx context.Context, scopes []string) (bool, error)
 
-// Caller is who the request's token represents, as authz decided.
+// Caller is who the request's token represents, as authz decided. Principal
+// and User may be shared with other requests (the decision cache reuses
+// authz's response), so they are read only.
 type Caller struct {
 	// Principal is the token's identity. Never nil.
 	Principal *authzv1.Principal
