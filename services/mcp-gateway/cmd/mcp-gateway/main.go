@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,9 @@ import (
 const drainTimeout = 8 * time.Second
 
 func main() {
+	if os.Getenv(config.EnvGOGC) == "" {
+		debug.SetGCPercent(config.DefaultGOGC)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level := new(slog.LevelVar)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -206,4 +207,40 @@ func fetchBody(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestGOGCDefault checks the garbage-collection target the running binary
+// reports in /metrics: config.DefaultGOGC when GOGC is unset, GOGC's value
+// (which the Go runtime applies itself) when it is set.
+func TestGOGCDefault(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"unset", nil, fmt.Sprint(config.DefaultGOGC)},
+		{"set", []string{"GOGC=150"}, "150"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			addr := testenv.FreeAddr(t)
+			url := "http://" + addr
+			testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+				Env: append([]string{
+					"MCP_LISTEN=" + addr,
+					"MCP_SERVER_URL=" + url,
+					"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /metrics does not need authz
+					"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
+				}, tt.env...),
+				ReadyURL: url + "/healthz",
+			})
+			body := fetchBody(t, url+"/metrics")
+			if want := "\ngo_gc_gogc_percent " + tt.want + "\n"; !strings.Contains(body, want) {
+				i := strings.Index(body, "\ngo_gc_gogc_percent")
+				t.Errorf("/metrics lacks %q; has %q", strings.TrimSpace(want), body[max(i, 0):min(max(i, 0)+40, len(body))])
+			}
+		})
+	}
 }
