@@ -90,6 +90,12 @@ type options struct {
 	authzEnv       envList
 }
 
+// floorGOGC is the GOGC of the floors' process when mcpload's own environment
+// sets none: the gateway's default (services/mcp-gateway config.DefaultGOGC,
+// which this module cannot import), so an unauthenticated go-sdk server tuned
+// the same way is the floor.
+const floorGOGC = 400
+
 // envList is a repeatable KEY=VALUE flag.
 type envList []string
 
@@ -276,6 +282,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report.Report{Started: time.Now(), Command: "mcpload " + strings.Join(args, " "), Machine: machine()}
 	rep.Machine.LoadBefore = loadavg()
+	rep.Machine.Notes = append(rep.Machine.Notes, floorsGCNote(o.floors))
 	start := time.Now()
 	failed := false
 	var sweeps []*report.Scenario
@@ -474,6 +481,11 @@ func startFloors(ctx context.Context, where, pprofAddr string, logger *slog.Logg
 	}
 	cmd := exec.Command(self, "-serve-floors")
 	cmd.Env = os.Environ()
+	if os.Getenv("GOGC") == "" {
+		// The floors collect garbage as often as the gateway does, so the
+		// ratios measure authentication, not a GC setting.
+		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(floorGOGC))
+	}
 	if pprofAddr != "" {
 		cmd.Env = append(cmd.Env, "PPROF_LISTEN="+pprofAddr)
 	}
@@ -536,6 +548,20 @@ func serveFloors(ctx context.Context, logger *slog.Logger, stdout io.Writer) err
 	}
 	fmt.Fprintf(stdout, "mcpload-floors mcp=%s grpc=%s\n", mln.Addr(), gln.Addr())
 	return floor.Serve(ctx, slog.New(slog.DiscardHandler), mln, gln)
+}
+
+// floorsGCNote says how often the floors collect garbage, which moves their
+// cost as much as anything they do.
+func floorsGCNote(where string) string {
+	gogc := os.Getenv("GOGC")
+	switch {
+	case gogc != "":
+	case where == "inprocess":
+		gogc = "100 (Go's default; the floors share the load tool's process)"
+	default:
+		gogc = strconv.Itoa(floorGOGC) + " (the gateway's default)"
+	}
+	return "Floors' GOGC: " + gogc + "."
 }
 
 func machine() report.Machine {

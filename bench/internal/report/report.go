@@ -244,6 +244,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if r.Command != "" {
 		fmt.Fprintf(&b, "Command: `%s`\n\n", r.Command)
 	}
+	for _, n := range m.Notes {
+		fmt.Fprintf(&b, "%s\n\n", n)
+	}
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(&b, "### %s", s.Name)
 		if s.ASLatencyMS > 0 {

@@ -122,7 +122,7 @@ func sampleReport() *Report {
 	})
 	return &Report{
 		Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		Machine: Machine{CPUs: 2, GOMAXPROCS: 2, GoVersion: "go1.26"},
+		Machine: Machine{CPUs: 2, GOMAXPROCS: 2, GoVersion: "go1.26", Notes: []string{"Floors' GOGC: 400."}},
 		Scenarios: []*Scenario{{
 			Name: "warm", Description: "tokens seen before", Stack: "1 authz", ASLatencyMS: 30,
 			Runs: []Run{gw, fl},
@@ -170,6 +170,7 @@ func TestWriteMarkdown(t *testing.T) {
 		"- p99 delta: -0.25 ms (target <= +1 ms): met",
 		"- p50 delta: +0.50 ms (target <= +0.3 ms): **missed**",
 		"- a note",
+		"\nFloors' GOGC: 400.\n",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("Markdown lacks %q:\n%s", want, md)
