@@ -89,7 +89,7 @@ FUZZTIME ?= 5s
 fuzz: test-deps
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
-## bench: Go benchmarks of every module, then the load tool over the real stack (~8 min); results in bench/results/
+## bench: Go benchmarks of every module, then the load tool over the real stack (~10 min); results in bench/results/
 bench: test-deps build
 	mkdir -p bench/results
 	MCPAUTHZ_BIN_DIR=$(BIN) go test -run '^$$' -bench . -benchmem -count=1 -timeout 15m $(PKGS) | tee bench/results/gobench.txt
@@ -97,6 +97,7 @@ bench: test-deps build
 	$(BIN)/mcpload -bin $(BIN) -out bench/results
 	$(BIN)/mcpload -bin $(BIN) -as-latency 30ms -scenarios warm,cold,stampede -out bench/results/as30ms
 	$(BIN)/mcpload -bin $(BIN) -protocol 2025-06-18 -scenarios warm -out bench/results/mcp2025-06-18
+	$(BIN)/mcpload -bin $(BIN) -gateway-env DECISION_CACHE_TTL=1s -as-latency 0,30ms -scenarios warm,two-replicas -out bench/results/decision-cache
 
 ## bench-soak: 10 minutes of churning load, sampling gateway and authz RSS
 bench-soak: build
