@@ -3,8 +3,8 @@
 # close the gaps") applied, without touching the services' sources: the patch is applied
 # to a copy of the file, which `go build -overlay` then substitutes.
 #
-#   bench/profiling/experiment.sh gateway-decision-cache
-#   bin/mcpload -bin bin/x-gateway-decision-cache -scenarios warm -clients 4,32
+#   bench/profiling/experiment.sh gateway-header-fast-path
+#   bin/mcpload -bin bin/x-gateway-header-fast-path -scenarios warm -clients 4,32
 #
 # Experiments: the *.patch files in bench/profiling/experiments/. A patch that no longer
 # applies means the code moved on; the experiment must be redone by hand.
