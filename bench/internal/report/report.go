@@ -129,14 +129,14 @@ type Sample struct {
 	RSSBytes map[string]int64 `json:"rss_bytes"`
 }
 
-// Trend fits a least-squares line to proc's RSS over the second half of the
-// samples (the first half includes the warm-up of caches and heaps) and
-// returns its slope in bytes per minute and the mean RSS of that half. ok is
-// false, and the figures zero, with fewer than 4 samples in that half.
-func Trend(samples []Sample, proc string) (slopePerMin, mean float64, ok bool) {
+// Trend fits a least-squares line to proc's RSS over the samples taken at or
+// after from seconds (leaving out the warm-up of caches and heaps) and returns
+// its slope in bytes per minute and the mean RSS of those samples. ok is false,
+// and the figures zero, with fewer than 4 such samples.
+func Trend(samples []Sample, proc string, from float64) (slopePerMin, mean float64, ok bool) {
 	var xs, ys []float64
-	for _, s := range samples[len(samples)/2:] {
-		if v, ok := s.RSSBytes[proc]; ok {
+	for _, s := range samples {
+		if v, ok := s.RSSBytes[proc]; ok && s.Seconds >= from {
 			xs = append(xs, s.Seconds/60)
 			ys = append(ys, float64(v))
 		}

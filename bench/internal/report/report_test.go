@@ -196,38 +196,45 @@ func TestJSONRoundTrip(t *testing.T) {
 
 func TestTrend(t *testing.T) {
 	t.Parallel()
-	mk := func(f func(i int) int64) []Sample {
+	mkN := func(n, every int, f func(i int) int64) []Sample {
 		var out []Sample
-		for i := range 20 {
-			out = append(out, Sample{Seconds: float64(i * 30), RSSBytes: map[string]int64{"p": f(i)}})
+		for i := range n {
+			out = append(out, Sample{Seconds: float64(i * every), RSSBytes: map[string]int64{"p": f(i)}})
 		}
 		return out
 	}
+	mk := func(f func(i int) int64) []Sample { return mkN(20, 30, f) }
 	tests := []struct {
 		name      string
 		samples   []Sample
+		from      float64 // seconds
 		wantSlope float64 // bytes per minute
+		tolerance float64 // bytes per minute
 		wantMean  float64
 		wantOK    bool
 	}{
 		// 1 MiB per sample (30 s): 2 MiB per minute.
-		{"growing", mk(func(i int) int64 { return int64(100+i) << 20 }), 2 << 20, float64(int64(100+14)<<20) + 1<<19, true},
-		{"flat after warm-up", mk(func(i int) int64 { return int64(min(100+i*5, 120)) << 20 }), 0, 120 << 20, true},
-		{"too few", mk(func(i int) int64 { return 1 })[:5], 0, 0, false},
+		{"growing", mk(func(i int) int64 { return int64(100+i) << 20 }), 0, 2 << 20, 1, float64(int64(100+9)<<20) + 1<<19, true},
+		{"flat after warm-up", mk(func(i int) int64 { return int64(min(100+i*5, 120)) << 20 }), 120, 0, 1, 120 << 20, true},
+		{"warm-up counted", mk(func(i int) int64 { return int64(min(100+i*5, 120)) << 20 }), 0, 1 << 20, 1 << 20, 0, true},
+		// A collector's sawtooth, ±8 MiB around 100 MiB sampled every 2 s for
+		// 10 minutes as the soak does, does not read as growth.
+		{"sawtooth", mkN(300, 2, func(i int) int64 { return int64(100+8*(1-2*(i%2))) << 20 }), 60, 0, 0.05 * (1 << 20), 100 << 20, true},
+		{"too few", mk(func(i int) int64 { return 1 }), 500, 0, 1, 0, false},
 	}
 	for _, tt := range tests {
-		slope, mean, ok := Trend(tt.samples, "p")
+		slope, mean, ok := Trend(tt.samples, "p", tt.from)
 		if ok != tt.wantOK {
 			t.Errorf("%s: ok %v, want %v", tt.name, ok, tt.wantOK)
 		}
-		if diff := slope - tt.wantSlope; diff > 1 || diff < -1 {
-			t.Errorf("%s: slope %v, want %v", tt.name, slope, tt.wantSlope)
+		if diff := slope - tt.wantSlope; diff > tt.tolerance || diff < -tt.tolerance {
+			t.Errorf("%s: slope %v, want %v ± %v", tt.name, slope, tt.wantSlope, tt.tolerance)
 		}
-		if diff := mean - tt.wantMean; diff > 1 || diff < -1 {
+		if diff := mean - tt.wantMean; tt.wantMean != 0 && (diff > 1 || diff < -1) {
 			t.Errorf("%s: mean %v, want %v", tt.name, mean, tt.wantMean)
 		}
 	}
-	if s, m, ok := Trend(nil, "p"); s != 0 || m != 0 || ok {
+	if s, m, ok := Trend(nil, "p", 0); s != 0 || m != 0 || ok {
 		t.Errorf("Trend(nil) = %v, %v, want zeros", s, m)
 	}
 }
