@@ -12,6 +12,19 @@
 // encoding/json (case-insensitive, last wins) could otherwise read different
 // methods or tool names from the same bytes.
 //
+// # Parsing
+//
+// The body is read with the streaming token decoder of
+// github.com/go-json-experiment/json/jsontext (the encoding/json/v2
+// prototype), which reads tokens without allocating and itself refuses
+// repeated object names. A repeated key is therefore refused anywhere in the
+// message (in arguments and _meta too), not only where the gateway reads: no
+// reader can then pick a different member than another. Invalid UTF-8 is let
+// through and read as one U+FFFD per bad byte, as encoding/json and the SDK's
+// decoder read it, so that the SDK answers such a body with its own JSON-RPC
+// error. Nesting deeper than 10000 levels is refused; numbers are checked for
+// syntax only.
+//
 // # Batches
 //
 // A JSON array (a JSON-RPC batch) is refused with 400. Batching was removed from
@@ -22,11 +35,14 @@ package mcpreq
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Header names of the MCP standard request headers (protocol 2026-07-28).
@@ -126,8 +142,8 @@ func isJSON(contentType string) bool {
 // Parse extracts the method and name from a JSON-RPC message and checks them
 // against the Mcp-Method and Mcp-Name headers when those are present. It returns
 // an *[Error] with status 400 for an empty body, invalid JSON, a batch, a
-// message without a method, a repeated key, or a header that disagrees with the
-// body (or is sent twice).
+// message without a method, a key repeated in any object of the message, or a
+// header that disagrees with the body (or is sent twice).
 func Parse(body []byte, h http.Header) (Info, error) {
 	info, err := parseBody(body)
 	if err != nil {
@@ -172,171 +188,223 @@ func decodeHeaderValue(v string) (string, bool) {
 	return v, true
 }
 
+// decodeOptions keep jsontext's refusal of repeated names and let invalid
+// UTF-8 through, for the reasons the package doc gives under Parsing.
+var decodeOptions = []jsontext.Options{jsontext.AllowInvalidUTF8(true)}
+
+// parser is pooled: a jsontext.Decoder reset over a bytes.Buffer reads the body
+// in place, and keeps the stacks it grew for the next request.
+type parser struct {
+	in  bytes.Buffer
+	dec jsontext.Decoder
+}
+
+var parsers = sync.Pool{New: func() any { return new(parser) }}
+
 func parseBody(body []byte) (Info, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Info{}, badRequest("request body is empty; send one JSON-RPC message")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
+	p := parsers.Get().(*parser)
+	info, err := p.parse(body)
+	parsers.Put(p)
+	return info, err
+}
+
+func (p *parser) parse(body []byte) (Info, error) {
+	p.in = *bytes.NewBuffer(body)
+	p.dec.Reset(&p.in, decodeOptions...)
+	info, err := p.message()
+	// Let go of body, so that a pooled parser does not keep it alive.
+	p.in = bytes.Buffer{}
+	p.dec.Reset(&p.in)
+	return info, err
+}
+
+// member is what was found under one key of params.
+type member struct {
+	kind  jsontext.Kind // 0 when absent
+	value string        // when kind is '"'
+}
+
+func (p *parser) message() (Info, error) {
+	dec := &p.dec
+	tok, err := dec.ReadToken()
 	if err != nil {
 		return Info{}, badRequest("request body is not JSON: %v", err)
 	}
-	switch tok {
-	case json.Delim('{'):
-	case json.Delim('['):
+	switch tok.Kind() {
+	case '{':
+	case '[':
 		return Info{}, badRequest("JSON-RPC batches are not supported (removed from MCP in 2025-06-18); send one message per request")
 	default:
 		return Info{}, badRequest("request body must be a JSON-RPC message object")
 	}
 	var (
-		info      Info
-		params    json.RawMessage
-		seen      = make([]string, 0, 4)
-		hasMethod bool
-		version   string
+		info       Info
+		hasMethod  bool
+		version2   bool
+		paramsKind jsontext.Kind // 0 when absent
+		name, uri  member
 	)
-	for dec.More() {
-		key, err := objectKey(dec)
+	for {
+		// The decoder itself refuses a repeated name and a name that is not
+		// a string.
+		tok, err := dec.ReadToken()
 		if err != nil {
-			return Info{}, err
+			return Info{}, invalidJSON(err)
 		}
-		for _, k := range seen {
-			if k == key {
-				return Info{}, badRequest("key %q repeated in the JSON-RPC message", key)
-			}
+		if tok.Kind() == '}' {
+			break
 		}
-		seen = append(seen, key)
-		switch key {
+		switch tok.String() {
 		case "jsonrpc":
-			if version, err = stringValue(dec, key); err != nil {
+			if tok, err = p.stringToken("jsonrpc"); err != nil {
 				return Info{}, err
 			}
+			version2 = tok.String() == "2.0"
 		case "method":
-			if info.Method, err = stringValue(dec, key); err != nil {
+			if tok, err = p.stringToken("method"); err != nil {
 				return Info{}, err
 			}
+			info.Method = method(tok)
 			hasMethod = true
 		case "id":
-			var id json.RawMessage
-			if err := dec.Decode(&id); err != nil {
-				return Info{}, badRequest("invalid JSON: %v", err)
+			kind := dec.PeekKind()
+			if err := dec.SkipValue(); err != nil {
+				return Info{}, invalidJSON(err)
 			}
-			info.IsCall = !bytes.Equal(bytes.TrimSpace(id), []byte("null"))
+			info.IsCall = kind != 'n'
 		case "params":
-			if err := dec.Decode(&params); err != nil {
-				return Info{}, badRequest("invalid JSON: %v", err)
+			paramsKind = dec.PeekKind()
+			if paramsKind == '{' {
+				err = p.params(&name, &uri)
+			} else {
+				err = dec.SkipValue()
+			}
+			if err != nil {
+				return Info{}, invalidJSON(err)
 			}
 		default:
-			if err := skipValue(dec); err != nil {
-				return Info{}, err
+			if err := dec.SkipValue(); err != nil {
+				return Info{}, invalidJSON(err)
 			}
 		}
 	}
-	if _, err := dec.Token(); err != nil { // closing brace
-		return Info{}, badRequest("invalid JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return Info{}, badRequest("unexpected data after the JSON-RPC message")
 	}
-	if version != "2.0" {
+	if !version2 {
 		return Info{}, badRequest(`"jsonrpc" must be "2.0"`)
 	}
 	if !hasMethod || info.Method == "" {
 		return Info{}, badRequest("message has no method; only JSON-RPC requests and notifications are accepted")
 	}
-	if hasName(info.Method) && len(params) > 0 {
-		key := "name"
-		if info.Method == "resources/read" {
-			key = "uri"
-		}
-		if info.Name, err = paramString(params, key); err != nil {
-			return Info{}, err
-		}
+	if !hasName(info.Method) {
+		return info, nil
+	}
+	// A missing or null params, or a missing name, leaves Name empty, so that
+	// the SDK can answer with its own JSON-RPC error.
+	switch paramsKind {
+	case 0, 'n':
+		return info, nil
+	case '{':
+	default:
+		return Info{}, badRequest(`"params" must be an object`)
+	}
+	key, m := "name", name
+	if info.Method == "resources/read" {
+		key, m = "uri", uri
+	}
+	switch m.kind {
+	case 0:
+	case '"':
+		info.Name = m.value
+	default:
+		return Info{}, badRequest("%q must be a string", "params."+key)
 	}
 	return info, nil
 }
 
-func objectKey(dec *json.Decoder) (string, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return "", badRequest("invalid JSON: %v", err)
+// params reads the params object, keeping its name and uri members: the
+// method, which says which one counts, may come after params.
+func (p *parser) params(name, uri *member) error {
+	dec := &p.dec
+	if _, err := dec.ReadToken(); err != nil { // opening brace
+		return err
 	}
-	key, ok := tok.(string)
-	if !ok {
-		return "", badRequest("invalid JSON: expected an object key")
-	}
-	return key, nil
-}
-
-func stringValue(dec *json.Decoder, key string) (string, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return "", badRequest("invalid JSON: %v", err)
-	}
-	s, ok := tok.(string)
-	if !ok {
-		return "", badRequest("%q must be a string", key)
-	}
-	return s, nil
-}
-
-// skipValue consumes one JSON value, however nested.
-func skipValue(dec *json.Decoder) error {
-	depth := 0
 	for {
-		tok, err := dec.Token()
+		tok, err := dec.ReadToken()
 		if err != nil {
-			return badRequest("invalid JSON: %v", err)
+			return err
 		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-		if depth == 0 {
+		if tok.Kind() == '}' {
 			return nil
 		}
-	}
-}
-
-// paramString returns params[key] when params is an object holding a string
-// there; "" when the key is absent or params is null, so that the SDK can answer
-// with its own JSON-RPC error.
-func paramString(params json.RawMessage, key string) (string, error) {
-	dec := json.NewDecoder(bytes.NewReader(params))
-	tok, err := dec.Token()
-	if err != nil {
-		return "", badRequest("invalid JSON in params: %v", err)
-	}
-	if tok == nil {
-		return "", nil
-	}
-	if tok != json.Delim('{') {
-		return "", badRequest(`"params" must be an object`)
-	}
-	var (
-		val   string
-		found bool
-	)
-	for dec.More() {
-		k, err := objectKey(dec)
-		if err != nil {
-			return "", err
-		}
-		if k != key {
-			if err := skipValue(dec); err != nil {
-				return "", err
+		var m *member
+		switch tok.String() {
+		case "name":
+			m = name
+		case "uri":
+			m = uri
+		default:
+			if err := dec.SkipValue(); err != nil {
+				return err
 			}
 			continue
 		}
-		if found {
-			return "", badRequest("key %q repeated in params", key)
+		if m.kind = dec.PeekKind(); m.kind != '"' {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
 		}
-		found = true
-		if val, err = stringValue(dec, "params."+key); err != nil {
-			return "", err
+		if tok, err = dec.ReadToken(); err != nil {
+			return err
 		}
+		m.value = tok.String()
 	}
-	return val, nil
+}
+
+// stringToken reads the value of key, which must be a string.
+func (p *parser) stringToken(key string) (jsontext.Token, error) {
+	tok, err := p.dec.ReadToken()
+	if err != nil {
+		return jsontext.Token{}, invalidJSON(err)
+	}
+	if tok.Kind() != '"' {
+		return jsontext.Token{}, badRequest("%q must be a string", key)
+	}
+	return tok, nil
+}
+
+// method returns tok's string, without allocating for the methods clients
+// send on every session.
+func method(tok jsontext.Token) string {
+	switch tok.String() {
+	case "tools/call":
+		return "tools/call"
+	case "tools/list":
+		return "tools/list"
+	case "initialize":
+		return "initialize"
+	case "notifications/initialized":
+		return "notifications/initialized"
+	case "ping":
+		return "ping"
+	}
+	return tok.String()
+}
+
+// invalidJSON turns a decoder error into a 400 *Error, naming a repeated key
+// and the object that repeats it.
+func invalidJSON(err error) error {
+	var serr *jsontext.SyntacticError
+	if errors.As(err, &serr) && errors.Is(serr.Err, jsontext.ErrDuplicateName) {
+		if parent := serr.JSONPointer.Parent(); parent != "" {
+			return badRequest("key %q repeated in %q of the JSON-RPC message", serr.JSONPointer.LastToken(), parent)
+		}
+		return badRequest("key %q repeated in the JSON-RPC message", serr.JSONPointer.LastToken())
+	}
+	return badRequest("invalid JSON: %v", err)
 }

@@ -22,26 +22,42 @@ func hdr(kv ...string) http.Header {
 	return h
 }
 
+// parseCases are bodies Parse accepts; FuzzParseMatchesOracle starts from them.
+var parseCases = []struct {
+	name   string
+	body   string
+	header http.Header
+	want   Info
+}{
+	{"initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, nil, Info{Method: "initialize", IsCall: true}},
+	{"notification", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil, Info{Method: "notifications/initialized"}},
+	{"null id", `{"jsonrpc":"2.0","id":null,"method":"ping"}`, nil, Info{Method: "ping"}},
+	{"tools/call", `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"arguments":{"name":"x"},"name":"who_am_i"}}`, nil, Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
+	{"tools/call headers", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"who_am_i"}}`, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i"), Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
+	{"base64 name header", `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///é"}}`, hdr(HeaderMethod, "resources/read", HeaderName, "=?base64?ZmlsZTovLy/DqQ==?="), Info{Method: "resources/read", Name: "file:///é", IsCall: true}},
+	{"tools/call no params", `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`, nil, Info{Method: "tools/call", IsCall: true}},
+	{"tools/call null params", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":null}`, nil, Info{Method: "tools/call", IsCall: true}},
+	{"name header ignored for tools/list", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, hdr(HeaderName, "whatever"), Info{Method: "tools/list", IsCall: true}},
+	{"unknown top-level keys", `{"jsonrpc":"2.0","id":2,"method":"tools/list","Method":"tools/call","x":[1,{"a":[]}]}`, nil, Info{Method: "tools/list", IsCall: true}},
+	{"escaped key", `{"jsonrpc":"2.0","id":2,"\u006dethod":"ping"}`, nil, Info{Method: "ping", IsCall: true}},
+	{"2026-07-28 who_am_i", whoAmIBody, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i"), Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
+	{"params before method", `{"params":{"uri":"u","name":"n"},"id":0,"method":"prompts/get","jsonrpc":"2.0"}`, nil, Info{Method: "prompts/get", Name: "n", IsCall: true}},
+	{"other method's key not a string", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":5,"uri":"u"}}`, nil, Info{Method: "resources/read", Name: "u", IsCall: true}},
+	{"params not an object for tools/list", `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}`, nil, Info{Method: "tools/list", IsCall: true}},
+	{"unusual method", `{"jsonrpc":"2.0","id":1,"method":"x/\u0079"}`, nil, Info{Method: "x/y", IsCall: true}},
+	// Invalid UTF-8 is read as U+FFFD per bad byte, as encoding/json and the
+	// SDK's decoder read it, so the SDK runs (and refuses) the same name.
+	{"invalid UTF-8 in name", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"who_am_i\xff\xfe\"}}", nil, Info{Method: "tools/call", Name: "who_am_i\uFFFD\uFFFD", IsCall: true}},
+	{"lone surrogate in name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\ud800b"}}`, nil, Info{Method: "tools/call", Name: "a\uFFFDb", IsCall: true}},
+	{"invalid UTF-8 in key", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"na\xffme\":\"who_am_i\"}}", nil, Info{Method: "tools/call", IsCall: true}},
+	// Numbers are checked for syntax only (encoding/json's Token API refused
+	// 1e400 in members it skipped).
+	{"huge number in arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{"n":1e400}}}`, nil, Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
+}
+
 func TestParse(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name   string
-		body   string
-		header http.Header
-		want   Info
-	}{
-		{"initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, nil, Info{Method: "initialize", IsCall: true}},
-		{"notification", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, nil, Info{Method: "notifications/initialized"}},
-		{"null id", `{"jsonrpc":"2.0","id":null,"method":"ping"}`, nil, Info{Method: "ping"}},
-		{"tools/call", `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"arguments":{"name":"x"},"name":"who_am_i"}}`, nil, Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
-		{"tools/call headers", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"who_am_i"}}`, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i"), Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
-		{"base64 name header", `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///é"}}`, hdr(HeaderMethod, "resources/read", HeaderName, "=?base64?ZmlsZTovLy/DqQ==?="), Info{Method: "resources/read", Name: "file:///é", IsCall: true}},
-		{"tools/call no params", `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`, nil, Info{Method: "tools/call", IsCall: true}},
-		{"tools/call null params", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":null}`, nil, Info{Method: "tools/call", IsCall: true}},
-		{"name header ignored for tools/list", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, hdr(HeaderName, "whatever"), Info{Method: "tools/list", IsCall: true}},
-		{"unknown top-level keys", `{"jsonrpc":"2.0","id":2,"method":"tools/list","Method":"tools/call","x":[1,{"a":[]}]}`, nil, Info{Method: "tools/list", IsCall: true}},
-		{"escaped key", `{"jsonrpc":"2.0","id":2,"\u006dethod":"ping"}`, nil, Info{Method: "ping", IsCall: true}},
-	}
+	tests := parseCases
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -56,36 +72,56 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// refuseCases are bodies Parse refuses with 400; FuzzParseMatchesOracle
+// starts from them too.
+var refuseCases = []struct {
+	name   string
+	body   string
+	header http.Header
+}{
+	{"empty", ``, nil},
+	{"spaces", "  \n", nil},
+	{"not json", `hello`, nil},
+	{"truncated", `{"jsonrpc":"2.0","method":"ping"`, nil},
+	{"batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, nil},
+	{"string", `"ping"`, nil},
+	{"no version", `{"id":1,"method":"ping"}`, nil},
+	{"wrong version", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, nil},
+	{"no method", `{"jsonrpc":"2.0","id":1,"result":{}}`, nil},
+	{"empty method", `{"jsonrpc":"2.0","id":1,"method":""}`, nil},
+	{"method not string", `{"jsonrpc":"2.0","id":1,"method":5}`, nil},
+	{"repeated method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, nil},
+	{"repeated params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`, nil},
+	{"repeated name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","name":"list_my_orgs"}}`, nil},
+	{"name not string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":1}}`, nil},
+	{"params not object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["who_am_i"]}`, nil},
+	{"trailing data", `{"jsonrpc":"2.0","id":1,"method":"ping"} {}`, nil},
+	{"method header mismatch", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_my_orgs"}}`, hdr(HeaderMethod, "tools/list")},
+	{"name header mismatch", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_my_orgs"}}`, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i")},
+	{"name header twice", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "a", HeaderName, "a")},
+	{"method header twice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, hdr(HeaderMethod, "ping", HeaderMethod, "ping")},
+	{"bad base64 name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "=?base64?!!?=")},
+	{"repeated escaped key", `{"jsonrpc":"2.0","id":1,"method":"ping","\u006dethod":"tools/call"}`, nil},
+	{"repeated uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}`, nil},
+	{"repeated key as invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\xff\":1,\"x\xfe\":2}", nil},
+	{"jsonrpc not a string", `{"jsonrpc":2.0,"id":1,"method":"ping"}`, nil},
+	{"uri not a string", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":{}}}`, nil},
+	{"params a string", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":"p"}`, nil},
+	{"non-string key", `{"jsonrpc":"2.0","id":1,"method":"ping",1:2}`, nil},
+	{"unclosed params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"`, nil},
+	{"empty array", `[]`, nil},
+	{"null", `null`, nil},
+	// Refused anywhere, not only where the gateway reads: a deliberate change
+	// from the encoding/json parser, which let these through.
+	{"repeated key in arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{"a":1,"a":2}}}`, nil},
+	{"repeated key in _meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","_meta":{"progressToken":1,"progressToken":2}}}`, nil},
+	{"repeated key in params of tools/list", `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"a","cursor":"b"}}`, nil},
+	{"nested too deep", `{"jsonrpc":"2.0","id":1,"method":"ping","x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`, nil},
+}
+
 func TestParseRefuses(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name   string
-		body   string
-		header http.Header
-	}{
-		{"empty", ``, nil},
-		{"spaces", "  \n", nil},
-		{"not json", `hello`, nil},
-		{"truncated", `{"jsonrpc":"2.0","method":"ping"`, nil},
-		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, nil},
-		{"string", `"ping"`, nil},
-		{"no version", `{"id":1,"method":"ping"}`, nil},
-		{"wrong version", `{"jsonrpc":"1.0","id":1,"method":"ping"}`, nil},
-		{"no method", `{"jsonrpc":"2.0","id":1,"result":{}}`, nil},
-		{"empty method", `{"jsonrpc":"2.0","id":1,"method":""}`, nil},
-		{"method not string", `{"jsonrpc":"2.0","id":1,"method":5}`, nil},
-		{"repeated method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, nil},
-		{"repeated params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`, nil},
-		{"repeated name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","name":"list_my_orgs"}}`, nil},
-		{"name not string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":1}}`, nil},
-		{"params not object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["who_am_i"]}`, nil},
-		{"trailing data", `{"jsonrpc":"2.0","id":1,"method":"ping"} {}`, nil},
-		{"method header mismatch", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_my_orgs"}}`, hdr(HeaderMethod, "tools/list")},
-		{"name header mismatch", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_my_orgs"}}`, hdr(HeaderMethod, "tools/call", HeaderName, "who_am_i")},
-		{"name header twice", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "a", HeaderName, "a")},
-		{"method header twice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, hdr(HeaderMethod, "ping", HeaderMethod, "ping")},
-		{"bad base64 name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "=?base64?!!?=")},
-	}
+	tests := refuseCases
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -98,6 +134,38 @@ func TestParseRefuses(t *testing.T) {
 				t.Error("empty error message")
 			}
 		})
+	}
+}
+
+// TestParseRepeatedKeyMessage checks that a repeated key is named, with the
+// object that repeats it when that is not the message itself.
+func TestParseRepeatedKeyMessage(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ body, want string }{
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}`, `key "method" repeated in the JSON-RPC message`},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`, `key "name" repeated in "/params" of the JSON-RPC message`},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"x":[{"k":1,"k":2}]}}}`, `key "k" repeated in "/params/arguments/x/0" of the JSON-RPC message`},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.body), nil)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Parse(%s) error = %v, want %s", tt.body, err, tt.want)
+		}
+	}
+}
+
+// TestParseAllocs guards the reason for the jsontext parser: once its
+// decoder has warmed up, reading a who_am_i call allocates only the tool name.
+// It uses one parser rather than the pool, which the race detector empties at
+// random.
+func TestParseAllocs(t *testing.T) {
+	body := []byte(whoAmIBody)
+	p := new(parser)
+	if _, err := p.parse(body); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = p.parse(body) }); n > 1 {
+		t.Errorf("parsing a who_am_i call allocates %v times, want at most 1", n)
 	}
 }
 
