@@ -11,7 +11,8 @@
 // asks authz again), decisions whose requested user lookup failed (a passing
 // failure would otherwise stick for TTL), and decisions without a token_ref
 // (from an authz that predates WatchInvalidations: nothing could invalidate
-// them).
+// them). Such an answer also drops the decision already kept for the same
+// question, if any: it is newer.
 //
 // A kept response is shared by every request it answers: nothing may modify
 // it, or anything it points to (packages caller and tools only read).
@@ -40,7 +41,30 @@
 //
 // What the stream cannot tell: a token the authorization server revoked
 // without authz hearing of it (no InvalidateToken) stays allowed in authz's own
-// cache for up to its CACHE_TTL, and then here for up to TTL more.
+// cache for up to its CACHE_TTL, and then here for up to TTL more (for a
+// token in steady use, up to about TTL/2 more: the next refresh learns it).
+//
+// # Refresh-ahead
+//
+// With [Options.Refresh] set, a hit on a decision older than TTL/2
+// ([RefreshAfterDivisor]) is answered from the cache as usual and also starts
+// one background call to authz with the same question (as Caffeine's
+// refreshAfterWrite), so that a token in steady use keeps a fresh decision
+// instead of missing once per TTL. Its answer is stored through the same
+// ticket as a miss's, so the rules above hold: an invalidation, reset or
+// stream end during the call means it is not kept, and an answer that may not
+// be kept (the token was revoked, say) drops the decision at once. A refresh
+// never extends a decision: it only replaces it with a newer one; if authz
+// fails to answer, the decision expires when it would have. Bounds: at most
+// one refresh per key in flight, at most [MaxRefreshes] in all (beyond that a
+// hit does not refresh), a key's next attempt no sooner than TTL/4
+// ([RefreshRetryDivisor]) after the last, none for a decision the token's
+// expiry bounds before its TTL. A refresh holds a copy of the request, token
+// included, only until authz answers (within AUTHZ_TIMEOUT), never logs it,
+// and runs under [Cache.Watch]'s context, which waits for it.
+//
+// The cost: a token in steady use makes about two calls to authz per TTL
+// instead of one, none of them on a request's path.
 //
 // # Size
 //
@@ -51,6 +75,7 @@
 package decisioncache
 
 import (
+	"context"
 	"crypto/sha256"
 	"log/slog"
 	"slices"
@@ -60,6 +85,8 @@ import (
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // DefaultMaxEntries bounds the decisions kept when [Options.MaxEntries] is 0.
@@ -70,6 +97,25 @@ const DefaultMaxEntries = 100_000
 // that token is kept. It covers the time the invalidation takes to reach every
 // authz replica (Redis pub/sub, normally milliseconds).
 const InvalidationGrace = 5 * time.Second
+
+// Refresh-ahead timing, as fractions of the TTL: a decision is refreshed once
+// it is older than TTL/RefreshAfterDivisor, and a key's next refresh starts no
+// sooner than TTL/RefreshRetryDivisor after the last one started, so a failing
+// authz is asked at most twice more per decision's life.
+const (
+	RefreshAfterDivisor = 2
+	RefreshRetryDivisor = 4
+)
+
+// MaxRefreshes bounds the refreshes in flight at once; a hit that would start
+// one more is served without refreshing, and its decision simply expires.
+const MaxRefreshes = 64
+
+// RefreshFunc asks authz req's question again, for refresh-ahead
+// (authzclient.Client.Authorize with the gateway's AUTHZ_TIMEOUT). ctx is not
+// a request's: it ends only when [Cache.Watch] returns. An error leaves the
+// decision as it was.
+type RefreshFunc func(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error)
 
 // Options configures [New].
 type Options struct {
@@ -84,6 +130,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Refresh, if set, refreshes decisions ahead of their expiry (see the
+	// package documentation); without it a decision is asked again only when
+	// a request misses.
+	Refresh RefreshFunc
 }
 
 // Key identifies one question to authz. It holds a hash of the token, never
@@ -120,6 +170,9 @@ type entry struct {
 	res     *authzv1.AuthorizeResponse
 	ref     string
 	expires time.Time
+	// refreshAt is when a hit may start a refresh; zero when a refresh is
+	// pointless (the token expires before the TTL). Guarded by Cache.mu.
+	refreshAt time.Time
 }
 
 // Cache holds allowed decisions. It is safe for concurrent use. It starts
@@ -130,15 +183,19 @@ type Cache struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	refresh RefreshFunc
 
-	mu        sync.RWMutex
-	up        bool
-	gen       uint64
-	entries   map[Key]*entry
-	refs      map[string][]Key
-	graces    map[string]time.Time
-	noneUntil time.Time // no decision is kept before then (too many graces to track)
-	lastSweep time.Time
+	mu         sync.RWMutex
+	refreshCtx context.Context  // what refreshes run under: Watch's ctx, or Background
+	refreshing map[Key]struct{} // keys whose refresh is in flight
+	refreshWG  sync.WaitGroup   // refreshes in flight, waited for by Watch
+	up         bool
+	gen        uint64
+	entries    map[Key]*entry
+	refs       map[string][]Key
+	graces     map[string]time.Time
+	noneUntil  time.Time // no decision is kept before then (too many graces to track)
+	lastSweep  time.Time
 }
 
 // New returns an empty cache, down until [Cache.Watch] brings it up. It
@@ -166,9 +223,13 @@ func New(opts Options) *Cache {
 		metrics: opts.Metrics,
 		log:     opts.Logger,
 		now:     opts.Now,
+		refresh: opts.Refresh,
 		entries: make(map[Key]*entry),
 		refs:    make(map[string][]Key),
 		graces:  make(map[string]time.Time),
+
+		refreshCtx: context.Background(),
+		refreshing: make(map[Key]struct{}),
 	}
 	c.lastSweep = c.now()
 	c.metrics.DecisionCacheStreamUp(false)
@@ -180,7 +241,9 @@ func (c *Cache) TTL() time.Duration { return c.ttl }
 
 // Get returns the kept allowed decision for req, or nil and a [Ticket] with
 // which to [Cache.Put] authz's answer. The returned response is shared: the
-// caller must not modify it.
+// caller must not modify it. A hit on a decision past its refresh point may
+// start a refresh of it in the background (with a copy of req, token
+// included, held only until authz answers).
 func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, Ticket) {
 	k := KeyOf(req)
 	now := c.now()
@@ -191,36 +254,114 @@ func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, 
 		return nil, Ticket{}
 	}
 	e, gen := c.entries[k], c.gen
+	stale := e != nil && c.refresh != nil && !e.refreshAt.IsZero() && !now.Before(e.refreshAt)
 	c.mu.RUnlock()
 	if e != nil && now.Before(e.expires) {
 		c.metrics.DecisionCacheLookup("hit")
+		if stale {
+			c.startRefresh(k, e, req, now)
+		}
 		return e.res, Ticket{}
 	}
 	c.metrics.DecisionCacheLookup("miss")
 	return nil, Ticket{key: k, gen: gen, valid: true}
 }
 
+// startRefresh starts a refresh of e, the decision for k that a hit found past
+// its refresh point, unless one is in flight, it is no longer e's time, or
+// too many are in flight.
+func (c *Cache) startRefresh(k Key, e *entry, req *authzv1.AuthorizeRequest, now time.Time) {
+	c.mu.Lock()
+	_, inFlight := c.refreshing[k]
+	if !c.up || c.entries[k] != e || now.Before(e.refreshAt) || inFlight {
+		c.mu.Unlock()
+		return
+	}
+	// Whether it starts or not, this decision's next attempt waits.
+	e.refreshAt = now.Add(c.ttl / RefreshRetryDivisor)
+	if len(c.refreshing) >= MaxRefreshes {
+		c.mu.Unlock()
+		c.metrics.DecisionCacheRefresh("skipped")
+		return
+	}
+	c.refreshing[k] = struct{}{}
+	c.refreshWG.Add(1)
+	t := Ticket{key: k, gen: c.gen, valid: true}
+	ctx, ref := c.refreshCtx, e.ref
+	c.mu.Unlock()
+
+	req = proto.CloneOf(req)
+	go func() {
+		defer c.refreshWG.Done()
+		defer func() {
+			c.mu.Lock()
+			delete(c.refreshing, k)
+			c.mu.Unlock()
+		}()
+		res, err := c.refresh(ctx, req)
+		if err != nil {
+			c.metrics.DecisionCacheRefresh("error")
+			c.log.DebugContext(ctx, "decision refresh failed; the decision expires as usual", "token_ref", ref, "error", err, "code", status.Code(err).String())
+			return
+		}
+		c.metrics.DecisionCacheRefresh(c.put(t, res).String())
+	}()
+}
+
 // Put keeps res, authz's answer to the question t came from, if it may be
 // kept (see the package documentation), and reports whether it did. From then
-// on res is shared: the caller must not modify it.
+// on res is shared: the caller must not modify it. An answer that may not be
+// kept (a denial, say) drops the decision held for that question, if any: it
+// is newer.
 func (c *Cache) Put(t Ticket, res *authzv1.AuthorizeResponse) bool {
-	if !t.valid || !keepable(t.key, res) {
-		return false
+	return c.put(t, res) == stored
+}
+
+// putResult is what [Cache.put] did, named as in the refreshes metric.
+type putResult int
+
+const (
+	discarded putResult = iota // not kept, though allowed: t is stale, or the token in its grace
+	stored
+	denied // not keepable: any decision for the question was dropped
+)
+
+func (r putResult) String() string {
+	switch r {
+	case stored:
+		return "stored"
+	case denied:
+		return "denied"
+	}
+	return "discarded"
+}
+
+func (c *Cache) put(t Ticket, res *authzv1.AuthorizeResponse) putResult {
+	if !t.valid {
+		return discarded
 	}
 	now := c.now()
-	expires := now.Add(c.ttl)
+	full := now.Add(c.ttl)
+	expires := full
 	if exp := res.GetPrincipal().GetExpiresAt(); exp != nil && exp.AsTime().Before(expires) {
 		expires = exp.AsTime()
 	}
-	if !now.Before(expires) {
-		return false
+	if !keepable(t.key, res) || !now.Before(expires) {
+		c.drop(t.key)
+		return denied
 	}
 	ref := res.GetTokenRef()
+	var refreshAt time.Time
+	if expires.Equal(full) {
+		refreshAt = now.Add(c.ttl / RefreshAfterDivisor)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A changed generation means an invalidation, reset or stream end since t
+	// was issued: it already dropped whatever it had to.
 	if !c.up || c.gen != t.gen || now.Before(c.noneUntil) || now.Before(c.graces[ref]) {
-		return false
+		return discarded
 	}
 	if now.Sub(c.lastSweep) >= c.ttl {
 		c.sweep(now)
@@ -234,10 +375,24 @@ func (c *Cache) Put(t Ticket, res *authzv1.AuthorizeResponse) bool {
 		}
 		c.metrics.DecisionCacheEvictions(1)
 	}
-	c.entries[t.key] = &entry{res: res, ref: ref, expires: expires}
+	c.entries[t.key] = &entry{res: res, ref: ref, expires: expires, refreshAt: refreshAt}
 	c.refs[ref] = append(c.refs[ref], t.key)
 	c.metrics.DecisionCacheEntries(len(c.entries))
-	return true
+	return stored
+}
+
+// drop drops the decision for k, if any.
+func (c *Cache) drop(k Key) {
+	c.mu.Lock()
+	e := c.entries[k]
+	if e != nil {
+		c.remove(k, e)
+	}
+	n := len(c.entries)
+	c.mu.Unlock()
+	if e != nil {
+		c.metrics.DecisionCacheEntries(n)
+	}
 }
 
 // keepable reports whether res is an allowed decision that may be kept for

@@ -34,9 +34,15 @@ const (
 // it opens the stream with open, brings c up on its first reset, applies every
 // invalidation, and takes c down (dropping everything) when the stream ends,
 // then opens a new one after a backoff. It logs each change of state, never a
-// token. It returns when ctx is done, leaving c down; run it in a goroutine of
-// its own.
+// token. Refreshes run under ctx. It returns when ctx is done, leaving c down,
+// once the refreshes in flight have ended (ctx's end cancels them); run it in a
+// goroutine of its own.
 func (c *Cache) Watch(ctx context.Context, open OpenFunc) {
+	c.mu.Lock()
+	c.refreshCtx = ctx
+	c.mu.Unlock()
+	// Down (below) stops new refreshes from starting before this waits.
+	defer c.refreshWG.Wait()
 	failures := 0
 	for {
 		err := c.watchOnce(ctx, open)

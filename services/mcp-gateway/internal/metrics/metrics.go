@@ -23,6 +23,12 @@
 //     received from authz.
 //   - mcp_gateway_decision_cache_resets_total{cause}: times the whole cache was
 //     dropped: "reset" (authz asked, e.g. on a new stream) or "stream_end".
+//   - mcp_gateway_decision_cache_refreshes_total{result}: background refreshes
+//     of decisions past their refresh point (refresh-ahead): "stored" (the
+//     decision was renewed), "denied" (authz's answer may not be kept, e.g. a
+//     revoked token: the decision was dropped), "discarded" (allowed, but an
+//     invalidation came first), "error" (authz did not answer: the decision
+//     expires as usual), "skipped" (too many refreshes in flight).
 //   - mcp_gateway_decision_cache_evictions_total: entries dropped to stay
 //     within the size bound.
 //   - mcp_gateway_decision_cache_entries: decisions held.
@@ -54,6 +60,7 @@ type Metrics struct {
 	dcLookups       *prometheus.CounterVec
 	dcInvalidations prometheus.Counter
 	dcResets        *prometheus.CounterVec
+	dcRefreshes     *prometheus.CounterVec
 	dcEvictions     prometheus.Counter
 	dcEntries       prometheus.Gauge
 	dcStreamUp      prometheus.Gauge
@@ -105,6 +112,10 @@ func New() *Metrics {
 			Name: "mcp_gateway_decision_cache_resets_total",
 			Help: `Times the whole decision cache was dropped, by cause ("reset" message, "stream_end").`,
 		}, []string{"cause"}),
+		dcRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_decision_cache_refreshes_total",
+			Help: `Background refreshes of cached decisions by result: "stored", "denied" (decision dropped), "discarded", "error", "skipped" (too many in flight).`,
+		}, []string{"result"}),
 		dcEvictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mcp_gateway_decision_cache_evictions_total",
 			Help: "Decision cache entries evicted to stay within the size bound.",
@@ -119,7 +130,7 @@ func New() *Metrics {
 		}),
 	}
 	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions, m.rateLimits, m.rateLimitErrors,
-		m.dcLookups, m.dcInvalidations, m.dcResets, m.dcEvictions, m.dcEntries, m.dcStreamUp,
+		m.dcLookups, m.dcInvalidations, m.dcResets, m.dcRefreshes, m.dcEvictions, m.dcEntries, m.dcStreamUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -168,6 +179,10 @@ func (m *Metrics) DecisionCacheInvalidation() { m.dcInvalidations.Inc() }
 // DecisionCacheReset records one drop of the whole cache: cause "reset" or
 // "stream_end".
 func (m *Metrics) DecisionCacheReset(cause string) { m.dcResets.WithLabelValues(cause).Inc() }
+
+// DecisionCacheRefresh records the end of one background refresh: "stored",
+// "denied", "discarded", "error", or "skipped".
+func (m *Metrics) DecisionCacheRefresh(result string) { m.dcRefreshes.WithLabelValues(result).Inc() }
 
 // DecisionCacheEvictions records n entries evicted for room.
 func (m *Metrics) DecisionCacheEvictions(n int) { m.dcEvictions.Add(float64(n)) }

@@ -19,6 +19,7 @@ func TestExposition(t *testing.T) {
 	m.DecisionCacheLookup("hit")
 	m.DecisionCacheInvalidation()
 	m.DecisionCacheReset("stream_end")
+	m.DecisionCacheRefresh("denied")
 	m.DecisionCacheEvictions(2)
 	m.DecisionCacheEntries(7)
 	m.DecisionCacheStreamUp(true)
@@ -33,6 +34,7 @@ func TestExposition(t *testing.T) {
 		`mcp_gateway_decision_cache_lookups_total{result="hit"} 1`,
 		`mcp_gateway_decision_cache_invalidations_total 1`,
 		`mcp_gateway_decision_cache_resets_total{cause="stream_end"} 1`,
+		`mcp_gateway_decision_cache_refreshes_total{result="denied"} 1`,
 		`mcp_gateway_decision_cache_evictions_total 2`,
 		`mcp_gateway_decision_cache_entries 7`,
 		`mcp_gateway_decision_cache_stream_up 1`,
