@@ -310,3 +310,103 @@ func TestDecisionCacheOff(t *testing.T) {
 		t.Error("a gateway without a decision cache opened WatchInvalidations (authz_watch_streams is not 0)")
 	}
 }
+
+// TestDecisionCacheRefreshAhead: with DECISION_CACHE_TTL=2s, a token in steady
+// use is refreshed in the background and never misses after its first
+// request; once the authorization server has revoked it (and authz's own
+// CACHE_TTL has passed), a refresh learns the denial and the gateway refuses
+// it; InvalidateToken still refuses at once.
+func TestDecisionCacheRefreshAhead(t *testing.T) {
+	t.Parallel()
+	d := stack.Devauth
+	az := stacktest.NewAuthz(t, d, "", "CACHE_TTL=500ms", "NEGATIVE_CACHE_TTL=0s")
+	g := stacktest.NewGateway(t, az.Addr, d.URL, map[string]string{"DECISION_CACHE_TTL": "2s"})
+	waitStream(t, g, true)
+	lookups := func(result string) float64 {
+		return counterValue(t, g.Metrics, "mcp_gateway_decision_cache_lookups_total", map[string]string{"result": result})
+	}
+	refreshes := func(result string) float64 {
+		return counterValue(t, g.Metrics, "mcp_gateway_decision_cache_refreshes_total", map[string]string{"result": result})
+	}
+	mintUser := func() string {
+		return d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: g.MCP()})
+	}
+
+	t.Run("steady use never misses after the first request", func(t *testing.T) {
+		token := mintUser()
+		missesBefore, callsBefore := lookups("miss"), authorizeCalls(t, az)
+		n := 0
+		// 3.5s: past the TTL of the first decision and of its first refresh.
+		for end := time.Now().Add(3500 * time.Millisecond); time.Now().Before(end); n++ {
+			if st := statusOf(t, g, token, callBody("who_am_i")); st != http.StatusOK {
+				t.Fatalf("request %d: %d, want 200", n+1, st)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if got := lookups("miss") - missesBefore; got != 1 {
+			t.Errorf("%d requests over 3.5s missed %v times, want 1 (the first)", n, got)
+		}
+		calls := authorizeCalls(t, az) - callsBefore
+		if calls < 3 || calls > 10 || calls >= n {
+			t.Errorf("%d requests over 3.5s made %d Authorize calls, want about one per TTL/2 (3 to 10)", n, calls)
+		}
+		if refreshes("stored") < 2 {
+			t.Errorf("refreshes{stored} = %v, want at least 2", refreshes("stored"))
+		}
+	})
+
+	t.Run("revocation at the authorization server is learned by a refresh", func(t *testing.T) {
+		token := mintUser()
+		if st := statusOf(t, g, token, callBody("who_am_i")); st != http.StatusOK {
+			t.Fatalf("fresh token: %d", st)
+		}
+		deniedBefore := refreshes("denied")
+		revoke(t, d, token)
+		start := time.Now()
+		// authz's CACHE_TTL (0.5s) + TTL/2 (1s) + a retry (0.5s), with room.
+		deadline := start.Add(6 * time.Second)
+		st := 0
+		for {
+			if st = statusOf(t, g, token, callBody("who_am_i")); st != http.StatusOK || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if st != http.StatusUnauthorized {
+			t.Fatalf("6s after revocation at the authorization server: %d, want 401", st)
+		}
+		t.Logf("refused %v after revocation", time.Since(start).Round(time.Millisecond))
+		if got := refreshes("denied") - deniedBefore; got < 1 {
+			t.Errorf("refreshes{denied} grew by %v, want at least 1: the refusal did not come from a refresh", got)
+		}
+	})
+
+	t.Run("InvalidateToken still refuses at once", func(t *testing.T) {
+		token := mintUser()
+		deniedBefore := refreshes("denied")
+		for range 2 {
+			if st := statusOf(t, g, token, callBody("who_am_i")); st != http.StatusOK {
+				t.Fatalf("fresh token: %d", st)
+			}
+		}
+		// Revoked at the authorization server too, or authz would allow it again.
+		// Within 500ms no refresh is due (TTL/2 is 1s): only the invalidation
+		// can explain a refusal.
+		revoke(t, d, token)
+		invalidate(t, az, token)
+		deadline := time.Now().Add(500 * time.Millisecond)
+		st := 0
+		for {
+			if st = statusOf(t, g, token, callBody("who_am_i")); st != http.StatusOK || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if st != http.StatusUnauthorized {
+			t.Fatalf("500ms after InvalidateToken: %d, want 401", st)
+		}
+		if got := refreshes("denied") - deniedBefore; got != 0 {
+			t.Errorf("refreshes{denied} grew by %v: a refresh, not the invalidation, refused the token", got)
+		}
+	})
+}
