@@ -195,7 +195,7 @@ func New(opts Options) (*Gateway, error) {
 	g.asmeta = asmeta.New(asmeta.Options{Issuer: cfg.AuthorizationServer, MetadataURL: cfg.ASMetadataURL, Client: opts.HTTPClient, Logger: opts.Logger})
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "mcpauthz-gateway", Title: "mcpauthz MCP gateway", Version: "1.0.0"}, &mcp.ServerOptions{
-		Logger:       opts.Logger,
+		Logger:       newSDKLogger(opts.Logger),
 		Instructions: "Tools describing the signed-in user: who_am_i (read:user_data) and list_my_orgs (read:org_data).",
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
