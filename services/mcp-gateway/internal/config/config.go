@@ -55,7 +55,7 @@ const EnvGOGC = "GOGC"
 // of about 1 MB, so with 100 the gateway collects every few requests and
 // spends about half its CPU in the collector; 400 raises the heap goal to
 // 16 MB or more and, on the reference machine, the gateway's throughput by
-// 1.6 to 1.7 times (BENCHMARKS.md).
+// 1.5 to 1.9 times (BENCHMARKS.md).
 const DefaultGOGC = 400
 
 // EnvNames returns the name of every environment variable [Load] reads, sorted.
