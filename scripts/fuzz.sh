@@ -20,7 +20,7 @@
 # deadline exceeded" as the time runs out, having found nothing. A real failure
 # always writes its input under testdata/fuzz/<Target>/, so a failure that
 # prints that line and writes no new input is that race: the target is run
-# again, up to twice, and counts as failed only if the race repeats every time
+# again, up to four times, and counts as failed only if the race repeats every time
 # or a run fails any other way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +70,7 @@ failed=()
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	dir=$(go list -f '{{.Dir}}' "$pkg")
-	for attempt in 1 2 3; do
+	for attempt in 1 2 3 4 5; do
 		if [[ $attempt -eq 1 ]]; then
 			echo "=== $name ($pkg)"
 		else
@@ -82,7 +82,7 @@ for t in "${targets[@]}"; do
 		fi
 		after=$(corpus_count "$dir" "$name")
 		if [[ $after -eq $before ]] && grep -qx '[[:space:]]*context deadline exceeded' "$log"; then
-			if [[ $attempt -lt 3 ]]; then
+			if [[ $attempt -lt 5 ]]; then
 				echo "fuzz: $name stopped with go.dev/issue/75804 (no input found); running it again" >&2
 				continue
 			fi
