@@ -92,8 +92,8 @@ type options struct {
 
 // floorGOGC is the GOGC of the floors' process when mcpload's own environment
 // sets none: the gateway's default (services/mcp-gateway config.DefaultGOGC,
-// which this module cannot import), so an unauthenticated go-sdk server tuned
-// the same way is the floor.
+// which this module cannot import; TestFloorGOGCIsTheGateways checks the two
+// agree), so an unauthenticated go-sdk server tuned the same way is the floor.
 const floorGOGC = 400
 
 // envList is a repeatable KEY=VALUE flag.

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/report"
 	"github.com/mcpauthz/mcpauthz/bench/internal/scenario"
 	"github.com/mcpauthz/mcpauthz/bench/internal/target"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -157,5 +160,36 @@ func TestReplot(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"-replot", filepath.Join(dir, "missing.json")}, io.Discard, io.Discard); err == nil {
 		t.Error("replot of a missing file succeeded")
+	}
+}
+
+// TestFloorGOGCIsTheGateways checks that floorGOGC, the floors' GOGC, is the
+// one the real gateway binary runs with when GOGC is unset (it reports it as
+// go_gc_gogc_percent), so the floors stay tuned like the gateway they are
+// compared with.
+func TestFloorGOGCIsTheGateways(t *testing.T) {
+	t.Parallel()
+	addr := testenv.FreeAddr(t)
+	url := "http://" + addr
+	testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+		Env: []string{
+			"MCP_LISTEN=" + addr,
+			"MCP_SERVER_URL=" + url,
+			"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /metrics does not need authz
+			"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
+		},
+		ReadyURL: url + "/healthz",
+	})
+	res, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("\ngo_gc_gogc_percent %d\n", floorGOGC); !bytes.Contains(body, []byte(want)) {
+		t.Errorf("the gateway's /metrics lacks %q: floorGOGC no longer matches the gateway's default GOGC", strings.TrimSpace(want))
 	}
 }
