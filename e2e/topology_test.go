@@ -93,6 +93,10 @@ func startTopology(t *testing.T, nAuthz, nGateways int, devauthEnv ...string) *t
 				"AUTHZ_LISTEN=" + r.addr,
 				"AUTHZ_METRICS_LISTEN=" + metricsAddr,
 				"REDIS_URL=" + top.redis.URL(),
+				// Introspections are counted exactly below; on a loaded CI machine a
+				// first Redis dial has taken longer than the 100ms default, which
+				// would turn a shared-cache hit into a (correct) introspection.
+				"REDIS_TIMEOUT=2s",
 			}, common...),
 			ReadyURL: r.metricsURL + "/healthz",
 		})

@@ -82,7 +82,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 	a := &App{cfg: cfg, o: o, logger: o.Logger, Metrics: metrics.New()}
 	a.watch = watch.New(watch.Options{Watchers: a.Metrics.WatchStreams, Overflows: a.Metrics.WatchOverflows})
 	if cfg.RedisURL != "" {
-		st, err := rediscache.New(cfg.RedisURL, rediscache.Options{Logger: a.logger, Metrics: a.Metrics, Backoff: o.RedisBackoff})
+		st, err := rediscache.New(cfg.RedisURL, rediscache.Options{Logger: a.logger, Metrics: a.Metrics, Backoff: o.RedisBackoff, OpTimeout: cfg.RedisTimeout})
 		if err != nil {
 			return nil, err
 		}

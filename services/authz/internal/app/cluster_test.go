@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ func TestSharedCacheAndInvalidation(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	a := start(t, "shared-a", env(as, rd.URL(), nil))
 	b := start(t, "shared-b", env(as, rd.URL(), nil))
+	waitSubscribed(t, a, b)
 	tok := mint(as)
 
 	mustAllow(t, a, tok)
@@ -89,6 +91,7 @@ func TestCoalescing(t *testing.T) {
 	solo := start(t, "coalesce-solo", env(as, "", nil))
 	a := start(t, "coalesce-a", env(as, rd.URL(), nil))
 	b := start(t, "coalesce-b", env(as, rd.URL(), nil))
+	waitSubscribed(t, a, b)
 
 	burst := func(insts []*instance, tok string) {
 		var wg sync.WaitGroup
@@ -130,7 +133,7 @@ func TestRedisOutage(t *testing.T) {
 			return testutil.ToFloat64(a.Metrics.L1Flushes) >= n && testutil.ToFloat64(b.Metrics.L1Flushes) >= n
 		}
 	}
-	eventually(t, 10*time.Second, "both replicas to subscribe to invalidations", subscribed(1))
+	waitSubscribed(t, a, b)
 	cached := mint(as)
 	mustAllow(t, a, cached)
 
@@ -177,6 +180,39 @@ func TestRedisOutage(t *testing.T) {
 		resp, err := b.client.Authorize(t.Context(), authorizeReq(tok))
 		return err == nil && !resp.GetAllowed()
 	})
+}
+
+// TestRedisTimeout: a frozen Redis (connections open, nothing answers) costs a
+// request at most REDIS_TIMEOUT before it goes on to introspection. The contrast
+// replica, whose timeout is longer than the caller's deadline, shows the variable
+// is what bounds the wait.
+func TestRedisTimeout(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	rd := testenv.StartRedis(t)
+	short := start(t, "redis-timeout-short", env(as, rd.URL(), map[string]string{"REDIS_TIMEOUT": "50ms"}))
+	long := start(t, "redis-timeout-long", env(as, rd.URL(), map[string]string{"REDIS_TIMEOUT": "10s"}))
+	waitSubscribed(t, short, long)
+	if err := rd.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rd.Resume() })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	resp, err := short.client.Authorize(ctx, authorizeReq(mint(as), "read:user_data"))
+	if err != nil || !resp.GetAllowed() {
+		t.Fatalf("REDIS_TIMEOUT=50ms, Redis frozen: %v, %v; want allowed through introspection", resp, err)
+	}
+	if n := testutil.ToFloat64(short.Metrics.RedisErrors.WithLabelValues("get")); n != 1 {
+		t.Errorf("redis get errors = %v, want 1", n)
+	}
+
+	ctx, cancel = context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := long.client.Authorize(ctx, authorizeReq(mint(as), "read:user_data")); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("REDIS_TIMEOUT=10s, Redis frozen, 2s deadline: %v; want DeadlineExceeded", err)
+	}
 }
 
 // TestAuthorizationServerDown: an outage is UNAVAILABLE for tokens nobody has

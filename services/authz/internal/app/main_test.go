@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -114,6 +115,10 @@ func env(as *propelauthtest.Server, redisURL string, extra map[string]string) fu
 		"AUTHZ_METRICS_LISTEN":             "127.0.0.1:0",
 		"SCOPE_HIERARCHY":                  "admin=read:user_data,read:org_data;read:user_data=read:profile",
 		"INTROSPECTION_TIMEOUT":            "500ms",
+		// Generous: tests here count introspections and L2 hits exactly, and CI runs
+		// every package at once on two cores, where a first Redis dial has taken
+		// over the 100ms default. Outage tests stop Redis, which fails fast.
+		"REDIS_TIMEOUT": "2s",
 	}
 	for k, v := range extra {
 		e[k] = v
@@ -195,6 +200,22 @@ func startWithOptions(t testing.TB, name string, getenv func(string) string, log
 	}
 	waitHTTP(t, inst.httpBase+"/readyz")
 	return inst
+}
+
+// waitSubscribed waits until every instance has subscribed to the Redis
+// invalidation channel. The subscription comes up after start returns and, on
+// coming up, drops L1 (messages before it may have been missed): a test that
+// counts cache hits or introspections, or publishes invalidations, must not race it.
+func waitSubscribed(t testing.TB, insts ...*instance) {
+	t.Helper()
+	eventually(t, 10*time.Second, "every replica to subscribe to invalidations", func() bool {
+		for _, inst := range insts {
+			if testutil.ToFloat64(inst.Metrics.L1Flushes) < 1 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func waitHTTP(t testing.TB, url string) {

@@ -155,6 +155,7 @@ func TestGetUserSharedAndCoalesced(t *testing.T) {
 	rd := testenv.StartRedis(t)
 	a := start(t, "users-shared-a", env(as, rd.URL(), nil))
 	b := start(t, "users-shared-b", env(as, rd.URL(), nil))
+	waitSubscribed(t, a, b)
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {

@@ -142,9 +142,7 @@ func TestWatchAcrossReplicas(t *testing.T) {
 	b := start(t, "watch-b", env(as, rd.URL(), nil))
 	// Invalidations published before b subscribes would not reach it (b would
 	// send a reset instead, which proves nothing here).
-	eventually(t, 10*time.Second, "both replicas to subscribe to invalidations", func() bool {
-		return testutil.ToFloat64(a.Metrics.L1Flushes) >= 1 && testutil.ToFloat64(b.Metrics.L1Flushes) >= 1
-	})
+	waitSubscribed(t, a, b)
 	wa, wb := watch(t, a), watch(t, b)
 	wantReset(t, wa.next(t, 5*time.Second))
 	wantReset(t, wb.next(t, 5*time.Second))
@@ -172,9 +170,7 @@ func TestWatchResetOnRedisRestart(t *testing.T) {
 	as := newAS(t)
 	rd := testenv.StartRedis(t)
 	inst := start(t, "watch-restart", env(as, rd.URL(), nil))
-	eventually(t, 10*time.Second, "the replica to subscribe to invalidations", func() bool {
-		return testutil.ToFloat64(inst.Metrics.L1Flushes) >= 1
-	})
+	waitSubscribed(t, inst)
 	w := watch(t, inst)
 	wantReset(t, w.next(t, 5*time.Second))
 

@@ -34,6 +34,7 @@ type Config struct {
 	IntrospectionAuth string
 	APIKey            string
 	RedisURL          string
+	RedisTimeout      time.Duration
 	CacheTTL          time.Duration
 	NegativeCacheTTL  time.Duration
 	UserCacheTTL      time.Duration
@@ -66,6 +67,7 @@ var vars = []struct{ name, def string }{
 	{"INTROSPECTION_AUTH_METHOD", "client_secret_basic"},
 	{"PROPELAUTH_API_KEY", ""},
 	{"REDIS_URL", ""},
+	{"REDIS_TIMEOUT", "100ms"},
 	{"CACHE_TTL", "60s"},
 	{"NEGATIVE_CACHE_TTL", "10s"},
 	{"USER_CACHE_TTL", "30s"},
@@ -167,6 +169,7 @@ func Load(getenv func(string) string) (Config, error) {
 		{"NEGATIVE_CACHE_TTL", &c.NegativeCacheTTL, 0, time.Hour},
 		{"USER_CACHE_TTL", &c.UserCacheTTL, 0, 24 * time.Hour},
 		{"INTROSPECTION_TIMEOUT", &c.IntrospectTimeout, time.Millisecond, 5 * time.Minute},
+		{"REDIS_TIMEOUT", &c.RedisTimeout, time.Millisecond, 10 * time.Second},
 		{"CLOCK_SKEW", &c.ClockSkew, 0, 10 * time.Minute},
 	}
 	for _, d := range durations {
@@ -310,6 +313,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("REQUEST_VALIDATION_CLIENT_SECRET", mask(c.ClientSecret)),
 		slog.String("PROPELAUTH_API_KEY", mask(c.APIKey)),
 		slog.String("REDIS_URL", MaskURL(c.RedisURL)),
+		slog.Duration("REDIS_TIMEOUT", c.RedisTimeout),
 		slog.Duration("CACHE_TTL", c.CacheTTL),
 		slog.Duration("NEGATIVE_CACHE_TTL", c.NegativeCacheTTL),
 		slog.Duration("USER_CACHE_TTL", c.UserCacheTTL),

@@ -32,7 +32,7 @@ func TestDefaults(t *testing.T) {
 		AuthURL: "https://auth.example.com", ClientID: "client", ClientSecret: "s3cr3t-value",
 		IntrospectionURL: "https://auth.example.com/oauth/2.1/introspect", IntrospectionAuth: "client_secret_basic",
 		CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second, UserCacheTTL: 30 * time.Second,
-		IntrospectTimeout: 5 * time.Second, ClockSkew: 30 * time.Second,
+		IntrospectTimeout: 5 * time.Second, ClockSkew: 30 * time.Second, RedisTimeout: 100 * time.Millisecond,
 		L1MaxEntries: 100000, Issuer: "https://auth.example.com/oauth/2.1", LogLevel: slog.LevelInfo,
 	}
 	if diff := cmp.Diff(want, c, cmpopts.IgnoreFields(Config{}, "ScopeHierarchy")); diff != "" {
@@ -84,6 +84,8 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"negative ttl", "NEGATIVE_CACHE_TTL", "-1s", "NEGATIVE_CACHE_TTL"},
 		{"user ttl", "USER_CACHE_TTL", "forever", "USER_CACHE_TTL"},
 		{"timeout", "INTROSPECTION_TIMEOUT", "0s", "INTROSPECTION_TIMEOUT"},
+		{"redis timeout", "REDIS_TIMEOUT", "100", "REDIS_TIMEOUT"},
+		{"redis timeout too long", "REDIS_TIMEOUT", "1m", "REDIS_TIMEOUT"},
 		{"skew", "CLOCK_SKEW", "1h", "CLOCK_SKEW"},
 		{"hierarchy", "SCOPE_HIERARCHY", "a=b=c", "SCOPE_HIERARCHY"},
 		{"l1", "L1_MAX_ENTRIES", "lots", "L1_MAX_ENTRIES"},
@@ -141,7 +143,7 @@ func TestEnvVars(t *testing.T) {
 		"AUTHORIZATION_SERVER", "AUTHZ_GETUSER_CALLERS", "AUTHZ_LISTEN", "AUTHZ_METRICS_LISTEN",
 		"AUTHZ_TLS_CERT", "AUTHZ_TLS_CLIENT_CA", "AUTHZ_TLS_KEY", "CACHE_TTL", "CLOCK_SKEW",
 		"INTROSPECTION_AUTH_METHOD", "INTROSPECTION_TIMEOUT", "INTROSPECTION_URL", "L1_MAX_ENTRIES", "LOG_LEVEL",
-		"NEGATIVE_CACHE_TTL", "PROPELAUTH_API_KEY", "PROPELAUTH_AUTH_URL", "REDIS_URL",
+		"NEGATIVE_CACHE_TTL", "PROPELAUTH_API_KEY", "PROPELAUTH_AUTH_URL", "REDIS_TIMEOUT", "REDIS_URL",
 		"REQUEST_VALIDATION_CLIENT_ID", "REQUEST_VALIDATION_CLIENT_SECRET", "SCOPE_HIERARCHY", "USER_CACHE_TTL",
 	}
 	if diff := cmp.Diff(want, EnvVars()); diff != "" {
