@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -186,12 +187,54 @@ func PingRedis(addr string) error {
 	return nil
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a
+// process the test starts and that must listen on a port known in advance.
+//
+// The port is drawn at random from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), not from port 0: a port the kernel hands out
+// for a listener on :0 comes from the range it also uses for the local end of
+// outgoing connections, so between this function closing it and the child
+// binding it, any connection made by any test process on the machine (the CI
+// runs every package at once) can take it, and the child fails with "address
+// already in use". No outgoing connection is given a port below the range.
+func FreePort() (int, error) { return FreePortOn("127.0.0.1") }
+
+// FreePortOn is [FreePort] for a loopback address other than 127.0.0.1.
+func FreePortOn(host string) (int, error) {
+	lo, hi := 20000, ephemeralLow()
+	if hi-lo < 1000 {
+		lo, hi = 0, 0 // an unusual range: fall back to the kernel's choice
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range 50 {
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("no free TCP port on %s after 50 attempts", host)
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 32768
+// (Linux's default) when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -54,5 +55,32 @@ func TestRedisPauseResume(t *testing.T) {
 	r.Stop()
 	if err := r.Pause(); err == nil {
 		t.Error("Pause of a stopped server succeeded")
+	}
+}
+
+// TestFreePortBelowEphemeralRange: FreePort's ports can be bound, and none comes
+// from the range outgoing connections draw from (where another process could
+// take it before the child binds it).
+func TestFreePortBelowEphemeralRange(t *testing.T) {
+	t.Parallel()
+	low := ephemeralLow()
+	seen := map[int]bool{}
+	for range 20 {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port >= low || port < 1024 {
+			t.Fatalf("FreePort = %d, want in [1024, %d)", port, low)
+		}
+		seen[port] = true
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatalf("port %d from FreePort cannot be bound: %v", port, err)
+		}
+		l.Close()
+	}
+	if len(seen) < 2 {
+		t.Errorf("20 calls returned %d distinct ports; want them spread", len(seen))
 	}
 }

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // Process is a started service.
@@ -132,15 +134,10 @@ func RSS(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
 }
 
-// freePort returns a TCP port free a moment ago on host.
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a TCP port free a moment ago on host, from below the
+// ephemeral range (see testenv.FreePortOn: a port from :0 can be taken by any
+// outgoing connection before the child binds it).
+func freePort(host string) (int, error) { return testenv.FreePortOn(host) }
 
 // freePortOn returns a TCP port free a moment ago on every one of hosts.
 func freePortOn(hosts ...string) (int, error) {
