@@ -27,6 +27,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ClaimsFormat selects how Principal carries the introspection response's members.
+type ClaimsFormat int32
+
+const (
+	// CLAIMS_FORMAT_STRUCT.
+	ClaimsFormat_CLAIMS_FORMAT_UNSPECIFIED ClaimsFormat = 0
+	// Principal.claims, a google.protobuf.Struct.
+	ClaimsFormat_CLAIMS_FORMAT_STRUCT ClaimsFormat = 1
+	// Principal.claims_json, a UTF-8 JSON object with the same members and values as
+	// Principal.claims would hold (members sorted by name; numbers as JSON numbers of
+	// the same double value).
+	ClaimsFormat_CLAIMS_FORMAT_JSON ClaimsFormat = 2
+	// Neither: only the typed fields of Principal.
+	ClaimsFormat_CLAIMS_FORMAT_NONE ClaimsFormat = 3
+)
+
+// Enum value maps for ClaimsFormat.
+var (
+	ClaimsFormat_name = map[int32]string{
+		0: "CLAIMS_FORMAT_UNSPECIFIED",
+		1: "CLAIMS_FORMAT_STRUCT",
+		2: "CLAIMS_FORMAT_JSON",
+		3: "CLAIMS_FORMAT_NONE",
+	}
+	ClaimsFormat_value = map[string]int32{
+		"CLAIMS_FORMAT_UNSPECIFIED": 0,
+		"CLAIMS_FORMAT_STRUCT":      1,
+		"CLAIMS_FORMAT_JSON":        2,
+		"CLAIMS_FORMAT_NONE":        3,
+	}
+)
+
+func (x ClaimsFormat) Enum() *ClaimsFormat {
+	p := new(ClaimsFormat)
+	*p = x
+	return p
+}
+
+func (x ClaimsFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClaimsFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_authz_v1_authz_proto_enumTypes[0].Descriptor()
+}
+
+func (ClaimsFormat) Type() protoreflect.EnumType {
+	return &file_authz_v1_authz_proto_enumTypes[0]
+}
+
+func (x ClaimsFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClaimsFormat.Descriptor instead.
+func (ClaimsFormat) EnumDescriptor() ([]byte, []int) {
+	return file_authz_v1_authz_proto_rawDescGZIP(), []int{0}
+}
+
 // DenialReason says why a token may not be used.
 type DenialReason int32
 
@@ -81,11 +140,11 @@ func (x DenialReason) String() string {
 }
 
 func (DenialReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_authz_v1_authz_proto_enumTypes[0].Descriptor()
+	return file_authz_v1_authz_proto_enumTypes[1].Descriptor()
 }
 
 func (DenialReason) Type() protoreflect.EnumType {
-	return &file_authz_v1_authz_proto_enumTypes[0]
+	return &file_authz_v1_authz_proto_enumTypes[1]
 }
 
 func (x DenialReason) Number() protoreflect.EnumNumber {
@@ -94,7 +153,7 @@ func (x DenialReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DenialReason.Descriptor instead.
 func (DenialReason) EnumDescriptor() ([]byte, []int) {
-	return file_authz_v1_authz_proto_rawDescGZIP(), []int{0}
+	return file_authz_v1_authz_proto_rawDescGZIP(), []int{1}
 }
 
 // AuthorizeRequest asks whether token may be used on resource.
@@ -112,7 +171,12 @@ type AuthorizeRequest struct {
 	// subject's user, saving the caller a GetUser round trip.
 	IncludeUser bool `protobuf:"varint,4,opt,name=include_user,json=includeUser,proto3" json:"include_user,omitempty"`
 	// With include_user: also return the user's organizations.
-	IncludeOrgs   bool `protobuf:"varint,5,opt,name=include_orgs,json=includeOrgs,proto3" json:"include_orgs,omitempty"`
+	IncludeOrgs bool `protobuf:"varint,5,opt,name=include_orgs,json=includeOrgs,proto3" json:"include_orgs,omitempty"`
+	// How Principal carries the introspection response's members. Unset means
+	// CLAIMS_FORMAT_STRUCT (Principal.claims). A caller that only needs the decision
+	// and the typed fields should ask for CLAIMS_FORMAT_NONE; one that passes the
+	// claims on as JSON, CLAIMS_FORMAT_JSON. Both save decoding a Struct.
+	ClaimsFormat  ClaimsFormat `protobuf:"varint,6,opt,name=claims_format,json=claimsFormat,proto3,enum=authz.v1.ClaimsFormat" json:"claims_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +244,13 @@ func (x *AuthorizeRequest) GetIncludeOrgs() bool {
 		return x.IncludeOrgs
 	}
 	return false
+}
+
+func (x *AuthorizeRequest) GetClaimsFormat() ClaimsFormat {
+	if x != nil {
+		return x.ClaimsFormat
+	}
+	return ClaimsFormat_CLAIMS_FORMAT_UNSPECIFIED
 }
 
 // AuthorizeResponse is the decision. Exactly one of principal-with-allowed or denial
@@ -294,10 +365,14 @@ type Principal struct {
 	Audience []string `protobuf:"bytes,5,rep,name=audience,proto3" json:"audience,omitempty"`
 	// The issuer, when introspection returned one.
 	Issuer string `protobuf:"bytes,6,opt,name=issuer,proto3" json:"issuer,omitempty"`
-	// Every member of the introspection response, as returned.
+	// Every member of the introspection response, as returned. Set when the request
+	// asked for CLAIMS_FORMAT_STRUCT (the default).
 	Claims *structpb.Struct `protobuf:"bytes,7,opt,name=claims,proto3" json:"claims,omitempty"`
 	// When the token was issued, when introspection returned iat.
-	IssuedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// Every member of the introspection response as a JSON object, when the request
+	// asked for CLAIMS_FORMAT_JSON (claims is then unset).
+	ClaimsJson    []byte `protobuf:"bytes,9,opt,name=claims_json,json=claimsJson,proto3" json:"claims_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,6 +459,13 @@ func (x *Principal) GetClaims() *structpb.Struct {
 func (x *Principal) GetIssuedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *Principal) GetClaimsJson() []byte {
+	if x != nil {
+		return x.ClaimsJson
 	}
 	return nil
 }
@@ -998,13 +1080,14 @@ var File_authz_v1_authz_proto protoreflect.FileDescriptor
 
 const file_authz_v1_authz_proto_rawDesc = "" +
 	"\n" +
-	"\x14authz/v1/authz.proto\x12\bauthz.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n" +
+	"\x14authz/v1/authz.proto\x12\bauthz.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x01\n" +
 	"\x10AuthorizeRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
 	"\bresource\x18\x02 \x01(\tR\bresource\x12'\n" +
 	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\x12!\n" +
 	"\finclude_user\x18\x04 \x01(\bR\vincludeUser\x12!\n" +
-	"\finclude_orgs\x18\x05 \x01(\bR\vincludeOrgs\"\xea\x01\n" +
+	"\finclude_orgs\x18\x05 \x01(\bR\vincludeOrgs\x12;\n" +
+	"\rclaims_format\x18\x06 \x01(\x0e2\x16.authz.v1.ClaimsFormatR\fclaimsFormat\"\xea\x01\n" +
 	"\x11AuthorizeResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x121\n" +
 	"\tprincipal\x18\x02 \x01(\v2\x13.authz.v1.PrincipalR\tprincipal\x12(\n" +
@@ -1012,7 +1095,7 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\x04user\x18\x04 \x01(\v2\x0e.authz.v1.UserR\x04user\x12\x1d\n" +
 	"\n" +
 	"user_error\x18\x05 \x01(\tR\tuserError\x12\x1b\n" +
-	"\ttoken_ref\x18\x06 \x01(\tR\btokenRef\"\xb3\x02\n" +
+	"\ttoken_ref\x18\x06 \x01(\tR\btokenRef\"\xd4\x02\n" +
 	"\tPrincipal\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -1022,7 +1105,9 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\baudience\x18\x05 \x03(\tR\baudience\x12\x16\n" +
 	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x12/\n" +
 	"\x06claims\x18\a \x01(\v2\x17.google.protobuf.StructR\x06claims\x127\n" +
-	"\tissued_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\"\x81\x01\n" +
+	"\tissued_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12\x1f\n" +
+	"\vclaims_json\x18\t \x01(\fR\n" +
+	"claimsJson\"\x81\x01\n" +
 	"\x06Denial\x12.\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x16.authz.v1.DenialReasonR\x06reason\x12%\n" +
 	"\x0emissing_scopes\x18\x02 \x03(\tR\rmissingScopes\x12 \n" +
@@ -1070,7 +1155,12 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\x19WatchInvalidationsRequest\"O\n" +
 	"\x1aWatchInvalidationsResponse\x12\x1b\n" +
 	"\ttoken_ref\x18\x01 \x01(\tR\btokenRef\x12\x14\n" +
-	"\x05reset\x18\x02 \x01(\bR\x05reset*\x85\x02\n" +
+	"\x05reset\x18\x02 \x01(\bR\x05reset*w\n" +
+	"\fClaimsFormat\x12\x1d\n" +
+	"\x19CLAIMS_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CLAIMS_FORMAT_STRUCT\x10\x01\x12\x16\n" +
+	"\x12CLAIMS_FORMAT_JSON\x10\x02\x12\x16\n" +
+	"\x12CLAIMS_FORMAT_NONE\x10\x03*\x85\x02\n" +
 	"\fDenialReason\x12\x1d\n" +
 	"\x19DENIAL_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cDENIAL_REASON_TOKEN_INACTIVE\x10\x01\x12\x1f\n" +
@@ -1099,52 +1189,54 @@ func file_authz_v1_authz_proto_rawDescGZIP() []byte {
 	return file_authz_v1_authz_proto_rawDescData
 }
 
-var file_authz_v1_authz_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_authz_v1_authz_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_authz_v1_authz_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_authz_v1_authz_proto_goTypes = []any{
-	(DenialReason)(0),                  // 0: authz.v1.DenialReason
-	(*AuthorizeRequest)(nil),           // 1: authz.v1.AuthorizeRequest
-	(*AuthorizeResponse)(nil),          // 2: authz.v1.AuthorizeResponse
-	(*Principal)(nil),                  // 3: authz.v1.Principal
-	(*Denial)(nil),                     // 4: authz.v1.Denial
-	(*GetUserRequest)(nil),             // 5: authz.v1.GetUserRequest
-	(*GetUserResponse)(nil),            // 6: authz.v1.GetUserResponse
-	(*User)(nil),                       // 7: authz.v1.User
-	(*OrgMembership)(nil),              // 8: authz.v1.OrgMembership
-	(*InvalidateTokenRequest)(nil),     // 9: authz.v1.InvalidateTokenRequest
-	(*InvalidateTokenResponse)(nil),    // 10: authz.v1.InvalidateTokenResponse
-	(*WatchInvalidationsRequest)(nil),  // 11: authz.v1.WatchInvalidationsRequest
-	(*WatchInvalidationsResponse)(nil), // 12: authz.v1.WatchInvalidationsResponse
-	(*timestamppb.Timestamp)(nil),      // 13: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),            // 14: google.protobuf.Struct
+	(ClaimsFormat)(0),                  // 0: authz.v1.ClaimsFormat
+	(DenialReason)(0),                  // 1: authz.v1.DenialReason
+	(*AuthorizeRequest)(nil),           // 2: authz.v1.AuthorizeRequest
+	(*AuthorizeResponse)(nil),          // 3: authz.v1.AuthorizeResponse
+	(*Principal)(nil),                  // 4: authz.v1.Principal
+	(*Denial)(nil),                     // 5: authz.v1.Denial
+	(*GetUserRequest)(nil),             // 6: authz.v1.GetUserRequest
+	(*GetUserResponse)(nil),            // 7: authz.v1.GetUserResponse
+	(*User)(nil),                       // 8: authz.v1.User
+	(*OrgMembership)(nil),              // 9: authz.v1.OrgMembership
+	(*InvalidateTokenRequest)(nil),     // 10: authz.v1.InvalidateTokenRequest
+	(*InvalidateTokenResponse)(nil),    // 11: authz.v1.InvalidateTokenResponse
+	(*WatchInvalidationsRequest)(nil),  // 12: authz.v1.WatchInvalidationsRequest
+	(*WatchInvalidationsResponse)(nil), // 13: authz.v1.WatchInvalidationsResponse
+	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),            // 15: google.protobuf.Struct
 }
 var file_authz_v1_authz_proto_depIdxs = []int32{
-	3,  // 0: authz.v1.AuthorizeResponse.principal:type_name -> authz.v1.Principal
-	4,  // 1: authz.v1.AuthorizeResponse.denial:type_name -> authz.v1.Denial
-	7,  // 2: authz.v1.AuthorizeResponse.user:type_name -> authz.v1.User
-	13, // 3: authz.v1.Principal.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 4: authz.v1.Principal.claims:type_name -> google.protobuf.Struct
-	13, // 5: authz.v1.Principal.issued_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: authz.v1.Denial.reason:type_name -> authz.v1.DenialReason
-	7,  // 7: authz.v1.GetUserResponse.user:type_name -> authz.v1.User
-	13, // 8: authz.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	13, // 9: authz.v1.User.last_active_at:type_name -> google.protobuf.Timestamp
-	14, // 10: authz.v1.User.properties:type_name -> google.protobuf.Struct
-	14, // 11: authz.v1.User.metadata:type_name -> google.protobuf.Struct
-	8,  // 12: authz.v1.User.orgs:type_name -> authz.v1.OrgMembership
-	1,  // 13: authz.v1.AuthzService.Authorize:input_type -> authz.v1.AuthorizeRequest
-	5,  // 14: authz.v1.AuthzService.GetUser:input_type -> authz.v1.GetUserRequest
-	9,  // 15: authz.v1.AuthzService.InvalidateToken:input_type -> authz.v1.InvalidateTokenRequest
-	11, // 16: authz.v1.AuthzService.WatchInvalidations:input_type -> authz.v1.WatchInvalidationsRequest
-	2,  // 17: authz.v1.AuthzService.Authorize:output_type -> authz.v1.AuthorizeResponse
-	6,  // 18: authz.v1.AuthzService.GetUser:output_type -> authz.v1.GetUserResponse
-	10, // 19: authz.v1.AuthzService.InvalidateToken:output_type -> authz.v1.InvalidateTokenResponse
-	12, // 20: authz.v1.AuthzService.WatchInvalidations:output_type -> authz.v1.WatchInvalidationsResponse
-	17, // [17:21] is the sub-list for method output_type
-	13, // [13:17] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 0: authz.v1.AuthorizeRequest.claims_format:type_name -> authz.v1.ClaimsFormat
+	4,  // 1: authz.v1.AuthorizeResponse.principal:type_name -> authz.v1.Principal
+	5,  // 2: authz.v1.AuthorizeResponse.denial:type_name -> authz.v1.Denial
+	8,  // 3: authz.v1.AuthorizeResponse.user:type_name -> authz.v1.User
+	14, // 4: authz.v1.Principal.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 5: authz.v1.Principal.claims:type_name -> google.protobuf.Struct
+	14, // 6: authz.v1.Principal.issued_at:type_name -> google.protobuf.Timestamp
+	1,  // 7: authz.v1.Denial.reason:type_name -> authz.v1.DenialReason
+	8,  // 8: authz.v1.GetUserResponse.user:type_name -> authz.v1.User
+	14, // 9: authz.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	14, // 10: authz.v1.User.last_active_at:type_name -> google.protobuf.Timestamp
+	15, // 11: authz.v1.User.properties:type_name -> google.protobuf.Struct
+	15, // 12: authz.v1.User.metadata:type_name -> google.protobuf.Struct
+	9,  // 13: authz.v1.User.orgs:type_name -> authz.v1.OrgMembership
+	2,  // 14: authz.v1.AuthzService.Authorize:input_type -> authz.v1.AuthorizeRequest
+	6,  // 15: authz.v1.AuthzService.GetUser:input_type -> authz.v1.GetUserRequest
+	10, // 16: authz.v1.AuthzService.InvalidateToken:input_type -> authz.v1.InvalidateTokenRequest
+	12, // 17: authz.v1.AuthzService.WatchInvalidations:input_type -> authz.v1.WatchInvalidationsRequest
+	3,  // 18: authz.v1.AuthzService.Authorize:output_type -> authz.v1.AuthorizeResponse
+	7,  // 19: authz.v1.AuthzService.GetUser:output_type -> authz.v1.GetUserResponse
+	11, // 20: authz.v1.AuthzService.InvalidateToken:output_type -> authz.v1.InvalidateTokenResponse
+	13, // 21: authz.v1.AuthzService.WatchInvalidations:output_type -> authz.v1.WatchInvalidationsResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_authz_v1_authz_proto_init() }
@@ -1157,7 +1249,7 @@ func file_authz_v1_authz_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_authz_v1_authz_proto_rawDesc), len(file_authz_v1_authz_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,

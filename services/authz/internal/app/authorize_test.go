@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -63,6 +65,41 @@ func TestAuthorizeAllowedPrincipal(t *testing.T) {
 	}
 	if n := as.IntrospectionsOf(tok); n != 1 {
 		t.Errorf("introspections = %d, want 1 (second call from L1)", n)
+	}
+
+	// The other claims formats carry the same principal, the claims as JSON or
+	// not at all.
+	for _, tt := range []struct {
+		format   authzv1.ClaimsFormat
+		wantJSON bool
+	}{
+		{authzv1.ClaimsFormat_CLAIMS_FORMAT_STRUCT, false},
+		{authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON, true},
+		{authzv1.ClaimsFormat_CLAIMS_FORMAT_NONE, false},
+	} {
+		req := authorizeReq(tok, "read:user_data")
+		req.ClaimsFormat = tt.format
+		got, err := inst.client.Authorize(t.Context(), req)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.format, err)
+		}
+		w := proto.Clone(want).(*authzv1.AuthorizeResponse)
+		if tt.format != authzv1.ClaimsFormat_CLAIMS_FORMAT_STRUCT {
+			w.Principal.Claims = nil
+		}
+		if tt.wantJSON {
+			var m map[string]any
+			if err := json.Unmarshal(got.GetPrincipal().GetClaimsJson(), &m); err != nil {
+				t.Fatalf("claims_json %q: %v", got.GetPrincipal().GetClaimsJson(), err)
+			}
+			if diff := cmp.Diff(wantClaims.AsMap(), m); diff != "" {
+				t.Errorf("claims_json mismatch (-want +got):\n%s", diff)
+			}
+			got.Principal.ClaimsJson = nil
+		}
+		if diff := cmp.Diff(w, got, protocmp.Transform()); diff != "" {
+			t.Errorf("%v: Authorize mismatch (-want +got):\n%s", tt.format, diff)
+		}
 	}
 }
 
@@ -218,6 +255,8 @@ func TestMalformedInput(t *testing.T) {
 		{"scope with space", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{"read user"}}},
 		{"scope with quote", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{`a"b`}}},
 		{"too many scopes", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: tooManyScopes}},
+		{"unknown claims format", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, ClaimsFormat: 99}},
+		{"negative claims format", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, ClaimsFormat: -1}},
 	}
 	for _, tt := range authorize {
 		t.Run("Authorize/"+tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -76,6 +77,18 @@ func BenchmarkLoopback(b *testing.B) {
 			_, err := withL1.client.Authorize(b.Context(), authorizeReq(pick(), "read:user_data"))
 			return err
 		}},
+		{"l1-hit-json-claims", func() error {
+			req := authorizeReq(pick(), "read:user_data")
+			req.ClaimsFormat = authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON
+			_, err := withL1.client.Authorize(b.Context(), req)
+			return err
+		}},
+		{"l1-hit-no-claims", func() error {
+			req := authorizeReq(pick(), "read:user_data")
+			req.ClaimsFormat = authzv1.ClaimsFormat_CLAIMS_FORMAT_NONE
+			_, err := withL1.client.Authorize(b.Context(), req)
+			return err
+		}},
 		{"l2-hit", func() error {
 			_, err := noL1.client.Authorize(b.Context(), authorizeReq(pick(), "read:user_data"))
 			return err
@@ -89,6 +102,9 @@ func BenchmarkLoopback(b *testing.B) {
 	for _, mode := range []string{"serial", "parallel"} {
 		b.Run(mode+"/interleaved", func(b *testing.B) {
 			interleaved(b, mode == "parallel", cases[0].call, cases[1].call)
+		})
+		b.Run(mode+"/interleaved-json-claims", func(b *testing.B) {
+			interleaved(b, mode == "parallel", cases[0].call, cases[2].call)
 		})
 		for _, c := range cases {
 			b.Run(mode+"/"+c.name, func(b *testing.B) {
@@ -189,7 +205,7 @@ func processCPU() time.Duration {
 }
 
 // BenchmarkResponseDecode is the caller's cost of decoding an allowed
-// AuthorizeResponse, with and without the claims Struct: most of what an L1-hit
+// AuthorizeResponse, with the claims as a Struct, as JSON, and without them: most of what an L1-hit
 // Authorize costs beyond the no-op call is spent here, on the client.
 func BenchmarkResponseDecode(b *testing.B) {
 	now := time.Now().Unix()
@@ -206,13 +222,17 @@ func BenchmarkResponseDecode(b *testing.B) {
 		Scopes: []string{"read:user_data", "read:org_data"}, Audience: []string{resourceURL}, Issuer: "http://localhost:9000/oauth/2.1",
 		ExpiresAt: &timestamppb.Timestamp{Seconds: now + 3600}, IssuedAt: &timestamppb.Timestamp{Seconds: now},
 	}
-	for _, withClaims := range []bool{true, false} {
-		name := "without-claims"
-		if withClaims {
-			name = "with-claims"
+	claimsJSON, err := protojson.Marshal(claims)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"with-claims", "with-json-claims", "without-claims"} {
+		p.Claims, p.ClaimsJson = nil, nil
+		switch name {
+		case "with-claims":
 			p.Claims = claims
-		} else {
-			p.Claims = nil
+		case "with-json-claims":
+			p.ClaimsJson = claimsJSON
 		}
 		wire, err := proto.Marshal(&authzv1.AuthorizeResponse{Allowed: true, Principal: p})
 		if err != nil {

@@ -94,6 +94,7 @@ const (
 	msgBadToken        = "token must be 1 to 8192 printable ASCII characters without spaces"
 	msgBadResource     = "resource must be an absolute URI without a fragment (RFC 8707)"
 	msgBadScopes       = "required_scopes must be at most 64 valid OAuth scope tokens"
+	msgBadClaimsFormat = "claims_format must be CLAIMS_FORMAT_UNSPECIFIED, _STRUCT, _JSON or _NONE"
 	msgBadUserID       = "user_id must be 1 to 256 characters from [A-Za-z0-9._~:@|+-]"
 	msgUnavailable     = "authorization server unavailable; retry later"
 	msgInternal        = "internal error"
@@ -123,6 +124,10 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 			return nil, status.Error(codes.InvalidArgument, msgBadScopes)
 		}
 	}
+	format := req.GetClaimsFormat()
+	if _, known := authzv1.ClaimsFormat_name[int32(format)]; !known {
+		return nil, status.Error(codes.InvalidArgument, msgBadClaimsFormat)
+	}
 	k := s.tokens.Key(req.GetToken())
 	r, tier, err := s.tokens.LookupKeyed(ctx, k, req.GetToken())
 	if err != nil {
@@ -136,7 +141,10 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 	}
 	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed(), TokenRef: tokencache.FullRef(k)}
 	if out.Allowed() || out.Reason == decision.DenialInsufficientScope {
-		resp.Principal = principal(r)
+		if resp.Principal, err = principal(r, format); err != nil {
+			s.logger.ErrorContext(ctx, "encoding claims", "token_ref", tokencache.Ref(k), "err", err.Error())
+			return nil, status.Error(codes.Internal, msgInternal)
+		}
 	}
 	if !out.Allowed() {
 		resp.Denial = &authzv1.Denial{
@@ -187,12 +195,14 @@ func (s *Server) canonical(r string) (string, bool) {
 	return c, true
 }
 
-// principal builds the Principal of r for a response. The claims are attached
-// already encoded, as an unknown field carrying Principal.claims' number: on the
-// wire this is exactly a set claims field, so clients decode it as usual, while the
-// server skips decoding and re-encoding a Struct on every cache hit (the largest
-// cost of a hit after gRPC itself). Handlers must therefore not read p.Claims.
-func principal(r *introspect.Result) *authzv1.Principal {
+// principal builds the Principal of r for a response, with the claims in format.
+// Struct claims are attached already encoded, as an unknown field carrying
+// Principal.claims' number: on the wire this is exactly a set claims field, so
+// clients decode it as usual, while the server skips decoding and re-encoding a
+// Struct on every cache hit (the largest cost of a hit after gRPC itself).
+// Handlers must therefore not read p.Claims. JSON claims are written straight from
+// the same encoding. The error is non-nil only if the cached encoding is corrupt.
+func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Principal, error) {
 	p := &authzv1.Principal{
 		Subject:  r.Subject,
 		ClientId: r.ClientID,
@@ -208,13 +218,25 @@ func principal(r *introspect.Result) *authzv1.Principal {
 	if r.Has&introspect.HasIat != 0 {
 		p.IssuedAt = &timestamppb.Timestamp{Seconds: r.Iat}
 	}
-	if len(r.ClaimsWire) > 0 {
+	if len(r.ClaimsWire) == 0 {
+		return p, nil
+	}
+	switch format {
+	case authzv1.ClaimsFormat_CLAIMS_FORMAT_NONE:
+	case authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON:
+		// The JSON form is about the size of the wire form it comes from.
+		j, err := r.AppendClaimsJSON(make([]byte, 0, len(r.ClaimsWire)))
+		if err != nil {
+			return nil, err
+		}
+		p.ClaimsJson = j
+	default:
 		f := make([]byte, 0, 1+binary.MaxVarintLen64+len(r.ClaimsWire))
 		f = protowire.AppendTag(f, claimsField, protowire.BytesType)
 		f = protowire.AppendBytes(f, r.ClaimsWire)
 		p.ProtoReflect().SetUnknown(protoreflect.RawFields(f))
 	}
-	return p
+	return p, nil
 }
 
 var claimsField = (&authzv1.Principal{}).ProtoReflect().Descriptor().Fields().ByName("claims").Number()
