@@ -20,8 +20,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
+	"strconv"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -32,16 +35,40 @@ import (
 // field for field, so both servers derive the same output schema and encode a
 // payload of the same shape.
 type WhoAmI struct {
-	Subject   string         `json:"subject" jsonschema:"the token's subject (user ID)"`
-	ClientID  string         `json:"client_id" jsonschema:"the OAuth client the token was issued to"`
-	Scopes    []string       `json:"scopes" jsonschema:"the scopes granted to the token"`
-	ExpiresAt string         `json:"expires_at,omitempty" jsonschema:"when the token expires (RFC 3339)"`
-	Audience  []string       `json:"audience" jsonschema:"the resources the token was issued for"`
-	Issuer    string         `json:"issuer,omitempty" jsonschema:"the authorization server that issued the token"`
-	Claims    map[string]any `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
-	User      *User          `json:"user,omitempty" jsonschema:"the user behind the token"`
-	UserError string         `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
+	Subject   string     `json:"subject" jsonschema:"the token's subject (user ID)"`
+	ClientID  string     `json:"client_id" jsonschema:"the OAuth client the token was issued to"`
+	Scopes    []string   `json:"scopes" jsonschema:"the scopes granted to the token"`
+	ExpiresAt string     `json:"expires_at,omitempty" jsonschema:"when the token expires (RFC 3339)"`
+	Audience  []string   `json:"audience" jsonschema:"the resources the token was issued for"`
+	Issuer    string     `json:"issuer,omitempty" jsonschema:"the authorization server that issued the token"`
+	Claims    JSONObject `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
+	User      *User      `json:"user,omitempty" jsonschema:"the user behind the token"`
+	UserError string     `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
 }
+
+// JSONObject mirrors the gateway's type of the same name: an encoded JSON object
+// placed into the output as is (the gateway gets the claims from authz already
+// encoded), with output schema {"type": "object"}.
+type JSONObject []byte
+
+// MarshalJSON returns o itself.
+func (o JSONObject) MarshalJSON() ([]byte, error) {
+	if len(o) == 0 {
+		return []byte("{}"), nil
+	}
+	return o, nil
+}
+
+// outputSchema is WhoAmI's schema, inferred as the gateway infers it.
+var outputSchema = func() *jsonschema.Schema {
+	s, err := jsonschema.For[WhoAmI](&jsonschema.ForOptions{
+		TypeSchemas: map[reflect.Type]*jsonschema.Schema{reflect.TypeFor[JSONObject](): {Type: "object"}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
 
 // User mirrors the gateway's user part of who_am_i.
 type User struct {
@@ -87,17 +114,7 @@ func whoAmI(resource, issuer string) WhoAmI {
 		ExpiresAt: exp.UTC().Format(time.RFC3339),
 		Audience:  []string{resource},
 		Issuer:    issuer,
-		Claims: map[string]any{
-			"active":     true,
-			"sub":        aliceID,
-			"client_id":  "devauth-test-client",
-			"scope":      "read:user_data",
-			"exp":        float64(exp.Unix()),
-			"iat":        float64(now.Unix()),
-			"aud":        resource,
-			"iss":        issuer,
-			"token_type": "Bearer",
-		},
+		Claims:    claims(exp.Unix(), now.Unix(), resource, issuer),
 		User: &User{
 			UserID:         aliceID,
 			Email:          "alice@example.com",
@@ -121,6 +138,25 @@ func whoAmI(resource, issuer string) WhoAmI {
 	}
 }
 
+// claims writes the introspection response's members as authz's
+// CLAIMS_FORMAT_JSON does: sorted by name, compact. (Resource and issuer are
+// URLs without characters JSON must escape.)
+func claims(exp, iat int64, resource, issuer string) JSONObject {
+	b := make([]byte, 0, 320)
+	b = append(b, `{"active":true,"aud":"`...)
+	b = append(b, resource...)
+	b = append(b, `","client_id":"devauth-test-client","exp":`...)
+	b = strconv.AppendInt(b, exp, 10)
+	b = append(b, `,"iat":`...)
+	b = strconv.AppendInt(b, iat, 10)
+	b = append(b, `,"iss":"`...)
+	b = append(b, issuer...)
+	b = append(b, `","scope":"read:user_data","sub":"`...)
+	b = append(b, aliceID...)
+	b = append(b, `","token_type":"Bearer"}`...)
+	return b
+}
+
 // MCPHandler returns the unauthenticated MCP server: the go-sdk's stateless
 // streamable HTTP handler with JSON responses, the options the gateway uses,
 // and one tool, who_am_i.
@@ -130,9 +166,10 @@ func MCPHandler(logger *slog.Logger, resource, issuer string) http.Handler {
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
 	mcp.AddTool(server, &mcp.Tool{
-		Name:        "who_am_i",
-		Title:       "Who am I",
-		Description: "Describes the caller (unauthenticated floor: a fixed user).",
+		Name:         "who_am_i",
+		Title:        "Who am I",
+		Description:  "Describes the caller (unauthenticated floor: a fixed user).",
+		OutputSchema: outputSchema,
 	}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, WhoAmI, error) {
 		return nil, whoAmI(resource, issuer), nil
 	})

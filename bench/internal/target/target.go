@@ -181,8 +181,9 @@ func DialGRPC(target string) (*grpc.ClientConn, error) {
 }
 
 // Authorize calls authz Authorize for the resource with scope
-// read:user_data; with WithUser, also asking for the user with orgs in the
-// same call, as the gateway does for who_am_i.
+// read:user_data, the claims in the default format (a Struct); with WithUser,
+// exactly as the gateway calls it for who_am_i: the user with orgs in the same
+// call, and the claims as JSON.
 type Authorize struct {
 	Client   authzv1.AuthzServiceClient
 	Resource string
@@ -204,6 +205,7 @@ func (a *Authorize) Do(ctx context.Context, _ int) string {
 		RequiredScopes: []string{"read:user_data"},
 		IncludeUser:    a.WithUser,
 		IncludeOrgs:    a.WithUser,
+		ClaimsFormat:   claimsFormat(a.WithUser),
 	})
 	if err != nil {
 		return "grpc " + status.Code(err).String()
@@ -215,6 +217,13 @@ func (a *Authorize) Do(ctx context.Context, _ int) string {
 		return "user_error"
 	}
 	return load.OK
+}
+
+func claimsFormat(asTheGateway bool) authzv1.ClaimsFormat {
+	if asTheGateway {
+		return authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON
+	}
+	return authzv1.ClaimsFormat_CLAIMS_FORMAT_UNSPECIFIED
 }
 
 // HealthCheck calls grpc.health.v1 Health/Check: the no-op unary floor.

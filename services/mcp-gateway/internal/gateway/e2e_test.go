@@ -100,8 +100,9 @@ func checkAlice(t *testing.T, who tools.WhoAmI, scopes []string) {
 	if who.Issuer != stack.Devauth.Issuer() {
 		t.Errorf("issuer %q, want %q", who.Issuer, stack.Devauth.Issuer())
 	}
-	if who.ExpiresAt == "" || who.Claims["sub"] != stacktest.AliceID {
-		t.Errorf("expires_at %q, claims %v", who.ExpiresAt, who.Claims)
+	var claims map[string]any
+	if err := json.Unmarshal(who.Claims, &claims); err != nil || who.ExpiresAt == "" || claims["sub"] != stacktest.AliceID {
+		t.Errorf("expires_at %q, claims %s (%v)", who.ExpiresAt, who.Claims, err)
 	}
 	if who.UserError != "" || who.User == nil {
 		t.Fatalf("no user: user_error %q", who.UserError)

@@ -114,6 +114,9 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		RequiredScopes: x.op.Scopes,
 		IncludeUser:    x.op.NeedsUser,
 		IncludeOrgs:    x.op.NeedsOrgs,
+		// Handlers that use the claims (who_am_i) pass them on as JSON: asking
+		// for them so saves decoding a Struct and encoding it again.
+		ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	}
 	var res *authzv1.AuthorizeResponse
 	var err error
@@ -232,7 +235,7 @@ func (g *Gateway) invalidToken(x *exchange, desc string) challenge.Response {
 // handing them the token.
 func (g *Gateway) checkFunc(token string) caller.CheckFunc {
 	return func(ctx context.Context, scopes []string) (bool, error) {
-		res, err := g.authz.Authorize(ctx, &authzv1.AuthorizeRequest{Token: token, Resource: g.resource, RequiredScopes: scopes})
+		res, err := g.authz.Authorize(ctx, &authzv1.AuthorizeRequest{Token: token, Resource: g.resource, RequiredScopes: scopes, ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_NONE})
 		if err != nil {
 			return false, err
 		}

@@ -29,6 +29,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/jsonschema-go/jsonschema"
+
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -134,11 +136,18 @@ func define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in I
 	return Tool{
 		Spec: spec,
 		add: func(s *mcp.Server, env *Env) {
+			// Inferred as the go-sdk would (it only infers when no schema is
+			// given), plus the package's own types such as JSONObject.
+			out, err := jsonschema.For[Out](outputSchemaOptions)
+			if err != nil {
+				panic(fmt.Sprintf("tools: output schema of %q: %v", spec.Name, err))
+			}
 			tool := &mcp.Tool{
-				Name:        spec.Name,
-				Title:       spec.Title,
-				Description: spec.Description,
-				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: new(bool)},
+				Name:         spec.Name,
+				Title:        spec.Title,
+				Description:  spec.Description,
+				Annotations:  &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: new(bool)},
+				OutputSchema: out,
 			}
 			mcp.AddTool(s, tool, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
 				var zero Out

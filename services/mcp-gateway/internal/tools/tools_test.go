@@ -183,6 +183,9 @@ func TestWhoAmI(t *testing.T) {
 	t.Parallel()
 	prefetched := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
 	prefetched.User, prefetched.UserRequested = alice, true
+	// As the gateway asks authz for them: JSON. The other callers carry the Struct
+	// an older authz sends; the output must be the same.
+	prefetched.Principal.Claims, prefetched.Principal.ClaimsJson = nil, []byte(`{"active":true,"scope":"x","sub":"u-alice"}`)
 	failed := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
 	failed.UserRequested, failed.UserError = true, "authorization server unavailable"
 	notFetched := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
@@ -197,7 +200,7 @@ func TestWhoAmI(t *testing.T) {
 	base := WhoAmI{
 		Subject: "u-alice", ClientID: "client-1", Scopes: []string{"read:user_data"}, ExpiresAt: "2030-01-02T03:04:05Z",
 		Audience: []string{"https://mcp.example.com/mcp"}, Issuer: "https://auth.example.com/oauth/2.1",
-		Claims: map[string]any{"active": true, "sub": "u-alice", "scope": "x"},
+		Claims: JSONObject(`{"active":true,"scope":"x","sub":"u-alice"}`),
 	}
 	withUser := base
 	withUser.User = wantUser
@@ -274,6 +277,16 @@ func TestOutputSchemas(t *testing.T) {
 		want := map[string]string{"who_am_i": "subject", "list_my_orgs": "orgs"}[tool.Name]
 		if _, ok := schema.Properties[want]; !ok {
 			t.Errorf("%s: output schema lacks %q: %s", tool.Name, want, b)
+		}
+		if tool.Name == "who_am_i" {
+			// claims is a JSONObject (raw bytes in Go): an object, not a string.
+			var claims struct {
+				Type        string `json:"type"`
+				Description string `json:"description"`
+			}
+			if err := json.Unmarshal(schema.Properties["claims"], &claims); err != nil || claims.Type != "object" || claims.Description == "" {
+				t.Errorf("who_am_i: claims schema %s, want an object with a description", schema.Properties["claims"])
+			}
 		}
 	}
 }

@@ -20,15 +20,15 @@ type WhoAmIInput struct{}
 
 // WhoAmI is who_am_i's structured output.
 type WhoAmI struct {
-	Subject   string         `json:"subject" jsonschema:"the token's subject (user ID)"`
-	ClientID  string         `json:"client_id" jsonschema:"the OAuth client the token was issued to"`
-	Scopes    []string       `json:"scopes" jsonschema:"the scopes granted to the token"`
-	ExpiresAt string         `json:"expires_at,omitempty" jsonschema:"when the token expires (RFC 3339)"`
-	Audience  []string       `json:"audience" jsonschema:"the resources the token was issued for"`
-	Issuer    string         `json:"issuer,omitempty" jsonschema:"the authorization server that issued the token"`
-	Claims    map[string]any `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
-	User      *User          `json:"user,omitempty" jsonschema:"the user behind the token"`
-	UserError string         `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
+	Subject   string     `json:"subject" jsonschema:"the token's subject (user ID)"`
+	ClientID  string     `json:"client_id" jsonschema:"the OAuth client the token was issued to"`
+	Scopes    []string   `json:"scopes" jsonschema:"the scopes granted to the token"`
+	ExpiresAt string     `json:"expires_at,omitempty" jsonschema:"when the token expires (RFC 3339)"`
+	Audience  []string   `json:"audience" jsonschema:"the resources the token was issued for"`
+	Issuer    string     `json:"issuer,omitempty" jsonschema:"the authorization server that issued the token"`
+	Claims    JSONObject `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
+	User      *User      `json:"user,omitempty" jsonschema:"the user behind the token"`
+	UserError string     `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
 }
 
 // whoAmI reports the token part from the principal and the user part from the
@@ -44,9 +44,11 @@ func whoAmI(ctx context.Context, call *Call, _ WhoAmIInput) (WhoAmI, error) {
 		Audience:  nonNil(p.GetAudience()),
 		Issuer:    p.GetIssuer(),
 	}
-	if claims := p.GetClaims(); claims != nil {
-		out.Claims = claims.AsMap()
+	claims, err := claimsJSON(p)
+	if err != nil {
+		return WhoAmI{}, err
 	}
+	out.Claims = claims
 	u, err := callerUser(ctx, call)
 	if err != nil {
 		out.UserError = err.Error()
