@@ -15,6 +15,7 @@ package floor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,21 @@ func (o JSONObject) MarshalJSON() ([]byte, error) {
 	}
 	return o, nil
 }
+
+// inputSchema is the tool's input schema (no arguments), handed to the SDK
+// already encoded as the gateway hands it (see schemas in its tools package:
+// the go-sdk re-encodes a *jsonschema.Schema on every tools/call).
+var inputSchema = func() json.RawMessage {
+	s, err := jsonschema.For[struct{}](nil)
+	if err != nil {
+		panic(err)
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
 
 // outputSchema is WhoAmI's schema, inferred as the gateway infers it.
 var outputSchema = func() *jsonschema.Schema {
@@ -169,6 +185,7 @@ func MCPHandler(logger *slog.Logger, resource, issuer string) http.Handler {
 		Name:         "who_am_i",
 		Title:        "Who am I",
 		Description:  "Describes the caller (unauthenticated floor: a fixed user).",
+		InputSchema:  inputSchema,
 		OutputSchema: outputSchema,
 	}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, WhoAmI, error) {
 		return nil, whoAmI(resource, issuer), nil

@@ -24,6 +24,7 @@ package tools
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -136,17 +137,16 @@ func define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in I
 	return Tool{
 		Spec: spec,
 		add: func(s *mcp.Server, env *Env) {
-			// Inferred as the go-sdk would (it only infers when no schema is
-			// given), plus the package's own types such as JSONObject.
-			out, err := jsonschema.For[Out](outputSchemaOptions)
+			in, out, err := schemas[In, Out]()
 			if err != nil {
-				panic(fmt.Sprintf("tools: output schema of %q: %v", spec.Name, err))
+				panic(fmt.Sprintf("tools: schemas of %q: %v", spec.Name, err))
 			}
 			tool := &mcp.Tool{
 				Name:         spec.Name,
 				Title:        spec.Title,
 				Description:  spec.Description,
 				Annotations:  &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: new(bool)},
+				InputSchema:  in,
 				OutputSchema: out,
 			}
 			mcp.AddTool(s, tool, func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
@@ -160,6 +160,33 @@ func define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in I
 			})
 		},
 	}
+}
+
+// schemas returns a tool's input and output schemas, inferred from In and Out as
+// the go-sdk infers them when a tool gives none, plus the package's own types
+// such as JSONObject.
+//
+// The input schema is handed to the SDK already encoded. The go-sdk v1.8.0
+// marshals a tool's InputSchema and decodes it again on every tools/call from a
+// 2026-07-28 client, to look for x-mcp-header annotations
+// (validateParamHeaders); for a *jsonschema.Schema that costs about 20 µs and
+// a hundred allocations per call, for a json.RawMessage a copy. The SDK still
+// validates arguments against the resolved schema, which it derives from the
+// same bytes once, when the tool is added.
+func schemas[In, Out any]() (json.RawMessage, *jsonschema.Schema, error) {
+	in, err := jsonschema.For[In](nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("input schema: %w", err)
+	}
+	inJSON, err := json.Marshal(in)
+	if err != nil {
+		return nil, nil, fmt.Errorf("input schema: %w", err)
+	}
+	out, err := jsonschema.For[Out](outputSchemaOptions)
+	if err != nil {
+		return nil, nil, fmt.Errorf("output schema: %w", err)
+	}
+	return inJSON, out, nil
 }
 
 // enforce returns the request's caller if it holds spec's scopes, else a

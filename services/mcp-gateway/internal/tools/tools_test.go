@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/jsonschema-go/jsonschema"
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -288,5 +289,36 @@ func TestOutputSchemas(t *testing.T) {
 				t.Errorf("who_am_i: claims schema %s, want an object with a description", schema.Properties["claims"])
 			}
 		}
+	}
+}
+
+// TestInputSchemasAsInferred: handing the SDK the input schema already encoded
+// (see schemas) changes nothing a client sees: tools/list shows the schema the
+// SDK would have inferred, and arguments are still validated against it.
+func TestInputSchemasAsInferred(t *testing.T) {
+	t.Parallel()
+	url := serve(t, map[string]*caller.Caller{"both": caller.New(principal("read:user_data", "read:org_data"), nil, nil)}, &fakeUsers{user: alice}, InstallOptions{})
+	cs := connect(t, url, "both")
+	res, err := cs.ListTools(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inferred, err := jsonschema.For[WhoAmIInput](nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want any
+	b, _ := json.Marshal(inferred)
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range res.Tools {
+		if diff := cmp.Diff(want, tool.InputSchema); diff != "" {
+			t.Errorf("%s: input schema (-inferred +listed):\n%s", tool.Name, diff)
+		}
+	}
+	r, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "who_am_i", Arguments: map[string]any{"unexpected": 1}})
+	if err == nil && !r.IsError {
+		t.Errorf("who_am_i with an unexpected argument succeeded; want it refused by the input schema")
 	}
 }
