@@ -55,25 +55,15 @@ func appendStruct(dst, b []byte, depth int) ([]byte, error) {
 		return nil, errCorrupt
 	}
 	dst = append(dst, '{')
-	first := true
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, errCorrupt
+	fields := bytesFields{b: b, num: structFields}
+	for i := 0; ; i++ {
+		entry, ok, err := fields.next()
+		if err != nil {
+			return nil, err
 		}
-		b = b[n:]
-		if num != structFields || typ != protoWireBytes {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, errCorrupt
-			}
-			b = b[n:]
-			continue
+		if !ok {
+			break
 		}
-		entry, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, errCorrupt
-		}
-		b = b[n:]
 		var key, value []byte
 		for len(entry) > 0 {
 			num, typ, n := protowire.ConsumeTag(entry)
@@ -94,18 +84,47 @@ func appendStruct(dst, b []byte, depth int) ([]byte, error) {
 			}
 			entry = entry[n:]
 		}
-		if !first {
+		if i > 0 {
 			dst = append(dst, ',')
 		}
-		first = false
 		dst = appendString(dst, key)
 		dst = append(dst, ':')
-		var err error
 		if dst, err = appendValue(dst, value, depth+1); err != nil {
 			return nil, err
 		}
 	}
 	return append(dst, '}'), nil
+}
+
+// bytesFields iterates over the length-delimited fields numbered num of an
+// encoded message, skipping every other field.
+type bytesFields struct {
+	b   []byte
+	num protowire.Number
+}
+
+// next returns the next such field's bytes; ok is false at the end.
+func (f *bytesFields) next() (v []byte, ok bool, err error) {
+	for len(f.b) > 0 {
+		num, typ, n := protowire.ConsumeTag(f.b)
+		if n < 0 {
+			return nil, false, errCorrupt
+		}
+		f.b = f.b[n:]
+		if num != f.num || typ != protoWireBytes {
+			if n = protowire.ConsumeFieldValue(num, typ, f.b); n < 0 {
+				return nil, false, errCorrupt
+			}
+			f.b = f.b[n:]
+			continue
+		}
+		if v, n = protowire.ConsumeBytes(f.b); n < 0 {
+			return nil, false, errCorrupt
+		}
+		f.b = f.b[n:]
+		return v, true, nil
+	}
+	return nil, false, nil
 }
 
 // appendValue appends the google.protobuf.Value encoded in b. A Value with no
@@ -159,30 +178,18 @@ func appendValue(dst, b []byte, depth int) ([]byte, error) {
 // appendList appends the google.protobuf.ListValue encoded in b as a JSON array.
 func appendList(dst, b []byte, depth int) ([]byte, error) {
 	dst = append(dst, '[')
-	first := true
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, errCorrupt
+	values := bytesFields{b: b, num: listValues}
+	for i := 0; ; i++ {
+		v, ok, err := values.next()
+		if err != nil {
+			return nil, err
 		}
-		b = b[n:]
-		if num != listValues || typ != protoWireBytes {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, errCorrupt
-			}
-			b = b[n:]
-			continue
+		if !ok {
+			break
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, errCorrupt
-		}
-		b = b[n:]
-		if !first {
+		if i > 0 {
 			dst = append(dst, ',')
 		}
-		first = false
-		var err error
 		if dst, err = appendValue(dst, v, depth); err != nil {
 			return nil, err
 		}
