@@ -205,10 +205,17 @@ func FreePortOn(host string) (int, error) {
 	if hi-lo < 1000 {
 		lo, hi = 0, 0 // an unusual range: fall back to the kernel's choice
 	}
-	for range 50 {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
 		port := 0
 		if hi > lo {
 			port = lo + rand.IntN(hi-lo)
+			if handedOut.ports[port] {
+				// Handed out before and perhaps not bound yet: a test often
+				// picks all its ports before starting the processes.
+				continue
+			}
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
@@ -216,10 +223,18 @@ func FreePortOn(host string) (int, error) {
 		}
 		port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
+		handedOut.ports[port] = true
 		return port, nil
 	}
-	return 0, fmt.Errorf("no free TCP port on %s after 50 attempts", host)
+	return 0, fmt.Errorf("no free TCP port on %s after 100 attempts", host)
 }
+
+// handedOut is every port FreePortOn has returned in this process, never
+// returned again.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // ephemeralLow is the first port of the kernel's ephemeral range, or 32768
 // (Linux's default) when it cannot be read.
