@@ -190,7 +190,7 @@ func PingRedis(addr string) error {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a
 // process the test starts and that must listen on a port known in advance.
 //
-// The port is drawn at random from below the kernel's ephemeral range
+// The port is drawn at random from [10000, start of) the kernel's ephemeral range
 // (net.ipv4.ip_local_port_range), not from port 0: a port the kernel hands out
 // for a listener on :0 comes from the range it also uses for the local end of
 // outgoing connections, so between this function closing it and the child
@@ -201,7 +201,7 @@ func FreePort() (int, error) { return FreePortOn("127.0.0.1") }
 
 // FreePortOn is [FreePort] for a loopback address other than 127.0.0.1.
 func FreePortOn(host string) (int, error) {
-	lo, hi := 20000, ephemeralLow()
+	lo, hi := 10000, ephemeralLow()
 	if hi-lo < 1000 {
 		lo, hi = 0, 0 // an unusual range: fall back to the kernel's choice
 	}
