@@ -190,7 +190,7 @@ func PingRedis(addr string) error {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a
 // process the test starts and that must listen on a port known in advance.
 //
-// The port is drawn at random from [10000, start of) the kernel's ephemeral range
+// The port is drawn at random from 10000 up to the start of the kernel's ephemeral range
 // (net.ipv4.ip_local_port_range), not from port 0: a port the kernel hands out
 // for a listener on :0 comes from the range it also uses for the local end of
 // outgoing connections, so between this function closing it and the child
