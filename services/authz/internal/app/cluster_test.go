@@ -128,11 +128,6 @@ func TestRedisOutage(t *testing.T) {
 	b := start(t, "outage-b", env(as, rd.URL(), nil))
 	// Both replicas must have subscribed before the outage (under load the first
 	// subscription can lag the start), or the resubscribe below proves nothing.
-	subscribed := func(n float64) func() bool {
-		return func() bool {
-			return testutil.ToFloat64(a.Metrics.L1Flushes) >= n && testutil.ToFloat64(b.Metrics.L1Flushes) >= n
-		}
-	}
 	waitSubscribed(t, a, b)
 	cached := mint(as)
 	mustAllow(t, a, cached)
@@ -167,7 +162,7 @@ func TestRedisOutage(t *testing.T) {
 	})
 	// The subscription came back too (each resubscription flushes L1, since
 	// invalidations published meanwhile were lost): an invalidation on a reaches b.
-	eventually(t, 10*time.Second, "both replicas to resubscribe", subscribed(2))
+	waitSubscriptions(t, 2, a, b)
 	tok := mint(as)
 	mustAllow(t, a, tok)
 	mustAllow(t, b, tok)

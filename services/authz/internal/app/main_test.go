@@ -208,9 +208,16 @@ func startWithOptions(t testing.TB, name string, getenv func(string) string, log
 // counts cache hits or introspections, or publishes invalidations, must not race it.
 func waitSubscribed(t testing.TB, insts ...*instance) {
 	t.Helper()
-	eventually(t, 10*time.Second, "every replica to subscribe to invalidations", func() bool {
+	waitSubscriptions(t, 1, insts...)
+}
+
+// waitSubscriptions waits until every instance has (re)subscribed n times in
+// all, as counted by its L1 flushes.
+func waitSubscriptions(t testing.TB, n float64, insts ...*instance) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("every replica to subscribe to invalidations %v time(s)", n), func() bool {
 		for _, inst := range insts {
-			if testutil.ToFloat64(inst.Metrics.L1Flushes) < 1 {
+			if testutil.ToFloat64(inst.Metrics.L1Flushes) < n {
 				return false
 			}
 		}

@@ -36,17 +36,16 @@ var errCorrupt = errors.New("corrupt Struct encoding")
 
 // Field numbers of google.protobuf.Struct, its map entry, Value and ListValue.
 const (
-	structFields   = 1 // Struct.fields: repeated entry
-	entryKey       = 1
-	entryValue     = 2
-	valueNull      = 1
-	valueNumber    = 2
-	valueString    = 3
-	valueBool      = 4
-	valueStruct    = 5
-	valueList      = 6
-	listValues     = 1
-	protoWireBytes = protowire.BytesType
+	structFields = 1 // Struct.fields: repeated entry
+	entryKey     = 1
+	entryValue   = 2
+	valueNull    = 1
+	valueNumber  = 2
+	valueString  = 3
+	valueBool    = 4
+	valueStruct  = 5
+	valueList    = 6
+	listValues   = 1
 )
 
 // appendStruct appends the google.protobuf.Struct encoded in b as a JSON object.
@@ -72,9 +71,9 @@ func appendStruct(dst, b []byte, depth int) ([]byte, error) {
 			}
 			entry = entry[n:]
 			switch {
-			case num == entryKey && typ == protoWireBytes:
+			case num == entryKey && typ == protowire.BytesType:
 				key, n = protowire.ConsumeBytes(entry)
-			case num == entryValue && typ == protoWireBytes:
+			case num == entryValue && typ == protowire.BytesType:
 				value, n = protowire.ConsumeBytes(entry)
 			default:
 				n = protowire.ConsumeFieldValue(num, typ, entry)
@@ -111,7 +110,7 @@ func (f *bytesFields) next() (v []byte, ok bool, err error) {
 			return nil, false, errCorrupt
 		}
 		f.b = f.b[n:]
-		if num != f.num || typ != protoWireBytes {
+		if num != f.num || typ != protowire.BytesType {
 			if n = protowire.ConsumeFieldValue(num, typ, f.b); n < 0 {
 				return nil, false, errCorrupt
 			}
@@ -156,7 +155,7 @@ func appendValue(dst, b []byte, depth int) ([]byte, error) {
 	case kind == valueNumber && kindType == protowire.Fixed64Type:
 		v, _ := protowire.ConsumeFixed64(kindData)
 		return appendFloat(dst, math.Float64frombits(v))
-	case kind == valueString && kindType == protoWireBytes:
+	case kind == valueString && kindType == protowire.BytesType:
 		s, _ := protowire.ConsumeBytes(kindData)
 		return appendString(dst, s), nil
 	case kind == valueBool && kindType == protowire.VarintType:
@@ -165,10 +164,10 @@ func appendValue(dst, b []byte, depth int) ([]byte, error) {
 			return append(dst, "true"...), nil
 		}
 		return append(dst, "false"...), nil
-	case kind == valueStruct && kindType == protoWireBytes:
+	case kind == valueStruct && kindType == protowire.BytesType:
 		s, _ := protowire.ConsumeBytes(kindData)
 		return appendStruct(dst, s, depth+1)
-	case kind == valueList && kindType == protoWireBytes:
+	case kind == valueList && kindType == protowire.BytesType:
 		l, _ := protowire.ConsumeBytes(kindData)
 		return appendList(dst, l, depth+1)
 	}
