@@ -16,9 +16,11 @@ require (
 
 require github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
 
+require golang.org/x/sync v0.25.0 // indirect
+
 require (
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/segmentio/asm v1.1.3 // indirect
 	github.com/segmentio/encoding v0.5.4 // indirect
-	golang.org/x/sys v0.41.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
 )
