@@ -83,6 +83,9 @@ func TestChallenges(t *testing.T) {
 		return wantChallenge{status: 400, params: map[string]string{"resource_metadata": prm, "scope": scope, "error": "invalid_request"}, desc: true, bodyError: "invalid_request"}
 	}
 
+	// A request refused before its body is read (no usable token, a token
+	// in the URL, two Authorization headers) names the scopes every request
+	// needs; one refused after, the operation's.
 	tests := []struct {
 		name  string
 		url   string
@@ -92,7 +95,7 @@ func TestChallenges(t *testing.T) {
 		want  wantChallenge
 	}{
 		{"no token", g.MCP(), "", listBody(), nil, unauthorized(scopeUser)},
-		{"no token, tool needing more scopes", g.MCP(), "", callBody("list_my_orgs"), nil, unauthorized(both)},
+		{"no token, tool needing more scopes", g.MCP(), "", callBody("list_my_orgs"), nil, unauthorized(scopeUser)},
 		{"no token, malformed body", g.MCP(), "", `{"jsonrpc":`, nil, unauthorized(scopeUser)},
 		{"no token, trailing slash", g.MCP() + "/", "", listBody(), nil, unauthorized(scopeUser)},
 		{"basic scheme", g.MCP(), "", listBody(), []string{"Authorization", "Basic YWxpY2U6cHc="}, unauthorized(scopeUser)},

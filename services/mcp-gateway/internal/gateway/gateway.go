@@ -23,11 +23,17 @@
 //     scope only. A value that is not an RFC 6750 b64token gets 401
 //     invalid_token without a call to authz, as does authz's INVALID_ARGUMENT:
 //     either way the client must obtain a new token, and a 400 would make some
-//     clients retry forever.
-//  3. The body is read (1 MiB bound) and the method and tool picked out
-//     (package mcpreq); the scopes needed are SCOPES plus, for tools/call, the
-//     tool's declared scopes.
-//  4. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
+//     clients retry forever. All of this reads headers only: these requests
+//     are answered before their body is read, with Connection: close when one
+//     was announced, so that a body that never comes holds nothing. Their
+//     challenges name SCOPES: the operation is not known yet.
+//  3. At most MCP_MAX_IN_FLIGHT requests go on from here at once; beyond it,
+//     503 with Retry-After, still before the body is read.
+//  4. The body is read (1 MiB bound, memory following the bytes received,
+//     MCP_BODY_TIMEOUT from the headers, else 408 and the connection closed)
+//     and the method and tool picked out (package mcpreq); the scopes needed
+//     are SCOPES plus, for tools/call, the tool's declared scopes.
+//  5. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
 //     when the tool needs the user. Allowed: the request goes on to the go-sdk
 //     with the caller in its TokenInfo. Insufficient scope: 403
 //     insufficient_scope naming every scope the operation needs. Any other
@@ -39,13 +45,15 @@
 //     authz's invalidation stream is up; nothing else changes. A decision in
 //     use is refreshed in the background from half its TTL on, so a token in
 //     steady use rarely waits for authz.
-//  5. With RATE_LIMIT set, the allowed principal's budget is charged (package
+//  6. With RATE_LIMIT set, the allowed principal's budget is charged (package
 //     ratelimit, shared across replicas through Redis); over it: 429 with
 //     Retry-After. Only authorized requests are charged, so nobody can spend
 //     another user's budget without their token.
+
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -57,6 +65,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
@@ -134,6 +143,10 @@ type Gateway struct {
 	mux      *http.ServeMux
 	limiter  *ratelimit.Limiter
 
+	maxInFlight int64
+	inFlight    atomic.Int64
+	bodyTimeout time.Duration
+
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
 }
@@ -169,7 +182,11 @@ func New(opts Options) (*Gateway, error) {
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, tools.All()),
 		limiter:  opts.RateLimiter,
+
+		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
+		bodyTimeout: cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 	}
+	g.metrics.ObserveInFlight(g.inFlight.Load)
 	if cfg.DecisionCacheTTL > 0 {
 		if opts.Invalidations == nil {
 			return nil, errors.New("gateway: Options.Invalidations is nil with a decision cache TTL")
