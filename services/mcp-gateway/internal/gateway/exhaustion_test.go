@@ -144,16 +144,17 @@ func TestNoTokenNoBody(t *testing.T) {
 	const n = 300
 	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"MCP_BODY_TIMEOUT": "1m"})
 	prm := g.URL + "/.well-known/oauth-protected-resource/mcp"
+	all := scopeUser + " " + scopeOrg
 	tests := []struct {
 		name   string
 		auth   string
 		status int
 		params map[string]string
 	}{
-		{"no Authorization", "", 401, map[string]string{"resource_metadata": prm, "scope": scopeUser}},
-		{"Basic scheme", "Authorization: Basic YWxpY2U6cHc=\r\n", 401, map[string]string{"resource_metadata": prm, "scope": scopeUser}},
-		{"malformed token", "Authorization: Bearer a\"b\r\n", 401, map[string]string{"resource_metadata": prm, "scope": scopeUser, "error": "invalid_token"}},
-		{"two Authorization headers", "Authorization: Bearer " + fakeToken + "\r\nAuthorization: Bearer " + fakeToken + "\r\n", 400, map[string]string{"resource_metadata": prm, "scope": scopeUser, "error": "invalid_request"}},
+		{"no Authorization", "", 401, map[string]string{"resource_metadata": prm, "scope": all}},
+		{"Basic scheme", "Authorization: Basic YWxpY2U6cHc=\r\n", 401, map[string]string{"resource_metadata": prm, "scope": all}},
+		{"malformed token", "Authorization: Bearer a\"b\r\n", 401, map[string]string{"resource_metadata": prm, "scope": all, "error": "invalid_token"}},
+		{"two Authorization headers", "Authorization: Bearer " + fakeToken + "\r\nAuthorization: Bearer " + fakeToken + "\r\n", 400, map[string]string{"resource_metadata": prm, "scope": all, "error": "invalid_request"}},
 	}
 	goroutines, before := runtime.NumGoroutine(), liveHeap()
 	conns := make([]net.Conn, n)

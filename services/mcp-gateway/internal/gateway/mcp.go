@@ -78,14 +78,14 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.op = g.ops.Base()
 	switch {
 	case tokenErr != nil:
-		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
+		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
 		return
 	case !hasBearer:
 		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
+		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
 		return
 	case !validToken(token):
-		g.fail(x, g.invalidToken(x, "the access token is malformed"))
+		g.fail(x, g.invalidToken("the access token is malformed"))
 		return
 	}
 
@@ -148,7 +148,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		g.metrics.Decision("error")
 		switch {
 		case status.Code(err) == codes.InvalidArgument:
-			g.fail(x, g.invalidToken(x, "the access token is malformed"))
+			g.fail(x, g.invalidToken("the access token is malformed"))
 		case ctx.Err() != nil:
 			// The client went away; nobody reads the answer.
 			x.w.status = 499
@@ -189,7 +189,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		if desc == "" {
 			desc = defaultDenialDescription(d.GetReason())
 		}
-		g.fail(x, g.invalidToken(x, desc))
+		g.fail(x, g.invalidToken(desc))
 	}
 	return nil, false
 }
@@ -241,8 +241,11 @@ func defaultDenialDescription(r authzv1.DenialReason) string {
 	return "the access token is not active"
 }
 
-func (g *Gateway) invalidToken(x *exchange, desc string) challenge.Response {
-	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes}
+// invalidToken is the 401 for a token that cannot be used. Like the 401 for
+// no token, it asks for every supported scope (package doc, Scopes): the
+// client is about to log in again.
+func (g *Gateway) invalidToken(desc string) challenge.Response {
+	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes}
 }
 
 // readBody reads and parses the request within MCP_BODY_TIMEOUT of now
