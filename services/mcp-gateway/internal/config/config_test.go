@@ -29,7 +29,7 @@ func TestLoadDefaults(t *testing.T) {
 		AuthorizationServer: "http://localhost:9000/oauth/2.1",
 		AuthzTimeout:        2 * time.Second,
 		LogLevel:            slog.LevelInfo,
-		MaxInFlight:         256,
+		MaxInFlight:         512,
 		BodyTimeout:         10 * time.Second,
 		MaxConnections:      4096,
 	}
