@@ -128,8 +128,8 @@ type Config struct {
 	DecisionCacheTTL time.Duration
 
 	// MaxInFlight bounds the MCP requests served at once past the token
-	// check (MCP_MAX_IN_FLIGHT); beyond it a request gets 503 before its
-	// body is read.
+	// check (MCP_MAX_IN_FLIGHT), a stream for as long as it is open; beyond
+	// it a request gets 503 before its body is read.
 	MaxInFlight int
 	// BodyTimeout bounds the time from a request's headers to the end of
 	// its body (MCP_BODY_TIMEOUT); a slower body gets 408.
