@@ -27,7 +27,8 @@ import (
 // TestTypeScriptSDKClient runs the official TypeScript MCP SDK client (pinned in
 // ts/package-lock.json) against the stack: discovery, dynamic registration, PKCE
 // authorization through devauth's real login and consent pages, the token, then
-// tools/list and who_am_i.
+// tools/list, who_am_i and list_my_orgs. A first login asks for every scope the
+// 401 names, so the user can use every tool at once.
 func TestTypeScriptSDKClient(t *testing.T) {
 	t.Parallel()
 	node := nodeModules(t)
@@ -47,10 +48,13 @@ func TestTypeScriptSDKClient(t *testing.T) {
 	var got struct {
 		Events            []string       `json:"events"`
 		Issuer            string         `json:"issuer"`
+		RequestedScope    string         `json:"requested_scope"`
 		RequestedResource string         `json:"requested_resource"`
 		Tools             []string       `json:"tools"`
 		WhoAmI            map[string]any `json:"who_am_i"`
 		IsError           bool           `json:"is_error"`
+		ListMyOrgs        myOrgs         `json:"list_my_orgs"`
+		ListMyOrgsIsError bool           `json:"list_my_orgs_is_error"`
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("decoding the client's output %q: %v", out, err)
@@ -64,9 +68,13 @@ func TestTypeScriptSDKClient(t *testing.T) {
 	if got.RequestedResource != top.resource {
 		t.Errorf("resource the client asked a token for = %q, want %q", got.RequestedResource, top.resource)
 	}
-	if !slices.Contains(got.Tools, "who_am_i") {
-		t.Errorf("tools/list = %v, want who_am_i among them", got.Tools)
+	if got.RequestedScope != "read:user_data read:org_data" {
+		t.Errorf("scope the client asked for = %q, want every scope the 401 names", got.RequestedScope)
 	}
+	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, got.Tools); diff != "" {
+		t.Errorf("tools/list after the first login (-want +got):\n%s", diff)
+	}
+	checkMyOrgs(t, got.ListMyOrgs, got.ListMyOrgsIsError)
 	if got.IsError || got.WhoAmI["subject"] != aliceID {
 		t.Fatalf("who_am_i = %v (isError %v), want subject %s", got.WhoAmI, got.IsError, aliceID)
 	}
@@ -98,7 +106,8 @@ func nodeModules(t *testing.T) string {
 // AuthorizationCodeHandler, through the gateway and devauth's real login and
 // consent pages, filled in the way a browser would (following redirects, keeping
 // cookies, posting the forms with their CSRF fields): 401 -> metadata -> DCR ->
-// PKCE authorization -> token -> tools/list -> who_am_i.
+// PKCE authorization -> token -> tools/list -> who_am_i and list_my_orgs, which
+// a first login allows: the 401 asks for every scope.
 func TestGoSDKClientThroughLoginPage(t *testing.T) {
 	t.Parallel()
 	top := startTopology(t, 1, 1)
@@ -106,7 +115,11 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 
 	b := newBrowser(t)
 	var pages []string
+	var requested string
 	fetcher := func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+		if u, err := url.Parse(args.URL); err == nil {
+			requested = u.Query().Get("scope")
+		}
 		loc, visited, err := b.authorize(ctx, args.URL, redirect, aliceEmail, "alice-password")
 		pages = visited
 		if err != nil {
@@ -137,6 +150,9 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 	if diff := cmp.Diff([]string{"login", "consent"}, pages); diff != "" {
 		t.Errorf("pages the browser filled in (-want +got):\n%s", diff)
 	}
+	if requested != "read:user_data read:org_data" {
+		t.Errorf("scope the client asked for = %q, want every scope the 401 names", requested)
+	}
 
 	list, err := cs.ListTools(t.Context(), nil)
 	if err != nil {
@@ -146,8 +162,9 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 	for _, tool := range list.Tools {
 		names = append(names, tool.Name)
 	}
-	if !slices.Contains(names, "who_am_i") {
-		t.Errorf("tools/list = %v, want who_am_i", names)
+	slices.Sort(names)
+	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
+		t.Errorf("tools/list after the first login (-want +got):\n%s", diff)
 	}
 	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "who_am_i", Arguments: map[string]any{}})
 	if err != nil {
@@ -156,6 +173,32 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 	out, _ := res.StructuredContent.(map[string]any)
 	if res.IsError || out["subject"] != aliceID {
 		t.Fatalf("who_am_i = %v (isError %v), want subject %s", res.StructuredContent, res.IsError, aliceID)
+	}
+	res, err = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_my_orgs", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orgs myOrgs
+	raw, _ := json.Marshal(res.StructuredContent)
+	if err := json.Unmarshal(raw, &orgs); err != nil {
+		t.Fatalf("list_my_orgs = %s: %v", raw, err)
+	}
+	checkMyOrgs(t, orgs, res.IsError)
+}
+
+// myOrgs is the part of list_my_orgs' result the tests read.
+type myOrgs struct {
+	Orgs []struct {
+		OrgName string `json:"org_name"`
+		Role    string `json:"role"`
+	} `json:"orgs"`
+}
+
+// checkMyOrgs checks a list_my_orgs result for alice: Acme, as Admin.
+func checkMyOrgs(t *testing.T, got myOrgs, isError bool) {
+	t.Helper()
+	if isError || len(got.Orgs) != 1 || got.Orgs[0].OrgName != "Acme" || got.Orgs[0].Role != "Admin" {
+		t.Errorf("list_my_orgs = %+v (isError %v), want alice's org Acme as Admin", got, isError)
 	}
 }
 

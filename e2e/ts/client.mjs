@@ -2,7 +2,7 @@
 // gateway at argv[2] with no credentials, lets the SDK run the whole OAuth flow
 // (401 -> protected resource metadata -> authorization server metadata -> dynamic
 // client registration -> PKCE authorization -> token), then lists tools and calls
-// who_am_i. The authorization step is headless: it plays the browser, following
+// who_am_i and list_my_orgs. The authorization step is headless: it plays the browser, following
 // redirects with a cookie jar and filling devauth's login form (E2E_EMAIL,
 // E2E_PASSWORD; alice by default) and consent form, or just following the redirect
 // when devauth auto-approves.
@@ -131,6 +131,7 @@ async function main() {
   }
   const tools = await client.listTools();
   const whoAmI = await client.callTool({ name: 'who_am_i', arguments: {} });
+  const myOrgs = await client.callTool({ name: 'list_my_orgs', arguments: {} });
   console.log(JSON.stringify({
     events: provider.events,
     issuer: provider.issuer,
@@ -139,6 +140,8 @@ async function main() {
     tools: tools.tools.map((t) => t.name).sort(),
     who_am_i: whoAmI.structuredContent ?? null,
     is_error: whoAmI.isError ?? false,
+    list_my_orgs: myOrgs.structuredContent ?? null,
+    list_my_orgs_is_error: myOrgs.isError ?? false,
   }));
   await client.close();
 }

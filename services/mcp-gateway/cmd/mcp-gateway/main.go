@@ -108,6 +108,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	if err != nil {
 		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
 	}
+	ln = gateway.LimitConnections(ln, cfg.MaxConnections)
 	logger.Info("serving MCP", "addr", ln.Addr().String(), "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
 		"authz_tls", cfg.AuthzTLS != nil, "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
 	if err := gateway.Serve(ctx, ln, gw, logger, drainTimeout); err != nil {

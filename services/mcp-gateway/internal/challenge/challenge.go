@@ -15,6 +15,8 @@
 //   - Token sent in the query string or in several Authorization headers: 400
 //     with error="invalid_request" (RFC 6750 §2 and §3.1).
 //
+// The gateway decides which scopes a challenge names (package gateway, Scopes).
+//
 // Every value is quoted, and error_description is reduced to the characters RFC
 // 6750 §3 allows, so no client-supplied byte can break the header's syntax.
 package challenge
@@ -190,6 +192,8 @@ func defaultCode(status int) string {
 		return "temporarily_unavailable"
 	case http.StatusRequestEntityTooLarge:
 		return "request_too_large"
+	case http.StatusRequestTimeout:
+		return "request_timeout"
 	case http.StatusUnsupportedMediaType:
 		return "unsupported_media_type"
 	case http.StatusMethodNotAllowed:

@@ -58,6 +58,12 @@ func TestResponseWrite(t *testing.T) {
 			wantBody:   Body{Error: "temporarily_unavailable", ErrorDescription: "authorization service unavailable"},
 			wantRetry:  "2",
 		},
+		{
+			name:       "body too slow",
+			r:          Response{Status: 408, Description: "the request body did not arrive in time"},
+			wantStatus: 408,
+			wantBody:   Body{Error: "request_timeout", ErrorDescription: "the request body did not arrive in time"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,6 +43,9 @@ const (
 	EnvRateLimit           = "RATE_LIMIT"
 	EnvRateLimitBurst      = "RATE_LIMIT_BURST"
 	EnvDecisionCacheTTL    = "DECISION_CACHE_TTL"
+	EnvMaxInFlight         = "MCP_MAX_IN_FLIGHT"
+	EnvBodyTimeout         = "MCP_BODY_TIMEOUT"
+	EnvMaxConnections      = "MCP_MAX_CONNECTIONS"
 )
 
 // EnvGOGC is the Go runtime's garbage-collection target, read by the runtime
@@ -65,6 +68,7 @@ func EnvNames() []string {
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 		EnvAuthzTLSCA, EnvAuthzTLSCert, EnvAuthzTLSKey, EnvAuthzTLSServerName,
 		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst, EnvDecisionCacheTTL, EnvGOGC,
+		EnvMaxInFlight, EnvBodyTimeout, EnvMaxConnections,
 	}
 	slices.Sort(names)
 	return names
@@ -122,6 +126,18 @@ type Config struct {
 	// on every request. Package decisioncache explains what keeps revocation
 	// immediate.
 	DecisionCacheTTL time.Duration
+
+	// MaxInFlight bounds the MCP requests served at once past the token
+	// check (MCP_MAX_IN_FLIGHT), a stream for as long as it is open; beyond
+	// it a request gets 503 before its body is read.
+	MaxInFlight int
+	// BodyTimeout bounds the time from a request's headers to the end of
+	// its body (MCP_BODY_TIMEOUT); a slower body gets 408.
+	BodyTimeout time.Duration
+	// MaxConnections bounds the connections open at once
+	// (MCP_MAX_CONNECTIONS); beyond it new connections wait in the kernel's
+	// accept queue. Zero leaves them unbounded.
+	MaxConnections int
 }
 
 // Defaults for unset variables.
@@ -135,6 +151,30 @@ const (
 	// absorb bursts of requests, and a revocation the authorization server
 	// makes without telling authz can take up to this much longer to apply.
 	MaxDecisionCacheTTL = time.Minute
+	// DefaultMaxInFlight is MCP_MAX_IN_FLIGHT's default. On the reference
+	// machine (2 cores) the gateway saturates near 5,000 requests/s with 32
+	// clients, and at 128 every further request only waits longer
+	// (BENCHMARKS.md); but a burst of 500 requests at once (the load tool's
+	// stampede: one new token's first uses) drains in about a tenth of a
+	// second and should not be refused. 512 lets that through and still
+	// bounds what requests with a token that merely looks valid can make the
+	// gateway hold in body buffers: 512 × 1 MiB at most, and only for bytes
+	// actually sent within MCP_BODY_TIMEOUT.
+	DefaultMaxInFlight = 512
+	// DefaultBodyTimeout is MCP_BODY_TIMEOUT's default: an MCP client sends
+	// its body (under a megabyte, usually under a kilobyte) right after its
+	// headers, so ten seconds leaves ample room for a slow link while
+	// freeing what a stalled or trickling client holds six times sooner than
+	// the server's former 60 s read timeout.
+	DefaultBodyTimeout = 10 * time.Second
+	// DefaultMaxConnections is MCP_MAX_CONNECTIONS's default. Once requests
+	// without a token cost no body, what an attacker without one can still
+	// make the gateway hold is connections: about 14 KiB each while idle
+	// (kept alive for up to two minutes), about 60 KiB while trickling the
+	// largest headers allowed (for up to five seconds). 4,096 of those is at
+	// most about 240 MiB; it is also Linux's default accept queue
+	// (net.core.somaxconn), where further connections wait.
+	DefaultMaxConnections = 4096
 )
 
 // Error is a configuration error for one variable. Its message starts with the
@@ -258,6 +298,30 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.DecisionCacheTTL = d
 	}
+	c.MaxInFlight = DefaultMaxInFlight
+	if v := get(EnvMaxInFlight, ""); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > 1_000_000 {
+			return c, errorf(EnvMaxInFlight, "must be a whole number of requests from 1 to 1000000, got %q", v)
+		}
+		c.MaxInFlight = n
+	}
+	c.BodyTimeout = DefaultBodyTimeout
+	if v := get(EnvBodyTimeout, ""); v != "" {
+		d, perr := time.ParseDuration(v)
+		if perr != nil || d < time.Millisecond || d > 5*time.Minute {
+			return c, errorf(EnvBodyTimeout, "must be a duration from 1ms to 5m such as 10s, got %q", v)
+		}
+		c.BodyTimeout = d
+	}
+	c.MaxConnections = DefaultMaxConnections
+	if v := get(EnvMaxConnections, ""); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 0 || n > 10_000_000 {
+			return c, errorf(EnvMaxConnections, "must be a whole number of connections, 0 for no bound, got %q", v)
+		}
+		c.MaxConnections = n
+	}
 	return c, nil
 }
 
@@ -348,6 +412,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String(EnvRedisURL, MaskURL(c.RedisURL)),
 		slog.String(EnvRateLimit, c.RateLimit.String()),
 		slog.Duration(EnvDecisionCacheTTL, c.DecisionCacheTTL),
+		slog.Int(EnvMaxInFlight, c.MaxInFlight),
+		slog.Duration(EnvBodyTimeout, c.BodyTimeout),
+		slog.Int(EnvMaxConnections, c.MaxConnections),
 	)
 }
 

@@ -29,6 +29,9 @@ func TestLoadDefaults(t *testing.T) {
 		AuthorizationServer: "http://localhost:9000/oauth/2.1",
 		AuthzTimeout:        2 * time.Second,
 		LogLevel:            slog.LevelInfo,
+		MaxInFlight:         512,
+		BodyTimeout:         10 * time.Second,
+		MaxConnections:      4096,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -54,6 +57,9 @@ func TestLoadAll(t *testing.T) {
 		EnvAllowedOrigins:      "http://localhost:6274, https://app.example.com:8443",
 		EnvToolsListAll:        "true",
 		EnvLogLevel:            "debug",
+		EnvMaxInFlight:         "64",
+		EnvBodyTimeout:         "2s",
+		EnvMaxConnections:      "5000",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +74,9 @@ func TestLoadAll(t *testing.T) {
 		AllowedOrigins:      []string{"http://localhost:6274", "https://app.example.com:8443"},
 		ToolsListAll:        true,
 		LogLevel:            slog.LevelDebug,
+		MaxInFlight:         64,
+		BodyTimeout:         2 * time.Second,
+		MaxConnections:      5000,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -99,6 +108,14 @@ func TestLoadErrors(t *testing.T) {
 		{"origin wildcard", map[string]string{EnvAllowedOrigins: "*"}, EnvAllowedOrigins},
 		{"list all", map[string]string{EnvToolsListAll: "yes please"}, EnvToolsListAll},
 		{"log level", map[string]string{EnvLogLevel: "loud"}, EnvLogLevel},
+		{"in flight zero", map[string]string{EnvMaxInFlight: "0"}, EnvMaxInFlight},
+		{"in flight garbage", map[string]string{EnvMaxInFlight: "many"}, EnvMaxInFlight},
+		{"body timeout garbage", map[string]string{EnvBodyTimeout: "10"}, EnvBodyTimeout},
+		{"body timeout zero", map[string]string{EnvBodyTimeout: "0s"}, EnvBodyTimeout},
+		{"body timeout huge", map[string]string{EnvBodyTimeout: "1h"}, EnvBodyTimeout},
+		{"connections negative", map[string]string{EnvMaxConnections: "-1"}, EnvMaxConnections},
+		{"connections fraction", map[string]string{EnvMaxConnections: "1.5"}, EnvMaxConnections},
+		{"connections garbage", map[string]string{EnvMaxConnections: "lots"}, EnvMaxConnections},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,6 +148,7 @@ func TestEnvNamesSorted(t *testing.T) {
 	for _, want := range []string{
 		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
+		EnvMaxInFlight, EnvBodyTimeout, EnvMaxConnections,
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("EnvNames() = %v lacks %s", names, want)

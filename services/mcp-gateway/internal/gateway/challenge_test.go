@@ -83,6 +83,8 @@ func TestChallenges(t *testing.T) {
 		return wantChallenge{status: 400, params: map[string]string{"resource_metadata": prm, "scope": scope, "error": "invalid_request"}, desc: true, bodyError: "invalid_request"}
 	}
 
+	// Every 401 and 400 asks for every supported scope, whatever the
+	// request (package doc, Scopes); a 403 names exactly the operation's.
 	tests := []struct {
 		name  string
 		url   string
@@ -91,24 +93,24 @@ func TestChallenges(t *testing.T) {
 		hdr   []string
 		want  wantChallenge
 	}{
-		{"no token", g.MCP(), "", listBody(), nil, unauthorized(scopeUser)},
+		{"no token", g.MCP(), "", listBody(), nil, unauthorized(both)},
 		{"no token, tool needing more scopes", g.MCP(), "", callBody("list_my_orgs"), nil, unauthorized(both)},
-		{"no token, malformed body", g.MCP(), "", `{"jsonrpc":`, nil, unauthorized(scopeUser)},
-		{"no token, trailing slash", g.MCP() + "/", "", listBody(), nil, unauthorized(scopeUser)},
-		{"basic scheme", g.MCP(), "", listBody(), []string{"Authorization", "Basic YWxpY2U6cHc="}, unauthorized(scopeUser)},
-		{"bearer without token", g.MCP(), "", listBody(), []string{"Authorization", "Bearer"}, invalidToken(scopeUser)},
-		{"bearer with two words", g.MCP(), "", listBody(), []string{"Authorization", "Bearer abc def"}, invalidToken(scopeUser)},
-		{"bearer with bad characters", g.MCP(), "", listBody(), []string{"Authorization", "Bearer abc\"def"}, invalidToken(scopeUser)},
-		{"unknown token", g.MCP(), "not-a-real-token-" + strings.Repeat("x", 20), listBody(), nil, invalidToken(scopeUser)},
-		{"lowercase scheme, unknown token", g.MCP(), "", listBody(), []string{"Authorization", "bearer unknownunknown"}, invalidToken(scopeUser)},
-		{"expired token", g.MCP(), expired, listBody(), nil, invalidToken(scopeUser)},
-		{"token for another resource", g.MCP(), otherResource, listBody(), nil, invalidToken(scopeUser)},
+		{"no token, malformed body", g.MCP(), "", `{"jsonrpc":`, nil, unauthorized(both)},
+		{"no token, trailing slash", g.MCP() + "/", "", listBody(), nil, unauthorized(both)},
+		{"basic scheme", g.MCP(), "", listBody(), []string{"Authorization", "Basic YWxpY2U6cHc="}, unauthorized(both)},
+		{"bearer without token", g.MCP(), "", listBody(), []string{"Authorization", "Bearer"}, invalidToken(both)},
+		{"bearer with two words", g.MCP(), "", listBody(), []string{"Authorization", "Bearer abc def"}, invalidToken(both)},
+		{"bearer with bad characters", g.MCP(), "", listBody(), []string{"Authorization", "Bearer abc\"def"}, invalidToken(both)},
+		{"unknown token", g.MCP(), "not-a-real-token-" + strings.Repeat("x", 20), listBody(), nil, invalidToken(both)},
+		{"lowercase scheme, unknown token", g.MCP(), "", listBody(), []string{"Authorization", "bearer unknownunknown"}, invalidToken(both)},
+		{"expired token", g.MCP(), expired, listBody(), nil, invalidToken(both)},
+		{"token for another resource", g.MCP(), otherResource, listBody(), nil, invalidToken(both)},
 		{"token for another resource, tool", g.MCP(), otherResource, callBody("list_my_orgs"), nil, invalidToken(both)},
 		{"token lacking SCOPES", g.MCP(), orgOnlyToken, listBody(), nil, insufficient(scopeUser)},
 		{"token lacking the tool's scope", g.MCP(), userToken, callBody("list_my_orgs"), nil, insufficient(both)},
-		{"token in query", g.MCP() + "?access_token=" + userToken, "", listBody(), nil, invalidRequest(scopeUser)},
-		{"token in query and header", g.MCP() + "?access_token=" + userToken, userToken, listBody(), nil, invalidRequest(scopeUser)},
-		{"two authorization headers", g.MCP(), userToken, listBody(), []string{"Authorization", "Bearer " + userToken}, invalidRequest(scopeUser)},
+		{"token in query", g.MCP() + "?access_token=" + userToken, "", listBody(), nil, invalidRequest(both)},
+		{"token in query and header", g.MCP() + "?access_token=" + userToken, userToken, listBody(), nil, invalidRequest(both)},
+		{"two authorization headers", g.MCP(), userToken, listBody(), []string{"Authorization", "Bearer " + userToken}, invalidRequest(both)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,7 +46,9 @@ func TestOAuthFlow(t *testing.T) {
 			if missing := subsequence(c.Recorder.Steps(), wantSteps); missing != "" {
 				t.Errorf("OAuth flow lacks %q in order\ngot: %q", missing, c.Recorder.Steps())
 			}
-			if diff := cmp.Diff([]string{scopeUser}, c.Requested); diff != "" {
+			// The 401 names every supported scope, so a first login asks
+			// for them all and every tool is usable at once.
+			if diff := cmp.Diff([]string{scopeUser, scopeOrg}, c.Requested); diff != "" {
 				t.Errorf("requested scopes (from the 401 challenge) (-want +got):\n%s", diff)
 			}
 
@@ -61,8 +63,9 @@ func TestOAuthFlow(t *testing.T) {
 					t.Error("who_am_i has no output schema")
 				}
 			}
-			if diff := cmp.Diff([]string{"who_am_i"}, names); diff != "" {
-				t.Errorf("tools/list for a read:user_data token (-want +got):\n%s", diff)
+			slices.Sort(names)
+			if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
+				t.Errorf("tools/list after the first login (-want +got):\n%s", diff)
 			}
 
 			res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "who_am_i"})
@@ -77,9 +80,19 @@ func TestOAuthFlow(t *testing.T) {
 			if err := json.Unmarshal(b, &who); err != nil {
 				t.Fatal(err)
 			}
-			checkAlice(t, who, []string{scopeUser})
+			checkAlice(t, who, []string{scopeUser, scopeOrg})
 			if who.ClientID == "" || who.ClientID == "devauth-test-client" {
 				t.Errorf("client_id %q, want the dynamically registered client", who.ClientID)
+			}
+
+			res, err = cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "list_my_orgs"})
+			if err != nil {
+				t.Fatalf("list_my_orgs: %v\nsteps: %q", err, c.Recorder.Steps())
+			}
+			var orgs tools.MyOrgs
+			b, _ = json.Marshal(res.StructuredContent)
+			if err := json.Unmarshal(b, &orgs); err != nil || res.IsError || len(orgs.Orgs) != 1 || orgs.Orgs[0].OrgID != stacktest.AcmeOrgID {
+				t.Errorf("list_my_orgs = %s (isError %v, %v), want alice's org", b, res.IsError, err)
 			}
 		})
 	}
@@ -131,12 +144,13 @@ func subsequence(got, want []string) string {
 	return ""
 }
 
-// TestStepUp: a client authorized for read:user_data calls list_my_orgs, gets
-// 403 insufficient_scope naming both scopes, re-authorizes with their union
-// and the call succeeds; tools/list then shows both tools.
+// TestStepUp: a client whose first login got read:user_data only (the user
+// granted less than the 401 asked for) calls list_my_orgs, gets 403
+// insufficient_scope naming both scopes, re-authorizes with their union and
+// the call succeeds; tools/list then shows both tools.
 func TestStepUp(t *testing.T) {
 	t.Parallel()
-	c := stacktest.NewOAuthClient(t)
+	c := stacktest.NewOAuthClient(t, scopeUser)
 	cs, err := c.Connect(t.Context(), stack.Gateway.MCP(), "")
 	if err != nil {
 		t.Fatal(err)

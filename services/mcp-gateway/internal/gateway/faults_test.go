@@ -36,7 +36,7 @@ func TestAuthzDown(t *testing.T) {
 	}
 	// A request without a token still gets its 401: no authz needed for that.
 	checkChallenge(t, post(t, g.MCP(), "", listBody()), wantChallenge{status: 401, params: map[string]string{
-		"resource_metadata": g.URL + "/.well-known/oauth-protected-resource/mcp", "scope": scopeUser}, bodyError: "unauthorized"})
+		"resource_metadata": g.URL + "/.well-known/oauth-protected-resource/mcp", "scope": scopeUser + " " + scopeOrg}, bodyError: "unauthorized"})
 	if res, b := get(t, g.URL+"/readyz"); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with authz down: %d %s", res.StatusCode, b)
 	}

@@ -23,11 +23,17 @@
 //     scope only. A value that is not an RFC 6750 b64token gets 401
 //     invalid_token without a call to authz, as does authz's INVALID_ARGUMENT:
 //     either way the client must obtain a new token, and a 400 would make some
-//     clients retry forever.
-//  3. The body is read (1 MiB bound) and the method and tool picked out
-//     (package mcpreq); the scopes needed are SCOPES plus, for tools/call, the
-//     tool's declared scopes.
-//  4. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
+//     clients retry forever. All of this reads headers only: these requests
+//     are answered before their body is read, with Connection: close when one
+//     was announced, so that a body that never comes holds nothing. Their
+//     challenges name every scope the server supports (see Scopes below).
+//  3. At most MCP_MAX_IN_FLIGHT requests go on from here at once; beyond it,
+//     503 with Retry-After, still before the body is read.
+//  4. The body is read (1 MiB bound, memory following the bytes received,
+//     MCP_BODY_TIMEOUT from the headers, else 408 and the connection closed)
+//     and the method and tool picked out (package mcpreq); the scopes needed
+//     are SCOPES plus, for tools/call, the tool's declared scopes.
+//  5. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
 //     when the tool needs the user. Allowed: the request goes on to the go-sdk
 //     with the caller in its TokenInfo. Insufficient scope: 403
 //     insufficient_scope naming every scope the operation needs. Any other
@@ -39,13 +45,33 @@
 //     authz's invalidation stream is up; nothing else changes. A decision in
 //     use is refreshed in the background from half its TTL on, so a token in
 //     steady use rarely waits for authz.
-//  5. With RATE_LIMIT set, the allowed principal's budget is charged (package
+//  6. With RATE_LIMIT set, the allowed principal's budget is charged (package
 //     ratelimit, shared across replicas through Redis); over it: 429 with
 //     Retry-After. Only authorized requests are charged, so nobody can spend
 //     another user's budget without their token.
+//
+// # Scopes
+//
+// A 401 (no token, or a token that is invalid, expired or for another
+// resource) and the 400 of step 2 ask in their scope parameter for every scope
+// the server supports: SCOPES and each tool's scopes, the metadata's
+// scopes_supported. MCP clients request exactly what the first 401 names
+// (MCP authorization, "Scope Selection Strategy", 2025-11-25 and 2026-07-28:
+// the challenge's scope first, scopes_supported only without one; so do the
+// go-sdk's AuthorizationCodeHandler and the TypeScript SDK's auth()), so a
+// first login asks for every scope and the consent page shows them all; the
+// user or the authorization server may grant fewer. Naming only SCOPES there
+// left tools needing more invisible: tools/list hides what the token cannot
+// call, so no client ever called them and met the 403 that starts step-up.
+// The spec allows a challenge's scopes to be a superset of what the request
+// needs. A 403 insufficient_scope still names exactly the operation's scopes,
+// SCOPES included, so that a client re-authorizing with them alone (the
+// TypeScript SDK; the go-sdk adds what it holds) keeps what every request
+// needs (step-up).
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -57,6 +83,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
@@ -134,6 +161,12 @@ type Gateway struct {
 	mux      *http.ServeMux
 	limiter  *ratelimit.Limiter
 
+	// supportedScopes is scopes_supported: what 401 challenges ask for.
+	supportedScopes []string
+	maxInFlight     int64
+	inFlight        atomic.Int64
+	bodyTimeout     time.Duration
+
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
 }
@@ -169,7 +202,12 @@ func New(opts Options) (*Gateway, error) {
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, tools.All()),
 		limiter:  opts.RateLimiter,
+
+		supportedScopes: operation.Union(cfg.Scopes, tools.Scopes()),
+		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
+		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 	}
+	g.metrics.ObserveInFlight(g.inFlight.Load)
 	if cfg.DecisionCacheTTL > 0 {
 		if opts.Invalidations == nil {
 			return nil, errors.New("gateway: Options.Invalidations is nil with a decision cache TTL")
@@ -184,7 +222,7 @@ func New(opts Options) (*Gateway, error) {
 	prm, err := json.Marshal(&oauthex.ProtectedResourceMetadata{
 		Resource:               g.resource,
 		AuthorizationServers:   []string{cfg.AuthorizationServer},
-		ScopesSupported:        operation.Union(cfg.Scopes, tools.Scopes()),
+		ScopesSupported:        g.supportedScopes,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "mcpauthz MCP gateway",
 	})
@@ -195,8 +233,10 @@ func New(opts Options) (*Gateway, error) {
 	g.asmeta = asmeta.New(asmeta.Options{Issuer: cfg.AuthorizationServer, MetadataURL: cfg.ASMetadataURL, Client: opts.HTTPClient, Logger: opts.Logger})
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "mcpauthz-gateway", Title: "mcpauthz MCP gateway", Version: "1.0.0"}, &mcp.ServerOptions{
-		Logger:       newSDKLogger(opts.Logger),
-		Instructions: "Tools describing the signed-in user: who_am_i (read:user_data) and list_my_orgs (read:org_data).",
+		Logger: newSDKLogger(opts.Logger),
+		// The same for every caller, so it names no tool: tools/list shows
+		// each caller the tools its token's scopes allow.
+		Instructions: "Tools about the signed-in user: identity, profile and organizations. tools/list shows the tools your access token's scopes allow; a call needing more scopes is refused with 403 insufficient_scope, and signing in again to grant them makes more tools appear.",
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
 	tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})

@@ -48,6 +48,9 @@ type exchange struct {
 	parsed bool
 	token  string
 	op     operation.Operation
+	// bodyRead: the body was read to its end. Until then an answer closes
+	// the connection (see fail).
+	bodyRead bool
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -68,33 +71,44 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Up to the in-flight bound only headers are read: a request without a
+	// usable token costs neither a body buffer, nor an authz call, nor a slot.
 	token, hasBearer, tokenErr := bearerToken(r)
 	x.token = token
 	x.op = g.ops.Base()
-	info, parseErr := mcpreq.Read(r, g.maxBody)
-	if parseErr == nil {
-		x.info, x.parsed = info, true
-		x.op = g.ops.For(info)
-	}
 	switch {
 	case tokenErr != nil:
-		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
+		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
 		return
 	case !hasBearer:
 		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
+		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
 		return
 	case !validToken(token):
-		g.fail(x, g.invalidToken(x, "the access token is malformed"))
+		g.fail(x, g.invalidToken("the access token is malformed"))
 		return
-	case parseErr != nil:
+	}
+
+	if n := g.inFlight.Add(1); n > g.maxInFlight {
+		g.inFlight.Add(-1)
+		g.metrics.InFlightRejected()
+		g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the server has too many requests in flight; retry after Retry-After seconds (your token was not rejected)", RetryAfter: RetryAfter})
+		return
+	}
+	defer g.inFlight.Add(-1)
+
+	info, err := g.readBody(w, r)
+	if err != nil {
 		var perr *mcpreq.Error
-		if !errors.As(parseErr, &perr) {
-			perr = &mcpreq.Error{Status: http.StatusBadRequest, Msg: parseErr.Error()}
+		if !errors.As(err, &perr) {
+			perr = &mcpreq.Error{Status: http.StatusBadRequest, Msg: err.Error()}
 		}
 		g.fail(x, challenge.Response{Status: perr.Status, Description: perr.Msg})
 		return
 	}
+	x.bodyRead = true
+	x.info, x.parsed = info, true
+	x.op = g.ops.For(info)
 
 	c, ok := g.authorize(x)
 	if !ok || !g.withinRateLimit(x, c) {
@@ -134,7 +148,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		g.metrics.Decision("error")
 		switch {
 		case status.Code(err) == codes.InvalidArgument:
-			g.fail(x, g.invalidToken(x, "the access token is malformed"))
+			g.fail(x, g.invalidToken("the access token is malformed"))
 		case ctx.Err() != nil:
 			// The client went away; nobody reads the answer.
 			x.w.status = 499
@@ -175,7 +189,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		if desc == "" {
 			desc = defaultDenialDescription(d.GetReason())
 		}
-		g.fail(x, g.invalidToken(x, desc))
+		g.fail(x, g.invalidToken(desc))
 	}
 	return nil, false
 }
@@ -227,8 +241,32 @@ func defaultDenialDescription(r authzv1.DenialReason) string {
 	return "the access token is not active"
 }
 
-func (g *Gateway) invalidToken(x *exchange, desc string) challenge.Response {
-	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes}
+// invalidToken is the 401 for a token that cannot be used. Like the 401 for
+// no token, it asks for every supported scope (package doc, Scopes): the
+// client is about to log in again.
+func (g *Gateway) invalidToken(desc string) challenge.Response {
+	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes}
+}
+
+// readBody reads and parses the request within MCP_BODY_TIMEOUT of now
+// (just after the headers), through the connection's read deadline, so that
+// a client trickling its body gets 408 (mcpreq.ReadBody). It returns what
+// [mcpreq.Read] returns.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (mcpreq.Info, error) {
+	rc := http.NewResponseController(w)
+	// Only a ResponseWriter that cannot set deadlines (not net/http's)
+	// refuses; the body is then bounded by the server's ReadTimeout alone.
+	_ = rc.SetReadDeadline(time.Now().Add(g.bodyTimeout))
+	info, err := mcpreq.Read(r, g.maxBody)
+	if err != nil {
+		// The deadline stays: the connection is closed after the answer.
+		return info, err
+	}
+	// No deadline once the body is in: the server's background read for
+	// the next request would otherwise fail when it passes and cancel this
+	// request's context, cutting off a slow tool call or a stream.
+	_ = rc.SetReadDeadline(time.Time{})
+	return info, nil
 }
 
 // checkFunc lets handlers ask whether the same token holds more scopes without
@@ -243,7 +281,14 @@ func (g *Gateway) checkFunc(token string) caller.CheckFunc {
 	}
 }
 
+// fail writes an error answer. Before the body has been read to its end, it
+// also closes the connection: otherwise net/http would read what remains of
+// the body (up to 256 KiB) before answering, waiting on a client that
+// announced a body and never sends it.
 func (g *Gateway) fail(x *exchange, resp challenge.Response) {
+	if !x.bodyRead && x.r.ContentLength != 0 {
+		x.w.Header().Set("Connection", "close")
+	}
 	resp.Write(x.w)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -100,7 +101,8 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		`mcp_gateway_requests_total{method="tools/call",status="200",tool="who_am_i"}`,
-		`mcp_gateway_requests_total{method="tools/list",status="401",tool=""}`,
+		// Refused before its body is read, so its method is not known.
+		`mcp_gateway_requests_total{method="unknown",status="401",tool=""}`,
 		`mcp_gateway_authz_call_duration_seconds_bucket{code="OK",rpc="Authorize"`,
 		`mcp_gateway_authz_decisions_total{decision="allowed"}`,
 		`mcp_gateway_request_duration_seconds_count{method="tools/call"}`,
@@ -169,6 +171,28 @@ func TestToolsListFiltering(t *testing.T) {
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.wanted, listToolNames(t, tt.url, tt.token)); diff != "" {
 			t.Errorf("%s: tools/list (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+// TestInstructionsNameNoHiddenTool: the server's instructions, the same for
+// every caller, name no tool that tools/list hides from some caller; they
+// once named list_my_orgs, which a read:user_data token does not see.
+func TestInstructionsNameNoHiddenTool(t *testing.T) {
+	t.Parallel()
+	token := mint(t, []string{scopeUser})
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`
+	r := readRPC(t, post(t, stack.Gateway.MCP(), token, init))
+	var res struct {
+		Instructions string `json:"instructions"`
+	}
+	if err := json.Unmarshal(r.Result, &res); err != nil || res.Instructions == "" {
+		t.Fatalf("initialize: %s (%v), want instructions", r.Result, err)
+	}
+	visible := listToolNames(t, stack.Gateway.MCP(), token)
+	for _, tool := range tools.All() {
+		if !slices.Contains(visible, tool.Name) && strings.Contains(res.Instructions, tool.Name) {
+			t.Errorf("instructions %q name %s, which tools/list hides from this caller", res.Instructions, tool.Name)
 		}
 	}
 }

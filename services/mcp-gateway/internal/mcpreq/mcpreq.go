@@ -39,6 +39,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -76,7 +78,7 @@ func (i Info) Tool() string {
 }
 
 // Error is a request the gateway refuses before authorization. Status is 400,
-// 413 or 415.
+// 408, 413 or 415.
 type Error struct {
 	Status int
 	Msg    string
@@ -90,9 +92,9 @@ func badRequest(format string, args ...any) error {
 
 // Read reads r's body (at most maxBody bytes), parses it with [Parse] and
 // replaces r.Body with a reader over the same bytes for the handler that runs
-// next. It returns an *[Error] for a body that is too large (413), for a
-// Content-Type other than application/json (415) or for anything [Parse]
-// refuses (400).
+// next. It returns an *[Error] for a Content-Type other than application/json
+// (415), for anything [ReadBody] refuses (408, 413, 400) or for anything
+// [Parse] refuses (400).
 func Read(r *http.Request, maxBody int64) (Info, error) {
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		return Info{}, &Error{Status: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
@@ -104,9 +106,20 @@ func Read(r *http.Request, maxBody int64) (Info, error) {
 	return Parse(body, r.Header)
 }
 
+// initialBodyBuffer bounds the buffer a body with a declared length is first
+// read into. It then grows (doubling, up to the size bound) only as bytes
+// arrive, so the memory a request holds follows the bytes actually received,
+// not the Content-Length it declares: a client that declares a megabyte and
+// sends one byte costs at most this much. 4 KiB holds every request the MCP
+// clients send, but calls with large arguments, in one allocation.
+const initialBodyBuffer = 4 << 10
+
 // ReadBody reads r's body (at most maxBody bytes) and replaces r.Body with a
 // reader over the same bytes. It returns an *[Error] with status 413 when the
-// body is larger, or 400 when it cannot be read.
+// body is larger, 408 when reading it ran into the connection's read deadline
+// (the client sent it too slowly), or 400 when it cannot be read otherwise.
+// On error the body is left as it is, possibly unread: the caller should close
+// the connection after answering.
 func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 	tooLarge := &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", maxBody)}
 	if r.ContentLength > maxBody {
@@ -116,22 +129,52 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 		r.Body = http.NoBody
 		return nil, nil
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+	// One byte more than a declared length, so that the read which sees EOF
+	// needs no larger buffer; without one (chunked), as io.ReadAll starts.
+	size := int64(512)
+	if r.ContentLength >= 0 {
+		size = min(r.ContentLength+1, initialBodyBuffer)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1))
-	_ = r.Body.Close()
-	if err != nil {
-		return nil, &Error{Status: http.StatusBadRequest, Msg: "reading request body: " + err.Error()}
+	// Grow by doubling, so that a buffer is never more than twice what
+	// arrived, but never past the declared length (plus the byte for EOF) nor
+	// past maxBody+1: one byte beyond the bound is all it takes to know the
+	// body is too large.
+	limit := maxBody + 1
+	if r.ContentLength >= 0 {
+		limit = r.ContentLength + 1
 	}
-	if n > maxBody {
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > maxBody {
+				return nil, tooLarge
+			}
+			if int64(len(buf)) >= limit {
+				// More than the declared length: net/http ends the body
+				// there, so only another reader gets here.
+				limit = maxBody + 1
+			}
+			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit-int64(len(buf)))))
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, &Error{Status: http.StatusRequestTimeout, Msg: "the request body did not arrive in time; send it at once, right after the headers"}
+			}
+			return nil, &Error{Status: http.StatusBadRequest, Msg: "reading request body: " + err.Error()}
+		}
+	}
+	if int64(len(buf)) > maxBody {
 		return nil, tooLarge
 	}
-	body := buf.Bytes()
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	return body, nil
+	_ = r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	r.ContentLength = int64(len(buf))
+	return buf, nil
 }
 
 func isJSON(contentType string) bool {

@@ -13,6 +13,10 @@
 //     decided ("redis", or "local" when REDIS_URL is unset or Redis failed).
 //   - mcp_gateway_rate_limit_redis_errors_total: Redis failures of the rate
 //     limiter (each request then decided in process, never failed).
+//   - mcp_gateway_in_flight_requests: MCP requests being served past the
+//     token check (what MCP_MAX_IN_FLIGHT bounds).
+//   - mcp_gateway_in_flight_rejected_total: requests refused with 503 because
+//     MCP_MAX_IN_FLIGHT were in flight.
 //
 // With DECISION_CACHE_TTL set (package decisioncache):
 //
@@ -39,6 +43,7 @@ package metrics
 import (
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +61,9 @@ type Metrics struct {
 	decisions       *prometheus.CounterVec
 	rateLimits      *prometheus.CounterVec
 	rateLimitErrors prometheus.Counter
+
+	inFlight         atomic.Pointer[func() int64]
+	inFlightRejected prometheus.Counter
 
 	dcLookups       *prometheus.CounterVec
 	dcInvalidations prometheus.Counter
@@ -100,6 +108,10 @@ func New() *Metrics {
 			Name: "mcp_gateway_rate_limit_redis_errors_total",
 			Help: "Redis failures of the rate limiter; those requests were decided by the in-process limiter.",
 		}),
+		inFlightRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcp_gateway_in_flight_rejected_total",
+			Help: "MCP requests refused with 503 because MCP_MAX_IN_FLIGHT requests were in flight.",
+		}),
 		dcLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_gateway_decision_cache_lookups_total",
 			Help: `Decision cache lookups by result: "hit" (authz not called), "miss", "stream_down" (cache unusable).`,
@@ -129,7 +141,17 @@ func New() *Metrics {
 			Help: "1 while the WatchInvalidations stream is up and the decision cache may be used, else 0.",
 		}),
 	}
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mcp_gateway_in_flight_requests",
+		Help: "MCP requests being served past the token check (bounded by MCP_MAX_IN_FLIGHT).",
+	}, func() float64 {
+		if f := m.inFlight.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions, m.rateLimits, m.rateLimitErrors,
+		inFlight, m.inFlightRejected,
 		m.dcLookups, m.dcInvalidations, m.dcResets, m.dcRefreshes, m.dcEvictions, m.dcEntries, m.dcStreamUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -168,6 +190,13 @@ func (m *Metrics) RateLimit(decision, store string) {
 
 // RateLimitRedisError records one failed Redis call of the rate limiter.
 func (m *Metrics) RateLimitRedisError() { m.rateLimitErrors.Inc() }
+
+// ObserveInFlight makes mcp_gateway_in_flight_requests read f, which must be
+// safe to call from any goroutine.
+func (m *Metrics) ObserveInFlight(f func() int64) { m.inFlight.Store(&f) }
+
+// InFlightRejected records one request refused at MCP_MAX_IN_FLIGHT.
+func (m *Metrics) InFlightRejected() { m.inFlightRejected.Inc() }
 
 // DecisionCacheLookup records one decision cache lookup: "hit", "miss" or
 // "stream_down".

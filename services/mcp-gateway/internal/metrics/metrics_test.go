@@ -23,6 +23,8 @@ func TestExposition(t *testing.T) {
 	m.DecisionCacheEvictions(2)
 	m.DecisionCacheEntries(7)
 	m.DecisionCacheStreamUp(true)
+	m.ObserveInFlight(func() int64 { return 3 })
+	m.InFlightRejected()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Result().Body)
@@ -38,6 +40,8 @@ func TestExposition(t *testing.T) {
 		`mcp_gateway_decision_cache_evictions_total 2`,
 		`mcp_gateway_decision_cache_entries 7`,
 		`mcp_gateway_decision_cache_stream_up 1`,
+		`mcp_gateway_in_flight_requests 3`,
+		`mcp_gateway_in_flight_rejected_total 1`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(string(body), want) {

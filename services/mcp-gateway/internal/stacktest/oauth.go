@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -106,12 +107,21 @@ type OAuthClient struct {
 }
 
 // NewOAuthClient returns an unauthorized OAuth client; it authorizes on its
-// first 401.
-func NewOAuthClient(tb testing.TB) *OAuthClient {
+// first 401. With firstScopes, its first authorization asks for those scopes
+// only, whatever the server names, as when a user grants less than asked at
+// the first consent; later ones (step-up) ask for what the server names.
+func NewOAuthClient(tb testing.TB, firstScopes ...string) *OAuthClient {
 	tb.Helper()
 	c := &OAuthClient{Recorder: &Recorder{}}
 	hc := &http.Client{Transport: c.Recorder}
+	var authorized atomic.Bool
 	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		ScopeFilter: func(discovered []string) []string {
+			if len(firstScopes) == 0 || authorized.Swap(true) {
+				return discovered
+			}
+			return firstScopes
+		},
 		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{
 			Metadata: &oauthex.ClientRegistrationMetadata{
 				ClientName:              "mcp-gateway test client",

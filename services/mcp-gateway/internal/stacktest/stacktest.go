@@ -416,7 +416,8 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- gateway.Serve(ctx, ln, gw, logger, 5*time.Second) }()
+	served := gateway.LimitConnections(ln, cfg.MaxConnections)
+	go func() { done <- gateway.Serve(ctx, served, gw, logger, 5*time.Second) }()
 	// As in main: the watcher outlives the drain.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
