@@ -61,9 +61,11 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 		return nil, pageError("The redirect_uri is not registered for this application.")
 	}
 
-	req := &authRequest{client: client, redirectURI: redirectURI}
+	// Copies, because values parsed from the query can share the memory of
+	// the whole raw query, which a parked request would otherwise keep.
+	req := &authRequest{client: client, redirectURI: strings.Clone(redirectURI)}
 	if st := q.Get("state"); len(st) <= maxStateLength {
-		req.state = st
+		req.state = strings.Clone(st)
 	} else {
 		return req, redirectError(errInvalidRequest, "state is too long")
 	}
@@ -82,7 +84,7 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 	if !allowsGrant(client, "authorization_code") {
 		return req, redirectError(errUnauthorizedClient, "the client is not registered for authorization_code")
 	}
-	req.challenge = q.Get("code_challenge")
+	req.challenge = strings.Clone(q.Get("code_challenge"))
 	if req.challenge == "" {
 		return req, redirectError(errInvalidRequest, "code_challenge is required (PKCE)")
 	}
@@ -97,7 +99,7 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 		return req, aerr
 	}
 	req.scopes = scopes
-	req.resource = q.Get("resource")
+	req.resource = strings.Clone(q.Get("resource"))
 	if req.resource == "" {
 		return req, redirectError(errInvalidRequest, "resource is required (RFC 8707)")
 	}

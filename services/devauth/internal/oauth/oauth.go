@@ -78,8 +78,12 @@ type Options struct {
 	// LoginHint, if set, is shown under the login form (the seeded logins).
 	LoginHint string
 	// AllowLoopbackMetadata permits http:// client_id URLs on loopback hosts,
-	// so tests can serve a metadata document from httptest.
+	// and fetching metadata documents from loopback addresses, so tests can
+	// serve a metadata document from httptest.
 	AllowLoopbackMetadata bool
+	// Sessions bounds the login sessions; zero fields take
+	// [DefaultSessionLimits].
+	Sessions SessionLimits
 }
 
 // Server holds the handlers' shared state.
@@ -104,7 +108,7 @@ func New(opts Options) *Server {
 		opts:     opts,
 		issuer:   opts.BaseURL + PathPrefix,
 		log:      opts.Logger,
-		sessions: newSessions(opts.Store.Now, 10_000, strings.HasPrefix(opts.BaseURL, "https://")),
+		sessions: newSessions(opts.Store.Now, opts.Sessions, strings.HasPrefix(opts.BaseURL, "https://")),
 		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes),
 	}
 }
