@@ -110,10 +110,14 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 }
 
 // requestedScopes returns the scopes asked for, or the client's registered
-// scopes (else every supported scope) when none are. offline_access is
+// scopes (else every supported scope) when none are. A client that
+// registered a scope may only ask for scopes within it (RFC 7591 section 2:
+// the scopes "the client can use when requesting access tokens"); anything
+// else is invalid_scope (RFC 6749 section 4.1.2.1). offline_access is
 // accepted and dropped: some MCP clients always add it (SEP-2207), and
 // devauth issues refresh tokens regardless.
 func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *authzError) {
+	registered := strings.Fields(client.Scope)
 	var out []string
 	for _, sc := range strings.Fields(raw) {
 		if sc == "offline_access" {
@@ -122,6 +126,9 @@ func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *au
 		if !slices.Contains(s.opts.Scopes, sc) {
 			return nil, redirectError(errInvalidScope, "unsupported scope "+sc)
 		}
+		if len(registered) > 0 && !slices.Contains(registered, sc) {
+			return nil, redirectError(errInvalidScope, "scope "+sc+" is not among the scopes the client registered ("+client.Scope+")")
+		}
 		if !slices.Contains(out, sc) {
 			out = append(out, sc)
 		}
@@ -129,8 +136,8 @@ func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *au
 	if len(out) > 0 {
 		return out, nil
 	}
-	if client.Scope != "" {
-		return strings.Fields(client.Scope), nil
+	if len(registered) > 0 {
+		return registered, nil
 	}
 	return append([]string(nil), s.opts.Scopes...), nil
 }

@@ -195,6 +195,37 @@ func TestAuthorizeMalformed(t *testing.T) {
 			t.Errorf("scope = %v, want read:org_data", got)
 		}
 	})
+	t.Run("registered scope enforced (RFC 7591)", func(t *testing.T) {
+		t.Parallel()
+		e2 := newEnv(t, withAutoApprove(aliceEmail))
+		id := e2.register(t, `{"redirect_uris":["`+redirect+`"],"scope":"read:user_data"}`)["client_id"].(string)
+		for _, tc := range []struct{ scope, wantErr string }{
+			{"read:user_data read:org_data", "invalid_scope"},
+			{"read:org_data", "invalid_scope"},
+			{"read:user_data", ""},
+			{"", ""}, // the registered scope
+		} {
+			v, c := pkce()
+			status, h, b := do(t, "GET", authorizeURL(e2, id, redirect, c, "st", url.Values{"scope": {tc.scope}}), nil, "")
+			if status != http.StatusFound {
+				t.Fatalf("scope %q: status %d, want a redirect to the client\n%s", tc.scope, status, b)
+			}
+			q := mustURL(t, h.Get("Location")).Query()
+			if q.Get("error") != tc.wantErr || q.Get("state") != "st" {
+				t.Errorf("scope %q: redirect %v, want error %q", tc.scope, q, tc.wantErr)
+			}
+			if tc.wantErr != "" {
+				if d := q.Get("error_description"); !strings.Contains(d, "read:org_data") {
+					t.Errorf("scope %q: error_description %q does not name the scope", tc.scope, d)
+				}
+				continue
+			}
+			at, _ := exchangeOK(t, e2, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {redirect}, "client_id": {id}, "code_verifier": {v}})
+			if got := e2.introspect(t, at)["scope"]; got != "read:user_data" {
+				t.Errorf("scope %q: token scope %v, want read:user_data", tc.scope, got)
+			}
+		}
+	})
 	t.Run("loopback port may differ (RFC 8252)", func(t *testing.T) {
 		t.Parallel()
 		e2 := newEnv(t, withAutoApprove(aliceEmail))
