@@ -22,6 +22,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
@@ -71,10 +72,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	dir := users.Seed()
 	opts := server.Options{
-		// devauth is a local development server: letting clients on this
-		// machine use http://localhost client_id URLs is what makes Client ID
-		// Metadata Documents testable without certificates.
-		AllowLoopbackMetadata: true,
+		// Off by default: with it, anyone who can reach /authorize makes
+		// devauth fetch from its own machine. Tests turn it on to serve Client
+		// ID Metadata Documents from http://localhost without certificates.
+		AllowLoopbackMetadata: cfg.CIMDAllowLoopback,
+		Limits:                store.Limits{ClientTTL: cfg.ClientTTL},
 		LoginHint:             "alice@example.com / alice-password, bob@example.com / bob-password",
 	}
 	if cfg.UsersFile != "" {

@@ -109,7 +109,7 @@ func New(opts Options) *Server {
 		issuer:   opts.BaseURL + PathPrefix,
 		log:      opts.Logger,
 		sessions: newSessions(opts.Store.Now, opts.Sessions, strings.HasPrefix(opts.BaseURL, "https://")),
-		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes),
+		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes, opts.Logger),
 	}
 }
 
