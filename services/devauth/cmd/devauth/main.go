@@ -96,12 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("%s: %w", config.EnvListen, err)
 	}
 	srv := server.New(cfg, dir, logger, opts)
-	httpSrv := &http.Server{
-		Handler:           srv.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	httpSrv := srv.HTTPServer(logger)
 
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	defer stopSweep()
