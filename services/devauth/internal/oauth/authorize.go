@@ -230,12 +230,24 @@ func (s *Server) authorizeSubmit(w http.ResponseWriter, r *http.Request) {
 	switch action {
 	case "login":
 		email := r.PostForm.Get("email")
+		account, addr := "", clientAddress(r)
+		if u, ok := s.opts.Users.ByEmail(email); ok {
+			account = u.ID
+		}
+		if wait, msg, blocked := s.logins.blocked(account, addr); blocked {
+			s.log.Warn("sign-in refused: too many failed attempts", "client_id", req.client.ID, "sub", account)
+			w.Header().Set("Retry-After", retryAfter(wait))
+			s.showLogin(w, http.StatusTooManyRequests, req, reqID, sess, email, msg)
+			return
+		}
 		u, err := s.opts.Users.Authenticate(email, r.PostForm.Get("password"))
 		if err != nil {
+			s.logins.failed(account, addr)
 			s.log.Info("login failed", "client_id", req.client.ID)
 			s.showLogin(w, http.StatusOK, req, reqID, sess, email, "Invalid email or password.")
 			return
 		}
+		s.logins.succeeded(u.ID)
 		sess = s.sessions.login(w, sess, u.ID)
 		s.log.Info("user signed in", "sub", u.ID)
 		s.showConsent(w, req, reqID, sess, u)

@@ -84,6 +84,8 @@ type Options struct {
 	// Sessions bounds the login sessions; zero fields take
 	// [DefaultSessionLimits].
 	Sessions SessionLimits
+	// Logins throttles failed sign-ins; zero fields take [DefaultLoginLimits].
+	Logins LoginLimits
 }
 
 // Server holds the handlers' shared state.
@@ -92,6 +94,7 @@ type Server struct {
 	issuer   string
 	log      *slog.Logger
 	sessions *sessions
+	logins   *loginThrottle
 	cimd     *metadataResolver
 }
 
@@ -109,6 +112,7 @@ func New(opts Options) *Server {
 		issuer:   opts.BaseURL + PathPrefix,
 		log:      opts.Logger,
 		sessions: newSessions(opts.Store.Now, opts.Sessions, strings.HasPrefix(opts.BaseURL, "https://")),
+		logins:   newLoginThrottle(opts.Logins, opts.Users.Len(), opts.Store.Now),
 		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes, opts.Logger),
 	}
 }

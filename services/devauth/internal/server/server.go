@@ -32,6 +32,9 @@ type Options struct {
 	// Sessions bounds the login sessions; zero fields take
 	// oauth.DefaultSessionLimits.
 	Sessions oauth.SessionLimits
+	// Logins throttles failed sign-ins; zero fields take
+	// oauth.DefaultLoginLimits.
+	Logins oauth.LoginLimits
 	// ReadTimeout bounds reading one request, body included; zero is
 	// [DefaultReadTimeout].
 	ReadTimeout time.Duration
@@ -81,6 +84,7 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		AllowLoopbackMetadata:  opts.AllowLoopbackMetadata,
 		LoginHint:              opts.LoginHint,
 		Sessions:               opts.Sessions,
+		Logins:                 opts.Logins,
 	})
 
 	mux := http.NewServeMux()
