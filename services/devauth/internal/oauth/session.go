@@ -36,8 +36,8 @@ type SessionLimits struct {
 	AnonymousPending, SignedInPending int
 }
 
-// DefaultSessionLimits hold, when full, about 30 MB of pending requests of
-// the largest size accepted and a few MB of sessions.
+// DefaultSessionLimits hold, when full, about 30 MB per kind with pending
+// requests of the largest size accepted (BenchmarkMemoryAnonymousAuthorizations).
 var DefaultSessionLimits = SessionLimits{
 	Anonymous: 10_000, SignedIn: 10_000,
 	AnonymousPending: 2_000, SignedInPending: 2_000,
