@@ -235,6 +235,7 @@ var checks = []check{
 	{"authz_addr", checkAuthzAddr},
 	{"issuer", checkIssuer},
 	{"env", checkEnv},
+	{"passthrough", checkPassThrough},
 }
 
 func checkServices(c *checkCtx) []string {
@@ -635,6 +636,49 @@ func checkEnv(c *checkCtx) []string {
 	return probs
 }
 
+// notPassedThrough lists, per service, the variables its binary reads that
+// docker-compose.yml deliberately leaves unset, and why. .env.example and the
+// README promise that every other variable passes through from .env (or is
+// fixed by compose).
+var notPassedThrough = map[string]map[string]string{
+	authz: {
+		"AUTHZ_TLS_CERT":        "a file in the container: the mutual-TLS overlay in README.md mounts and sets it",
+		"AUTHZ_TLS_KEY":         "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_TLS_CLIENT_CA":   "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_GETUSER_CALLERS": "meaningful with mutual TLS only: the overlay sets it",
+		"INTROSPECTION_URL":     "the demo introspects devauth; docker-compose.propelauth.yml passes it",
+	},
+	gateway: {
+		"AUTHZ_TLS_CA":          "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_TLS_CERT":        "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_TLS_KEY":         "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_TLS_SERVER_NAME": "meaningful with mutual TLS only: the overlay sets it",
+		"PROPELAUTH_AUTH_URL":   "the gateway only derives AUTHORIZATION_SERVER from it, which compose sets",
+	},
+	devauth: {
+		"DEVAUTH_USERS_FILE": "a file on the host: make run only, as .env.example says",
+	},
+}
+
+// checkPassThrough: every variable a binary reads (-list-env) is set in its
+// service's environment, fixed or passed through from .env, unless
+// notPassedThrough says why not.
+func checkPassThrough(c *checkCtx) []string {
+	var probs []string
+	for name, s := range c.p.Services {
+		if _, ok := ours[name]; !ok {
+			continue
+		}
+		for k := range envNames(c.t, name) {
+			if _, set := s.Environment[k]; !set && notPassedThrough[name][k] == "" {
+				probs = append(probs, fmt.Sprintf("%s: %s is not passed through from .env (add %s: ${%s:-} to its environment)", name, k, k, k))
+			}
+		}
+	}
+	slices.Sort(probs)
+	return probs
+}
+
 // TestCompose loads the compose files the ways a user runs them and applies every
 // check to each.
 func TestCompose(t *testing.T) {
@@ -802,6 +846,13 @@ func TestComposeChecksCatchRegressions(t *testing.T) {
 			func(p *types.Project) { setEnv(p, devauth, "PROPELAUTH_API_KEY", "another-key") },
 		},
 		"env": {func(p *types.Project) { setEnv(p, authz, "AUTHZ_CACHE_TTL", "60s") }},
+		"passthrough": {func(p *types.Project) {
+			edit(p, devauth, func(s *types.ServiceConfig) {
+				env := maps.Clone(s.Environment)
+				delete(env, "DEVAUTH_TEST_API")
+				s.Environment = env
+			})
+		}},
 	}
 	for _, ch := range checks {
 		fns := breaks[ch.name]

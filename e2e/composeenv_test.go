@@ -69,7 +69,7 @@ func TestComposeEnvironmentServes(t *testing.T) {
 	}
 	dev := p.Services[devauth]
 	devAddr := listen[devauth]["DEVAUTH_LISTEN"]
-	// The test API (to mint a token) is the one setting compose does not have.
+	// The test API (to mint a token) is off unless .env turns it on, as here.
 	testenv.StartProcess(t, devauth, testenv.Binary(t, devauth), testenv.ProcessOptions{
 		Env: environ(devauth, "DEVAUTH_TEST_API=true"), ReadyURL: "http://" + devAddr + "/healthz",
 	})

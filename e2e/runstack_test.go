@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +41,7 @@ func stackEnv(t *testing.T, binDir string) map[string]string {
 		"MCP_LISTEN":           stackAddr(t),
 		"AUTHZ_LISTEN":         stackAddr(t),
 		"AUTHZ_METRICS_LISTEN": stackAddr(t),
+		"MCP_METRICS_LISTEN":   stackAddr(t),
 		"DEVAUTH_LISTEN":       stackAddr(t),
 	}
 }
@@ -99,6 +102,14 @@ func TestRunStackRejectsBadConfig(t *testing.T) {
 	busy := busyAddr(t)
 	_, busyPort, _ := net.SplitHostPort(busy)
 	same := testenv.FreeAddr(t)
+	// Held on 127.0.0.2 only: binding the same port on every interface fails,
+	// though nothing answers at 127.0.0.1.
+	elsewhere, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { elsewhere.Close() })
+	_, elsewherePort, _ := net.SplitHostPort(elsewhere.Addr().String())
 	cases := []struct {
 		name    string
 		env     map[string]string
@@ -113,6 +124,8 @@ func TestRunStackRejectsBadConfig(t *testing.T) {
 		{"MCP port busy", map[string]string{"MCP_LISTEN": busy}, "MCP_LISTEN", "already in use"},
 		{"authz port busy", map[string]string{"AUTHZ_LISTEN": ":" + busyPort}, "AUTHZ_LISTEN", "already in use"},
 		{"metrics port busy", map[string]string{"AUTHZ_METRICS_LISTEN": busy}, "AUTHZ_METRICS_LISTEN", "already in use"},
+		{"gateway ops port busy", map[string]string{"MCP_METRICS_LISTEN": busy}, "MCP_METRICS_LISTEN", "already in use"},
+		{"every interface, port taken on another address", map[string]string{"DEVAUTH_LISTEN": ":" + elsewherePort}, "DEVAUTH_LISTEN", "already in use"},
 		{"devauth port busy", map[string]string{"DEVAUTH_LISTEN": "0.0.0.0:" + busyPort}, "DEVAUTH_LISTEN", "already in use"},
 		{"two services on one port", map[string]string{"MCP_LISTEN": same, "AUTHZ_METRICS_LISTEN": same}, "AUTHZ_METRICS_LISTEN", "MCP_LISTEN"},
 		{"Redis not answering", map[string]string{"REDIS_URL": "redis://" + testenv.FreeAddr(t) + "/0"}, "REDIS_URL", "nothing answers"},
@@ -150,6 +163,56 @@ func TestRunStackRejectsBadConfig(t *testing.T) {
 			}
 			if stdout.Len() > 0 {
 				t.Errorf("stdout not empty:\n%s", &stdout)
+			}
+		})
+	}
+}
+
+// runStackError runs the script with env, which must make it stop before
+// starting anything, and returns its one error line.
+func runStackError(t *testing.T, env map[string]string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", runStack)
+	cmd.Env = envList(env)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("run-stack.sh: %v, want exit status 1\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
+	}
+	return strings.TrimRight(stderr.String(), "\n")
+}
+
+// TestRunStackListensOnLoopbackByDefault: every *_LISTEN the script sets by
+// default is on 127.0.0.1. Each default is read back from the error the
+// script gives when that default's port is taken (by this test, or by
+// whatever already listens there), so the test needs none of the default
+// ports free.
+func TestRunStackListensOnLoopbackByDefault(t *testing.T) {
+	t.Parallel()
+	defaults := map[string]string{
+		"MCP_LISTEN":           "127.0.0.1:8000",
+		"AUTHZ_LISTEN":         "127.0.0.1:50051",
+		"AUTHZ_METRICS_LISTEN": "127.0.0.1:9091",
+		"MCP_METRICS_LISTEN":   "127.0.0.1:9092",
+		"DEVAUTH_LISTEN":       "127.0.0.1:9000",
+	}
+	for v, addr := range defaults {
+		// If the port cannot be bound, something listens there already, which
+		// makes it just as taken for the script.
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			t.Cleanup(func() { ln.Close() })
+		}
+		t.Run(v, func(t *testing.T) {
+			env := stackEnv(t, t.TempDir())
+			delete(env, v)
+			_, port, _ := net.SplitHostPort(addr)
+			want := "run-stack: " + v + "=" + addr + ": port " + port + " is already in use"
+			if line := runStackError(t, env); !strings.HasPrefix(line, want) {
+				t.Errorf("error line %q, want it to start with %q", line, want)
 			}
 		})
 	}
@@ -326,6 +389,57 @@ func alive(pid int) bool {
 	return len(fields) > 0 && fields[0] != "Z"
 }
 
+// listening returns the TCP addresses process pid listens on: its sockets
+// (/proc/pid/fd) matched against the kernel's tables of listening sockets.
+func listening(t *testing.T, pid int) []netip.AddrPort {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		if link, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil {
+			if ino, ok := strings.CutPrefix(link, "socket:["); ok {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	var out []netip.AddrPort
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+				continue
+			}
+			out = append(out, procAddr(t, f[1]))
+		}
+	}
+	return out
+}
+
+// procAddr decodes an address of /proc/net/tcp{,6}: hex, in 32-bit words of
+// host (little-endian) byte order, then ":" and the port in hex.
+func procAddr(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	hexIP, hexPort, _ := strings.Cut(s, ":")
+	raw, err1 := hex.DecodeString(hexIP)
+	port, err2 := strconv.ParseUint(hexPort, 16, 16)
+	if err1 != nil || err2 != nil || (len(raw) != 4 && len(raw) != 16) {
+		t.Fatalf("cannot decode socket address %q", s)
+	}
+	for i := 0; i < len(raw); i += 4 {
+		raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+	}
+	ip, _ := netip.AddrFromSlice(raw)
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port))
+}
+
 func get(t *testing.T, url string) (int, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -375,10 +489,18 @@ func TestRunStack(t *testing.T) {
 			"npx @modelcontextprotocol/inspector --transport http --server-url " + wantURL,
 			"claude mcp add --transport http mcpauthz " + wantURL,
 			`{ "mcpServers": { "mcpauthz": { "url": "` + wantURL + `" } } }`,
+			`{ "mcpServers": { "mcpauthz": { "command": "npx", "args": ["-y", "mcp-remote", "` + wantURL + `"] } } }`,
 			"http://localhost:" + devauthPort,
+			fmt.Sprintf("Listening on loopback only: gateway %s (ops %s), authz %s (metrics %s), devauth %s",
+				env["MCP_LISTEN"], env["MCP_METRICS_LISTEN"], env["AUTHZ_LISTEN"], env["AUTHZ_METRICS_LISTEN"], env["DEVAUTH_LISTEN"]),
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
+			}
+		}
+		for _, unwanted := range []string{"WARNING", "test API"} {
+			if strings.Contains(out, unwanted) {
+				t.Errorf("output says %q:\n%s", unwanted, out)
 			}
 		}
 
@@ -407,6 +529,22 @@ func TestRunStack(t *testing.T) {
 		kids := children(t, s.cmd.Process.Pid)
 		if len(kids) != 3 {
 			t.Errorf("run-stack.sh has children %v, want the three services", kids)
+		}
+		// What the services bound: loopback only, on the configured ports.
+		ports := map[uint16]string{}
+		for pid, name := range kids {
+			for _, ap := range listening(t, pid) {
+				if !ap.Addr().IsLoopback() {
+					t.Errorf("%s listens on %s, not loopback", name, ap)
+				}
+				ports[ap.Port()] = name
+			}
+		}
+		for _, v := range []string{"MCP_LISTEN", "AUTHZ_LISTEN", "AUTHZ_METRICS_LISTEN", "DEVAUTH_LISTEN"} {
+			ap := netip.MustParseAddrPort(env[v])
+			if ports[ap.Port()] == "" {
+				t.Errorf("no service listens on %s (%s); listening: %v", ap, v, ports)
+			}
 		}
 		if err := s.cmd.Process.Signal(os.Interrupt); err != nil {
 			t.Fatal(err)
@@ -460,6 +598,17 @@ func TestRunStack(t *testing.T) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
+	})
+
+	t.Run("DEVAUTH_TEST_API: the banner says so, and the README's recipes work", func(t *testing.T) {
+		t.Parallel()
+		s, mcpURL := startReadyStack(t, binDir, func(env map[string]string) { env["DEVAUTH_TEST_API"] = "true" })
+		env := s.env
+		_, devauthPort, _ := net.SplitHostPort(env["DEVAUTH_LISTEN"])
+		if want := "devauth test API is ON (DEVAUTH_TEST_API): anyone who reaches http://localhost:" + devauthPort + "/dev/"; !strings.Contains(s.stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, s.stdout)
+		}
+		checkReadmeRecipes(t, mcpURL, env)
 	})
 
 	t.Run("a crashed service stops the rest", func(t *testing.T) {

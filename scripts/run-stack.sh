@@ -9,6 +9,11 @@
 # is not on this machine) starts no devauth. Redis is used when REDIS_URL is set;
 # otherwise authz keeps its cache in process.
 #
+# Every service listens on 127.0.0.1 unless its *_LISTEN says otherwise: devauth's
+# passwords are public and authz's gRPC is plaintext, so nothing is reachable from
+# the network by default. The banner names every address and warns about any that
+# is not loopback, and says when devauth's test API (DEVAUTH_TEST_API) is on.
+#
 # Variables of this script only: MCPAUTHZ_BIN_DIR (bin), RUN_LOG_DIR (run-logs),
 # RUN_TIMEOUT (30, seconds to wait for health), RUN_ENV_FILE (.env).
 #
@@ -86,6 +91,52 @@ answers() {
 	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
+# is_wildcard VAR succeeds when $VAR listens on every interface (:8000,
+# 0.0.0.0:8000, [::]:8000).
+is_wildcard() {
+	local host=${!1%:*}
+	case $host in
+	"" | 0.0.0.0 | "[::]" | "::") return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# is_loopback VAR succeeds when $VAR listens on a loopback address only.
+is_loopback() {
+	local host=${!1%:*}
+	[[ $host =~ ^(127\.[0-9.]+|localhost|\[::1\])$ ]]
+}
+
+# listening_on PORT succeeds when a socket listens on PORT on any address, from
+# the kernel's tables; it fails with status 2 when they cannot be read.
+listening_on() {
+	local want found=2 f sl laddr st rest
+	printf -v want '%04X' "$1"
+	for f in /proc/net/tcp /proc/net/tcp6; do
+		[[ -r $f ]] || continue
+		found=1
+		while read -r sl laddr _ st rest; do
+			[[ $st == 0A && ${laddr##*:} == "$want" ]] && return 0
+		done <"$f"
+	done
+	return $found
+}
+
+# in_use VAR PORT succeeds when something already listens where $VAR would bind,
+# so that binding it would fail. A specific address is probed by connecting to
+# it: a listener on that address or on the wildcard answers. A wildcard address
+# also conflicts with a listener on any one address (another loopback address, a
+# LAN address), which no single connection finds, so the kernel's table of
+# listening sockets is read instead (where it cannot be, loopback is probed).
+in_use() {
+	local var=$1 port=$2 st=0
+	if is_wildcard "$var"; then
+		listening_on "$port" || st=$?
+		((st == 2)) || return $st
+	fi
+	answers "$(host_of "$var")" "$port"
+}
+
 # healthy URL succeeds when GET URL answers 200.
 healthy() {
 	local url=$1 hostport path host port
@@ -121,12 +172,15 @@ if [[ -n ${PROPELAUTH_AUTH_URL:-} ]] && ! is_local_url "$PROPELAUTH_AUTH_URL"; t
 	demo=false
 fi
 
-export MCP_LISTEN=${MCP_LISTEN:-:8000}
-export AUTHZ_LISTEN=${AUTHZ_LISTEN:-:50051}
-export AUTHZ_METRICS_LISTEN=${AUTHZ_METRICS_LISTEN:-:9091}
-vars=(MCP_LISTEN AUTHZ_LISTEN AUTHZ_METRICS_LISTEN)
+# Loopback by default (see the top of this file). MCP_METRICS_LISTEN is the
+# gateway's operations listener (metrics, off the port of /mcp).
+export MCP_LISTEN=${MCP_LISTEN:-127.0.0.1:8000}
+export AUTHZ_LISTEN=${AUTHZ_LISTEN:-127.0.0.1:50051}
+export AUTHZ_METRICS_LISTEN=${AUTHZ_METRICS_LISTEN:-127.0.0.1:9091}
+export MCP_METRICS_LISTEN=${MCP_METRICS_LISTEN:-127.0.0.1:9092}
+vars=(MCP_LISTEN AUTHZ_LISTEN AUTHZ_METRICS_LISTEN MCP_METRICS_LISTEN)
 if $demo; then
-	export DEVAUTH_LISTEN=${DEVAUTH_LISTEN:-:9000}
+	export DEVAUTH_LISTEN=${DEVAUTH_LISTEN:-127.0.0.1:9000}
 	vars+=(DEVAUTH_LISTEN)
 fi
 
@@ -138,7 +192,7 @@ for var in "${vars[@]}"; do
 		die "$var=${!var}: port $port is also the port of ${port_owner[$port]}"
 	fi
 	port_owner[$port]=$var
-	if answers "$(host_of "$var")" "$port"; then
+	if in_use "$var" "$port"; then
 		die "$var=${!var}: port $port is already in use (set $var to a free address)"
 	fi
 done
@@ -238,7 +292,9 @@ fi
 start authz
 health[authz]="http://$(host_of AUTHZ_METRICS_LISTEN):$(port_of AUTHZ_METRICS_LISTEN)/healthz"
 start mcp-gateway
-health[mcp-gateway]="http://$(host_of MCP_LISTEN):$mcp_port/healthz"
+# /readyz, not /healthz: it answers 200 only once the gateway's connection to
+# authz works, so a request sent right after "ready:" is not a 503.
+health[mcp-gateway]="http://$(host_of MCP_LISTEN):$mcp_port/readyz"
 
 deadline=$((SECONDS + timeout_s))
 for name in devauth authz mcp-gateway; do
@@ -267,10 +323,39 @@ if $demo; then
   Authorization server: devauth at $PROPELAUTH_AUTH_URL (demo)
   Log in as alice@example.com / alice-password   (or bob@example.com / bob-password)
 EOF
+	case ${DEVAUTH_TEST_API:-} in
+	1 | t | T | true | TRUE | True)
+		cat <<EOF
+  devauth test API is ON (DEVAUTH_TEST_API): anyone who reaches $PROPELAUTH_AUTH_URL/dev/
+    with PROPELAUTH_API_KEY can mint tokens for any user
+EOF
+		;;
+	esac
 else
 	cat <<EOF
   Authorization server: PropelAuth at $PROPELAUTH_AUTH_URL
 EOF
+fi
+listening="gateway $MCP_LISTEN (ops $MCP_METRICS_LISTEN), authz $AUTHZ_LISTEN (metrics $AUTHZ_METRICS_LISTEN)"
+$demo && listening+=", devauth $DEVAUTH_LISTEN"
+exposed=()
+for var in "${vars[@]}"; do
+	is_loopback "$var" || exposed+=("$var")
+done
+if ((${#exposed[@]} == 0)); then
+	echo "  Listening on loopback only: $listening"
+else
+	echo "  Listening on: $listening"
+	for var in "${exposed[@]}"; do
+		where="on ${!var%:*}"
+		is_wildcard "$var" && where="on every interface"
+		case $var in
+		DEVAUTH_LISTEN) why="devauth's demo passwords are public" ;;
+		AUTHZ_LISTEN) why="authz's gRPC answers anyone who reaches it (plaintext unless AUTHZ_TLS_* is set)" ;;
+		*) why="reachable from the network" ;;
+		esac
+		echo "  WARNING: $var=${!var} listens $where: $why"
+	done
 fi
 cat <<EOF
   Cache: $([[ -n ${REDIS_URL:-} ]] && echo "Redis (REDIS_URL) behind the in-process cache" || echo "in-process (set REDIS_URL to share it)")
@@ -285,6 +370,9 @@ cat <<EOF
 
   Cursor (~/.cursor/mcp.json or .cursor/mcp.json):
     { "mcpServers": { "mcpauthz": { "url": "$mcp_url" } } }
+
+  Claude Desktop (claude_desktop_config.json; mcp-remote bridges its stdio to HTTP):
+    { "mcpServers": { "mcpauthz": { "command": "npx", "args": ["-y", "mcp-remote", "$mcp_url"] } } }
 
   Ctrl-C stops everything.
 ready: $mcp_url

@@ -22,6 +22,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
@@ -71,10 +72,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	dir := users.Seed()
 	opts := server.Options{
-		// devauth is a local development server: letting clients on this
-		// machine use http://localhost client_id URLs is what makes Client ID
-		// Metadata Documents testable without certificates.
-		AllowLoopbackMetadata: true,
+		// Off by default: with it, anyone who can reach /authorize makes
+		// devauth fetch from its own machine. Tests turn it on to serve Client
+		// ID Metadata Documents from http://localhost without certificates.
+		AllowLoopbackMetadata: cfg.CIMDAllowLoopback,
+		Limits:                store.Limits{ClientTTL: cfg.ClientTTL},
 		LoginHint:             "alice@example.com / alice-password, bob@example.com / bob-password",
 	}
 	if cfg.UsersFile != "" {
@@ -94,12 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("%s: %w", config.EnvListen, err)
 	}
 	srv := server.New(cfg, dir, logger, opts)
-	httpSrv := &http.Server{
-		Handler:           srv.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	httpSrv := srv.HTTPServer(logger)
 
 	sweepCtx, stopSweep := context.WithCancel(context.Background())
 	defer stopSweep()

@@ -3,13 +3,18 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -149,6 +154,8 @@ func TestBinaryBadConfig(t *testing.T) {
 		{"missing api key", without("PROPELAUTH_API_KEY"), "PROPELAUTH_API_KEY"},
 		{"missing rv secret", without("REQUEST_VALIDATION_CLIENT_SECRET"), "REQUEST_VALIDATION_CLIENT_SECRET"},
 		{"bad ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_TOKEN_TTL=soon"), "DEVAUTH_TOKEN_TTL"},
+		{"bad client ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CLIENT_TTL=10s"), "DEVAUTH_CLIENT_TTL"},
+		{"bad cimd switch", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CIMD_ALLOW_LOOPBACK=maybe"), "DEVAUTH_CIMD_ALLOW_LOOPBACK"},
 		{"bad url", append(baseEnv("127.0.0.1:0"), "PROPELAUTH_AUTH_URL=localhost"), "PROPELAUTH_AUTH_URL"},
 		{"unknown auto-approve user", append(baseEnv("127.0.0.1:0"), "DEVAUTH_AUTO_APPROVE=eve@example.com"), "DEVAUTH_AUTO_APPROVE"},
 		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE"},
@@ -223,5 +230,54 @@ func TestBinaryUsersFileAndAutoApprove(t *testing.T) {
 		t.Errorf("seeded alice still present with a users file: %v %v", err, resp)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// TestBinaryCIMDLoopbackSwitch: devauth fetches a Client ID Metadata Document
+// from a loopback address only with DEVAUTH_CIMD_ALLOW_LOOPBACK=true.
+func TestBinaryCIMDLoopbackSwitch(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "devauth")
+	var fetches atomic.Int64
+	host := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"client_id":"http://%s/client.json","client_name":"Loopback CIMD","redirect_uris":["http://127.0.0.1:4300/cb"]}`, r.Host)
+	}))
+	t.Cleanup(host.Close)
+	authorize := func(addr string) (int, string) {
+		q := url.Values{
+			"response_type": {"code"}, "client_id": {host.URL + "/client.json"}, "redirect_uri": {"http://127.0.0.1:4300/cb"},
+			"code_challenge": {strings.Repeat("a", 43)}, "code_challenge_method": {"S256"},
+			"resource": {"http://localhost:8000/mcp"},
+		}
+		resp, err := http.Get("http://" + addr + "/oauth/2.1/authorize?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, tc := range []struct {
+		name   string
+		env    []string
+		status int
+	}{
+		{"default: refused", nil, http.StatusBadRequest},
+		{"switched on", []string{"DEVAUTH_CIMD_ALLOW_LOOPBACK=true"}, http.StatusOK},
+	} {
+		addr := testenv.FreeAddr(t)
+		testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
+			Env: append(baseEnv(addr), tc.env...), ReadyURL: "http://" + addr + "/healthz",
+		})
+		before := fetches.Load()
+		status, body := authorize(addr)
+		if status != tc.status {
+			t.Errorf("%s: /authorize = %d, want %d\n%s", tc.name, status, tc.status, body)
+		}
+		if fetched := fetches.Load() > before; fetched != (tc.status == http.StatusOK) || (fetched && !strings.Contains(body, "Loopback CIMD")) {
+			t.Errorf("%s: document fetched = %v; page:\n%s", tc.name, fetched, body)
+		}
 	}
 }

@@ -30,15 +30,18 @@ const (
 	EnvTokenTTL         = "DEVAUTH_TOKEN_TTL"
 	EnvScopes           = "DEVAUTH_SCOPES"
 	EnvTestAPI          = "DEVAUTH_TEST_API"
+	EnvClientTTL        = "DEVAUTH_CLIENT_TTL"
+	EnvCIMDLoopback     = "DEVAUTH_CIMD_ALLOW_LOOPBACK"
 	EnvLogLevel         = "LOG_LEVEL"
 )
 
 // Defaults for optional variables.
 const (
-	DefaultListen   = ":9000"
-	DefaultAuthURL  = "http://localhost:9000"
-	DefaultTokenTTL = time.Hour
-	DefaultScopes   = "read:user_data read:org_data"
+	DefaultListen    = ":9000"
+	DefaultAuthURL   = "http://localhost:9000"
+	DefaultTokenTTL  = time.Hour
+	DefaultScopes    = "read:user_data read:org_data"
+	DefaultClientTTL = 24 * time.Hour
 )
 
 // Config is devauth's effective configuration.
@@ -65,6 +68,13 @@ type Config struct {
 	Scopes []string
 	// TestAPI enables the /dev/* endpoints.
 	TestAPI bool
+	// ClientTTL is how long a registered client may go unused (and hold no
+	// live token) before it is removed.
+	ClientTTL time.Duration
+	// CIMDAllowLoopback lets Client ID Metadata Documents be fetched from
+	// loopback addresses (http://localhost/... client_id URLs included), for
+	// local tests; other private addresses stay refused.
+	CIMDAllowLoopback bool
 	// LogLevel is the minimum level logged.
 	LogLevel slog.Level
 }
@@ -76,7 +86,8 @@ func (c Config) Issuer() string { return c.BaseURL + "/oauth/2.1" }
 func EnvNames() []string {
 	names := []string{
 		EnvListen, EnvAuthURL, EnvValidationID, EnvValidationSecret, EnvAPIKey,
-		EnvUsersFile, EnvAutoApprove, EnvTokenTTL, EnvScopes, EnvTestAPI, EnvLogLevel,
+		EnvUsersFile, EnvAutoApprove, EnvTokenTTL, EnvScopes, EnvTestAPI, EnvClientTTL,
+		EnvCIMDLoopback, EnvLogLevel,
 	}
 	slices.Sort(names)
 	return names
@@ -102,6 +113,7 @@ func Load(getenv func(string) string) (Config, error) {
 		UsersFile:              get(EnvUsersFile),
 		AutoApprove:            strings.ToLower(get(EnvAutoApprove)),
 		TokenTTL:               DefaultTokenTTL,
+		ClientTTL:              DefaultClientTTL,
 	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
@@ -157,12 +169,28 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{EnvScopes, "must list at least one scope"}
 	}
 
-	if v := get(EnvTestAPI); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return Config{}, &Error{EnvTestAPI, fmt.Sprintf("%q is not a boolean", v)}
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{EnvTestAPI, &c.TestAPI}, {EnvCIMDLoopback, &c.CIMDAllowLoopback}} {
+		if v := get(b.name); v != "" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return Config{}, &Error{b.name, fmt.Sprintf("%q is not a boolean", v)}
+			}
+			*b.dst = on
 		}
-		c.TestAPI = b
+	}
+
+	if v := get(EnvClientTTL); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return Config{}, &Error{EnvClientTTL, fmt.Sprintf("%q is not a duration (e.g. 24h, 30m)", v)}
+		}
+		if d < time.Minute || d > 30*24*time.Hour {
+			return Config{}, &Error{EnvClientTTL, fmt.Sprintf("%v is out of range [1m, 720h]", d)}
+		}
+		c.ClientTTL = d
 	}
 
 	if v := get(EnvLogLevel); v != "" {
@@ -249,6 +277,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String(EnvTokenTTL, c.TokenTTL.String()),
 		slog.String(EnvScopes, strings.Join(c.Scopes, " ")),
 		slog.Bool(EnvTestAPI, c.TestAPI),
+		slog.String(EnvClientTTL, c.ClientTTL.String()),
+		slog.Bool(EnvCIMDLoopback, c.CIMDAllowLoopback),
 		slog.String(EnvLogLevel, c.LogLevel.String()),
 	)
 }

@@ -36,6 +36,7 @@ func TestLoadDefaults(t *testing.T) {
 	want := Config{
 		Listen: ":9000", BaseURL: "http://localhost:9000", ValidationClientID: "rv", ValidationClientSecret: "rvs",
 		APIKey: "key", TokenTTL: time.Hour, Scopes: []string{"read:user_data", "read:org_data"}, LogLevel: slog.LevelInfo,
+		ClientTTL: 24 * time.Hour, CIMDAllowLoopback: false,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -58,6 +59,8 @@ func TestLoad(t *testing.T) {
 		{"comma scopes", with(EnvScopes, "a,b, a"), func(c Config) bool { return slices.Equal(c.Scopes, []string{"a", "b"}) }, ""},
 		{"ttl", with(EnvTokenTTL, "15m"), func(c Config) bool { return c.TokenTTL == 15*time.Minute }, ""},
 		{"test api", with(EnvTestAPI, "true"), func(c Config) bool { return c.TestAPI }, ""},
+		{"client ttl", with(EnvClientTTL, "90m"), func(c Config) bool { return c.ClientTTL == 90*time.Minute }, ""},
+		{"cimd loopback", with(EnvCIMDLoopback, "1"), func(c Config) bool { return c.CIMDAllowLoopback }, ""},
 		{"auto approve lowercased", with(EnvAutoApprove, "Alice@Example.com"), func(c Config) bool { return c.AutoApprove == "alice@example.com" }, ""},
 		{"log level", with(EnvLogLevel, "debug"), func(c Config) bool { return c.LogLevel == slog.LevelDebug }, ""},
 		{"listen loopback", with(EnvListen, "127.0.0.1:0"), func(c Config) bool { return c.Listen == "127.0.0.1:0" }, ""},
@@ -74,6 +77,10 @@ func TestLoad(t *testing.T) {
 		{"bad scope", with(EnvScopes, `a "b"`), nil, EnvScopes},
 		{"no scopes", with(EnvScopes, " , "), nil, EnvScopes},
 		{"bad bool", with(EnvTestAPI, "yes please"), nil, EnvTestAPI},
+		{"bad cimd bool", with(EnvCIMDLoopback, "loopback"), nil, EnvCIMDLoopback},
+		{"bad client ttl", with(EnvClientTTL, "a day"), nil, EnvClientTTL},
+		{"client ttl too short", with(EnvClientTTL, "30s"), nil, EnvClientTTL},
+		{"client ttl too long", with(EnvClientTTL, "1000h"), nil, EnvClientTTL},
 		{"bad level", with(EnvLogLevel, "loud"), nil, EnvLogLevel},
 		{"bad listen", with(EnvListen, "9000"), nil, EnvListen},
 		{"bad port", with(EnvListen, ":99999"), nil, EnvListen},

@@ -4,7 +4,9 @@
 package faults
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -86,6 +88,9 @@ func (in *Injector) Close() { in.closeOnce.Do(func() { close(in.closed) }) }
 func (in *Injector) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mode, latency := in.Current()
+		if latency > 0 || mode == Hang {
+			readBody(w, r)
+		}
 		if latency > 0 {
 			t := time.NewTimer(latency)
 			select {
@@ -121,6 +126,32 @@ func (in *Injector) Wrap(next http.Handler) http.Handler {
 		}
 	})
 }
+
+// maxBufferedBody bounds what readBody holds; the wrapped endpoints take
+// small forms.
+const maxBufferedBody = 64 << 10
+
+// readBody reads the request body before a fault makes the request wait, and
+// hands the handler a copy. The server's read deadline covers reading the
+// request, so a body read only after an injected delay longer than that
+// deadline would fail; and once the body is read, the server notices a client
+// that hangs up, which ends a Hang for that request. A body that cannot be
+// read reaches the handler as a read error.
+func readBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBufferedBody))
+	if err != nil {
+		r.Body = io.NopCloser(errReader{err})
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 func hijackAndClose(w http.ResponseWriter) {
 	conn, _, err := http.NewResponseController(w).Hijack()

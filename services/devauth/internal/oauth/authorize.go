@@ -61,9 +61,11 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 		return nil, pageError("The redirect_uri is not registered for this application.")
 	}
 
-	req := &authRequest{client: client, redirectURI: redirectURI}
+	// Copies, because values parsed from the query can share the memory of
+	// the whole raw query, which a parked request would otherwise keep.
+	req := &authRequest{client: client, redirectURI: strings.Clone(redirectURI)}
 	if st := q.Get("state"); len(st) <= maxStateLength {
-		req.state = st
+		req.state = strings.Clone(st)
 	} else {
 		return req, redirectError(errInvalidRequest, "state is too long")
 	}
@@ -82,7 +84,7 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 	if !allowsGrant(client, "authorization_code") {
 		return req, redirectError(errUnauthorizedClient, "the client is not registered for authorization_code")
 	}
-	req.challenge = q.Get("code_challenge")
+	req.challenge = strings.Clone(q.Get("code_challenge"))
 	if req.challenge == "" {
 		return req, redirectError(errInvalidRequest, "code_challenge is required (PKCE)")
 	}
@@ -97,7 +99,7 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 		return req, aerr
 	}
 	req.scopes = scopes
-	req.resource = q.Get("resource")
+	req.resource = strings.Clone(q.Get("resource"))
 	if req.resource == "" {
 		return req, redirectError(errInvalidRequest, "resource is required (RFC 8707)")
 	}
@@ -108,10 +110,14 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 }
 
 // requestedScopes returns the scopes asked for, or the client's registered
-// scopes (else every supported scope) when none are. offline_access is
+// scopes (else every supported scope) when none are. A client that
+// registered a scope may only ask for scopes within it (RFC 7591 section 2:
+// the scopes "the client can use when requesting access tokens"); anything
+// else is invalid_scope (RFC 6749 section 4.1.2.1). offline_access is
 // accepted and dropped: some MCP clients always add it (SEP-2207), and
 // devauth issues refresh tokens regardless.
 func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *authzError) {
+	registered := strings.Fields(client.Scope)
 	var out []string
 	for _, sc := range strings.Fields(raw) {
 		if sc == "offline_access" {
@@ -120,6 +126,9 @@ func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *au
 		if !slices.Contains(s.opts.Scopes, sc) {
 			return nil, redirectError(errInvalidScope, "unsupported scope "+sc)
 		}
+		if len(registered) > 0 && !slices.Contains(registered, sc) {
+			return nil, redirectError(errInvalidScope, "scope "+sc+" is not among the scopes the client registered ("+client.Scope+")")
+		}
 		if !slices.Contains(out, sc) {
 			out = append(out, sc)
 		}
@@ -127,8 +136,8 @@ func (s *Server) requestedScopes(client store.Client, raw string) ([]string, *au
 	if len(out) > 0 {
 		return out, nil
 	}
-	if client.Scope != "" {
-		return strings.Fields(client.Scope), nil
+	if len(registered) > 0 {
+		return registered, nil
 	}
 	return append([]string(nil), s.opts.Scopes...), nil
 }
@@ -221,12 +230,24 @@ func (s *Server) authorizeSubmit(w http.ResponseWriter, r *http.Request) {
 	switch action {
 	case "login":
 		email := r.PostForm.Get("email")
+		account, addr := "", clientAddress(r)
+		if u, ok := s.opts.Users.ByEmail(email); ok {
+			account = u.ID
+		}
+		if wait, msg, blocked := s.logins.blocked(account, addr); blocked {
+			s.log.Warn("sign-in refused: too many failed attempts", "client_id", req.client.ID, "sub", account)
+			w.Header().Set("Retry-After", retryAfter(wait))
+			s.showLogin(w, http.StatusTooManyRequests, req, reqID, sess, email, msg)
+			return
+		}
 		u, err := s.opts.Users.Authenticate(email, r.PostForm.Get("password"))
 		if err != nil {
+			s.logins.failed(account, addr)
 			s.log.Info("login failed", "client_id", req.client.ID)
 			s.showLogin(w, http.StatusOK, req, reqID, sess, email, "Invalid email or password.")
 			return
 		}
+		s.logins.succeeded(u.ID)
 		sess = s.sessions.login(w, sess, u.ID)
 		s.log.Info("user signed in", "sub", u.ID)
 		s.showConsent(w, req, reqID, sess, u)

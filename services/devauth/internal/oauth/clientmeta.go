@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -42,17 +44,20 @@ type metadataResolver struct {
 	allowLoopback bool
 	now           func() time.Time
 	scopes        []string // so documents are normalized like DCR requests
+	log           *slog.Logger
 
 	mu    sync.Mutex
 	cache map[string]cachedClient
 }
 
-func newMetadataResolver(hc *http.Client, allowLoopback bool, now func() time.Time, scopes []string) *metadataResolver {
+func newMetadataResolver(hc *http.Client, allowLoopback bool, now func() time.Time, scopes []string, log *slog.Logger) *metadataResolver {
 	if hc == nil {
 		hc = &http.Client{
 			Timeout: metadataFetchTime,
 			Transport: &http.Transport{
-				Proxy:                 http.ProxyFromEnvironment,
+				// No proxy: the address checked at dial time must be the
+				// document's server, not a proxy that would reach anything.
+				Proxy:                 nil,
 				DialContext:           (&net.Dialer{Timeout: metadataFetchTime, Control: dialControl(allowLoopback)}).DialContext,
 				TLSHandshakeTimeout:   metadataFetchTime,
 				ResponseHeaderTimeout: metadataFetchTime,
@@ -64,26 +69,80 @@ func newMetadataResolver(hc *http.Client, allowLoopback bool, now func() time.Ti
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	return &metadataResolver{hc: hc, allowLoopback: allowLoopback, now: now, scopes: scopes, cache: map[string]cachedClient{}}
+	return &metadataResolver{hc: hc, allowLoopback: allowLoopback, now: now, scopes: scopes, log: log, cache: map[string]cachedClient{}}
 }
 
-// dialControl refuses addresses a metadata fetch has no business reaching
-// (cloud metadata services on link-local, multicast, unspecified), and
-// loopback unless allowed, so a client_id URL cannot be used to probe the
-// machine devauth runs on.
+// refusedPrefixes are the ranges a metadata fetch has no business reaching:
+// anything that is not a public unicast address. A client_id URL is chosen
+// by whoever calls /authorize, so without this it could make devauth probe
+// its own network (cloud metadata services, Redis, the admin ports of a
+// private subnet).
+var refusedPrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []string{
+		"0.0.0.0/8",       // "this network" (RFC 791), includes unspecified
+		"10.0.0.0/8",      // private (RFC 1918)
+		"100.64.0.0/10",   // shared address space, CGNAT (RFC 6598)
+		"127.0.0.0/8",     // loopback
+		"169.254.0.0/16",  // link-local, cloud metadata services (RFC 3927)
+		"172.16.0.0/12",   // private (RFC 1918)
+		"192.0.0.0/24",    // IETF protocol assignments (RFC 6890)
+		"192.0.2.0/24",    // documentation (RFC 5737)
+		"192.168.0.0/16",  // private (RFC 1918)
+		"198.18.0.0/15",   // benchmarking (RFC 2544)
+		"198.51.100.0/24", // documentation (RFC 5737)
+		"203.0.113.0/24",  // documentation (RFC 5737)
+		"224.0.0.0/4",     // multicast
+		"240.0.0.0/4",     // reserved, and the broadcast address
+		"::/128",          // unspecified
+		"::1/128",         // loopback
+		"64:ff9b::/96",    // NAT64, which reaches IPv4 space (RFC 6052)
+		"64:ff9b:1::/48",  // local-use NAT64 (RFC 8215)
+		"100::/64",        // discard-only (RFC 6666)
+		"2001::/23",       // IETF protocol assignments, incl. Teredo (RFC 2928)
+		"2001:db8::/32",   // documentation (RFC 3849)
+		"2002::/16",       // 6to4, which reaches IPv4 space (RFC 3056)
+		"fc00::/7",        // unique local addresses, ULA (RFC 4193)
+		"fe80::/10",       // link-local
+		"fec0::/10",       // site-local, deprecated (RFC 3879)
+		"ff00::/8",        // multicast
+	} {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}()
+
+// refusedAddr reports whether a metadata fetch may not connect to ip; a
+// loopback address is allowed when allowLoopback is set. IPv4-mapped IPv6
+// addresses are judged as the IPv4 address they carry.
+func refusedAddr(ip netip.Addr, allowLoopback bool) bool {
+	ip = ip.Unmap()
+	if ip.Zone() != "" {
+		return true // a scoped address is link-local or site-local by definition
+	}
+	if allowLoopback && ip.IsLoopback() {
+		return false
+	}
+	for _, p := range refusedPrefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// dialControl refuses, at connect time, every address [refusedAddr]
+// refuses. It runs on the address the name resolved to, just before the
+// connection is made, so a name that resolves to a public address when
+// checked and to a private one when used (DNS rebinding) gains nothing.
 func dialControl(allowLoopback bool) func(network, address string, _ syscall.RawConn) error {
 	return func(network, address string, _ syscall.RawConn) error {
-		host, _, err := net.SplitHostPort(address)
+		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
-			return err
+			return fmt.Errorf("refusing to dial %q: not an IP address and port", address)
 		}
-		ip := net.ParseIP(host)
-		if ip == nil {
-			return fmt.Errorf("refusing to dial non-IP address %q", host)
-		}
-		if ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() ||
-			(ip.IsLoopback() && !allowLoopback) {
-			return fmt.Errorf("refusing to fetch client metadata from %s", ip)
+		if refusedAddr(ap.Addr(), allowLoopback) {
+			return fmt.Errorf("refusing to fetch client metadata from %s: not a public address", ap.Addr())
 		}
 		return nil
 	}
@@ -199,37 +258,54 @@ func (m *metadataResolver) resolve(ctx context.Context, id string) (store.Client
 	return c, err
 }
 
+// errMetadataUnavailable is what a user sees for any failure to obtain the
+// document: an unreachable or refused address, a status other than 200, the
+// wrong content type, a body too large. One message for all of them, so
+// /authorize cannot be used to learn what answers at a URL (an open port, a
+// status code, a content type); the detail goes to devauth's log.
+var errMetadataUnavailable = errors.New("the client metadata document could not be fetched from the client_id URL (it must answer 200 with a JSON document of at most 5 KB)")
+
 func (m *metadataResolver) fetch(ctx context.Context, id string) (store.Client, error) {
 	if _, err := ValidateClientIDURL(id, m.allowLoopback); err != nil {
 		return store.Client{}, err
 	}
+	body, err := m.get(ctx, id)
+	if err != nil {
+		m.log.Info("client metadata document not fetched", "client_id", id, "error", err.Error())
+		return store.Client{}, errMetadataUnavailable
+	}
+	return ParseClientIDDocument(id, body, m.scopes)
+}
+
+// get fetches the document at id. Its errors are detailed, for the log only.
+func (m *metadataResolver) get(ctx context.Context, id string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, metadataFetchTime)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, id, nil)
 	if err != nil {
-		return store.Client{}, errors.New("client_id is not a fetchable URL")
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := m.hc.Do(req)
 	if err != nil {
-		return store.Client{}, errors.New("fetching the client metadata document failed")
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return store.Client{}, fmt.Errorf("fetching the client metadata document answered HTTP %d", resp.StatusCode)
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		mt, _, _ := mime.ParseMediaType(ct)
 		if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
-			return store.Client{}, fmt.Errorf("client metadata document has Content-Type %q, want application/json", mt)
+			return nil, fmt.Errorf("content type %q", mt)
 		}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadataDocument+1))
 	if err != nil {
-		return store.Client{}, errors.New("reading the client metadata document failed")
+		return nil, fmt.Errorf("reading the body: %w", err)
 	}
 	if len(body) > maxMetadataDocument {
-		return store.Client{}, fmt.Errorf("client metadata document is larger than %d bytes", maxMetadataDocument)
+		return nil, fmt.Errorf("larger than %d bytes", maxMetadataDocument)
 	}
-	return ParseClientIDDocument(id, body, m.scopes)
+	return body, nil
 }

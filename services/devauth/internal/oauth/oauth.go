@@ -78,8 +78,14 @@ type Options struct {
 	// LoginHint, if set, is shown under the login form (the seeded logins).
 	LoginHint string
 	// AllowLoopbackMetadata permits http:// client_id URLs on loopback hosts,
-	// so tests can serve a metadata document from httptest.
+	// and fetching metadata documents from loopback addresses, so tests can
+	// serve a metadata document from httptest.
 	AllowLoopbackMetadata bool
+	// Sessions bounds the login sessions; zero fields take
+	// [DefaultSessionLimits].
+	Sessions SessionLimits
+	// Logins throttles failed sign-ins; zero fields take [DefaultLoginLimits].
+	Logins LoginLimits
 }
 
 // Server holds the handlers' shared state.
@@ -88,6 +94,7 @@ type Server struct {
 	issuer   string
 	log      *slog.Logger
 	sessions *sessions
+	logins   *loginThrottle
 	cimd     *metadataResolver
 }
 
@@ -104,8 +111,9 @@ func New(opts Options) *Server {
 		opts:     opts,
 		issuer:   opts.BaseURL + PathPrefix,
 		log:      opts.Logger,
-		sessions: newSessions(opts.Store.Now, 10_000, strings.HasPrefix(opts.BaseURL, "https://")),
-		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes),
+		sessions: newSessions(opts.Store.Now, opts.Sessions, strings.HasPrefix(opts.BaseURL, "https://")),
+		logins:   newLoginThrottle(opts.Logins, opts.Users.Len(), opts.Store.Now),
+		cimd:     newMetadataResolver(opts.HTTPClient, opts.AllowLoopbackMetadata, opts.Store.Now, opts.Scopes, opts.Logger),
 	}
 }
 

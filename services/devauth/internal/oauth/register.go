@@ -52,8 +52,10 @@ func metaErr(code, format string, args ...any) error {
 	return &MetadataError{Code: code, Description: fmt.Sprintf(format, args...)}
 }
 
-// maxRegistrationBody bounds DCR requests; real ones are well under 4 KB.
-const maxRegistrationBody = 32 << 10
+// MaxRegistrationBody bounds DCR requests; real ones are well under 2 KB.
+// It also bounds what one registration holds in memory: with the client cap
+// ([store.DefaultLimits]) a full client table stays under about 100 MB.
+const MaxRegistrationBody = 8 << 10
 
 // ParseClientMetadata decodes and normalizes an RFC 7591 registration
 // request. supported lists the scopes devauth offers: requested scopes
@@ -155,9 +157,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusBadRequest, errInvalidClientMetadata, "Content-Type must be application/json")
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRegistrationBody+1))
-	if err != nil || len(body) > maxRegistrationBody {
-		writeOAuthError(w, http.StatusBadRequest, errInvalidClientMetadata, "body unreadable or too large")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRegistrationBody))
+	if err != nil {
+		desc := "the body could not be read"
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			desc = fmt.Sprintf("the body is larger than %d bytes", MaxRegistrationBody)
+		}
+		writeOAuthError(w, http.StatusBadRequest, errInvalidClientMetadata, desc)
 		return
 	}
 	m, err := ParseClientMetadata(body, s.opts.Scopes)
@@ -192,7 +198,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		resp.ClientSecretExpiresAt = &never
 	}
 	if err := s.opts.Store.AddClient(c); err != nil {
-		writeOAuthError(w, http.StatusServiceUnavailable, errTemporarilyUnavailable, "too many registered clients")
+		// RFC 7591 section 3.2.2's error format; the code is RFC 6749's, as
+		// RFC 7591 allows. Nothing is evicted to make room: that would let
+		// anyone log every other client out.
+		s.log.Warn("client registration refused: client table full")
+		writeOAuthError(w, http.StatusServiceUnavailable, errTemporarilyUnavailable,
+			fmt.Sprintf("too many registered clients; a registration unused for %v is removed", s.opts.Store.ClientTTL()))
 		return
 	}
 	s.log.Info("client registered", "client_id", c.ID, "client_name", c.Name,

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -152,5 +153,85 @@ func TestClientIDMetadataDocumentLoopbackRefusedByDefault(t *testing.T) {
 	}
 	if n := host.fetches.Load(); n != 0 {
 		t.Errorf("document fetched %d times, want 0", n)
+	}
+}
+
+// TestClientIDMetadataDocumentErrorsRevealNothing: whatever the client_id URL
+// answers (a status, a content type, a body too large) the user sees one
+// message, so /authorize cannot be used to learn what a URL serves; the
+// detail is in devauth's log.
+func TestClientIDMetadataDocumentErrorsRevealNothing(t *testing.T) {
+	t.Parallel()
+	host := newMetadataHost(t)
+	host.docs["/teapot.json"] = func(string) (int, string, string) { return 418, "text/plain", "secret-teapot-body" }
+	host.docs["/html.json"] = func(string) (int, string, string) { return 200, "text/x-secret-type", "secret-html-body" }
+	host.docs["/big.json"] = func(id string) (int, string, string) {
+		return 200, "application/json", `{"client_id":"` + id + `","padding":"` + strings.Repeat("x", 6<<10) + `"}`
+	}
+	e := newEnv(t)
+	_, challenge := pkce()
+	var pages []string
+	for _, path := range []string{"/teapot.json", "/html.json", "/big.json", "/missing.json"} {
+		status, _, b := do(t, "GET", authorizeURL(e, host.srv.URL+path, "http://127.0.0.1:4300/cb", challenge, "s", nil), nil, "")
+		if status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want the 400 error page", path, status)
+		}
+		page := string(b)
+		for _, leak := range []string{"418", "404", "secret", "text/", "larger"} {
+			if strings.Contains(page[strings.Index(page, "<body"):], leak) {
+				t.Errorf("%s: the error page reveals %q:\n%s", path, leak, page)
+			}
+		}
+		pages = append(pages, page)
+	}
+	for _, p := range pages[1:] {
+		if p != pages[0] {
+			t.Errorf("error pages differ:\n%s\n---\n%s", pages[0], p)
+		}
+	}
+	if logs := e.Logs.String(); !strings.Contains(logs, "status 418") || !strings.Contains(logs, `content type \"text/x-secret-type\"`) {
+		t.Errorf("the log lacks the detail:\n%s", logs)
+	}
+}
+
+// TestClientIDMetadataDocumentResolvedAddressChecked: the address check runs
+// on what a name resolves to, at connect time: https://localhost/... passes
+// the URL checks but is never connected to unless loopback is allowed.
+func TestClientIDMetadataDocumentResolvedAddressChecked(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	id := "https://localhost:" + port + "/client.json"
+	_, challenge := pkce()
+	refuse := newEnv(t, withOptions(func(o *server.Options) { o.AllowLoopbackMetadata = false }))
+	if status, _, _ := do(t, "GET", authorizeURL(refuse, id, "http://127.0.0.1:4300/cb", challenge, "s", nil), nil, ""); status != http.StatusBadRequest {
+		t.Errorf("status %d, want 400", status)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Errorf("devauth connected %d times to a name resolving to loopback", n)
+	}
+	if !strings.Contains(refuse.Logs.String(), "not a public address") {
+		t.Errorf("the log does not say why:\n%s", refuse.Logs.String())
+	}
+	// The same fetch with loopback allowed does connect (then fails TLS).
+	allow := newEnv(t)
+	do(t, "GET", authorizeURL(allow, id, "http://127.0.0.1:4300/cb", challenge, "s", nil), nil, "")
+	if accepted.Load() == 0 {
+		t.Error("with loopback allowed devauth never connected: the test proves nothing")
 	}
 }

@@ -4,9 +4,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
 )
 
 func TestRegister(t *testing.T) {
@@ -73,6 +78,12 @@ func TestRegister(t *testing.T) {
 		{"empty body", jsonHdr, ``, 400, "invalid_client_metadata", nil},
 		{"form content type", formHdr, `{"redirect_uris":["https://a.example/cb"]}`, 400, "invalid_client_metadata", nil},
 		{"oversized", jsonHdr, `{"redirect_uris":["https://a.example/cb"],"client_name":"` + strings.Repeat("x", 40<<10) + `"}`, 400, "invalid_client_metadata", nil},
+		// 12 KB of valid metadata: within the old 32 KB bound, over the 8 KB one.
+		{"over 8 KB", jsonHdr, `{"redirect_uris":["https://a.example/` + strings.Repeat("x", 1000) + `","https://b.example/` + strings.Repeat("x", 1000) + `"],"client_name":"x","client_uri":"https://a.example/` + strings.Repeat("y", 2000) + `","logo_uri":"https://a.example/` + strings.Repeat("z", 2000) + `","software_id":"` + strings.Repeat("s", 6000) + `"}`, 400, "invalid_client_metadata", func(t *testing.T, m map[string]any) {
+			if m["error_description"] != "the body is larger than 8192 bytes" {
+				t.Errorf("error_description %q", m["error_description"])
+			}
+		}},
 		{"long name", jsonHdr, `{"redirect_uris":["https://a.example/cb"],"client_name":"` + strings.Repeat("x", 300) + `"}`, 400, "invalid_client_metadata", nil},
 	}
 	for _, tt := range tests {
@@ -182,6 +193,37 @@ func TestAuthorizeMalformed(t *testing.T) {
 		at, _ := exchangeOK(t, e2, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect}, "client_id": {id}, "code_verifier": {v}})
 		if got := e2.introspect(t, at)["scope"]; got != "read:org_data" {
 			t.Errorf("scope = %v, want read:org_data", got)
+		}
+	})
+	t.Run("registered scope enforced (RFC 7591)", func(t *testing.T) {
+		t.Parallel()
+		e2 := newEnv(t, withAutoApprove(aliceEmail))
+		id := e2.register(t, `{"redirect_uris":["`+redirect+`"],"scope":"read:user_data"}`)["client_id"].(string)
+		for _, tc := range []struct{ scope, wantErr string }{
+			{"read:user_data read:org_data", "invalid_scope"},
+			{"read:org_data", "invalid_scope"},
+			{"read:user_data", ""},
+			{"", ""}, // the registered scope
+		} {
+			v, c := pkce()
+			status, h, b := do(t, "GET", authorizeURL(e2, id, redirect, c, "st", url.Values{"scope": {tc.scope}}), nil, "")
+			if status != http.StatusFound {
+				t.Fatalf("scope %q: status %d, want a redirect to the client\n%s", tc.scope, status, b)
+			}
+			q := mustURL(t, h.Get("Location")).Query()
+			if q.Get("error") != tc.wantErr || q.Get("state") != "st" {
+				t.Errorf("scope %q: redirect %v, want error %q", tc.scope, q, tc.wantErr)
+			}
+			if tc.wantErr != "" {
+				if d := q.Get("error_description"); !strings.Contains(d, "read:org_data") {
+					t.Errorf("scope %q: error_description %q does not name the scope", tc.scope, d)
+				}
+				continue
+			}
+			at, _ := exchangeOK(t, e2, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {redirect}, "client_id": {id}, "code_verifier": {v}})
+			if got := e2.introspect(t, at)["scope"]; got != "read:user_data" {
+				t.Errorf("scope %q: token scope %v, want read:user_data", tc.scope, got)
+			}
 		}
 	})
 	t.Run("loopback port may differ (RFC 8252)", func(t *testing.T) {
@@ -434,5 +476,43 @@ func TestCORS(t *testing.T) {
 		if _, h, _ := do(t, "OPTIONS", e.URL+p, origin, ""); h.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("%s answers CORS; it is server-to-server only", p)
 		}
+	}
+}
+
+// TestRegistrationTableFull: when the client table is full, registration is
+// refused with RFC 7591's error format and no client in use is evicted; a
+// registration unused for its TTL makes room again.
+func TestRegistrationTableFull(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	e := newEnv(t, withAutoApprove(aliceEmail), withOptions(func(o *server.Options) {
+		o.Now = clock
+		o.Limits = store.Limits{Clients: 2, ClientTTL: time.Hour}
+	}))
+	const redirect = "http://127.0.0.1:4000/cb"
+	reg := `{"redirect_uris":["` + redirect + `"]}`
+	used := e.register(t, reg)["client_id"].(string)
+	e.register(t, reg)
+	status, _, b := do(t, "POST", e.URL+"/oauth/2.1/register", jsonHdr, reg)
+	m := decode[map[string]any](t, b)
+	if status != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" || !strings.Contains(m["error_description"].(string), "1h0m0s") {
+		t.Fatalf("third registration: %d %s, want 503 temporarily_unavailable naming the TTL", status, b)
+	}
+	// "used" authorizes within the hour; the other one is left alone.
+	advance(50 * time.Minute)
+	_, challenge := pkce()
+	if status, h, _ := do(t, "GET", authorizeURL(e, used, redirect, challenge, "s", nil), nil, ""); status != http.StatusFound || h.Get("Location") == "" {
+		t.Fatalf("authorize as the used client: %d", status)
+	}
+	advance(10 * time.Minute)
+	e.register(t, reg) // room made by the unused client, not by "used"
+	if status, _, _ := do(t, "GET", authorizeURL(e, used, redirect, challenge, "s", nil), nil, ""); status != http.StatusFound {
+		t.Errorf("the client in use was evicted: authorize = %d", status)
+	}
+	if status, _, _ := do(t, "POST", e.URL+"/oauth/2.1/register", jsonHdr, reg); status != http.StatusServiceUnavailable {
+		t.Errorf("registration with two clients in use = %d, want 503", status)
 	}
 }

@@ -29,7 +29,28 @@ type Options struct {
 	AllowLoopbackMetadata bool
 	// LoginHint is shown under the login form.
 	LoginHint string
+	// Sessions bounds the login sessions; zero fields take
+	// oauth.DefaultSessionLimits.
+	Sessions oauth.SessionLimits
+	// Logins throttles failed sign-ins; zero fields take
+	// oauth.DefaultLoginLimits.
+	Logins oauth.LoginLimits
+	// ReadTimeout bounds reading one request, body included; zero is
+	// [DefaultReadTimeout].
+	ReadTimeout time.Duration
 }
+
+// Limits of devauth's HTTP server. ReadTimeout bounds reading a whole
+// request, so a client that trickles its body holds a connection for at most
+// that long; handlers that wait (injected latency) read the body first, and
+// the deadline does not apply to writing the answer. No endpoint takes a
+// body larger than MaxRequestBody.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	MaxRequestBody           = 64 << 10
+)
 
 // Server is an assembled devauth.
 type Server struct {
@@ -38,6 +59,8 @@ type Server struct {
 	Counters *stats.Counters
 	Faults   *faults.Injector
 	OAuth    *oauth.Server
+
+	readTimeout time.Duration
 }
 
 // New assembles devauth from a validated configuration and user directory.
@@ -60,6 +83,8 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		HTTPClient:             opts.HTTPClient,
 		AllowLoopbackMetadata:  opts.AllowLoopbackMetadata,
 		LoginHint:              opts.LoginHint,
+		Sessions:               opts.Sessions,
+		Logins:                 opts.Logins,
 	})
 
 	mux := http.NewServeMux()
@@ -74,13 +99,39 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 			APIKey: cfg.APIKey, Users: dir, Store: st, Counters: counters, Faults: inj, Logger: logger,
 		})
 	}
-	return &Server{
-		Handler:  logRequests(logger, mux),
-		Store:    st,
-		Counters: counters,
-		Faults:   inj,
-		OAuth:    oa,
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
 	}
+	return &Server{
+		Handler:     logRequests(logger, limitBody(mux)),
+		Store:       st,
+		Counters:    counters,
+		Faults:      inj,
+		OAuth:       oa,
+		readTimeout: opts.ReadTimeout,
+	}
+}
+
+// HTTPServer returns the http.Server to serve s with: its timeouts bound
+// how long a client can hold a connection without completing a request.
+// errorLog receives the server's own errors (failed TLS handshakes, panics).
+func (s *Server) HTTPServer(errorLog *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           s.Handler,
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		ReadTimeout:       s.readTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(errorLog.Handler(), slog.LevelWarn),
+	}
+}
+
+// limitBody caps every request body at MaxRequestBody, whatever the handler
+// does with it; endpoints with a smaller bound apply their own as well.
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // countUserFetch counts every user API request, faulted or not, because the

@@ -5,6 +5,9 @@
 // ever keeps their SHA-256, so a heap dump or a log line never holds a usable
 // credential. Every map is capped ([Limits]) and expired entries are swept, so
 // a load test or a misbehaving client cannot grow the process without bound.
+// Registered clients expire too: one unused for [Limits.ClientTTL] that holds
+// no live code or token is removed, so junk registrations free their room
+// while a client in use is never evicted to make room for another.
 //
 // Tokens issued from one authorization belong to a family. Refresh tokens
 // rotate: redeeming one invalidates it, and presenting an already-redeemed
@@ -86,6 +89,9 @@ type Client struct {
 	ClientURI               string
 	LogoURI                 string
 	IssuedAt                time.Time
+	// LastUsed is when the client was last looked up (an authorization,
+	// token or revocation request); [Store.Client] updates it.
+	LastUsed time.Time
 }
 
 // CheckSecret reports whether secret is the client's secret, in constant time.
@@ -125,10 +131,13 @@ type Limits struct {
 	Codes   int
 	// Tokens caps access plus refresh tokens.
 	Tokens int
+	// ClientTTL is how long a registered client may go unused before it is
+	// removed, once it holds no live authorization code or token.
+	ClientTTL time.Duration
 }
 
 // DefaultLimits fit comfortably in a few hundred MB even when full.
-var DefaultLimits = Limits{Clients: 10_000, Codes: 10_000, Tokens: 500_000}
+var DefaultLimits = Limits{Clients: 10_000, Codes: 10_000, Tokens: 500_000, ClientTTL: 24 * time.Hour}
 
 type refreshToken struct {
 	Grant
@@ -171,6 +180,9 @@ func New(now func() time.Time, limits Limits) *Store {
 	if limits.Tokens <= 0 {
 		limits.Tokens = DefaultLimits.Tokens
 	}
+	if limits.ClientTTL <= 0 {
+		limits.ClientTTL = DefaultLimits.ClientTTL
+	}
 	return &Store{
 		now:      now,
 		limits:   limits,
@@ -200,7 +212,8 @@ func (s *Store) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Sweep removes expired codes and tokens and returns how many it removed.
+// Sweep removes expired codes and tokens and expired clients (see
+// [Limits.ClientTTL]) and returns how many entries it removed.
 func (s *Store) Sweep() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -228,7 +241,36 @@ func (s *Store) sweepLocked() int {
 			n++
 		}
 	}
-	return n
+	return n + s.sweepClientsLocked(now)
+}
+
+// sweepClientsLocked removes clients unused for ClientTTL that hold no live
+// code or token. Tokens are only scanned when some client is idle, so a
+// store without idle clients pays one pass over its clients.
+func (s *Store) sweepClientsLocked(now time.Time) int {
+	idle := map[string]bool{}
+	for id, c := range s.clients {
+		if !now.Before(c.LastUsed.Add(s.limits.ClientTTL)) {
+			idle[id] = true
+		}
+	}
+	if len(idle) == 0 {
+		return 0
+	}
+	// Expired entries were swept just before, so whatever remains is live.
+	for _, c := range s.codes {
+		delete(idle, c.ClientID)
+	}
+	for _, t := range s.access {
+		delete(idle, t.ClientID)
+	}
+	for _, t := range s.refresh {
+		delete(idle, t.ClientID)
+	}
+	for id := range idle {
+		delete(s.clients, id)
+	}
+	return len(idle)
 }
 
 func (s *Store) dropAccessLocked(k key) {
@@ -449,19 +491,26 @@ func (s *Store) Revoke(tok, owner string) bool {
 	return false
 }
 
-// AddClient registers c. It returns [ErrFull] when the client cap is reached.
+// AddClient registers c, counting it as used now. When the client cap is
+// reached it sweeps expired entries first; if that frees no room it returns
+// [ErrFull]. It never evicts a client that has not expired.
 func (s *Store) AddClient(c Client) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.clients) >= s.limits.Clients {
-		return ErrFull
+		s.sweepLocked()
+		if len(s.clients) >= s.limits.Clients {
+			return ErrFull
+		}
 	}
 	c.RedirectURIs = append([]string(nil), c.RedirectURIs...)
+	c.LastUsed = s.now()
 	s.clients[c.ID] = &c
 	return nil
 }
 
-// Client returns the registered client with that id, or [ErrNotFound].
+// Client returns the registered client with that id and marks it used, or
+// returns [ErrNotFound].
 func (s *Store) Client(id string) (Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -469,8 +518,12 @@ func (s *Store) Client(id string) (Client, error) {
 	if c == nil {
 		return Client{}, ErrNotFound
 	}
+	c.LastUsed = s.now()
 	return *c, nil
 }
+
+// ClientTTL returns how long an unused client is kept (see [Limits.ClientTTL]).
+func (s *Store) ClientTTL() time.Duration { return s.limits.ClientTTL }
 
 // Counts reports the number of live entries, for tests and diagnostics.
 type Counts struct{ Clients, Codes, AccessTokens, RefreshTokens, Families int }

@@ -276,3 +276,60 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestClientExpiry: a registration unused for ClientTTL is removed unless it
+// still holds a live code or token; a full client table refuses new
+// registrations rather than evicting one in use, and expiry makes room again.
+func TestClientExpiry(t *testing.T) {
+	t.Parallel()
+	s, c := newTestStore(Limits{Clients: 4, ClientTTL: time.Hour})
+	for _, id := range []string{"unused", "used", "with-token", "with-code"} {
+		if err := s.AddClient(Client{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddClient(Client{ID: "fifth"}); !errors.Is(err, ErrFull) {
+		t.Fatalf("fifth client: err %v, want ErrFull", err)
+	}
+	if _, _, err := s.IssueAccessToken(Grant{Subject: "u", ClientID: "with-token"}, 4*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SaveCode(Code{Grant: Grant{ClientID: "with-code"}, ExpiresAt: c.now().Add(4 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(50 * time.Minute)
+	if _, err := s.Client("used"); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(10 * time.Minute) // "unused" is an hour old, "used" 10 minutes
+	if err := s.AddClient(Client{ID: "fifth"}); err != nil {
+		t.Fatalf("fifth client after the unused one expired: %v", err)
+	}
+	live := func() []string {
+		var ids []string
+		for _, id := range []string{"unused", "used", "with-token", "with-code", "fifth"} {
+			if _, err := s.Client(id); err == nil {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	if diff := cmp.Diff([]string{"used", "with-token", "with-code", "fifth"}, live()); diff != "" {
+		t.Errorf("clients after the first expiry (-want +got):\n%s", diff)
+	}
+	// Lookups above counted as use; two idle hours later only the clients
+	// holding a live token or code remain.
+	c.advance(2 * time.Hour)
+	if n := s.Sweep(); n != 2 {
+		t.Errorf("Sweep removed %d entries, want 2 (clients used and fifth)", n)
+	}
+	if diff := cmp.Diff([]string{"with-token", "with-code"}, live()); diff != "" {
+		t.Errorf("clients after two idle hours (-want +got):\n%s", diff)
+	}
+	// Once the token and the code expire, so do their clients.
+	c.advance(2 * time.Hour)
+	s.Sweep()
+	if got := s.Counts(); got.Clients != 0 {
+		t.Errorf("counts %+v, want no clients", got)
+	}
+}

@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkReadmeRecipes does what README.md tells a user to do, against a demo
+// stack started by run-stack.sh with DEVAUTH_TEST_API=true (mcpURL is the MCP
+// URL it announced, env its environment), with the README's default ports
+// replaced by the stack's:
+//
+//   - the token recipe of "Calling authz from another service" mints a token
+//     that can call both tools, who_am_i and list_my_orgs;
+//   - the audience examples of "Security notes" are accepted or refused as
+//     stated;
+//   - the Claude Desktop snippet is valid JSON naming the MCP URL.
+func checkReadmeRecipes(t *testing.T, mcpURL string, env map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	_, mcpPort, _ := net.SplitHostPort(env["MCP_LISTEN"])
+	_, devauthPort, _ := net.SplitHostPort(env["DEVAUTH_LISTEN"])
+	ports := strings.NewReplacer(":8000", ":"+mcpPort, ":9000", ":"+devauthPort)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	m := regexp.MustCompile(`curl -s -H 'Authorization: Bearer ([^']+)' \\\s+-d '([^']+)' \\\s+(\S+/dev/tokens)`).FindStringSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no /dev/tokens recipe (curl -s -H 'Authorization: Bearer ...' -d '...' .../dev/tokens)")
+	}
+	apiKey, body, mintURL := m[1], ports.Replace(m[2]), ports.Replace(m[3])
+	mint := func(body string) string {
+		t.Helper()
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		post(ctx, t, mintURL, apiKey, nil, []byte(body), &tok)
+		if tok.AccessToken == "" {
+			t.Fatalf("POST %s %s: no access_token", mintURL, body)
+		}
+		return tok.AccessToken
+	}
+	token := mint(body)
+	gw := &gatewayProc{url: strings.TrimSuffix(mcpURL, "/mcp")}
+	for _, tool := range []string{"who_am_i", "list_my_orgs"} {
+		if res := callTool(ctx, t, gw, token, tool); res.status != http.StatusOK {
+			t.Errorf("%s with the README's token (%s): %d, WWW-Authenticate %q", tool, body, res.status, res.header.Get("WWW-Authenticate"))
+		} else if tool == "list_my_orgs" && !strings.Contains(fmt.Sprint(res.structured), "Acme") {
+			t.Errorf("list_my_orgs does not list alice's org: %v", res.structured)
+		}
+	}
+
+	m = regexp.MustCompile("(?s)with\\s+`MCP_SERVER_URL=http://localhost:8000`,\\s+a\\s+token\\s+for\\s+`([^`]+)`\\s+is\\s+accepted,\\s+and\\s+tokens\\s+for\\s+(.+?)\\s+are\\s+not\\.").FindStringSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md's security notes give no audience examples (with `MCP_SERVER_URL=http://localhost:8000`, a token for `...` is accepted, and tokens for `...` are not.)")
+	}
+	refused := regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(m[2], -1)
+	if len(refused) == 0 {
+		t.Fatalf("no refused audience examples in %q", m[2])
+	}
+	examples := map[string]int{m[1]: http.StatusOK}
+	for _, r := range refused {
+		examples[r[1]] = http.StatusUnauthorized
+	}
+	for aud, want := range examples {
+		res, _ := json.Marshal(ports.Replace(aud))
+		tok := mint(`{"email":"alice@example.com","scopes":["read:user_data"],"resource":` + string(res) + `}`)
+		if got := callTool(ctx, t, gw, tok, "who_am_i"); got.status != want {
+			t.Errorf("token for audience %s: %d (%s), want %d as README.md says", res, got.status, got.header.Get("WWW-Authenticate"), want)
+		}
+	}
+
+	snippet := regexp.MustCompile(`\{ "mcpServers": \{ "mcpauthz": \{ "command": "npx".*\} \} \}`).FindString(readme)
+	var desktop struct {
+		MCPServers map[string]struct {
+			Command string   `json:"command"`
+			Args    []string `json:"args"`
+		} `json:"mcpServers"`
+	}
+	if err := json.Unmarshal([]byte(snippet), &desktop); err != nil {
+		t.Fatalf("README.md's Claude Desktop snippet %q: %v", snippet, err)
+	}
+	if s := desktop.MCPServers["mcpauthz"]; s.Command != "npx" || strings.Join(s.Args, " ") != "-y mcp-remote http://localhost:8000/mcp" {
+		t.Errorf("README.md's Claude Desktop snippet runs %q %q, want npx -y mcp-remote http://localhost:8000/mcp", s.Command, s.Args)
+	}
+}
