@@ -63,6 +63,7 @@ func TestUnknownTokenFlood(t *testing.T) {
 		eventually(t, 10*time.Second, fmt.Sprintf("goroutines after the %s flood to fall to at most %d (%d before)", what, bound, goroutines), func() bool {
 			return runtime.NumGoroutine() <= bound
 		})
+		t.Logf("goroutines after the %s flood: %d (bound %d)", what, runtime.NumGoroutine(), bound)
 	}
 
 	// The flood: each caller gives up after 100 ms.
@@ -95,10 +96,12 @@ func TestUnknownTokenFlood(t *testing.T) {
 	var md metadata.MD
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
+	asked := time.Now()
 	_, err := inst.client.Authorize(ctx, authorizeReq(mint(as)), grpc.Trailer(&md))
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("new token during the flood = %v, want Unavailable", err)
 	}
+	t.Logf("a new token during the flood: %v after %v", status.Code(err), time.Since(asked).Round(time.Millisecond))
 	if diff := cmp.Diff([]string{"-1"}, md.Get("grpc-retry-pushback-ms")); diff != "" {
 		t.Errorf("pushback (-want +got):\n%s", diff)
 	}
