@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
@@ -88,15 +89,36 @@ func New(cfg config.Config, o Options) (*App, error) {
 		}
 		a.store = st
 	}
+	// One transport for both APIs of the authorization server: INTROSPECTION_MAX_CONNS
+	// bounds the connections to its host, whichever API they serve.
+	transport := introspect.NewTransport(cfg.IntrospectTimeout, cfg.MaxConns)
 	ic, err := introspect.NewClient(introspect.Config{
 		Endpoint:     cfg.IntrospectionURL,
 		ClientID:     cfg.ClientID,
 		ClientSecret: cfg.ClientSecret,
 		AuthMethod:   introspect.AuthMethod(cfg.IntrospectionAuth),
 		Timeout:      cfg.IntrospectTimeout,
+		Transport:    transport,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating introspection client: %w", err)
+	}
+	// Introspections and user lookups each get INTROSPECTION_MAX_IN_FLIGHT, so a
+	// flood of unknown user IDs cannot starve token checks, nor the reverse.
+	limiter := func(upstream string) (*admission.Limiter, error) {
+		return admission.New(admission.Options{
+			Max:      cfg.MaxInFlight,
+			InFlight: a.Metrics.UpstreamInFlight.WithLabelValues(upstream),
+			Rejected: a.Metrics.UpstreamRejected.WithLabelValues(upstream),
+		})
+	}
+	introspections, err := limiter(metrics.UpstreamIntrospection)
+	if err != nil {
+		return nil, err
+	}
+	userCalls, err := limiter(metrics.UpstreamUser)
+	if err != nil {
+		return nil, err
 	}
 	a.tokens, err = tokencache.New(tokencache.Options{
 		Fetcher:     ic,
@@ -105,8 +127,12 @@ func New(cfg config.Config, o Options) (*App, error) {
 		CacheTTL:    cfg.CacheTTL,
 		NegativeTTL: cfg.NegativeCacheTTL,
 		ClockSkew:   cfg.ClockSkew,
-		Logger:      a.logger,
-		Metrics:     a.Metrics,
+		Limiter:     introspections,
+		// Longer than any fetch that may have read the authorization server
+		// before a revocation, with room for a stalled process.
+		TombstoneTTL: cfg.IntrospectTimeout + cfg.RedisTimeout + 5*time.Second,
+		Logger:       a.logger,
+		Metrics:      a.Metrics,
 		// Every invalidation this replica hears of, and every time it may have
 		// missed some, reaches the WatchInvalidations streams.
 		OnInvalidate: a.watch.Publish,
@@ -121,6 +147,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 		Timeout:      cfg.IntrospectTimeout,
 		BaseBackoff:  o.UserRetryBackoff,
 		MaxRetryWait: o.UserMaxRetryWait,
+		Transport:    transport,
 		Logger:       a.logger,
 		Metrics:      a.Metrics,
 	})
@@ -128,12 +155,14 @@ func New(cfg config.Config, o Options) (*App, error) {
 		return nil, fmt.Errorf("creating user client: %w", err)
 	}
 	us, err := users.NewService(users.ServiceOptions{
-		Client:  uc,
-		TTL:     cfg.UserCacheTTL,
-		L1Max:   min(cfg.L1MaxEntries, 10_000),
-		Store:   a.store,
-		Logger:  a.logger,
-		Metrics: a.Metrics,
+		Client:      uc,
+		TTL:         cfg.UserCacheTTL,
+		NegativeTTL: cfg.UserNegativeCacheTTL,
+		L1Max:       min(cfg.L1MaxEntries, 10_000),
+		Store:       a.store,
+		Limiter:     userCalls,
+		Logger:      a.logger,
+		Metrics:     a.Metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -152,10 +181,14 @@ func New(cfg config.Config, o Options) (*App, error) {
 	if cfg.TLS != nil && cfg.TLS.ClientCAs != nil {
 		// Inside the metrics interceptors, so PERMISSION_DENIED is counted.
 		// WatchInvalidations is not restricted: it carries only token hashes,
-		// which are useful only to a caller that already has Authorize answers.
-		var restricted map[string][]string
+		// which are useful only to a caller that already has the token, and the
+		// callers that keep decisions need it to drop them in time.
+		restricted := map[string][]string{}
 		if len(cfg.GetUserCallers) > 0 {
-			restricted = map[string][]string{authzv1.AuthzService_GetUser_FullMethodName: cfg.GetUserCallers}
+			restricted[authzv1.AuthzService_GetUser_FullMethodName] = cfg.GetUserCallers
+		}
+		if len(cfg.InvalidateCallers) > 0 {
+			restricted[authzv1.AuthzService_InvalidateToken_FullMethodName] = cfg.InvalidateCallers
 		}
 		u, st := mtls.Interceptors(mtls.Options{Restricted: restricted, Logger: a.logger, Metrics: a.Metrics})
 		unary, stream = append(unary, u), append(stream, st)
@@ -286,10 +319,15 @@ func (a *App) security() string {
 		return "plaintext"
 	case a.cfg.TLS.ClientCAs == nil:
 		return "tls"
-	case len(a.cfg.GetUserCallers) > 0:
-		return "mtls, GetUser restricted to AUTHZ_GETUSER_CALLERS"
 	}
-	return "mtls"
+	s := "mtls"
+	if len(a.cfg.GetUserCallers) > 0 {
+		s += ", GetUser restricted to AUTHZ_GETUSER_CALLERS"
+	}
+	if len(a.cfg.InvalidateCallers) > 0 {
+		s += ", InvalidateToken restricted to AUTHZ_INVALIDATE_CALLERS"
+	}
+	return s
 }
 
 func (a *App) shutdown() {

@@ -3,11 +3,13 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -224,7 +226,8 @@ func TestAuthorizeDecisionTable(t *testing.T) {
 }
 
 // TestMalformedInput checks every RPC rejects bad input with INVALID_ARGUMENT before
-// any call to the authorization server.
+// any call to the authorization server, and names the field at fault in a
+// google.rpc.BadRequest detail (the gateway answers 401 only for token).
 func TestMalformedInput(t *testing.T) {
 	t.Parallel()
 	as := newAS(t)
@@ -235,35 +238,37 @@ func TestMalformedInput(t *testing.T) {
 		tooManyScopes[i] = fmt.Sprintf("s%d", i)
 	}
 	authorize := []struct {
-		name string
-		req  *authzv1.AuthorizeRequest
+		name  string
+		req   *authzv1.AuthorizeRequest
+		field string
 	}{
-		{"empty token", &authzv1.AuthorizeRequest{Resource: resourceURL}},
-		{"oversized token", &authzv1.AuthorizeRequest{Token: strings.Repeat("a", 8193), Resource: resourceURL}},
-		{"token with space", &authzv1.AuthorizeRequest{Token: "Bearer abc", Resource: resourceURL}},
-		{"token with NUL", &authzv1.AuthorizeRequest{Token: "abc\x00", Resource: resourceURL}},
-		{"token with newline", &authzv1.AuthorizeRequest{Token: "abc\ndef", Resource: resourceURL}},
-		{"token with DEL", &authzv1.AuthorizeRequest{Token: "abc\x7f", Resource: resourceURL}},
-		{"non-ASCII token", &authzv1.AuthorizeRequest{Token: "tökén", Resource: resourceURL}},
-		{"empty resource", &authzv1.AuthorizeRequest{Token: ok}},
-		{"relative resource", &authzv1.AuthorizeRequest{Token: ok, Resource: "/mcp"}},
-		{"resource without scheme", &authzv1.AuthorizeRequest{Token: ok, Resource: "127.0.0.1:8000/mcp"}},
-		{"resource with fragment", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL + "#x"}},
-		{"resource with userinfo", &authzv1.AuthorizeRequest{Token: ok, Resource: "http://u:p@127.0.0.1:8000/mcp"}},
-		{"oversized resource", &authzv1.AuthorizeRequest{Token: ok, Resource: "https://a/" + strings.Repeat("a", 3000)}},
-		{"empty scope", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{""}}},
-		{"scope with space", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{"read user"}}},
-		{"scope with quote", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{`a"b`}}},
-		{"too many scopes", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: tooManyScopes}},
-		{"unknown claims format", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, ClaimsFormat: 99}},
-		{"negative claims format", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, ClaimsFormat: -1}},
+		{"empty token", &authzv1.AuthorizeRequest{Resource: resourceURL}, "token"},
+		{"oversized token", &authzv1.AuthorizeRequest{Token: strings.Repeat("a", 8193), Resource: resourceURL}, "token"},
+		{"token with space", &authzv1.AuthorizeRequest{Token: "Bearer abc", Resource: resourceURL}, "token"},
+		{"token with NUL", &authzv1.AuthorizeRequest{Token: "abc\x00", Resource: resourceURL}, "token"},
+		{"token with newline", &authzv1.AuthorizeRequest{Token: "abc\ndef", Resource: resourceURL}, "token"},
+		{"token with DEL", &authzv1.AuthorizeRequest{Token: "abc\x7f", Resource: resourceURL}, "token"},
+		{"non-ASCII token", &authzv1.AuthorizeRequest{Token: "tökén", Resource: resourceURL}, "token"},
+		{"bad token and bad resource", &authzv1.AuthorizeRequest{Token: "a b", Resource: "/mcp"}, "token"},
+		{"empty resource", &authzv1.AuthorizeRequest{Token: ok}, "resource"},
+		{"relative resource", &authzv1.AuthorizeRequest{Token: ok, Resource: "/mcp"}, "resource"},
+		{"resource without scheme", &authzv1.AuthorizeRequest{Token: ok, Resource: "127.0.0.1:8000/mcp"}, "resource"},
+		{"resource with fragment", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL + "#x"}, "resource"},
+		{"resource with userinfo", &authzv1.AuthorizeRequest{Token: ok, Resource: "http://u:p@127.0.0.1:8000/mcp"}, "resource"},
+		{"oversized resource", &authzv1.AuthorizeRequest{Token: ok, Resource: "https://a/" + strings.Repeat("a", 3000)}, "resource"},
+		{"empty scope", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{""}}, "required_scopes"},
+		{"scope with space", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{"read user"}}, "required_scopes"},
+		{"scope with quote", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: []string{`a"b`}}, "required_scopes"},
+		{"too many scopes", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, RequiredScopes: tooManyScopes}, "required_scopes"},
+		{"unknown claims format", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, ClaimsFormat: 99}, "claims_format"},
+		{"negative claims format", &authzv1.AuthorizeRequest{Token: ok, Resource: resourceURL, ClaimsFormat: -1}, "claims_format"},
 	}
 	for _, tt := range authorize {
 		t.Run("Authorize/"+tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := inst.client.Authorize(t.Context(), tt.req)
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("Authorize error = %v, want InvalidArgument", err)
+			if got := badRequestField(t, err); got != tt.field {
+				t.Errorf("field = %q, want %q", got, tt.field)
 			}
 		})
 	}
@@ -281,8 +286,8 @@ func TestMalformedInput(t *testing.T) {
 		t.Run("GetUser/"+tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: tt.id})
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("GetUser error = %v, want InvalidArgument", err)
+			if got := badRequestField(t, err); got != "user_id" {
+				t.Errorf("field = %q, want user_id", got)
 			}
 		})
 	}
@@ -296,8 +301,8 @@ func TestMalformedInput(t *testing.T) {
 		t.Run("InvalidateToken/"+tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := inst.client.InvalidateToken(t.Context(), &authzv1.InvalidateTokenRequest{Token: tt.tok})
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("InvalidateToken error = %v, want InvalidArgument", err)
+			if got := badRequestField(t, err); got != "token" {
+				t.Errorf("field = %q, want token", got)
 			}
 		})
 	}
@@ -306,4 +311,47 @@ func TestMalformedInput(t *testing.T) {
 			t.Errorf("malformed input reached the authorization server %d times", n)
 		}
 	})
+}
+
+// TestUserIDRefusedUpstream: a user ID that passes authz's checks but that the
+// user API refuses as malformed (400) is INVALID_ARGUMENT naming user_id, and is
+// not cached.
+func TestUserIDRefusedUpstream(t *testing.T) {
+	t.Parallel()
+	as := newAS(t)
+	as.SetUserReply("legacy|odd", http.StatusBadRequest, []byte(`{"user_id":"invalid"}`))
+	inst := start(t, "user-id-refused", env(as, "", nil))
+	for range 2 {
+		_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: "legacy|odd"})
+		if got := badRequestField(t, err); got != "user_id" {
+			t.Errorf("field = %q, want user_id", got)
+		}
+	}
+	if n := as.UserFetches(); n != 2 {
+		t.Errorf("user API calls = %d, want 2 (a 400 is not cached)", n)
+	}
+}
+
+// badRequestField returns the field that err's google.rpc.BadRequest detail
+// names. It fails the test unless err is INVALID_ARGUMENT with exactly that one
+// detail holding exactly one field violation.
+func badRequestField(t *testing.T, err error) string {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != codes.InvalidArgument {
+		t.Fatalf("error = %v, want InvalidArgument", err)
+	}
+	details := st.Details()
+	if len(details) != 1 {
+		t.Fatalf("InvalidArgument has %d details %v, want one google.rpc.BadRequest", len(details), details)
+	}
+	br, ok := details[0].(*errdetails.BadRequest)
+	if !ok || len(br.GetFieldViolations()) != 1 {
+		t.Fatalf("detail = %v, want a google.rpc.BadRequest with one field violation", details[0])
+	}
+	v := br.GetFieldViolations()[0]
+	if v.GetDescription() != st.Message() {
+		t.Errorf("violation description %q, want the status message %q", v.GetDescription(), st.Message())
+	}
+	return v.GetField()
 }

@@ -96,6 +96,8 @@ const resourceURL = "http://127.0.0.1:8000/mcp"
 
 type instance struct {
 	*app.App
+	// addr is the gRPC listen address; client is a plaintext client of it.
+	addr     string
 	client   authzv1.AuthzServiceClient
 	health   healthpb.HealthClient
 	httpBase string
@@ -193,6 +195,7 @@ func startWithOptions(t testing.TB, name string, getenv func(string) string, log
 	t.Cleanup(stop)
 	inst := &instance{
 		App:      a,
+		addr:     gl.Addr().String(),
 		client:   authzv1.NewAuthzServiceClient(conn),
 		health:   healthpb.NewHealthClient(conn),
 		httpBase: "http://" + hl.Addr().String(),

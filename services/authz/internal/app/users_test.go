@@ -271,3 +271,82 @@ func TestHealthAndMetricsEndpoints(t *testing.T) {
 		t.Errorf("HTTP still answering after stop")
 	}
 }
+
+// TestUnknownUserCachedBriefly: a user the user API does not know (404) is
+// cached for USER_NEGATIVE_CACHE_TTL, in L1 and in Redis, so 100 lookups cost one
+// call; then a user created meanwhile is found. Failures (5xx, 429, 401) are
+// never cached as unknown.
+func TestUnknownUserCachedBriefly(t *testing.T) {
+	t.Parallel()
+	getUser := func(inst *instance, id string) codes.Code {
+		_, err := inst.client.GetUser(t.Context(), &authzv1.GetUserRequest{UserId: id})
+		return status.Code(err)
+	}
+	t.Run("404", func(t *testing.T) {
+		t.Parallel()
+		as := newAS(t)
+		rd := testenv.StartRedis(t)
+		a := start(t, "ghost-a", env(as, rd.URL(), map[string]string{"USER_NEGATIVE_CACHE_TTL": "1s"}))
+		b := start(t, "ghost-b", env(as, rd.URL(), map[string]string{"USER_NEGATIVE_CACHE_TTL": "1s"}))
+		waitSubscribed(t, a, b)
+		for range 100 {
+			if c := getUser(a, "ghost"); c != codes.NotFound {
+				t.Fatalf("GetUser(ghost) = %v, want NotFound", c)
+			}
+		}
+		if c := getUser(b, "ghost"); c != codes.NotFound {
+			t.Fatalf("GetUser(ghost) on the other replica = %v, want NotFound", c)
+		}
+		if n := as.UserFetches(); n != 1 {
+			t.Errorf("101 lookups of an unknown user on two replicas cost %d user API calls, want 1", n)
+		}
+		// Include_user on Authorize uses the same cache.
+		tok := as.MintToken(propelauthtest.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+		resp, err := a.client.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: tok, Resource: resourceURL, IncludeUser: true})
+		if err != nil || resp.GetUserError() != "user not found" {
+			t.Errorf("Authorize(include_user) for the unknown user = %v, %v; want user_error \"user not found\"", resp, err)
+		}
+		if n := as.UserFetches(); n != 1 {
+			t.Errorf("user API calls = %d after include_user, want still 1", n)
+		}
+		as.AddUser(propelauthtest.User{UserID: "ghost", Email: "ghost@example.com", Enabled: true})
+		eventually(t, 5*time.Second, "the new user to be found once the negative entry expired", func() bool {
+			return getUser(a, "ghost") == codes.OK && getUser(b, "ghost") == codes.OK
+		})
+	})
+	failures := []struct {
+		name  string
+		env   map[string]string
+		setup func(as *propelauthtest.Server)
+		want  codes.Code
+	}{
+		{"negative caching off", map[string]string{"USER_NEGATIVE_CACHE_TTL": "0s"}, nil, codes.NotFound},
+		{"5xx", nil, func(as *propelauthtest.Server) { as.SetFault(propelauthtest.FaultError500, 0) }, codes.Unavailable},
+		{"429", nil, func(as *propelauthtest.Server) { as.RateLimitUsers(1000, "0") }, codes.ResourceExhausted},
+		{"401", map[string]string{"PROPELAUTH_API_KEY": "wrong-key"}, nil, codes.Internal},
+	}
+	for _, tt := range failures {
+		t.Run(tt.name+" not cached", func(t *testing.T) {
+			t.Parallel()
+			as := newAS(t)
+			inst := start(t, "ghost-"+tt.name, env(as, "", tt.env))
+			if tt.setup != nil {
+				tt.setup(as)
+			}
+			var perCall int64
+			for i := range 3 {
+				before := as.UserFetches()
+				if c := getUser(inst, "ghost"); c != tt.want {
+					t.Fatalf("GetUser(ghost) = %v, want %v", c, tt.want)
+				}
+				n := as.UserFetches() - before
+				if i == 0 {
+					perCall = n
+				}
+				if n == 0 || n != perCall {
+					t.Fatalf("call %d cost %d user API calls, call 1 cost %d: the answer was cached", i+1, n, perCall)
+				}
+			}
+		})
+	}
+}

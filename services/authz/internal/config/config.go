@@ -38,12 +38,19 @@ type Config struct {
 	CacheTTL          time.Duration
 	NegativeCacheTTL  time.Duration
 	UserCacheTTL      time.Duration
-	IntrospectTimeout time.Duration
-	ClockSkew         time.Duration
-	ScopeHierarchy    *decision.Hierarchy
-	L1MaxEntries      int
-	Issuer            string
-	LogLevel          slog.Level
+	// UserNegativeCacheTTL is how long an unknown user (404) is cached.
+	UserNegativeCacheTTL time.Duration
+	IntrospectTimeout    time.Duration
+	// MaxInFlight bounds introspections, and separately user API calls, in
+	// flight (INTROSPECTION_MAX_IN_FLIGHT); MaxConns bounds connections per host
+	// to the authorization server (INTROSPECTION_MAX_CONNS).
+	MaxInFlight    int
+	MaxConns       int
+	ClockSkew      time.Duration
+	ScopeHierarchy *decision.Hierarchy
+	L1MaxEntries   int
+	Issuer         string
+	LogLevel       slog.Level
 
 	// TLSCert, TLSKey and TLSClientCA are the PEM files of AUTHZ_TLS_*; TLS is
 	// the server configuration built from them, nil for plaintext gRPC.
@@ -54,6 +61,9 @@ type Config struct {
 	// GetUserCallers are the client identities allowed to call GetUser
 	// (AUTHZ_GETUSER_CALLERS); empty = every caller that passed the handshake.
 	GetUserCallers []string
+	// InvalidateCallers are those allowed to call InvalidateToken
+	// (AUTHZ_INVALIDATE_CALLERS); empty = every caller that passed the handshake.
+	InvalidateCallers []string
 }
 
 // The environment variables read, and their defaults ("" = none).
@@ -71,7 +81,10 @@ var vars = []struct{ name, def string }{
 	{"CACHE_TTL", "60s"},
 	{"NEGATIVE_CACHE_TTL", "10s"},
 	{"USER_CACHE_TTL", "30s"},
+	{"USER_NEGATIVE_CACHE_TTL", "5s"},
 	{"INTROSPECTION_TIMEOUT", "5s"},
+	{"INTROSPECTION_MAX_IN_FLIGHT", "64"},
+	{"INTROSPECTION_MAX_CONNS", "128"},
 	{"CLOCK_SKEW", "30s"},
 	{"SCOPE_HIERARCHY", ""},
 	{"L1_MAX_ENTRIES", "100000"},
@@ -81,6 +94,7 @@ var vars = []struct{ name, def string }{
 	{"AUTHZ_TLS_KEY", ""},
 	{"AUTHZ_TLS_CLIENT_CA", ""},
 	{"AUTHZ_GETUSER_CALLERS", ""},
+	{"AUTHZ_INVALIDATE_CALLERS", ""},
 }
 
 // EnvVars returns the name of every environment variable Load reads, sorted.
@@ -168,6 +182,7 @@ func Load(getenv func(string) string) (Config, error) {
 		{"CACHE_TTL", &c.CacheTTL, time.Millisecond, 24 * time.Hour},
 		{"NEGATIVE_CACHE_TTL", &c.NegativeCacheTTL, 0, time.Hour},
 		{"USER_CACHE_TTL", &c.UserCacheTTL, 0, 24 * time.Hour},
+		{"USER_NEGATIVE_CACHE_TTL", &c.UserNegativeCacheTTL, 0, time.Hour},
 		{"INTROSPECTION_TIMEOUT", &c.IntrospectTimeout, time.Millisecond, 5 * time.Minute},
 		{"REDIS_TIMEOUT", &c.RedisTimeout, time.Millisecond, 10 * time.Second},
 		{"CLOCK_SKEW", &c.ClockSkew, 0, 10 * time.Minute},
@@ -188,6 +203,14 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.L1MaxEntries, err = strconv.Atoi(v); err != nil || c.L1MaxEntries < 0 || c.L1MaxEntries > 100_000_000 {
 		return c, bad("L1_MAX_ENTRIES", "%q is not an integer in [0, 100000000] (0 disables the in-process cache)", v)
 	}
+	v = get("INTROSPECTION_MAX_IN_FLIGHT")
+	if c.MaxInFlight, err = strconv.Atoi(v); err != nil || c.MaxInFlight < 1 || c.MaxInFlight > 100_000 {
+		return c, bad("INTROSPECTION_MAX_IN_FLIGHT", "%q is not an integer in [1, 100000]", v)
+	}
+	v = get("INTROSPECTION_MAX_CONNS")
+	if c.MaxConns, err = strconv.Atoi(v); err != nil || c.MaxConns < 1 || c.MaxConns > 100_000 {
+		return c, bad("INTROSPECTION_MAX_CONNS", "%q is not an integer in [1, 100000]", v)
+	}
 	switch c.Issuer = get("AUTHORIZATION_SERVER"); {
 	case c.Issuer != "":
 		if err := httpURL(c.Issuer); err != nil {
@@ -207,27 +230,33 @@ func Load(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// loadTLS reads AUTHZ_TLS_* and AUTHZ_GETUSER_CALLERS. The files are read now so
-// that a missing or mismatched one stops the start with its variable's name.
+// loadTLS reads AUTHZ_TLS_*, AUTHZ_GETUSER_CALLERS and AUTHZ_INVALIDATE_CALLERS.
+// The files are read now so that a missing or mismatched one stops the start
+// with its variable's name.
 func (c *Config) loadTLS(get func(string) string) error {
 	c.TLSCert, c.TLSKey, c.TLSClientCA = get("AUTHZ_TLS_CERT"), get("AUTHZ_TLS_KEY"), get("AUTHZ_TLS_CLIENT_CA")
-	for _, id := range strings.FieldsFunc(get("AUTHZ_GETUSER_CALLERS"), func(r rune) bool { return r == ',' || r == ' ' }) {
-		if !slices.Contains(c.GetUserCallers, id) {
-			c.GetUserCallers = append(c.GetUserCallers, id)
-		}
+	c.GetUserCallers = callerList(get("AUTHZ_GETUSER_CALLERS"))
+	c.InvalidateCallers = callerList(get("AUTHZ_INVALIDATE_CALLERS"))
+	// An allow-list set, named in errors about what it needs.
+	var list string
+	switch {
+	case len(c.GetUserCallers) > 0:
+		list = "AUTHZ_GETUSER_CALLERS"
+	case len(c.InvalidateCallers) > 0:
+		list = "AUTHZ_INVALIDATE_CALLERS"
 	}
 	switch {
 	case c.TLSCert == "" && c.TLSKey == "" && c.TLSClientCA == "":
-		if len(c.GetUserCallers) > 0 {
-			return &Error{Var: "AUTHZ_GETUSER_CALLERS", Msg: "needs mutual TLS (AUTHZ_TLS_CERT, AUTHZ_TLS_KEY, AUTHZ_TLS_CLIENT_CA) to identify callers"}
+		if list != "" {
+			return &Error{Var: list, Msg: "needs mutual TLS (AUTHZ_TLS_CERT, AUTHZ_TLS_KEY, AUTHZ_TLS_CLIENT_CA) to identify callers"}
 		}
 		return nil
 	case c.TLSCert == "":
 		return &Error{Var: "AUTHZ_TLS_CERT", Msg: "required with AUTHZ_TLS_KEY or AUTHZ_TLS_CLIENT_CA: the server certificate (PEM file)"}
 	case c.TLSKey == "":
 		return &Error{Var: "AUTHZ_TLS_KEY", Msg: "required with AUTHZ_TLS_CERT: its private key (PEM file)"}
-	case c.TLSClientCA == "" && len(c.GetUserCallers) > 0:
-		return &Error{Var: "AUTHZ_GETUSER_CALLERS", Msg: "needs AUTHZ_TLS_CLIENT_CA: callers are identified by their client certificates"}
+	case c.TLSClientCA == "" && list != "":
+		return &Error{Var: list, Msg: "needs AUTHZ_TLS_CLIENT_CA: callers are identified by their client certificates"}
 	}
 	certPEM, err := os.ReadFile(c.TLSCert)
 	if err != nil {
@@ -254,6 +283,18 @@ func (c *Config) loadTLS(get func(string) string) error {
 	}
 	c.TLS = mtls.ServerConfig(pair, pool)
 	return nil
+}
+
+// callerList splits a comma- or space-separated list of caller identities,
+// dropping duplicates.
+func callerList(v string) []string {
+	var ids []string
+	for _, id := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func listenAddr(v string) (string, error) {
@@ -317,7 +358,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("CACHE_TTL", c.CacheTTL),
 		slog.Duration("NEGATIVE_CACHE_TTL", c.NegativeCacheTTL),
 		slog.Duration("USER_CACHE_TTL", c.UserCacheTTL),
+		slog.Duration("USER_NEGATIVE_CACHE_TTL", c.UserNegativeCacheTTL),
 		slog.Duration("INTROSPECTION_TIMEOUT", c.IntrospectTimeout),
+		slog.Int("INTROSPECTION_MAX_IN_FLIGHT", c.MaxInFlight),
+		slog.Int("INTROSPECTION_MAX_CONNS", c.MaxConns),
 		slog.Duration("CLOCK_SKEW", c.ClockSkew),
 		slog.String("SCOPE_HIERARCHY", c.ScopeHierarchy.String()),
 		slog.Int("L1_MAX_ENTRIES", c.L1MaxEntries),
@@ -327,5 +371,6 @@ func (c Config) LogValue() slog.Value {
 		slog.String("AUTHZ_TLS_KEY", c.TLSKey),
 		slog.String("AUTHZ_TLS_CLIENT_CA", c.TLSClientCA),
 		slog.String("AUTHZ_GETUSER_CALLERS", strings.Join(c.GetUserCallers, ",")),
+		slog.String("AUTHZ_INVALIDATE_CALLERS", strings.Join(c.InvalidateCallers, ",")),
 	)
 }

@@ -31,8 +31,8 @@ func TestDefaults(t *testing.T) {
 		Listen: ":50051", MetricsListen: ":9091",
 		AuthURL: "https://auth.example.com", ClientID: "client", ClientSecret: "s3cr3t-value",
 		IntrospectionURL: "https://auth.example.com/oauth/2.1/introspect", IntrospectionAuth: "client_secret_basic",
-		CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second, UserCacheTTL: 30 * time.Second,
-		IntrospectTimeout: 5 * time.Second, ClockSkew: 30 * time.Second, RedisTimeout: 100 * time.Millisecond,
+		CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second, UserCacheTTL: 30 * time.Second, UserNegativeCacheTTL: 5 * time.Second,
+		IntrospectTimeout: 5 * time.Second, MaxInFlight: 64, MaxConns: 128, ClockSkew: 30 * time.Second, RedisTimeout: 100 * time.Millisecond,
 		L1MaxEntries: 100000, Issuer: "https://auth.example.com/oauth/2.1", LogLevel: slog.LevelInfo,
 	}
 	if diff := cmp.Diff(want, c, cmpopts.IgnoreFields(Config{}, "ScopeHierarchy")); diff != "" {
@@ -83,6 +83,12 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"cache ttl zero", "CACHE_TTL", "0s", "CACHE_TTL"},
 		{"negative ttl", "NEGATIVE_CACHE_TTL", "-1s", "NEGATIVE_CACHE_TTL"},
 		{"user ttl", "USER_CACHE_TTL", "forever", "USER_CACHE_TTL"},
+		{"user negative ttl", "USER_NEGATIVE_CACHE_TTL", "-1s", "USER_NEGATIVE_CACHE_TTL"},
+		{"user negative ttl too long", "USER_NEGATIVE_CACHE_TTL", "2h", "USER_NEGATIVE_CACHE_TTL"},
+		{"max in flight zero", "INTROSPECTION_MAX_IN_FLIGHT", "0", "INTROSPECTION_MAX_IN_FLIGHT"},
+		{"max in flight not a number", "INTROSPECTION_MAX_IN_FLIGHT", "many", "INTROSPECTION_MAX_IN_FLIGHT"},
+		{"max conns zero", "INTROSPECTION_MAX_CONNS", "0", "INTROSPECTION_MAX_CONNS"},
+		{"max conns too many", "INTROSPECTION_MAX_CONNS", "1000000", "INTROSPECTION_MAX_CONNS"},
 		{"timeout", "INTROSPECTION_TIMEOUT", "0s", "INTROSPECTION_TIMEOUT"},
 		{"redis timeout", "REDIS_TIMEOUT", "100", "REDIS_TIMEOUT"},
 		{"redis timeout too long", "REDIS_TIMEOUT", "1m", "REDIS_TIMEOUT"},
@@ -140,11 +146,13 @@ func TestRedisPasswordNeverPrinted(t *testing.T) {
 func TestEnvVars(t *testing.T) {
 	t.Parallel()
 	want := []string{
-		"AUTHORIZATION_SERVER", "AUTHZ_GETUSER_CALLERS", "AUTHZ_LISTEN", "AUTHZ_METRICS_LISTEN",
+		"AUTHORIZATION_SERVER", "AUTHZ_GETUSER_CALLERS", "AUTHZ_INVALIDATE_CALLERS", "AUTHZ_LISTEN", "AUTHZ_METRICS_LISTEN",
 		"AUTHZ_TLS_CERT", "AUTHZ_TLS_CLIENT_CA", "AUTHZ_TLS_KEY", "CACHE_TTL", "CLOCK_SKEW",
-		"INTROSPECTION_AUTH_METHOD", "INTROSPECTION_TIMEOUT", "INTROSPECTION_URL", "L1_MAX_ENTRIES", "LOG_LEVEL",
+		"INTROSPECTION_AUTH_METHOD", "INTROSPECTION_MAX_CONNS", "INTROSPECTION_MAX_IN_FLIGHT", "INTROSPECTION_TIMEOUT",
+		"INTROSPECTION_URL", "L1_MAX_ENTRIES", "LOG_LEVEL",
 		"NEGATIVE_CACHE_TTL", "PROPELAUTH_API_KEY", "PROPELAUTH_AUTH_URL", "REDIS_TIMEOUT", "REDIS_URL",
 		"REQUEST_VALIDATION_CLIENT_ID", "REQUEST_VALIDATION_CLIENT_SECRET", "SCOPE_HIERARCHY", "USER_CACHE_TTL",
+		"USER_NEGATIVE_CACHE_TTL",
 	}
 	if diff := cmp.Diff(want, EnvVars()); diff != "" {
 		t.Errorf("EnvVars (-want +got):\n%s", diff)

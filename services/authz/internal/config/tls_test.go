@@ -46,6 +46,7 @@ func TestTLS(t *testing.T) {
 		e := minimal()
 		e["AUTHZ_TLS_CERT"], e["AUTHZ_TLS_KEY"], e["AUTHZ_TLS_CLIENT_CA"] = cert, key, ca.CertFile
 		e["AUTHZ_GETUSER_CALLERS"] = "spiffe://mcpauthz/gateway, reporting,spiffe://mcpauthz/gateway"
+		e["AUTHZ_INVALIDATE_CALLERS"] = "spiffe://mcpauthz/revoker spiffe://mcpauthz/revoker,admin"
 		c, err := Load(envOf(e))
 		if err != nil {
 			t.Fatal(err)
@@ -55,6 +56,9 @@ func TestTLS(t *testing.T) {
 		}
 		if got := strings.Join(c.GetUserCallers, "|"); got != "spiffe://mcpauthz/gateway|reporting" {
 			t.Errorf("GetUserCallers = %q", got)
+		}
+		if got := strings.Join(c.InvalidateCallers, "|"); got != "spiffe://mcpauthz/revoker|admin" {
+			t.Errorf("InvalidateCallers = %q", got)
 		}
 	})
 
@@ -74,6 +78,8 @@ func TestTLS(t *testing.T) {
 		{"garbage client CA", map[string]string{"AUTHZ_TLS_CERT": cert, "AUTHZ_TLS_KEY": key, "AUTHZ_TLS_CLIENT_CA": garbage}, "AUTHZ_TLS_CLIENT_CA"},
 		{"allow-list without TLS", map[string]string{"AUTHZ_GETUSER_CALLERS": "gateway"}, "AUTHZ_GETUSER_CALLERS"},
 		{"allow-list without client CA", map[string]string{"AUTHZ_TLS_CERT": cert, "AUTHZ_TLS_KEY": key, "AUTHZ_GETUSER_CALLERS": "gateway"}, "AUTHZ_GETUSER_CALLERS"},
+		{"invalidate allow-list without TLS", map[string]string{"AUTHZ_INVALIDATE_CALLERS": "revoker"}, "AUTHZ_INVALIDATE_CALLERS"},
+		{"invalidate allow-list without client CA", map[string]string{"AUTHZ_TLS_CERT": cert, "AUTHZ_TLS_KEY": key, "AUTHZ_INVALIDATE_CALLERS": "revoker"}, "AUTHZ_INVALIDATE_CALLERS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

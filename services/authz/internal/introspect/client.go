@@ -78,7 +78,8 @@ type Config struct {
 	AuthMethod AuthMethod
 	// Timeout bounds one introspection, connection included. Default 5s.
 	Timeout time.Duration
-	// Transport replaces the default pooled transport (tests).
+	// Transport replaces the default pooled transport (NewTransport); authz
+	// passes one it shares with the user API client.
 	Transport http.RoundTripper
 }
 
@@ -112,7 +113,7 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = NewTransport(cfg.Timeout)
+		tr = NewTransport(cfg.Timeout, 0)
 	}
 	c := &Client{
 		endpoint: cfg.Endpoint,
@@ -129,20 +130,34 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// DefaultMaxConns is the default of NewTransport's maxConns
+// (INTROSPECTION_MAX_CONNS): over HTTP/1.1, one connection for each of the
+// default INTROSPECTION_MAX_IN_FLIGHT (64) introspections and as many user
+// lookups, which share the transport.
+const DefaultMaxConns = 128
+
 // NewTransport returns the pooled transport used for calls to the authorization
-// server: bounded dial, TLS and header waits, and enough idle connections per host
-// that a burst of misses does not open a connection each.
-func NewTransport(timeout time.Duration) *http.Transport {
+// server: bounded dial, TLS and header waits, and at most maxConns connections per
+// host (DefaultMaxConns if maxConns <= 0), all of which may stay open idle, so a
+// burst of misses reuses connections instead of opening one each, and a flood
+// cannot open thousands. A request beyond the bound waits for a connection within
+// its deadline. Over HTTP/2 (https) requests share connections anyway.
+func NewTransport(timeout time.Duration, maxConns int) *http.Transport {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: min(timeout, 3*time.Second), KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   min(timeout, 3*time.Second),
 		ResponseHeaderTimeout: timeout,
 		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		MaxConnsPerHost:       maxConns,
+		MaxIdleConnsPerHost:   maxConns,
+		// The introspection endpoint and the user API may be two hosts.
+		MaxIdleConns:      2 * maxConns,
+		IdleConnTimeout:   90 * time.Second,
+		ForceAttemptHTTP2: true,
 	}
 }
 

@@ -9,8 +9,11 @@
 //	authz_introspections_total{result}                 active|inactive|error
 //	authz_introspection_duration_seconds               histogram of calls to the introspection endpoint
 //	authz_introspection_errors_total{kind}             timeout, network, status_5xx, client_auth, malformed, ...
-//	authz_redis_errors_total{op}                       get|set|del|publish|subscribe
+//	authz_redis_errors_total{op}                       get|set|publish
+//	authz_redis_busy_total{op}                         get|set|publish not attempted: every pooled connection busy for REDIS_TIMEOUT
 //	authz_coalesced_waits_total{cache}                 requests that waited for another request's fetch
+//	authz_upstream_in_flight{upstream}                 calls to the authorization server running now: introspection|user
+//	authz_upstream_rejected_total{upstream}            calls refused (UNAVAILABLE) because INTROSPECTION_MAX_IN_FLIGHT were running
 //	authz_user_fetches_total{result}                   ok|not_found|rate_limited|unauthorized|error
 //	authz_user_fetch_retries_total                     429 retries
 //	authz_user_fetch_duration_seconds                  histogram of calls to the user API
@@ -44,7 +47,10 @@ type Metrics struct {
 	IntrospectionDuration prometheus.Histogram
 	IntrospectionErrors   *prometheus.CounterVec
 	RedisErrors           *prometheus.CounterVec
+	RedisBusy             *prometheus.CounterVec
 	CoalescedWaits        *prometheus.CounterVec
+	UpstreamInFlight      *prometheus.GaugeVec
+	UpstreamRejected      *prometheus.CounterVec
 	UserFetches           *prometheus.CounterVec
 	UserFetchRetries      prometheus.Counter
 	UserFetchDuration     prometheus.Histogram
@@ -63,6 +69,12 @@ const (
 	CacheUser  = "user"
 	TierL1     = "l1"
 	TierL2     = "l2"
+)
+
+// Upstream label values: the two APIs of the authorization server authz calls.
+const (
+	UpstreamIntrospection = "introspection"
+	UpstreamUser          = "user"
 )
 
 // Lookup result label values.
@@ -99,9 +111,18 @@ func New() *Metrics {
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authz_redis_errors_total", Help: "Failed or timed-out Redis operations by operation.",
 		}, []string{"op"}),
+		RedisBusy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_redis_busy_total", Help: "Redis operations not attempted because every pooled connection was busy with other operations for REDIS_TIMEOUT (a miss; Redis is not backed off).",
+		}, []string{"op"}),
 		CoalescedWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authz_coalesced_waits_total", Help: "Requests that waited for a concurrent identical fetch instead of making their own.",
 		}, []string{"cache"}),
+		UpstreamInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "authz_upstream_in_flight", Help: "Calls to the authorization server running now, by API.",
+		}, []string{"upstream"}),
+		UpstreamRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authz_upstream_rejected_total", Help: "Calls to the authorization server refused because INTROSPECTION_MAX_IN_FLIGHT were already running, by API.",
+		}, []string{"upstream"}),
 		UserFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authz_user_fetches_total", Help: "Calls to the user API by result.",
 		}, []string{"result"}),
@@ -135,7 +156,7 @@ func New() *Metrics {
 	}
 	for _, c := range []prometheus.Collector{
 		m.Decisions, m.CacheLookups, m.Introspections, m.IntrospectionDuration, m.IntrospectionErrors,
-		m.RedisErrors, m.CoalescedWaits, m.UserFetches, m.UserFetchRetries, m.UserFetchDuration,
+		m.RedisErrors, m.RedisBusy, m.CoalescedWaits, m.UpstreamInFlight, m.UpstreamRejected, m.UserFetches, m.UserFetchRetries, m.UserFetchDuration,
 		m.Invalidations, m.L1Flushes, m.GRPCRequests, m.GRPCDuration, m.CallerRequests,
 		m.WatchStreams, m.WatchOverflows,
 		collectors.NewGoCollector(),

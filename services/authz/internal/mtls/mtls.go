@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -32,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ratelog"
 )
 
 // ServerConfig returns the TLS configuration of the gRPC server presenting cert.
@@ -113,7 +115,8 @@ type Options struct {
 	// constants) to the caller identities allowed to call them. Methods not in
 	// the map are open to every caller that completed the handshake.
 	Restricted map[string][]string
-	// Logger receives one line per newly seen caller and per refused call.
+	// Logger receives one line per newly seen caller, and one per refused call
+	// at most every few seconds (with the number suppressed since the last).
 	Logger *slog.Logger
 	// Metrics counts calls by caller (authz_grpc_caller_requests_total).
 	Metrics *metrics.Metrics
@@ -168,6 +171,9 @@ func newGuard(o Options) func(ctx context.Context, method string) error {
 	// counters holds each (caller, method) counter once resolved, so the hot
 	// path does no label hashing; callers holds the identities seen so far.
 	var mu sync.RWMutex
+	// A caller refused on every call (a flood of InvalidateToken from a service
+	// not listed) must not flood the log too.
+	refusals := &ratelog.Limiter{Every: 5 * time.Second}
 	counters := map[[2]string]prometheus.Counter{}
 	callers := map[string]bool{}
 	count := func(ctx context.Context, id, method string) {
@@ -208,7 +214,9 @@ func newGuard(o Options) func(ctx context.Context, method string) error {
 			count(ctx, id, method)
 		}
 		if allowed, ok := o.Restricted[method]; ok && (cert == nil || !matches(cert, allowed)) {
-			o.Logger.WarnContext(ctx, "caller not allowed to call method", "caller", id, "method", method)
+			if ok, suppressed := refusals.Allow(); ok {
+				o.Logger.WarnContext(ctx, "caller not allowed to call method", "caller", id, "method", method, "suppressed_since_last", suppressed)
+			}
 			return status.Error(codes.PermissionDenied, "this caller may not call "+method)
 		}
 		return nil

@@ -8,10 +8,12 @@
 package propelauthtest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -45,6 +47,7 @@ type Server struct {
 	tokens      map[string]map[string]any
 	raw         map[string]rawReply
 	users       map[string]User
+	userReplies map[string]rawReply
 	rateLimited int
 	retryAfter  string
 	fault       Fault
@@ -57,6 +60,10 @@ type Server struct {
 	introspections atomic.Int64
 	userFetches    atomic.Int64
 	perToken       sync.Map // token -> *atomic.Int64
+
+	connMu    sync.Mutex
+	openConns int
+	maxConns  int
 }
 
 type rawReply struct {
@@ -74,14 +81,38 @@ func New() *Server {
 		tokens:       map[string]map[string]any{},
 		raw:          map[string]rawReply{},
 		users:        map[string]User{},
+		userReplies:  map[string]rawReply{},
 		fault:        FaultNone,
 	}
 	s.secrets = append(s.secrets, s.ClientSecret, s.APIKey)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /oauth/2.1/introspect", s.introspect)
 	mux.HandleFunc("GET /api/backend/v1/user/{id}", s.fetchUser)
-	s.Server = httptest.NewServer(mux)
+	s.Server = httptest.NewUnstartedServer(mux)
+	s.Server.Config.ConnState = s.connState
+	s.Server.Start()
 	return s
+}
+
+// connState counts the connections open now and the most ever open at once.
+func (s *Server) connState(_ net.Conn, state http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	switch state {
+	case http.StateNew:
+		s.openConns++
+		s.maxConns = max(s.maxConns, s.openConns)
+	case http.StateClosed, http.StateHijacked:
+		s.openConns--
+	}
+}
+
+// Conns returns how many client connections are open now, and the most that
+// were open at once since the server started.
+func (s *Server) Conns() (open, peak int) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.openConns, s.maxConns
 }
 
 // Close drops open connections (a hanging request must not block the test's end)
@@ -222,6 +253,14 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request) bool {
 	fault, latency := s.fault, s.latency
 	s.mu.Unlock()
 	if latency > 0 {
+		// Read the body first: the server notices a client hanging up only once
+		// the body has been read, and a caller that gives up must not leave this
+		// handler waiting out the latency (nor Close waiting for it).
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return true
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		select {
 		case <-time.After(latency):
 		case <-r.Context().Done():

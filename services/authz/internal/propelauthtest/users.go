@@ -52,6 +52,14 @@ func (s *Server) AddUser(u User) {
 	s.users[u.UserID] = u
 }
 
+// SetUserReply makes requests for user id answer status and body, verbatim (for
+// answers such as PropelAuth's 400 for a malformed ID).
+func (s *Server) SetUserReply(id string, status int, body []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.userReplies[id] = rawReply{status: status, body: body}
+}
+
 // RateLimitUsers makes the next n user requests answer 429 with the given
 // Retry-After header ("" for none).
 func (s *Server) RateLimitUsers(n int, retryAfter string) {
@@ -77,12 +85,19 @@ func (s *Server) fetchUser(w http.ResponseWriter, r *http.Request) {
 	}
 	retryAfter := s.retryAfter
 	u, ok := s.users[r.PathValue("id")]
+	raw, isRaw := s.userReplies[r.PathValue("id")]
 	s.mu.Unlock()
 	if limited {
 		if retryAfter != "" {
 			w.Header().Set("Retry-After", retryAfter)
 		}
 		writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": "rate limited"})
+		return
+	}
+	if isRaw {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(raw.status)
+		_, _ = w.Write(raw.body)
 		return
 	}
 	if !ok {

@@ -6,6 +6,17 @@
 // fail because Redis did. go-redis reconnects on its own; [Store.Subscribe] resumes
 // its subscription after a reconnect and tells the caller, who may have missed
 // messages meanwhile.
+//
+// # Too many operations at once
+//
+// At most one operation per pooled connection runs at a time; the others wait
+// for a turn, for at most half their REDIS_TIMEOUT (the command keeps the other
+// half). One that gets none is not attempted and fails with [ErrBusy], which is a
+// miss like any other but is not taken for a Redis failure: the store keeps using
+// Redis. Without this, a flood of requests queued in go-redis's pool until they
+// timed out there, each such timeout put the whole replica into the backoff meant
+// for a sick Redis, and every request, legitimate ones included, lost the shared
+// tier for it.
 package rediscache
 
 import (
@@ -13,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -27,9 +39,14 @@ import (
 // failure, without contacting Redis.
 var ErrSkipped = errors.New("redis skipped after a recent failure")
 
+// ErrBusy is returned when every connection stayed busy with this store's other
+// operations for half the operation timeout; Redis was not asked.
+var ErrBusy = errors.New("redis not asked: every connection busy")
+
 // Options tunes a [Store].
 type Options struct {
-	// OpTimeout bounds each Get, Set, Del and Publish. Default 100ms.
+	// OpTimeout bounds each Get and Set, waiting for a turn included. Default
+	// 100ms.
 	OpTimeout time.Duration
 	// Backoff is how long Get and Set skip Redis after a failure. Default 500ms.
 	Backoff time.Duration
@@ -47,6 +64,9 @@ type Store struct {
 	logger    *slog.Logger
 	m         *metrics.Metrics
 
+	// turns has one token per pooled connection; an operation holds one while
+	// it runs. See the package documentation.
+	turns     chan struct{}
 	skipUntil atomic.Int64
 	logs      ratelog.Limiter
 }
@@ -81,8 +101,12 @@ func New(url string, o Options) (*Store, error) {
 	opt.MaxRetries = -1 // a retry would blow the per-operation budget
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if opt.PoolSize <= 0 {
+		opt.PoolSize = 10 * runtime.GOMAXPROCS(0) // go-redis's default, made explicit
+	}
 	return &Store{
 		rdb:       redis.NewClient(opt),
+		turns:     make(chan struct{}, opt.PoolSize),
 		opTimeout: o.OpTimeout,
 		backoff:   o.Backoff,
 		logs:      ratelog.Limiter{Every: o.LogEvery},
@@ -94,14 +118,53 @@ func New(url string, o Options) (*Store, error) {
 // Close closes the client's connections.
 func (s *Store) Close() error { return s.rdb.Close() }
 
+// turn waits for a connection none of this store's operations is using, for at
+// most half of ctx's remaining time, so that the command itself always has the
+// other half: a command that then times out found Redis slow, not the queue
+// long. Without an error, the caller must give the turn back with done.
+// Errors: ErrBusy if no turn came in time, ctx's error if ctx was canceled.
+func (s *Store) turn(ctx context.Context, op string) error {
+	select {
+	case s.turns <- struct{}{}:
+		return nil
+	default:
+	}
+	wait := s.opTimeout / 2
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl) / 2
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.turns <- struct{}{}:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return ctx.Err()
+		}
+	}
+	if s.m != nil {
+		s.m.RedisBusy.WithLabelValues(op).Inc()
+	}
+	return ErrBusy
+}
+
+func (s *Store) done() { <-s.turns }
+
 // Get returns the value under key. A missing key is (nil, false, nil). Errors mean
-// Redis could not answer (ErrSkipped while backing off) and count as a miss.
+// Redis could not answer (ErrSkipped while backing off, ErrBusy when this store
+// had too many operations running) and count as a miss.
 func (s *Store) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if s.skipping() {
 		return nil, false, ErrSkipped
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
+	if err := s.turn(ctx, "get"); err != nil {
+		return nil, false, err
+	}
+	defer s.done()
 	b, err := s.rdb.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, false, nil
@@ -114,30 +177,56 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, bool, error) {
 
 // Set stores value under key for ttl. Errors mean it was not stored.
 func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return s.set(ctx, key, value, ttl, false)
+}
+
+// SetIfAbsent is Set unless key exists, in which case it stores nothing and
+// returns nil. Errors mean Redis could not answer.
+func (s *Store) SetIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return s.set(ctx, key, value, ttl, true)
+}
+
+func (s *Store) set(ctx context.Context, key string, value []byte, ttl time.Duration, nx bool) error {
 	if s.skipping() {
 		return ErrSkipped
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	if err := s.rdb.Set(ctx, key, value, ttl).Err(); err != nil {
+	if err := s.turn(ctx, "set"); err != nil {
+		return err
+	}
+	defer s.done()
+	var err error
+	if nx {
+		err = s.rdb.SetNX(ctx, key, value, ttl).Err()
+	} else {
+		err = s.rdb.Set(ctx, key, value, ttl).Err()
+	}
+	if err != nil {
 		return s.fail(ctx, "set", err)
 	}
 	return nil
 }
 
-// DelAndPublish deletes key and publishes msg on channel in one round trip. It does
-// not skip while backing off: an invalidation must be attempted. The error is
-// non-nil if Redis did not confirm both.
-func (s *Store) DelAndPublish(ctx context.Context, key, channel, msg string) error {
+// SetAndPublish stores value under key for ttl, whether or not key exists, and
+// publishes msg on channel, in one round trip (MULTI/EXEC). It does not skip
+// while backing off: an invalidation must be attempted. It waits for a turn
+// within its own, longer timeout. The error is non-nil if Redis did not confirm
+// both.
+func (s *Store) SetAndPublish(ctx context.Context, key string, value []byte, ttl time.Duration, channel, msg string) error {
 	ctx, cancel := context.WithTimeout(ctx, max(s.opTimeout, 500*time.Millisecond))
 	defer cancel()
+	if err := s.turn(ctx, "publish"); err != nil {
+		return err
+	}
+	defer s.done()
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, key)
+		p.Set(ctx, key, value, ttl)
 		p.Publish(ctx, channel, msg)
 		return nil
 	})
 	if err != nil {
-		return s.fail(ctx, "del", err)
+		return s.fail(ctx, "publish", err)
 	}
 	return nil
 }

@@ -2,6 +2,14 @@
 // input, calls the caches and the decision rules, and is the only place where
 // domain errors become gRPC status codes, each with a constant message that is safe
 // to return (details go to the log, never to the caller).
+//
+// # INVALID_ARGUMENT
+//
+// Every INVALID_ARGUMENT carries one google.rpc.BadRequest detail with one field
+// violation whose field is the request field at fault: token, resource,
+// required_scopes, claims_format or user_id. Callers act on the field, not on the
+// message: the gateway answers 401 only when it is token (the client's token is
+// unusable) and treats the others as its own bug.
 package server
 
 import (
@@ -14,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -24,9 +33,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
@@ -65,6 +76,9 @@ type Server struct {
 	logger    *slog.Logger
 	now       func() time.Time
 	decisions [8]prometheus.Counter
+	// invalLogs limits "invalidation incomplete" warnings: during a Redis outage
+	// every InvalidateToken would log one.
+	invalLogs ratelog.Limiter
 
 	// canon memoises canonical resources: callers ask about a handful of resources
 	// (usually one), and canonicalising allocates.
@@ -82,7 +96,8 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{tokens: o.Tokens, users: o.Users, policy: o.Policy, watch: o.Watch, logger: o.Logger, now: o.Now, canon: map[string]string{}}
+	s := &Server{tokens: o.Tokens, users: o.Users, policy: o.Policy, watch: o.Watch, logger: o.Logger, now: o.Now, canon: map[string]string{},
+		invalLogs: ratelog.Limiter{Every: 5 * time.Second}}
 	for _, r := range decision.Reasons() {
 		s.decisions[r] = o.Metrics.Decisions.WithLabelValues(r.String())
 	}
@@ -97,6 +112,8 @@ const (
 	msgBadClaimsFormat = "claims_format must be CLAIMS_FORMAT_UNSPECIFIED, _STRUCT, _JSON or _NONE"
 	msgBadUserID       = "user_id must be 1 to 256 characters from [A-Za-z0-9._~:@|+-]"
 	msgUnavailable     = "authorization server unavailable; retry later"
+	msgBusy            = "too many token checks waiting for the authorization server; retry later"
+	msgUserBusy        = "too many user lookups waiting for the authorization server; retry later"
 	msgInternal        = "internal error"
 	msgUserNotFound    = "user not found"
 	msgUserRateLimited = "user lookup rate limited by the authorization server; retry later"
@@ -106,27 +123,58 @@ const (
 	msgWatchClosed     = "server shutting down; watch another replica"
 )
 
+// The request fields an INVALID_ARGUMENT can name (see the package
+// documentation).
+const (
+	FieldToken          = "token"
+	FieldResource       = "resource"
+	FieldRequiredScopes = "required_scopes"
+	FieldClaimsFormat   = "claims_format"
+	FieldUserID         = "user_id"
+)
+
+// The INVALID_ARGUMENT answers, built once: they are constant.
+var (
+	errBadToken        = badRequest(FieldToken, msgBadToken)
+	errBadResource     = badRequest(FieldResource, msgBadResource)
+	errBadScopes       = badRequest(FieldRequiredScopes, msgBadScopes)
+	errBadClaimsFormat = badRequest(FieldClaimsFormat, msgBadClaimsFormat)
+	errBadUserID       = badRequest(FieldUserID, msgBadUserID)
+)
+
+// badRequest returns the INVALID_ARGUMENT status for field with msg, carrying a
+// google.rpc.BadRequest detail that names field.
+func badRequest(field, msg string) *status.Status {
+	st, err := status.New(codes.InvalidArgument, msg).WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: msg}},
+	})
+	if err != nil {
+		panic("server: building the " + field + " INVALID_ARGUMENT: " + err.Error()) // a constant message always marshals
+	}
+	return st
+}
+
 // Authorize implements authzv1.AuthzServiceServer.
 func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
 	if !validToken(req.GetToken()) {
-		return nil, status.Error(codes.InvalidArgument, msgBadToken)
+		return nil, errBadToken.Err()
 	}
 	res, ok := s.canonical(req.GetResource())
 	if !ok {
-		return nil, status.Error(codes.InvalidArgument, msgBadResource)
+		return nil, errBadResource.Err()
 	}
 	required := req.GetRequiredScopes()
 	if len(required) > MaxScopes {
-		return nil, status.Error(codes.InvalidArgument, msgBadScopes)
+		return nil, errBadScopes.Err()
 	}
 	for _, sc := range required {
 		if !decision.ValidScope(sc) {
-			return nil, status.Error(codes.InvalidArgument, msgBadScopes)
+			return nil, errBadScopes.Err()
 		}
 	}
 	format := req.GetClaimsFormat()
 	if _, known := authzv1.ClaimsFormat_name[int32(format)]; !known {
-		return nil, status.Error(codes.InvalidArgument, msgBadClaimsFormat)
+		return nil, errBadClaimsFormat.Err()
 	}
 	k := s.tokens.Key(req.GetToken())
 	r, tier, err := s.tokens.LookupKeyed(ctx, k, req.GetToken())
@@ -265,6 +313,11 @@ func (s *Server) lookupError(ctx context.Context, err error) error {
 		// Logged (rate-limited) by the cache, with the failure kind.
 		noRetry(ctx)
 		return status.Error(codes.Unavailable, msgUnavailable)
+	case errors.Is(err, admission.ErrBusy):
+		// Logged (rate-limited) by the cache. Another replica's authorization
+		// server is the same one: do not send the flood there too.
+		noRetry(ctx)
+		return status.Error(codes.Unavailable, msgBusy)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, context.Canceled.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -277,7 +330,7 @@ func (s *Server) lookupError(ctx context.Context, err error) error {
 // GetUser implements authzv1.AuthzServiceServer.
 func (s *Server) GetUser(ctx context.Context, req *authzv1.GetUserRequest) (*authzv1.GetUserResponse, error) {
 	if !validUserID(req.GetUserId()) {
-		return nil, status.Error(codes.InvalidArgument, msgBadUserID)
+		return nil, errBadUserID.Err()
 	}
 	u, err := s.users.Get(ctx, req.GetUserId(), req.GetIncludeOrgs())
 	if err != nil {
@@ -309,7 +362,9 @@ func (s *Server) userError(ctx context.Context, err error) *status.Status {
 	case errors.Is(err, users.ErrNotConfigured):
 		return status.New(codes.FailedPrecondition, users.ErrNotConfigured.Error())
 	case errors.Is(err, users.ErrInvalidID):
-		return status.New(codes.InvalidArgument, msgBadUserID)
+		return errBadUserID
+	case errors.Is(err, admission.ErrBusy):
+		return status.New(codes.Unavailable, msgUserBusy)
 	case errors.Is(err, users.ErrUpstreamAuth):
 		// Logged by the client as a misconfigured key.
 		return status.New(codes.Internal, msgUserMisconfig)
@@ -328,10 +383,12 @@ func (s *Server) userError(ctx context.Context, err error) *status.Status {
 // InvalidateToken implements authzv1.AuthzServiceServer.
 func (s *Server) InvalidateToken(ctx context.Context, req *authzv1.InvalidateTokenRequest) (*authzv1.InvalidateTokenResponse, error) {
 	if !validToken(req.GetToken()) {
-		return nil, status.Error(codes.InvalidArgument, msgBadToken)
+		return nil, errBadToken.Err()
 	}
 	if err := s.tokens.Invalidate(ctx, req.GetToken()); err != nil {
-		s.logger.WarnContext(ctx, "invalidation incomplete", "err", err.Error())
+		if ok, suppressed := s.invalLogs.Allow(); ok {
+			s.logger.WarnContext(ctx, "invalidation incomplete", "err", err.Error(), "suppressed_since_last", suppressed)
+		}
 		return nil, status.Error(codes.Unavailable, msgInvalidateLocal)
 	}
 	return &authzv1.InvalidateTokenResponse{}, nil

@@ -12,21 +12,41 @@
 // keyed by SHA-256 over (introspection endpoint, token), so the raw token is
 // never held in memory longer than a request, nor written to Redis or logs.
 //
-// # Concurrency
+// # Concurrency and floods
 //
-// Concurrent misses for one key are coalesced with singleflight: one replica makes
-// at most one L2 read and one introspection per key at a time, and every waiter gets
+// Concurrent misses for one key are coalesced ([flight]): one replica makes at
+// most one L2 read and one introspection per key at a time, and every waiter gets
 // its result. The fetch runs detached from the first caller's context so that
-// caller giving up does not fail the others.
+// caller giving up does not fail the others; but when every caller has gone
+// before the introspection started, the fetch stops.
+//
+// Introspections are bounded by Options.Limiter (INTROSPECTION_MAX_IN_FLIGHT): a
+// miss that finds no free slot within a short wait fails with
+// [admission.ErrBusy]. A flood of distinct unknown tokens therefore costs at most
+// that many introspections, and their goroutines and connections, at a time; each
+// of its misses costs one Redis GET, and a SET only after an introspection (see
+// rediscache for how Redis is kept from queueing).
+//
+// # Invalidation
+//
+// Invalidation is per key and free of races: a result fetched (from L2 or the
+// authorization server) across an invalidation of its key is neither kept in L1
+// nor written to L2, and invalidating one key costs other keys nothing. In Redis
+// the entry is replaced by a tombstone that lives Options.TombstoneTTL (longer
+// than any fetch), and fetches write L2 only where no entry exists, so a fetch on
+// another replica that read the authorization server before the revocation cannot
+// put its result back after the invalidation. A reset (the Redis subscription
+// re-established, so invalidations may have been missed) clears L1 and marks
+// every fetch in flight stale.
 //
 // # Redis trouble
 //
-// Any Redis error is a cache miss (see rediscache). Invalidation deletes the L2 entry
-// and publishes the key on a channel every replica subscribes to; each drops the key
-// from L1. When a replica's subscription is re-established after a disconnect, it
-// clears its L1, since it may have missed invalidations meanwhile. Both events are
-// passed on (Options.OnInvalidate, OnReset) to whoever relays them further, such
-// as the WatchInvalidations streams.
+// Any Redis error is a cache miss (see rediscache). Invalidation writes the L2
+// tombstone and publishes the key on a channel every replica subscribes to; each
+// drops the key from L1. When a replica's subscription is re-established after a
+// disconnect, it clears its L1, since it may have missed invalidations meanwhile.
+// Both events are passed on (Options.OnInvalidate, OnReset) to whoever relays
+// them further, such as the WatchInvalidations streams.
 package tokencache
 
 import (
@@ -38,12 +58,11 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/flight"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/ratelog"
@@ -52,9 +71,14 @@ import (
 
 // Defaults for [Options].
 const (
-	DefaultKeyPrefix = "mcpauthz:intro:"
-	DefaultChannel   = "mcpauthz:invalidate"
+	DefaultKeyPrefix    = "mcpauthz:intro:"
+	DefaultChannel      = "mcpauthz:invalidate"
+	DefaultTombstoneTTL = 10 * time.Second
 )
+
+// tombstone is the L2 value of an invalidated key: an entry that expired in 1970,
+// which every reader takes for a miss (versions before tombstones log a warning).
+var tombstone = []byte("0\n")
 
 // ErrInvalidationIncomplete is returned (wrapped) by [Cache.Invalidate] when the
 // local tier was cleared but Redis could not be told, so other replicas may still
@@ -105,6 +129,13 @@ type Options struct {
 	// ClockSkew is the decision's allowance for an exp in the past (CLOCK_SKEW);
 	// see the package documentation.
 	ClockSkew time.Duration
+	// Limiter bounds introspections in flight; nil means no bound.
+	Limiter *admission.Limiter
+	// TombstoneTTL is how long an invalidated key's L2 entry stays a tombstone.
+	// It must exceed the longest time from an introspection's answer to its L2
+	// write (the introspection timeout plus the Redis timeout). Default
+	// DefaultTombstoneTTL.
+	TombstoneTTL time.Duration
 	// KeyPrefix and Channel name the Redis keys and the invalidation channel.
 	KeyPrefix, Channel string
 	Logger             *slog.Logger
@@ -130,17 +161,20 @@ type Cache struct {
 	cacheTTL    time.Duration
 	negativeTTL time.Duration
 	clockSkew   time.Duration
+	limiter     *admission.Limiter
+	tombTTL     time.Duration
 	keyPrefix   string
 	channel     string
 	logger      *slog.Logger
 	m           *metrics.Metrics
 	now         func() time.Time
-	group       singleflight.Group
-	// epoch changes on every invalidation; a fetch that started before one does not
-	// store its (possibly revoked) result.
-	epoch   atomic.Uint64
-	bufPool sync.Pool
-	errLogs ratelog.Limiter
+	// flights coalesces misses and knows, per key, which fetch an invalidation
+	// overtook.
+	flights   flight.Group[clockcache.Key, fetched]
+	bufPool   sync.Pool
+	errLogs   ratelog.Limiter
+	busyLogs  ratelog.Limiter
+	invalLogs ratelog.Limiter
 
 	onInvalidate func(ref string)
 	onReset      func()
@@ -173,6 +207,9 @@ func New(o Options) (*Cache, error) {
 	if o.OnReset == nil {
 		o.OnReset = func() {}
 	}
+	if o.TombstoneTTL <= 0 {
+		o.TombstoneTTL = DefaultTombstoneTTL
+	}
 	c := &Cache{
 		fetcher:     o.Fetcher,
 		prefix:      []byte(o.Fetcher.Endpoint() + "\n"),
@@ -180,12 +217,16 @@ func New(o Options) (*Cache, error) {
 		cacheTTL:    o.CacheTTL,
 		negativeTTL: o.NegativeTTL,
 		clockSkew:   o.ClockSkew,
+		limiter:     o.Limiter,
+		tombTTL:     o.TombstoneTTL,
 		keyPrefix:   o.KeyPrefix,
 		channel:     o.Channel,
 		logger:      o.Logger,
 		m:           o.Metrics,
 		now:         o.Now,
 		errLogs:     ratelog.Limiter{Every: 5 * time.Second},
+		busyLogs:    ratelog.Limiter{Every: 5 * time.Second},
+		invalLogs:   ratelog.Limiter{Every: 5 * time.Second},
 
 		onInvalidate: o.OnInvalidate,
 		onReset:      o.OnReset,
@@ -238,8 +279,9 @@ type fetched struct {
 // it, introspecting on a miss.
 //
 // Errors: one unwrapping to introspect.ErrUnavailable when the authorization server
-// gave no usable answer (nothing cached), or ctx's error if ctx ended while waiting.
-// Redis failures are never returned.
+// gave no usable answer (nothing cached), one unwrapping to admission.ErrBusy when
+// Options.Limiter had no slot for the introspection, or ctx's error if ctx ended
+// while waiting. Redis failures are never returned.
 func (c *Cache) Lookup(ctx context.Context, token string) (*introspect.Result, Tier, error) {
 	return c.LookupKeyed(ctx, c.Key(token), token)
 }
@@ -252,45 +294,49 @@ func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string)
 		return r, TierL1, nil
 	}
 	c.l1Miss.Inc()
-	var ran bool
-	ch := c.group.DoChan(string(k[:]), func() (any, error) {
-		ran = true
-		return c.fetch(context.WithoutCancel(ctx), k, token)
+	f, joined, err := c.flights.Do(ctx, k, func(call *flight.Call[clockcache.Key, fetched]) (fetched, error) {
+		return c.fetch(call, k, token)
 	})
-	select {
-	case <-ctx.Done():
-		return nil, 0, ctx.Err()
-	case r := <-ch:
-		if !ran {
-			c.coalesced.Inc()
-		}
-		if r.Err != nil {
-			return nil, 0, r.Err
-		}
-		f := r.Val.(fetched)
-		return f.res, f.tier, nil
+	if joined {
+		c.coalesced.Inc()
 	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return f.res, f.tier, nil
 }
 
 // fetch runs once per key at a time: L1 again (a flight may have just finished),
-// then L2, then the introspection endpoint.
-func (c *Cache) fetch(ctx context.Context, k clockcache.Key, token string) (fetched, error) {
+// then L2, then, given a slot, the introspection endpoint. Until the
+// introspection starts, it stops as soon as every caller has gone.
+func (c *Cache) fetch(call *flight.Call[clockcache.Key, fetched], k clockcache.Key, token string) (fetched, error) {
+	ctx := call.Context()
 	if r, ok := c.l1.Get(k); ok {
 		return fetched{r, TierL1}, nil
 	}
-	epoch := c.epoch.Load()
 	var redisKey string
 	if c.store != nil {
 		redisKey = c.keyPrefix + hex.EncodeToString(k[:])
 		if r, exp, ok := c.getL2(ctx, k, redisKey); ok {
-			if c.epoch.Load() == epoch {
-				c.l1.Set(k, r, exp)
-			}
+			call.Keep(func() { c.l1.Set(k, r, exp) })
 			return fetched{r, TierL2}, nil
 		}
 	}
+	release, err := c.limiter.Acquire(ctx)
+	if err != nil {
+		if errors.Is(err, admission.ErrBusy) {
+			c.busy(k)
+			return fetched{}, fmt.Errorf("introspecting token: %w", err)
+		}
+		return fetched{}, err // every caller has gone
+	}
+	if !call.Commit() {
+		release()
+		return fetched{}, ctx.Err()
+	}
 	start := time.Now()
 	raw, res, err := c.fetcher.Introspect(ctx, token)
+	release()
 	c.m.IntrospectionDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		c.introspectionFailed(k, err)
@@ -303,15 +349,19 @@ func (c *Cache) fetch(ctx context.Context, k clockcache.Key, token string) (fetc
 	}
 	now := c.now()
 	ttl := c.ttl(res, now)
-	if ttl <= 0 || c.epoch.Load() != epoch {
+	if ttl <= 0 {
 		return fetched{res, TierOrigin}, nil
 	}
 	exp := now.Add(ttl)
-	c.l1.Set(k, res, exp.UnixNano())
+	if !call.Keep(func() { c.l1.Set(k, res, exp.UnixNano()) }) {
+		return fetched{res, TierOrigin}, nil // invalidated meanwhile
+	}
 	if c.store != nil {
 		v := strconv.AppendInt(make([]byte, 0, 16+len(raw)), exp.UnixMilli(), 10)
 		v = append(append(v, '\n'), raw...)
-		_ = c.store.Set(ctx, redisKey, v, ttl) // a failure is logged and counted by the store
+		// Only where no entry exists: an invalidation's tombstone must win over a
+		// result fetched before it. A failure is logged and counted by the store.
+		_ = c.store.SetIfAbsent(ctx, redisKey, v, ttl)
 	}
 	return fetched{res, TierOrigin}, nil
 }
@@ -341,7 +391,7 @@ func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
 func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*introspect.Result, int64, bool) {
 	v, ok, err := c.store.Get(ctx, redisKey)
 	switch {
-	case errors.Is(err, rediscache.ErrSkipped):
+	case errors.Is(err, rediscache.ErrSkipped), errors.Is(err, rediscache.ErrBusy):
 		c.l2Skip.Inc()
 		return nil, 0, false
 	case err != nil:
@@ -351,8 +401,8 @@ func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*
 		c.l2Miss.Inc()
 		return nil, 0, false
 	}
-	r, exp, err := decodeL2(v)
-	if err != nil || exp <= c.now().UnixNano() {
+	r, exp, err := decodeL2(v, c.now().UnixNano())
+	if err != nil || r == nil {
 		if err != nil {
 			c.logger.Warn("ignoring undecodable L2 entry", "token_ref", Ref(k), "err", err.Error())
 		}
@@ -363,7 +413,9 @@ func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*
 	return r, exp, true
 }
 
-func decodeL2(v []byte) (*introspect.Result, int64, error) {
+// decodeL2 returns the result and expiry (unix ns) of an L2 entry; an expired
+// entry (such as a tombstone) has a nil result and no error.
+func decodeL2(v []byte, now int64) (*introspect.Result, int64, error) {
 	for i, b := range v {
 		if b != '\n' {
 			continue
@@ -372,11 +424,15 @@ func decodeL2(v []byte) (*introspect.Result, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("bad expiry: %w", err)
 		}
+		exp := time.UnixMilli(ms).UnixNano()
+		if exp <= now {
+			return nil, exp, nil
+		}
 		r, err := introspect.Parse(v[i+1:])
 		if err != nil {
 			return nil, 0, err
 		}
-		return r, time.UnixMilli(ms).UnixNano(), nil
+		return r, exp, nil
 	}
 	return nil, 0, errors.New("no expiry header")
 }
@@ -399,14 +455,21 @@ func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
 	}
 }
 
+// busy logs, at a limited rate, that an introspection found no free slot.
+func (c *Cache) busy(k clockcache.Key) {
+	if ok, suppressed := c.busyLogs.Allow(); ok {
+		c.logger.Warn("introspection refused: INTROSPECTION_MAX_IN_FLIGHT reached", "token_ref", Ref(k), "suppressed_since_last", suppressed)
+	}
+}
+
 // Invalidate drops token from L1 here and, with Redis, from L2 and from every
-// replica's L1, and tells OnInvalidate. If Redis could not be told, the error
-// unwraps to ErrInvalidationIncomplete; the local tier is cleared and
-// OnInvalidate told regardless.
+// replica's L1, and tells OnInvalidate. A fetch of token in flight here does not
+// keep its result. If Redis could not be told, the error unwraps to
+// ErrInvalidationIncomplete; the local tier is cleared and OnInvalidate told
+// regardless.
 func (c *Cache) Invalidate(ctx context.Context, token string) error {
 	k := c.Key(token)
-	c.epoch.Add(1)
-	c.l1.Delete(k)
+	c.dropLocal(k)
 	c.m.Invalidations.WithLabelValues("local").Inc()
 	h := FullRef(k)
 	// Watchers hear of it after the shared tier is cleared (when it can be), so a
@@ -415,11 +478,21 @@ func (c *Cache) Invalidate(ctx context.Context, token string) error {
 	if c.store == nil {
 		return nil
 	}
-	if err := c.store.DelAndPublish(ctx, c.keyPrefix+h, c.channel, h); err != nil {
+	if err := c.store.SetAndPublish(ctx, c.keyPrefix+h, tombstone, c.tombTTL, c.channel, h); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidationIncomplete, err)
 	}
-	c.logger.Info("token invalidated", "token_ref", Ref(k))
+	// Again: a fetch here may have read the old L2 entry before the tombstone
+	// replaced it. (Our own message comes back too, but later.)
+	c.dropLocal(k)
+	if ok, suppressed := c.invalLogs.Allow(); ok {
+		c.logger.Info("token invalidated", "token_ref", Ref(k), "suppressed_since_last", suppressed)
+	}
 	return nil
+}
+
+// dropLocal drops k from L1 and keeps a fetch of k in flight from storing.
+func (c *Cache) dropLocal(k clockcache.Key) {
+	c.flights.Invalidate(k, func() { c.l1.Delete(k) })
 }
 
 // Sweep drops expired entries from L1 and returns how many it dropped.
@@ -431,12 +504,15 @@ func (c *Cache) Run(ctx context.Context) {
 	if c.store == nil {
 		return
 	}
-	c.store.Subscribe(ctx, c.channel, c.applyRemote, func() {
-		c.epoch.Add(1)
-		c.l1.Clear()
-		c.m.L1Flushes.Inc()
-		c.onReset()
-	})
+	c.store.Subscribe(ctx, c.channel, c.applyRemote, c.reset)
+}
+
+// reset clears L1 and keeps every fetch in flight from storing, when
+// invalidations may have been missed.
+func (c *Cache) reset() {
+	c.flights.InvalidateAll(c.l1.Clear)
+	c.m.L1Flushes.Inc()
+	c.onReset()
 }
 
 func (c *Cache) applyRemote(payload string) {
@@ -447,8 +523,7 @@ func (c *Cache) applyRemote(payload string) {
 	if _, err := hex.Decode(k[:], []byte(payload)); err != nil {
 		return
 	}
-	c.epoch.Add(1)
-	c.l1.Delete(k)
+	c.dropLocal(k)
 	c.m.Invalidations.WithLabelValues("remote").Inc()
 	// Re-encoded rather than passed on: a publisher may have used upper case.
 	c.onInvalidate(FullRef(k))

@@ -61,9 +61,10 @@ type ClientConfig struct {
 	BaseBackoff time.Duration
 	// MaxRetryWait caps any single wait, Retry-After included (default 2s).
 	MaxRetryWait time.Duration
-	Transport    http.RoundTripper
-	Logger       *slog.Logger
-	Metrics      *metrics.Metrics
+	// Transport replaces the default pooled transport (introspect.NewTransport).
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+	Metrics   *metrics.Metrics
 }
 
 // Client calls the user API. It is safe for concurrent use.
@@ -101,7 +102,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = introspect.NewTransport(cfg.Timeout)
+		tr = introspect.NewTransport(cfg.Timeout, 0)
 	}
 	return &Client{cfg: cfg, hc: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
 }

@@ -8,13 +8,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/proto"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/flight"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 )
@@ -25,12 +27,18 @@ const DefaultKeyPrefix = "mcpauthz:user:"
 // ServiceOptions configures a [Service].
 type ServiceOptions struct {
 	Client *Client
-	// TTL is how long a fetched user is reused; 0 disables caching.
+	// TTL is how long a fetched user is reused; 0 disables caching users.
 	TTL time.Duration
+	// NegativeTTL is how long "no such user" (a 404 from the user API, and only
+	// that) is reused; 0 disables it. Keep it short: a user created meanwhile
+	// stays unknown here for up to this long.
+	NegativeTTL time.Duration
 	// L1Max bounds the in-process tier; 0 disables it.
 	L1Max int
 	// Store is the shared tier; nil means in-process only.
 	Store *rediscache.Store
+	// Limiter bounds user API calls in flight; nil means no bound.
+	Limiter *admission.Limiter
 	// FetchTimeout bounds one coalesced fetch, retries included. Default 10s.
 	FetchTimeout time.Duration
 	KeyPrefix    string
@@ -39,13 +47,18 @@ type ServiceOptions struct {
 }
 
 // Service returns users from the cache or the user API, coalescing concurrent
-// fetches of one user. It is safe for concurrent use.
+// fetches of one user: a fetch whose every caller has gone before the user API
+// call started stops there. It is safe for concurrent use.
 type Service struct {
-	o     ServiceOptions
-	l1    *clockcache.Cache[*authzv1.User]
-	group singleflight.Group
-	salt  string
+	o       ServiceOptions
+	l1      *clockcache.Cache[*authzv1.User]
+	flights flight.Group[clockcache.Key, *authzv1.User]
+	salt    string
 }
+
+// notFound is the cached answer for a user the user API does not know. Only its
+// identity matters; it never leaves this package.
+var notFound = &authzv1.User{}
 
 // NewService returns a service. It returns an error if Client or Metrics is nil.
 func NewService(o ServiceOptions) (*Service, error) {
@@ -62,7 +75,7 @@ func NewService(o ServiceOptions) (*Service, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{o: o, salt: o.Client.cfg.AuthURL + "\n"}
-	if o.TTL > 0 {
+	if o.TTL > 0 || o.NegativeTTL > 0 {
 		s.l1 = clockcache.New[*authzv1.User](o.L1Max, clockcache.Options{})
 	}
 	o.Metrics.RegisterL1(metrics.CacheUser, s.l1.Len, s.l1.Evictions)
@@ -75,8 +88,9 @@ func (s *Service) Sweep() int { return s.l1.Sweep() }
 // Get returns a copy of the user the caller may modify, without organizations
 // unless includeOrgs.
 //
-// Errors: see [Client.Fetch]; ctx's error if ctx ends while waiting. Redis failures
-// are never returned.
+// Errors: see [Client.Fetch] (ErrNotFound also from the cache, for NegativeTTL);
+// one unwrapping to admission.ErrBusy when Options.Limiter had no slot for the
+// call; ctx's error if ctx ends while waiting. Redis failures are never returned.
 func (s *Service) Get(ctx context.Context, userID string, includeOrgs bool) (*authzv1.User, error) {
 	if !s.o.Client.Configured() {
 		return nil, ErrNotConfigured
@@ -88,25 +102,20 @@ func (s *Service) Get(ctx context.Context, userID string, includeOrgs bool) (*au
 		lookups.WithLabelValues(metrics.CacheUser, metrics.TierL1, metrics.ResultHit).Inc()
 	} else {
 		lookups.WithLabelValues(metrics.CacheUser, metrics.TierL1, metrics.ResultMiss).Inc()
-		var ran bool
-		ch := s.group.DoChan(string(k[:]), func() (any, error) {
-			ran = true
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.FetchTimeout)
-			defer cancel()
-			return s.fetch(ctx, k, userID)
+		var joined bool
+		var err error
+		u, joined, err = s.flights.Do(ctx, k, func(call *flight.Call[clockcache.Key, *authzv1.User]) (*authzv1.User, error) {
+			return s.fetch(call, k, userID)
 		})
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case r := <-ch:
-			if !ran {
-				s.o.Metrics.CoalescedWaits.WithLabelValues(metrics.CacheUser).Inc()
-			}
-			if r.Err != nil {
-				return nil, r.Err
-			}
-			u = r.Val.(*authzv1.User)
+		if joined {
+			s.o.Metrics.CoalescedWaits.WithLabelValues(metrics.CacheUser).Inc()
 		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if u == notFound {
+		return nil, ErrNotFound
 	}
 	out := proto.Clone(u).(*authzv1.User)
 	if !includeOrgs {
@@ -115,24 +124,28 @@ func (s *Service) Get(ctx context.Context, userID string, includeOrgs bool) (*au
 	return out, nil
 }
 
-func (s *Service) fetch(ctx context.Context, k clockcache.Key, userID string) (*authzv1.User, error) {
+// fetch runs once per user at a time: L1 again, L2, then, given a slot, the user
+// API. It returns notFound, not an error, for a user cached as unknown.
+func (s *Service) fetch(call *flight.Call[clockcache.Key, *authzv1.User], k clockcache.Key, userID string) (*authzv1.User, error) {
+	ctx, cancel := context.WithTimeout(call.Context(), s.o.FetchTimeout)
+	defer cancel()
 	if u, ok := s.l1.Get(k); ok {
 		return u, nil
 	}
 	lookups := s.o.Metrics.CacheLookups
 	var redisKey string
-	if s.o.Store != nil && s.o.TTL > 0 {
+	if s.o.Store != nil && (s.o.TTL > 0 || s.o.NegativeTTL > 0) {
 		redisKey = s.o.KeyPrefix + hex.EncodeToString(k[:])
 		v, ok, err := s.o.Store.Get(ctx, redisKey)
 		switch {
-		case errors.Is(err, rediscache.ErrSkipped):
+		case errors.Is(err, rediscache.ErrSkipped), errors.Is(err, rediscache.ErrBusy):
 			lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultSkipped).Inc()
 		case err != nil:
 			lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultError).Inc()
 		case ok:
 			if u, exp, err := decode(v); err == nil && exp > time.Now().UnixNano() {
 				lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultHit).Inc()
-				s.l1.Set(k, u, exp)
+				call.Keep(func() { s.l1.Set(k, u, exp) })
 				return u, nil
 			}
 			lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultMiss).Inc()
@@ -140,34 +153,66 @@ func (s *Service) fetch(ctx context.Context, k clockcache.Key, userID string) (*
 			lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultMiss).Inc()
 		}
 	}
-	u, err := s.o.Client.Fetch(ctx, userID)
+	release, err := s.o.Limiter.Acquire(ctx)
 	if err != nil {
+		if errors.Is(err, admission.ErrBusy) {
+			return nil, fmt.Errorf("fetching user: %w", err)
+		}
+		return nil, err
+	}
+	if !call.Commit() {
+		release()
+		return nil, ctx.Err()
+	}
+	u, err := s.o.Client.Fetch(ctx, userID)
+	release()
+	ttl := s.o.TTL
+	switch {
+	case errors.Is(err, ErrNotFound) && s.o.NegativeTTL > 0:
+		u, ttl = notFound, s.o.NegativeTTL
+	case err != nil:
 		return nil, fmt.Errorf("fetching user: %w", err)
 	}
-	if s.o.TTL <= 0 {
+	if ttl <= 0 {
 		return u, nil
 	}
-	exp := time.Now().Add(s.o.TTL)
-	s.l1.Set(k, u, exp.UnixNano())
+	exp := time.Now().Add(ttl)
+	call.Keep(func() { s.l1.Set(k, u, exp.UnixNano()) })
 	if redisKey != "" {
-		wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(u)
-		if err == nil {
-			v := strconv.AppendInt(make([]byte, 0, 16+len(wire)), exp.UnixMilli(), 10)
-			_ = s.o.Store.Set(ctx, redisKey, append(append(v, '\n'), wire...), s.o.TTL)
+		if v, err := encode(u, exp); err == nil {
+			_ = s.o.Store.Set(ctx, redisKey, v, ttl)
 		}
 	}
 	return u, nil
 }
 
-// decode reads an L2 entry: "<expiry unix ms>\n<User wire bytes>".
+// The L2 entry of a user is "<expiry unix ms>\n<User wire bytes>"; that of an
+// unknown user "<expiry unix ms> not_found\n", whose header older versions fail to
+// parse as a number and take for a miss.
+const notFoundMark = " not_found"
+
+func encode(u *authzv1.User, exp time.Time) ([]byte, error) {
+	v := strconv.AppendInt(make([]byte, 0, 512), exp.UnixMilli(), 10)
+	if u == notFound {
+		return append(append(v, notFoundMark...), '\n'), nil
+	}
+	v = append(v, '\n')
+	return proto.MarshalOptions{Deterministic: true}.MarshalAppend(v, u)
+}
+
+// decode reads an L2 entry (see encode); an unknown user decodes to notFound.
 func decode(v []byte) (*authzv1.User, int64, error) {
 	for i, b := range v {
 		if b != '\n' {
 			continue
 		}
-		ms, err := strconv.ParseInt(string(v[:i]), 10, 64)
+		header, missing := strings.CutSuffix(string(v[:i]), notFoundMark)
+		ms, err := strconv.ParseInt(header, 10, 64)
 		if err != nil {
 			return nil, 0, err
+		}
+		if missing {
+			return notFound, time.UnixMilli(ms).UnixNano(), nil
 		}
 		u := &authzv1.User{}
 		if err := proto.Unmarshal(v[i+1:], u); err != nil {
