@@ -642,11 +642,12 @@ func checkEnv(c *checkCtx) []string {
 // fixed by compose).
 var notPassedThrough = map[string]map[string]string{
 	authz: {
-		"AUTHZ_TLS_CERT":        "a file in the container: the mutual-TLS overlay in README.md mounts and sets it",
-		"AUTHZ_TLS_KEY":         "a file in the container: the mutual-TLS overlay sets it",
-		"AUTHZ_TLS_CLIENT_CA":   "a file in the container: the mutual-TLS overlay sets it",
-		"AUTHZ_GETUSER_CALLERS": "meaningful with mutual TLS only: the overlay sets it",
-		"INTROSPECTION_URL":     "the demo introspects devauth; docker-compose.propelauth.yml passes it",
+		"AUTHZ_TLS_CERT":           "a file in the container: the mutual-TLS overlay in README.md mounts and sets it",
+		"AUTHZ_TLS_KEY":            "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_TLS_CLIENT_CA":      "a file in the container: the mutual-TLS overlay sets it",
+		"AUTHZ_GETUSER_CALLERS":    "meaningful with mutual TLS only: the overlay sets it",
+		"AUTHZ_INVALIDATE_CALLERS": "meaningful with mutual TLS only: the overlay sets it",
+		"INTROSPECTION_URL":        "the demo introspects devauth; docker-compose.propelauth.yml passes it",
 	},
 	gateway: {
 		"AUTHZ_TLS_CA":          "a file in the container: the mutual-TLS overlay sets it",
