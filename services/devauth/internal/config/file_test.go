@@ -77,12 +77,12 @@ mcp:
 `, check: func(t *testing.T, m MCP, scopes []string) {
 			want := MCP{
 				Enabled:             true,
-				AllowedRedirectURIs: []string{"cursor://anysphere.cursor-mcp/oauth/callback", "https://app.example.com/cb"},
+				AllowedRedirectURIs: []string{"cursor://anysphere.cursor-mcp/oauth/callback", "http://localhost:8787/callback", "https://app.example.com/cb"},
 				ScopeDescriptions:   map[string]string{"read:user_data": "Read your profile"},
 				DCR:                 false,
 				TokenAuthMethods:    AllTokenAuthMethods,
 				Clients: []Client{
-					{ID: "cursor-client", RedirectURIs: []string{"cursor://anysphere.cursor-mcp/oauth/callback"}, Scopes: []string{"read:user_data"}},
+					{ID: "cursor-client", RedirectURIs: []string{"cursor://anysphere.cursor-mcp/oauth/callback", "http://localhost:8787/callback"}, Scopes: []string{"read:user_data"}},
 					{ID: "web", Name: "Web app", Confidential: true, Secret: "from-the-environment",
 						RedirectURIs: []string{"https://app.example.com/cb"}, Scopes: []string{"read:user_data", "tools:execute"}},
 				},

@@ -12,8 +12,9 @@ import (
 // each URI are in docs/propelauth-guide.md.
 var Templates = map[string][]string{
 	// Cursor's fixed callback for MCP OAuth, also the redirect URI its
-	// mcp.json "auth" block (a pre-registered client) uses.
-	"cursor": {"cursor://anysphere.cursor-mcp/oauth/callback"},
+	// mcp.json "auth" block (a pre-registered client) uses; newer desktop
+	// versions are reported to use a loopback callback on port 8787 instead.
+	"cursor": {"cursor://anysphere.cursor-mcp/oauth/callback", "http://localhost:8787/callback"},
 	// Claude (claude.ai, Claude Desktop connectors): both hosts are in use.
 	"claude": {"https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"},
 	// ChatGPT connectors: the stable callback, and the per-connector one
