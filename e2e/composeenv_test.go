@@ -22,7 +22,8 @@ import (
 // then travels the whole path: it is introspected by authz at devauth's internal
 // URL while the issuer it expects is devauth's public one (the split that solves
 // the issuer-URL problem in containers), and who_am_i fetches the user through the
-// same internal URL.
+// same internal URL. A variable naming a file the service mounts (devauth's
+// DEVAUTH_CONFIG_FILE) is given the mounted file's path on the host.
 func TestComposeEnvironmentServes(t *testing.T) {
 	t.Parallel()
 	p, err := loadProject(t, "", "")
@@ -62,6 +63,11 @@ func TestComposeEnvironmentServes(t *testing.T) {
 			}
 			if a, ok := listen[name][k]; ok {
 				val = a
+			}
+			for _, vol := range p.Services[name].Volumes {
+				if vol.Type == "bind" && vol.Target == val {
+					val = vol.Source
+				}
 			}
 			out = append(out, k+"="+rewrite(val, addr))
 		}

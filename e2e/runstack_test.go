@@ -503,6 +503,11 @@ func TestRunStack(t *testing.T) {
 				t.Errorf("output says %q:\n%s", unwanted, out)
 			}
 		}
+		// With no DEVAUTH_CONFIG_FILE: the demo client, confidential.
+		if !strings.Contains(out, "devauth's MCP settings (PropelAuth's MCP dashboard page): the defaults") {
+			t.Errorf("output does not say devauth runs with its default settings:\n%s", out)
+		}
+		checkGuideClient(t, out, wantURL, "demo-mcp-client", "demo-mcp-client-secret")
 
 		for _, addr := range []string{env["MCP_LISTEN"], env["AUTHZ_METRICS_LISTEN"], env["DEVAUTH_LISTEN"]} {
 			if code, body := get(t, "http://"+addr+"/healthz"); code != http.StatusOK {
@@ -576,11 +581,24 @@ func TestRunStack(t *testing.T) {
 	t.Run("with REDIS_URL, SIGTERM stops everything", func(t *testing.T) {
 		t.Parallel()
 		rdb := testenv.StartRedis(t)
-		s, _ := startReadyStack(t, binDir, func(env map[string]string) { env["REDIS_URL"] = rdb.URL() })
+		// A configuration whose first client is public, as in the guide.
+		config := filepath.Join(t.TempDir(), "devauth.yaml")
+		if err := os.WriteFile(config, []byte("mcp:\n  clients:\n    - {client_id: cursor-guide, type: public, redirect_uris: [cursor], scopes: [read:user_data]}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, mcpURL := startReadyStack(t, binDir, func(env map[string]string) {
+			env["REDIS_URL"] = rdb.URL()
+			env["DEVAUTH_CONFIG_FILE"] = config
+		})
 		env := s.env
-		if out := s.stdout.String(); !strings.Contains(out, "Cache: Redis") {
+		out := s.stdout.String()
+		if !strings.Contains(out, "Cache: Redis") {
 			t.Errorf("output does not say the cache is Redis:\n%s", out)
 		}
+		if !strings.Contains(out, "devauth's MCP settings (PropelAuth's MCP dashboard page): "+config) {
+			t.Errorf("output does not name DEVAUTH_CONFIG_FILE's file:\n%s", out)
+		}
+		checkGuideClient(t, out, mcpURL, "cursor-guide", "")
 		if code, body := get(t, "http://"+env["AUTHZ_METRICS_LISTEN"]+"/readyz"); code != http.StatusOK {
 			t.Errorf("authz /readyz with Redis: %d %s", code, body)
 		}

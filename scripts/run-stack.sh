@@ -310,9 +310,18 @@ for name in devauth authz mcp-gateway; do
 	done
 done
 
+mcp_url=$MCP_SERVER_URL/mcp
+
+# The pre-registered client devauth serves (its configuration's first one), as
+# the mcp.json of PropelAuth's MCP guide: devauth prints it from the same
+# configuration it runs with. No client configured: nothing to show.
+guide_json=""
+if $demo; then
+	guide_json=$("$bin_dir/devauth" -print-mcp-json "$mcp_url" 2>/dev/null) || guide_json=""
+fi
+
 exec {err_fd}>&2 2>/dev/null
 
-mcp_url=$MCP_SERVER_URL/mcp
 cat <<EOF
 
   mcpauthz is running.   MCP server: $mcp_url
@@ -322,6 +331,7 @@ if $demo; then
 	cat <<EOF
   Authorization server: devauth at $PROPELAUTH_AUTH_URL (demo)
   Log in as alice@example.com / alice-password   (or bob@example.com / bob-password)
+  devauth's MCP settings (PropelAuth's MCP dashboard page): ${DEVAUTH_CONFIG_FILE:-the defaults (DEVAUTH_CONFIG_FILE unset; devauth.example.yaml spells them out)}
 EOF
 	case ${DEVAUTH_TEST_API:-} in
 	1 | t | T | true | TRUE | True)
@@ -368,11 +378,29 @@ cat <<EOF
   Claude Code (then /mcp in Claude Code to log in):
     claude mcp add --transport http mcpauthz $mcp_url
 
-  Cursor (~/.cursor/mcp.json or .cursor/mcp.json):
+  Cursor (~/.cursor/mcp.json or .cursor/mcp.json; it registers itself):
     { "mcpServers": { "mcpauthz": { "url": "$mcp_url" } } }
 
   Claude Desktop (claude_desktop_config.json; mcp-remote bridges its stdio to HTTP):
     { "mcpServers": { "mcpauthz": { "command": "npx", "args": ["-y", "mcp-remote", "$mcp_url"] } } }
+EOF
+if [[ -n $guide_json ]]; then
+	client_id=$(sed -n 's/^ *"CLIENT_ID": "\(.*\)",\{0,1\}$/\1/p' <<<"$guide_json")
+	client_secret=$(sed -n 's/^ *"CLIENT_SECRET": "\(.*\)",\{0,1\}$/\1/p' <<<"$guide_json")
+	cat <<EOF
+
+  Pre-registered OAuth client (PropelAuth: MCP → OAuth Clients; devauth: mcp.clients):
+    Client ID:     $client_id
+EOF
+	if [[ -n $client_secret ]]; then
+		echo "    Client secret: $client_secret   (confidential: client_secret_basic or client_secret_post)"
+	else
+		echo "    No secret (public client: PKCE only)"
+	fi
+	echo "  Cursor with that client, as PropelAuth's MCP guide sets it up (~/.cursor/mcp.json):"
+	sed 's/^/    /' <<<"$guide_json"
+fi
+cat <<EOF
 
   Ctrl-C stops everything.
 ready: $mcp_url

@@ -14,7 +14,10 @@ require (
 	golang.org/x/oauth2 v0.38.0
 )
 
-require github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
+require (
+	github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
+	go.yaml.in/yaml/v3 v3.0.6
+)
 
 require golang.org/x/sync v0.25.0 // indirect
 

@@ -2,10 +2,17 @@
 // PropelAuth's MCP endpoints and wire formats, so authz and mcp-gateway run
 // and are tested against it without a PropelAuth account. Point
 // PROPELAUTH_AUTH_URL at it. Run with -list-env to see the variables it reads.
+//
+// The settings of PropelAuth's MCP dashboard page (allowed redirect URIs,
+// scopes, DCR, OAuth clients) come from the YAML file DEVAUTH_CONFIG_FILE
+// names; devauth.example.yaml at the repository root documents it.
+// `devauth -print-mcp-json URL` prints Cursor's mcp.json for a pre-registered
+// client of that configuration, as PropelAuth's MCP guide writes it.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +20,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	listEnv := fs.Bool("list-env", false, "print the environment variables devauth reads, one per line, and exit")
 	healthcheck := fs.String("healthcheck", "", "GET `URL` and exit 0 if it answers 200, 1 otherwise (for container healthchecks)")
+	printMCPJSON := fs.String("print-mcp-json", "", "print Cursor's mcp.json for a pre-registered client and the MCP server at `URL`, and exit")
+	clientID := fs.String("client", "", "with -print-mcp-json: the client `ID` (default: the first in the configuration)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,6 +78,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
+	}
+	if *printMCPJSON != "" {
+		out, err := cursorMCPJSON(cfg.MCP.Clients, *clientID, *printMCPJSON)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(out)
+		return err
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
@@ -126,4 +145,47 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("devauth stopped")
 	return nil
+}
+
+// cursorMCPJSON returns Cursor's mcp.json for the pre-registered client with
+// id (the first one when id is ""), with the "auth" block PropelAuth's MCP
+// guide puts there, for the MCP server at mcpURL. A public client's block has
+// no CLIENT_SECRET. It returns an error when there is no such client or
+// mcpURL is not an http(s) URL.
+func cursorMCPJSON(clients []config.Client, id, mcpURL string) ([]byte, error) {
+	if u, err := url.Parse(mcpURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("-print-mcp-json %q: not an http(s) URL", mcpURL)
+	}
+	if len(clients) == 0 {
+		return nil, fmt.Errorf("-print-mcp-json: no pre-registered client (mcp.clients in %s)", config.EnvConfigFile)
+	}
+	c := clients[0]
+	if id != "" {
+		i := slices.IndexFunc(clients, func(c config.Client) bool { return c.ID == id })
+		if i < 0 {
+			ids := make([]string, 0, len(clients))
+			for _, c := range clients {
+				ids = append(ids, c.ID)
+			}
+			return nil, fmt.Errorf("-client %q: no such pre-registered client (%s)", id, strings.Join(ids, ", "))
+		}
+		c = clients[i]
+	}
+	type authBlock struct {
+		ClientID     string   `json:"CLIENT_ID"`
+		ClientSecret string   `json:"CLIENT_SECRET,omitempty"`
+		Scopes       []string `json:"scopes"`
+	}
+	type server struct {
+		URL  string    `json:"url"`
+		Auth authBlock `json:"auth"`
+	}
+	doc := map[string]map[string]server{"mcpServers": {"mcpauthz": {
+		URL: mcpURL, Auth: authBlock{ClientID: c.ID, ClientSecret: c.Secret, Scopes: c.Scopes},
+	}}}
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 )
@@ -98,7 +100,7 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}
 	}
-	for _, secret := range []string{testAPIKey, testRVSecret} {
+	for _, secret := range []string{testAPIKey, testRVSecret, config.DemoClientSecret} {
 		if strings.Contains(out, secret) {
 			t.Errorf("log contains a secret:\n%s", out)
 		}
@@ -146,6 +148,10 @@ func TestBinaryBadConfig(t *testing.T) {
 	without := func(name string) []string {
 		return slices.DeleteFunc(baseEnv("127.0.0.1:0"), func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
 	}
+	badConfig := filepath.Join(t.TempDir(), "devauth.yaml")
+	if err := os.WriteFile(badConfig, []byte("mcp: {allowed_redirect_uris: [vscode]}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		env     []string
@@ -161,6 +167,8 @@ func TestBinaryBadConfig(t *testing.T) {
 		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE"},
 		{"missing users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE=/nonexistent/users.json"), "DEVAUTH_USERS_FILE"},
 		{"busy port", append(without("DEVAUTH_LISTEN"), "DEVAUTH_LISTEN="+busy.Addr().String()), "DEVAUTH_LISTEN"},
+		{"bad config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE="+badConfig), "DEVAUTH_CONFIG_FILE"},
+		{"missing config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE=/nonexistent/devauth.yaml"), "DEVAUTH_CONFIG_FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,4 +288,100 @@ func TestBinaryCIMDLoopbackSwitch(t *testing.T) {
 			t.Errorf("%s: document fetched = %v; page:\n%s", tc.name, fetched, body)
 		}
 	}
+}
+
+// TestBinaryPrintMCPJSON: -print-mcp-json prints Cursor's mcp.json for a
+// pre-registered client, the one `make run` shows, as PropelAuth's MCP guide
+// writes it: the MCP URL and an "auth" block with the client's ID, its
+// secret when it has one, and its scopes.
+func TestBinaryPrintMCPJSON(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "devauth")
+	file := filepath.Join(t.TempDir(), "devauth.yaml")
+	if err := os.WriteFile(file, []byte(`
+mcp:
+  clients:
+    - {client_id: web, type: confidential, client_secret: "${WEB_SECRET}", redirect_uris: [loopback]}
+    - {client_id: cursor-public, type: public, redirect_uris: [cursor], scopes: [read:user_data]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const mcpURL = "http://localhost:8000/mcp"
+	type auth struct {
+		ClientID     string   `json:"CLIENT_ID"`
+		ClientSecret *string  `json:"CLIENT_SECRET"`
+		Scopes       []string `json:"scopes"`
+	}
+	type mcpJSON struct {
+		MCPServers map[string]struct {
+			URL  string `json:"url"`
+			Auth auth   `json:"auth"`
+		} `json:"mcpServers"`
+	}
+	secret := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want auth
+	}{
+		{"the demo client by default", nil, nil, auth{config.DemoClientID, secret(config.DemoClientSecret), []string{"read:user_data", "read:org_data"}}},
+		{"the first configured client", []string{"DEVAUTH_CONFIG_FILE=" + file, "WEB_SECRET=web-secret"}, nil, auth{"web", secret("web-secret"), []string{"read:user_data", "read:org_data"}}},
+		{"a public client has no secret", []string{"DEVAUTH_CONFIG_FILE=" + file, "WEB_SECRET=web-secret"}, []string{"-client", "cursor-public"}, auth{"cursor-public", nil, []string{"read:user_data"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(bin, append([]string{"-print-mcp-json", mcpURL}, tc.args...)...)
+			cmd.Env = append(baseEnv("127.0.0.1:0"), tc.env...)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("-print-mcp-json: %v", err)
+			}
+			var got mcpJSON
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("output is not JSON: %v\n%s", err, out)
+			}
+			s, ok := got.MCPServers["mcpauthz"]
+			if len(got.MCPServers) != 1 || !ok || s.URL != mcpURL {
+				t.Fatalf("mcpServers = %+v, want one server mcpauthz at %s", got.MCPServers, mcpURL)
+			}
+			if diff := cmp.Diff(tc.want, s.Auth); diff != "" {
+				t.Errorf("auth block (-want +got):\n%s", diff)
+			}
+		})
+	}
+	for name, tc := range map[string]struct {
+		env  []string
+		args []string
+		want string
+	}{
+		"unknown client": {nil, []string{"-print-mcp-json", mcpURL, "-client", "nope"}, `-client "nope": no such pre-registered client (demo-mcp-client)`},
+		"no clients":     {[]string{"DEVAUTH_CONFIG_FILE=" + writeFile(t, "mcp: {clients: []}")}, []string{"-print-mcp-json", mcpURL}, "no pre-registered client"},
+		"not a URL":      {nil, []string{"-print-mcp-json", "localhost:8000"}, "not an http(s) URL"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Env = append(baseEnv("127.0.0.1:0"), tc.env...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 {
+				t.Fatalf("exit %v, stdout %q; want status 1 and nothing printed", err, out)
+			}
+			if line := strings.TrimSpace(stderr.String()); strings.Contains(line, "\n") || !strings.Contains(line, tc.want) {
+				t.Errorf("stderr %q, want one line saying %q", line, tc.want)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -77,6 +77,10 @@ type Config struct {
 	CIMDAllowLoopback bool
 	// LogLevel is the minimum level logged.
 	LogLevel slog.Level
+	// ConfigFile, when set, is the YAML file MCP was read from.
+	ConfigFile string
+	// MCP holds the settings of PropelAuth's MCP dashboard page.
+	MCP MCP
 }
 
 // Issuer returns the authorization server's issuer identifier.
@@ -87,7 +91,7 @@ func EnvNames() []string {
 	names := []string{
 		EnvListen, EnvAuthURL, EnvValidationID, EnvValidationSecret, EnvAPIKey,
 		EnvUsersFile, EnvAutoApprove, EnvTokenTTL, EnvScopes, EnvTestAPI, EnvClientTTL,
-		EnvCIMDLoopback, EnvLogLevel,
+		EnvCIMDLoopback, EnvLogLevel, EnvConfigFile,
 	}
 	slices.Sort(names)
 	return names
@@ -112,6 +116,7 @@ func Load(getenv func(string) string) (Config, error) {
 		APIKey:                 get(EnvAPIKey),
 		UsersFile:              get(EnvUsersFile),
 		AutoApprove:            strings.ToLower(get(EnvAutoApprove)),
+		ConfigFile:             get(EnvConfigFile),
 		TokenTTL:               DefaultTokenTTL,
 		ClientTTL:              DefaultClientTTL,
 	}
@@ -157,16 +162,24 @@ func Load(getenv func(string) string) (Config, error) {
 		c.TokenTTL = d
 	}
 
-	scopes := get(EnvScopes)
-	if scopes == "" {
-		scopes = DefaultScopes
+	var envScopes []string
+	if v := get(EnvScopes); v != "" {
+		if envScopes, err = ParseScopes(v); err != nil {
+			return Config{}, &Error{EnvScopes, err.Error()}
+		}
+		if len(envScopes) == 0 {
+			return Config{}, &Error{EnvScopes, "must list at least one scope"}
+		}
 	}
-	c.Scopes, err = ParseScopes(scopes)
-	if err != nil {
-		return Config{}, &Error{EnvScopes, err.Error()}
-	}
-	if len(c.Scopes) == 0 {
-		return Config{}, &Error{EnvScopes, "must list at least one scope"}
+	if c.ConfigFile != "" {
+		if c.MCP, c.Scopes, err = ReadMCPFile(c.ConfigFile, envScopes, getenv); err != nil {
+			return Config{}, &Error{EnvConfigFile, c.ConfigFile + ": " + err.Error()}
+		}
+	} else {
+		if c.Scopes = envScopes; c.Scopes == nil {
+			c.Scopes, _ = ParseScopes(DefaultScopes)
+		}
+		c.MCP = DefaultMCP(c.Scopes)
 	}
 
 	for _, b := range []struct {
@@ -280,6 +293,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String(EnvClientTTL, c.ClientTTL.String()),
 		slog.Bool(EnvCIMDLoopback, c.CIMDAllowLoopback),
 		slog.String(EnvLogLevel, c.LogLevel.String()),
+		slog.String(EnvConfigFile, c.ConfigFile),
+		slog.Any("mcp", c.MCP),
 	)
 }
 

@@ -37,6 +37,7 @@ func TestLoadDefaults(t *testing.T) {
 		Listen: ":9000", BaseURL: "http://localhost:9000", ValidationClientID: "rv", ValidationClientSecret: "rvs",
 		APIKey: "key", TokenTTL: time.Hour, Scopes: []string{"read:user_data", "read:org_data"}, LogLevel: slog.LevelInfo,
 		ClientTTL: 24 * time.Hour, CIMDAllowLoopback: false,
+		MCP: DefaultMCP([]string{"read:user_data", "read:org_data"}),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

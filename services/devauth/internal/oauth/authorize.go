@@ -12,13 +12,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
-// scopeDescriptions explain well-known scopes on the consent page.
-var scopeDescriptions = map[string]string{
-	"read:user_data": "see your profile (name, email, picture)",
-	"read:org_data":  "see your organizations and your roles in them",
-	"admin":          "full administrative access",
-}
-
 // authzError is a failed authorization request. Before the client and its
 // redirect URI are trusted the error is shown to the user; afterwards it is
 // sent back to the client (RFC 6749 section 4.1.2.1).
@@ -59,6 +52,11 @@ func (s *Server) parseAuthorize(r *http.Request, q url.Values) (*authRequest, *a
 	}
 	if !redirectRegistered(client, redirectURI) {
 		return nil, pageError("The redirect_uri is not registered for this application.")
+	}
+	// Registration checked it too, but a Client ID Metadata Document is
+	// fetched here, and the allow list holds every kind of client alike.
+	if !s.opts.AllowedRedirects.Allows(redirectURI) {
+		return nil, pageError("The redirect_uri is not among the allowed redirect URIs (Allowed MCP Clients).")
 	}
 
 	// Copies, because values parsed from the query can share the memory of
@@ -277,7 +275,7 @@ func (s *Server) showLogin(w http.ResponseWriter, status int, req *authRequest, 
 func (s *Server) showConsent(w http.ResponseWriter, req *authRequest, id string, sess sessionView, u users.User) {
 	sc := make([]pages.Scope, 0, len(req.scopes))
 	for _, name := range req.scopes {
-		sc = append(sc, pages.Scope{Name: name, Description: scopeDescriptions[name]})
+		sc = append(sc, pages.Scope{Name: name, Description: s.opts.ScopeDescriptions[name]})
 	}
 	pages.RenderConsent(w, pages.Consent{
 		Action: s.opts.BaseURL + PathAuthorize, ClientName: displayName(req.client), ClientID: req.client.ID,

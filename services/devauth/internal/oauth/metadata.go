@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
@@ -11,7 +12,7 @@ type Metadata struct {
 	Issuer                                     string   `json:"issuer"`
 	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
 	TokenEndpoint                              string   `json:"token_endpoint"`
-	RegistrationEndpoint                       string   `json:"registration_endpoint"`
+	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
 	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
 	RevocationEndpoint                         string   `json:"revocation_endpoint"`
 	ResponseTypesSupported                     []string `json:"response_types_supported"`
@@ -32,26 +33,31 @@ type Metadata struct {
 	JWKSURI                          string   `json:"jwks_uri,omitempty"`
 }
 
-// AuthMethods are the token endpoint client authentication methods devauth accepts.
+// AuthMethods are the token endpoint client authentication methods devauth
+// implements; [Options.TokenAuthMethods] may narrow them.
 var AuthMethods = []string{"none", "client_secret_basic", "client_secret_post"}
 
 // Metadata returns the RFC 8414 document.
 func (s *Server) Metadata() Metadata {
 	base := s.opts.BaseURL
+	registration := base + PathRegister
+	if !s.opts.DCR {
+		registration = ""
+	}
 	return Metadata{
 		Issuer:                                     s.issuer,
 		AuthorizationEndpoint:                      base + PathAuthorize,
 		TokenEndpoint:                              base + PathToken,
-		RegistrationEndpoint:                       base + PathRegister,
+		RegistrationEndpoint:                       registration,
 		IntrospectionEndpoint:                      base + PathIntrospect,
 		RevocationEndpoint:                         base + PathRevoke,
 		ResponseTypesSupported:                     []string{"code"},
 		ResponseModesSupported:                     []string{"query"},
 		GrantTypesSupported:                        []string{"authorization_code", "refresh_token"},
 		CodeChallengeMethodsSupported:              []string{"S256"},
-		TokenEndpointAuthMethodsSupported:          AuthMethods,
+		TokenEndpointAuthMethodsSupported:          slices.Clone(s.opts.TokenAuthMethods),
 		IntrospectionEndpointAuthMethodsSupported:  []string{"client_secret_basic", "client_secret_post"},
-		RevocationEndpointAuthMethodsSupported:     AuthMethods,
+		RevocationEndpointAuthMethodsSupported:     slices.Clone(s.opts.TokenAuthMethods),
 		ScopesSupported:                            append([]string(nil), s.opts.Scopes...),
 		ClientIDMetadataDocumentSupported:          true,
 		AuthorizationResponseIssParameterSupported: true,

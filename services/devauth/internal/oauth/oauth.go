@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/redirects"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
@@ -86,6 +87,16 @@ type Options struct {
 	Sessions SessionLimits
 	// Logins throttles failed sign-ins; zero fields take [DefaultLoginLimits].
 	Logins LoginLimits
+	// AllowedRedirects is the allow list every client's redirect URIs must be
+	// on, whatever registered the client; nil allows every valid URI.
+	AllowedRedirects *redirects.AllowList
+	// ScopeDescriptions say on the consent page what each scope allows.
+	ScopeDescriptions map[string]string
+	// DCR turns dynamic client registration on.
+	DCR bool
+	// TokenAuthMethods are the token endpoint authentication methods
+	// advertised and accepted; nil means [AuthMethods].
+	TokenAuthMethods []string
 }
 
 // Server holds the handlers' shared state.
@@ -106,6 +117,9 @@ func New(opts Options) *Server {
 	}
 	if opts.Counters == nil {
 		opts.Counters = &stats.Counters{}
+	}
+	if opts.TokenAuthMethods == nil {
+		opts.TokenAuthMethods = AuthMethods
 	}
 	return &Server{
 		opts:     opts,

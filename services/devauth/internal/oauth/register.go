@@ -153,6 +153,13 @@ func dedupe(in []string) []string {
 }
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+	if !s.opts.DCR {
+		// RFC 7591 defines no error for a server that registers no one;
+		// 403 with a description that names the setting is the clearest.
+		writeOAuthError(w, http.StatusForbidden, errAccessDenied,
+			"dynamic client registration is turned off (mcp.dcr in DEVAUTH_CONFIG_FILE); use a pre-registered client")
+		return
+	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 		writeOAuthError(w, http.StatusBadRequest, errInvalidClientMetadata, "Content-Type must be application/json")
 		return
@@ -174,6 +181,20 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeOAuthError(w, http.StatusBadRequest, errInvalidClientMetadata, "invalid client metadata")
+		return
+	}
+	// The allow list comes after the metadata's own checks, so a request
+	// that is wrong in itself hears about that first.
+	for _, u := range m.RedirectURIs {
+		if !s.opts.AllowedRedirects.Allows(u) {
+			writeOAuthError(w, http.StatusBadRequest, errInvalidRedirectURI,
+				fmt.Sprintf("redirect URI %q is not among the allowed redirect URIs (Allowed MCP Clients: mcp.allowed_redirect_uris in DEVAUTH_CONFIG_FILE)", u))
+			return
+		}
+	}
+	if !slices.Contains(s.opts.TokenAuthMethods, m.TokenEndpointAuthMethod) {
+		writeOAuthError(w, http.StatusBadRequest, errInvalidClientMetadata,
+			fmt.Sprintf("token_endpoint_auth_method %q is not accepted here (%s)", m.TokenEndpointAuthMethod, strings.Join(s.opts.TokenAuthMethods, ", ")))
 		return
 	}
 	now := s.opts.Store.Now()

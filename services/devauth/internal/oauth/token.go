@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -32,11 +33,22 @@ func (e *grantError) Error() string { return e.code + ": " + e.desc }
 // authenticateClient identifies and authenticates the client of a token or
 // revocation request. Public clients send only client_id; confidential ones
 // may use HTTP Basic or the form, whichever they registered (both are
-// accepted, as many clients mix them up). The error text is safe to return.
+// accepted, as many clients mix them up), as long as the method is one of
+// [Options.TokenAuthMethods]. The error text is safe to return.
 func (s *Server) authenticateClient(ctx context.Context, r *http.Request) (store.Client, error) {
 	creds, ok := clientCredentials(r)
 	if !ok {
 		return store.Client{}, errors.New("client authentication is missing or ambiguous")
+	}
+	method := "none"
+	switch {
+	case creds.basic:
+		method = "client_secret_basic"
+	case creds.secret != "":
+		method = "client_secret_post"
+	}
+	if !slices.Contains(s.opts.TokenAuthMethods, method) {
+		return store.Client{}, fmt.Errorf("%s is not accepted here (token_endpoint_auth_methods_supported: %s)", method, strings.Join(s.opts.TokenAuthMethods, ", "))
 	}
 	c, err := s.client(ctx, creds.clientID())
 	if err != nil {

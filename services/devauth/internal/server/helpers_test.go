@@ -27,6 +27,10 @@ const (
 	aliceEmail = "alice@example.com"
 )
 
+// webAppRedirects are allowed in every test environment, on top of the
+// default allow list.
+var webAppRedirects = []string{"https://app.example/cb", "https://app.example/cb?x=1", "https://a.example/cb", "https://ok.example/cb"}
+
 // env is a devauth running on a loopback httptest server.
 type env struct {
 	URL  string
@@ -73,6 +77,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Besides the default templates, the web-app redirect URIs the
+	// registration and authorization tests use.
+	cfg.MCP.AllowedRedirectURIs = append(cfg.MCP.AllowedRedirectURIs, webAppRedirects...)
 	so := server.Options{AllowLoopbackMetadata: true}
 	for _, o := range opts {
 		o(&cfg, &so)

@@ -3,13 +3,16 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/oauth"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/redirects"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/testapi"
@@ -63,9 +66,19 @@ type Server struct {
 	readTimeout time.Duration
 }
 
-// New assembles devauth from a validated configuration and user directory.
+// New assembles devauth from a validated configuration ([config.Load]) and
+// user directory. It panics if cfg was not validated.
 func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Options) *Server {
 	st := store.New(opts.Now, opts.Limits)
+	allowed, err := redirects.NewAllowList(cfg.MCP.AllowedRedirectURIs)
+	if err != nil {
+		panic(fmt.Sprintf("server.New: configuration not validated: %v", err))
+	}
+	for _, c := range preregistered(cfg.MCP.Clients) {
+		if err := st.AddClient(c); err != nil {
+			panic(fmt.Sprintf("server.New: adding client %s: %v", c.ID, err))
+		}
+	}
 	counters := &stats.Counters{}
 	inj := faults.New()
 	oa := oauth.New(oauth.Options{
@@ -85,6 +98,10 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		LoginHint:              opts.LoginHint,
 		Sessions:               opts.Sessions,
 		Logins:                 opts.Logins,
+		AllowedRedirects:       allowed,
+		ScopeDescriptions:      cfg.MCP.ScopeDescriptions,
+		DCR:                    cfg.MCP.DCR,
+		TokenAuthMethods:       cfg.MCP.TokenAuthMethods,
 	})
 
 	mux := http.NewServeMux()
@@ -92,7 +109,9 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	oa.Register(mux)
+	if cfg.MCP.Enabled {
+		oa.Register(mux)
+	}
 	mux.Handle("GET /api/backend/v1/user/{user_id}", countUserFetch(counters, inj.Wrap(users.APIHandler(dir, cfg.APIKey))))
 	if cfg.TestAPI {
 		testapi.Register(mux, testapi.Deps{
@@ -110,6 +129,25 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		OAuth:       oa,
 		readTimeout: opts.ReadTimeout,
 	}
+}
+
+// preregistered turns the configuration's OAuth clients into store clients.
+// Only a secret's hash is kept, as for clients registered through DCR.
+func preregistered(clients []config.Client) []store.Client {
+	out := make([]store.Client, 0, len(clients))
+	for _, c := range clients {
+		sc := store.Client{
+			ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, TokenEndpointAuthMethod: config.AuthNone,
+			GrantTypes: []string{"authorization_code", "refresh_token"}, ResponseTypes: []string{"code"},
+			Scope: strings.Join(c.Scopes, " "), Preregistered: true,
+		}
+		if c.Confidential {
+			sc.TokenEndpointAuthMethod = config.AuthBasic
+			sc.SecretHash = store.HashSecret(c.Secret)
+		}
+		out = append(out, sc)
+	}
+	return out
 }
 
 // HTTPServer returns the http.Server to serve s with: its timeouts bound

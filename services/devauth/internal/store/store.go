@@ -75,7 +75,8 @@ type AccessToken struct {
 	ExpiresAt time.Time
 }
 
-// Client is a dynamically registered OAuth client.
+// Client is a registered OAuth client: pre-registered in the configuration,
+// or registered through DCR.
 type Client struct {
 	ID string
 	// SecretHash is the SHA-256 of the client secret; zero for public clients.
@@ -92,6 +93,9 @@ type Client struct {
 	// LastUsed is when the client was last looked up (an authorization,
 	// token or revocation request); [Store.Client] updates it.
 	LastUsed time.Time
+	// Preregistered marks a client from the configuration (not from DCR):
+	// it is never removed, however long it goes unused.
+	Preregistered bool
 }
 
 // CheckSecret reports whether secret is the client's secret, in constant time.
@@ -156,13 +160,16 @@ type Store struct {
 	now    func() time.Time
 	limits Limits
 
-	mu       sync.Mutex
-	clients  map[string]*Client
-	codes    map[key]*Code
-	access   map[key]*AccessToken
-	accessOf map[key]string // access token -> family ("" for single tokens)
-	refresh  map[key]*refreshToken
-	families map[string]*family
+	mu      sync.Mutex
+	clients map[string]*Client
+	// preregistered counts the clients of clients that are
+	// Preregistered, which [Limits.Clients] does not count.
+	preregistered int
+	codes         map[key]*Code
+	access        map[key]*AccessToken
+	accessOf      map[key]string // access token -> family ("" for single tokens)
+	refresh       map[key]*refreshToken
+	families      map[string]*family
 }
 
 // New returns an empty store. now may be nil (time.Now); limits with zero
@@ -250,7 +257,7 @@ func (s *Store) sweepLocked() int {
 func (s *Store) sweepClientsLocked(now time.Time) int {
 	idle := map[string]bool{}
 	for id, c := range s.clients {
-		if !now.Before(c.LastUsed.Add(s.limits.ClientTTL)) {
+		if !c.Preregistered && !now.Before(c.LastUsed.Add(s.limits.ClientTTL)) {
 			idle[id] = true
 		}
 	}
@@ -493,13 +500,19 @@ func (s *Store) Revoke(tok, owner string) bool {
 
 // AddClient registers c, counting it as used now. When the client cap is
 // reached it sweeps expired entries first; if that frees no room it returns
-// [ErrFull]. It never evicts a client that has not expired.
+// [ErrFull]. It never evicts a client that has not expired. Pre-registered
+// clients come from the configuration, so the cap, which bounds what DCR can
+// fill, does not apply to them.
 func (s *Store) AddClient(c Client) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.clients) >= s.limits.Clients {
+	if c.Preregistered {
+		if _, dup := s.clients[c.ID]; !dup {
+			s.preregistered++
+		}
+	} else if len(s.clients)-s.preregistered >= s.limits.Clients {
 		s.sweepLocked()
-		if len(s.clients) >= s.limits.Clients {
+		if len(s.clients)-s.preregistered >= s.limits.Clients {
 			return ErrFull
 		}
 	}

@@ -333,3 +333,33 @@ func TestClientExpiry(t *testing.T) {
 		t.Errorf("counts %+v, want no clients", got)
 	}
 }
+
+// TestPreregisteredClients: clients from the configuration neither expire
+// nor take the room the client cap keeps for DCR registrations.
+func TestPreregisteredClients(t *testing.T) {
+	t.Parallel()
+	s, c := newTestStore(Limits{Clients: 1, ClientTTL: time.Hour})
+	for _, id := range []string{"configured-1", "configured-2"} {
+		if err := s.AddClient(Client{ID: id, Preregistered: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddClient(Client{ID: "dcr_1"}); err != nil {
+		t.Fatalf("a registration with the table holding only configured clients: %v", err)
+	}
+	if err := s.AddClient(Client{ID: "dcr_2"}); !errors.Is(err, ErrFull) {
+		t.Fatalf("a second registration: err %v, want ErrFull", err)
+	}
+	c.advance(48 * time.Hour)
+	if n := s.Sweep(); n != 1 {
+		t.Errorf("Sweep removed %d clients, want 1 (the idle registration)", n)
+	}
+	for _, id := range []string{"configured-1", "configured-2"} {
+		if _, err := s.Client(id); err != nil {
+			t.Errorf("configured client %s after two idle days: %v", id, err)
+		}
+	}
+	if err := s.AddClient(Client{ID: "dcr_2"}); err != nil {
+		t.Errorf("a registration after the idle one expired: %v", err)
+	}
+}
