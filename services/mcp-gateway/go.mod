@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../../gen
 	github.com/mcpauthz/mcpauthz/internal/healthprobe => ../../internal/healthprobe
+	github.com/mcpauthz/mcpauthz/internal/ratelog => ../../internal/ratelog
 	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
 )
 
@@ -15,6 +16,7 @@ require (
 	github.com/google/jsonschema-go v0.4.3
 	github.com/mcpauthz/mcpauthz/gen v0.0.0
 	github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
+	github.com/mcpauthz/mcpauthz/internal/ratelog v0.0.0
 	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/prometheus/client_golang v1.25.0
