@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -66,6 +67,9 @@ func TestOAuthFlow(t *testing.T) {
 			slices.Sort(names)
 			if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
 				t.Errorf("tools/list after the first login (-want +got):\n%s", diff)
+			}
+			if list.CacheScope != tools.CacheScopePrivate {
+				t.Errorf("tools/list cacheScope %q, want %q: the list depends on the token", list.CacheScope, tools.CacheScopePrivate)
 			}
 
 			res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "who_am_i"})
@@ -229,5 +233,60 @@ func TestLegacyRawHTTP(t *testing.T) {
 	}
 	if strings.Contains(stack.Gateway.Logs(), token) {
 		t.Error("the gateway logged a raw token")
+	}
+}
+
+// bearerTransport adds a fixed bearer token to every request.
+type bearerTransport string
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+string(b))
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestToolsListCacheScope: with a real go-sdk client of each protocol era, a
+// tools/list filtered for the caller's token is marked private (no shared
+// cache may keep it for another user), and a TOOLS_LIST_ALL list, the same for
+// everyone, public.
+func TestToolsListCacheScope(t *testing.T) {
+	t.Parallel()
+	listAll := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"TOOLS_LIST_ALL": "true"})
+	for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18"} {
+		for _, tt := range []struct {
+			name  string
+			g     *stacktest.Gateway
+			scope string
+			tools int
+		}{
+			{"filtered", stack.Gateway, tools.CacheScopePrivate, 1},
+			{"TOOLS_LIST_ALL", listAll, tools.CacheScopePublic, 2},
+		} {
+			t.Run(version+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: tt.g.MCP()})
+				client := mcp.NewClient(&mcp.Implementation{Name: "cache-scope-test", Version: "1.0.0"}, nil)
+				cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{
+					Endpoint:             tt.g.MCP(),
+					HTTPClient:           &http.Client{Transport: bearerTransport(token)},
+					DisableStandaloneSSE: true,
+					MaxRetries:           -1,
+				}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cs.Close()
+				if got := cs.InitializeResult().ProtocolVersion; got != version {
+					t.Fatalf("negotiated %q, want %q", got, version)
+				}
+				list, err := cs.ListTools(t.Context(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if list.CacheScope != tt.scope || len(list.Tools) != tt.tools {
+					t.Errorf("tools/list: cacheScope %q with %d tools, want %q with %d", list.CacheScope, len(list.Tools), tt.scope, tt.tools)
+				}
+			})
+		}
 	}
 }

@@ -217,7 +217,8 @@ type InstallOptions struct {
 }
 
 // Install adds every registered tool to s and, unless opts.ListAll, a
-// middleware that removes from tools/list the tools the caller may not call.
+// middleware that removes from tools/list the tools the caller may not call
+// (and so marks the list private: it differs between callers).
 func Install(s *mcp.Server, env *Env, opts InstallOptions) {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
@@ -230,8 +231,17 @@ func Install(s *mcp.Server, env *Env, opts InstallOptions) {
 	}
 }
 
-// listFilter hides tools whose scopes the caller lacks. It fails closed: with
-// no caller, or when authz cannot say, the tool is left out.
+// Cache scopes of MCP results (cacheScope, as HTTP's Cache-Control public and
+// private).
+const (
+	CacheScopePublic  = "public"
+	CacheScopePrivate = "private"
+)
+
+// listFilter hides tools whose scopes the caller lacks, and marks the result
+// private: unfiltered (ListAll) the list is the same for every caller and the
+// SDK's default, public, is right. It fails closed: with no caller, or when
+// authz cannot say, the tool is left out.
 func listFilter(logger *slog.Logger) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
@@ -264,6 +274,9 @@ func listFilter(logger *slog.Logger) mcp.Middleware {
 			}
 			filtered := *list
 			filtered.Tools = visible
+			// The list now depends on the caller's token: no shared cache
+			// (an intermediary, another user's client) may keep it.
+			filtered.CacheScope = CacheScopePrivate
 			return &filtered, nil
 		}
 	}

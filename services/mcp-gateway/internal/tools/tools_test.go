@@ -99,19 +99,6 @@ func connect(t *testing.T, url, token string) *mcp.ClientSession {
 	return cs
 }
 
-func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
-	t.Helper()
-	res, err := cs.ListTools(t.Context(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range res.Tools {
-		names = append(names, tool.Name)
-	}
-	return names
-}
-
 func TestRegistry(t *testing.T) {
 	t.Parallel()
 	var names []string
@@ -142,22 +129,35 @@ func TestToolsListFiltering(t *testing.T) {
 	}
 	filtered := serve(t, callers, &fakeUsers{}, InstallOptions{})
 	all := serve(t, callers, &fakeUsers{}, InstallOptions{ListAll: true})
+	// A filtered list depends on the caller: private. Unfiltered it is the
+	// same for everyone: public.
 	tests := []struct {
 		url, token string
 		want       []string
+		wantScope  string
 	}{
-		{filtered, "user", []string{"who_am_i"}},
-		{filtered, "both", []string{"list_my_orgs", "who_am_i"}},
-		{filtered, "admin", []string{"list_my_orgs", "who_am_i"}},
-		{filtered, "down", []string{"who_am_i"}},
-		{filtered, "no-caller", nil},
-		{all, "user", []string{"list_my_orgs", "who_am_i"}},
+		{filtered, "user", []string{"who_am_i"}, CacheScopePrivate},
+		{filtered, "both", []string{"list_my_orgs", "who_am_i"}, CacheScopePrivate},
+		{filtered, "admin", []string{"list_my_orgs", "who_am_i"}, CacheScopePrivate},
+		{filtered, "down", []string{"who_am_i"}, CacheScopePrivate},
+		{filtered, "no-caller", nil, CacheScopePrivate},
+		{all, "user", []string{"list_my_orgs", "who_am_i"}, CacheScopePublic},
 	}
 	for _, tt := range tests {
-		got := toolNames(t, connect(t, tt.url, tt.token))
+		res, err := connect(t, tt.url, tt.token).ListTools(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, tool := range res.Tools {
+			got = append(got, tool.Name)
+		}
 		slices.Sort(got)
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("tools/list for %q (ListAll=%v) (-want +got):\n%s", tt.token, tt.url == all, diff)
+		}
+		if res.CacheScope != tt.wantScope {
+			t.Errorf("tools/list for %q (ListAll=%v): cacheScope %q, want %q", tt.token, tt.url == all, res.CacheScope, tt.wantScope)
 		}
 	}
 	if hierarchyChecks == 0 {
