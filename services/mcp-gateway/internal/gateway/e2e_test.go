@@ -102,7 +102,9 @@ func TestOAuthFlow(t *testing.T) {
 	}
 }
 
-// checkAlice checks a who_am_i result for alice with scopes.
+// checkAlice checks a who_am_i result for alice with scopes: her
+// organizations only when the token holds read:org_data, otherwise none and
+// orgs_withheld saying why.
 func checkAlice(t *testing.T, who tools.WhoAmI, scopes []string) {
 	t.Helper()
 	if who.Subject != stacktest.AliceID {
@@ -128,11 +130,20 @@ func checkAlice(t *testing.T, who tools.WhoAmI, scopes []string) {
 	if u.Email != stacktest.AliceEmail || u.FirstName != "Alice" || u.LastName != "Liddell" || u.Username != "alice" {
 		t.Errorf("user %+v", u)
 	}
-	want := []tools.Org{{OrgID: stacktest.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"}}}
+	want, wantWithheld := []tools.Org{}, tools.OrgsWithheld([]string{scopeOrg})
+	if slices.Contains(scopes, scopeOrg) {
+		want, wantWithheld = []tools.Org{aliceAcme}, ""
+	}
 	if diff := cmp.Diff(want, u.Orgs); diff != "" {
-		t.Errorf("orgs (-want +got):\n%s", diff)
+		t.Errorf("orgs for scopes %q (-want +got):\n%s", scopes, diff)
+	}
+	if who.OrgsWithheld != wantWithheld {
+		t.Errorf("orgs_withheld for scopes %q = %q, want %q", scopes, who.OrgsWithheld, wantWithheld)
 	}
 }
+
+// aliceAcme is alice's membership of devauth's seeded org.
+var aliceAcme = tools.Org{OrgID: stacktest.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"}}
 
 // subsequence returns the first element of want missing from got in order, or "".
 func subsequence(got, want []string) string {

@@ -34,12 +34,15 @@
 //     and the method and tool picked out (package mcpreq); the scopes needed
 //     are SCOPES plus, for tools/call, the tool's declared scopes.
 //  5. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
-//     when the tool needs the user. Allowed: the request goes on to the go-sdk
-//     with the caller in its TokenInfo. Insufficient scope: 403
-//     insufficient_scope naming every scope the operation needs. Any other
-//     denial: 401 invalid_token. authz unreachable, UNAVAILABLE, a deadline, or
-//     any other error: 503 with Retry-After, never 401, so clients keep their
-//     tokens through an outage.
+//     when the tool needs the user, and include_orgs only when the scopes
+//     asked for include one that allows organizations (read:org_data): who_am_i
+//     asks a second question with that scope added, and only when the token
+//     may hold it (package operation), and shows no organizations otherwise.
+//     Allowed: the request goes on to the go-sdk with the caller in its
+//     TokenInfo. Insufficient scope: 403 insufficient_scope naming every scope
+//     the operation needs. Any other denial: 401 invalid_token. authz
+//     unreachable, UNAVAILABLE, a deadline, or any other error: 503 with
+//     Retry-After, never 401, so clients keep their tokens through an outage.
 //     With DECISION_CACHE_TTL set, an allowed decision is kept and reused for
 //     the same token, scopes and user options (package decisioncache) while
 //     authz's invalidation stream is up; nothing else changes. A decision in

@@ -16,9 +16,9 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -132,18 +132,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		// for them so saves decoding a Struct and encoding it again.
 		ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	}
-	var res *authzv1.AuthorizeResponse
-	var err error
-	if g.decisions != nil {
-		var ticket decisioncache.Ticket
-		if res, ticket = g.decisions.Get(req); res == nil {
-			if res, err = g.authz.Authorize(ctx, req); err == nil {
-				g.decisions.Put(ticket, res)
-			}
-		}
-	} else {
-		res, err = g.authz.Authorize(ctx, req)
-	}
+	res, err := g.decide(ctx, req)
 	if err != nil {
 		g.metrics.Decision("error")
 		switch {
@@ -165,6 +154,9 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		c.UserRequested = x.op.NeedsUser
 		c.User = res.GetUser()
 		c.UserError = res.GetUserError()
+		if len(x.op.OrgsScopes) > 0 {
+			g.addOrgs(x, c)
+		}
 		return c, true
 	}
 	d := res.GetDenial()
@@ -192,6 +184,58 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		g.fail(x, g.invalidToken(desc))
 	}
 	return nil, false
+}
+
+// decide answers req from the decision cache, or asks authz (and keeps an
+// allowed answer). Errors are authz's gRPC status errors.
+func (g *Gateway) decide(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+	if g.decisions == nil {
+		return g.authz.Authorize(ctx, req)
+	}
+	res, ticket := g.decisions.Get(req)
+	if res != nil {
+		return res, nil
+	}
+	res, err := g.authz.Authorize(ctx, req)
+	if err == nil {
+		g.decisions.Put(ticket, res)
+	}
+	return res, err
+}
+
+// addOrgs completes c, allowed for an operation that shows the user's orgs
+// only to tokens holding OrgsScopes (who_am_i): when the token may hold them,
+// authz is asked again with them required and include_orgs, and returns the
+// orgs only if it allows that; otherwise, or if it does not, c.OrgsWithheld
+// says why there are none. The request itself is allowed either way.
+func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
+	if !x.op.MayHold(c.Principal.GetScopes()) {
+		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
+		return
+	}
+	ctx := x.r.Context()
+	res, err := g.decide(ctx, &authzv1.AuthorizeRequest{
+		Token:          x.token,
+		Resource:       g.resource,
+		RequiredScopes: x.op.WithOrgs,
+		IncludeUser:    true,
+		IncludeOrgs:    true,
+		ClaimsFormat:   authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
+	})
+	switch {
+	case err != nil:
+		g.log.WarnContext(ctx, "authz did not answer whether the token may see organizations; leaving them out", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
+		c.OrgsWithheld = "organizations could not be checked right now (the authorization service did not answer); retry later"
+	case res.GetAllowed() && res.GetPrincipal() != nil:
+		c.Confirm(x.op.OrgsScopes)
+		c.User, c.UserError = res.GetUser(), res.GetUserError()
+	case res.GetDenial().GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
+		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
+	default:
+		// The token was refused in between (expired, say): the request was
+		// allowed, but nothing more is shown on its strength.
+		c.OrgsWithheld = "organizations could not be shown: the token was refused when they were checked (" + strings.ToLower(strings.TrimPrefix(res.GetDenial().GetReason().String(), "DENIAL_REASON_")) + ")"
+	}
 }
 
 // withinRateLimit charges the caller's budget and, when it is spent, answers
