@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,8 +30,8 @@ import (
 )
 
 // scriptedAuthz is an authz gRPC service whose Authorize answers come from
-// answer, for the answers the real authz cannot be made to give. It records
-// every Authorize request.
+// answer, for the answers the real authz cannot be made to give (an
+// INVALID_ARGUMENT blaming each field). It records every Authorize request.
 type scriptedAuthz struct {
 	authzv1.UnimplementedAuthzServiceServer
 	answer func(*authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error)
@@ -88,6 +89,77 @@ func startScripted(t *testing.T, svc *scriptedAuthz) (string, *testenv.LogBuffer
 	web.Start()
 	t.Cleanup(web.Close)
 	return url + "/mcp", logs
+}
+
+// badRequest is an INVALID_ARGUMENT with a google.rpc.BadRequest naming
+// fields, as authz sends it.
+func badRequest(t *testing.T, fields ...string) error {
+	t.Helper()
+	br := &errdetails.BadRequest{}
+	for _, f := range fields {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: f, Description: f + " is malformed"})
+	}
+	st, err := status.New(codes.InvalidArgument, "malformed request").WithDetails(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Err()
+}
+
+// TestInvalidArgument: authz's INVALID_ARGUMENT becomes 401 invalid_token only
+// when its BadRequest detail blames the token; blaming anything else (the
+// resource, the scopes the gateway asked for), or nothing, is the gateway's
+// own fault: 500 with a JSON body, no challenge, so clients keep their tokens,
+// and one ERROR line per period however many requests fail.
+func TestInvalidArgument(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  func(t *testing.T) error
+		want wantChallenge
+	}{
+		{"token", func(t *testing.T) error { return badRequest(t, "token") }, wantChallenge{status: 401, desc: true, bodyError: "invalid_token"}},
+		{"token and scopes", func(t *testing.T) error { return badRequest(t, "required_scopes", "token") }, wantChallenge{status: 401, desc: true, bodyError: "invalid_token"}},
+		{"required_scopes", func(t *testing.T) error { return badRequest(t, "required_scopes") }, wantChallenge{status: 500, bodyError: "server_error"}},
+		{"resource", func(t *testing.T) error { return badRequest(t, "resource") }, wantChallenge{status: 500, bodyError: "server_error"}},
+		{"claims_format", func(t *testing.T) error { return badRequest(t, "claims_format") }, wantChallenge{status: 500, bodyError: "server_error"}},
+		{"no details", func(*testing.T) error {
+			return status.Error(codes.InvalidArgument, "required_scopes must be at most 64 valid OAuth scope tokens")
+		}, wantChallenge{status: 500, bodyError: "server_error"}},
+		{"other detail", func(t *testing.T) error {
+			st, err := status.New(codes.InvalidArgument, "malformed").WithDetails(&errdetails.ErrorInfo{Reason: "TOKEN"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st.Err()
+		}, wantChallenge{status: 500, bodyError: "server_error"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			mcp, logs := startScripted(t, &scriptedAuthz{answer: func(*authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+				return nil, tt.err(t)
+			}})
+			want := tt.want
+			if want.status == 401 {
+				// The 401 asks for every supported scope.
+				want.params = map[string]string{"resource_metadata": strings.TrimSuffix(mcp, "/mcp") + "/.well-known/oauth-protected-resource/mcp", "scope": scopeUser + " " + scopeOrg, "error": "invalid_token"}
+			}
+			for range 5 {
+				checkChallenge(t, post(t, mcp, "some-token", callBody("who_am_i")), want)
+			}
+			errorLines := strings.Count(logs.String(), `"level":"ERROR"`)
+			switch {
+			case want.status == 500 && errorLines != 1:
+				t.Errorf("%d ERROR lines for 5 failed requests, want 1:\n%s", errorLines, logs)
+			case want.status != 500 && errorLines != 0:
+				t.Errorf("%d ERROR lines for a malformed token, want none:\n%s", errorLines, logs)
+			}
+			if strings.Contains(logs.String(), "some-token") {
+				t.Error("the gateway logged the token")
+			}
+		})
+	}
 }
 
 // TestAuthzQuestions checks what the gateway asks authz for who_am_i: the

@@ -21,12 +21,16 @@
 //     invalid_request (RFC 6750 §2 and §3.1: one method per request, never the
 //     URL). No token, or another scheme, gets 401 with resource_metadata and
 //     scope only. A value that is not an RFC 6750 b64token gets 401
-//     invalid_token without a call to authz, as does authz's INVALID_ARGUMENT:
-//     either way the client must obtain a new token, and a 400 would make some
-//     clients retry forever. All of this reads headers only: these requests
-//     are answered before their body is read, with Connection: close when one
-//     was announced, so that a body that never comes holds nothing. Their
-//     challenges name every scope the server supports (see Scopes below).
+//     invalid_token without a call to authz, as does an INVALID_ARGUMENT whose
+//     google.rpc.BadRequest detail blames the token: either way the client
+//     must obtain a new token, and a 400 would make some clients retry
+//     forever. (An INVALID_ARGUMENT blaming anything else, the resource or
+//     scopes the gateway wrote, or nothing, is the gateway's own fault: 500,
+//     no challenge, and an ERROR log line, one per 10s at most.) All of this
+//     reads headers only: these requests are answered before their body is
+//     read, with Connection: close when one was announced, so that a body that
+//     never comes holds nothing. Their challenges name every scope the server
+//     supports (see Scopes below).
 //  3. At most MCP_MAX_IN_FLIGHT requests go on from here at once; beyond it,
 //     503 with Retry-After, still before the body is read.
 //  4. The body is read (1 MiB bound, memory following the bytes received,
@@ -90,6 +94,7 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
@@ -172,7 +177,14 @@ type Gateway struct {
 
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
+
+	// badArgLog bounds the ERROR line for an INVALID_ARGUMENT authz blames
+	// on the gateway's question: a misconfiguration fails every request.
+	badArgLog ratelog.Limiter
 }
+
+// badArgLogEvery is the least time between two such ERROR lines.
+const badArgLogEvery = 10 * time.Second
 
 // New builds the gateway: the one go-sdk server with every registered tool, the
 // metadata documents, and the routes. It returns an error only if the
@@ -209,6 +221,8 @@ func New(opts Options) (*Gateway, error) {
 		supportedScopes: operation.Union(cfg.Scopes, tools.Scopes()),
 		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
 		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
+
+		badArgLog: ratelog.Limiter{Every: badArgLogEvery},
 	}
 	g.metrics.ObserveInFlight(g.inFlight.Load)
 	if cfg.DecisionCacheTTL > 0 {

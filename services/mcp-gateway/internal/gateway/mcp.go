@@ -19,6 +19,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -136,8 +137,16 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	if err != nil {
 		g.metrics.Decision("error")
 		switch {
-		case status.Code(err) == codes.InvalidArgument:
+		case status.Code(err) == codes.InvalidArgument && tokenViolation(err):
 			g.fail(x, g.invalidToken("the access token is malformed"))
+		case status.Code(err) == codes.InvalidArgument:
+			// authz refused a part of the question the gateway wrote (the
+			// resource, the scopes): the gateway's fault, not the token's. A
+			// 401 would make the client throw a good token away.
+			if ok, unlogged := g.badArgLog.Allow(); ok {
+				g.log.ErrorContext(ctx, "authz refused the gateway's question as malformed; check SCOPES and MCP_SERVER_URL", "error", err, "violations", violations(err), "unlogged_since_last", unlogged)
+			}
+			g.fail(x, challenge.Response{Status: http.StatusInternalServerError, Error: "server_error", Description: "the gateway could not ask the authorization service about this request (a configuration error, logged at the gateway); your token was not rejected"})
 		case ctx.Err() != nil:
 			// The client went away; nobody reads the answer.
 			x.w.status = 499
@@ -236,6 +245,40 @@ func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
 		// allowed, but nothing more is shown on its strength.
 		c.OrgsWithheld = "organizations could not be shown: the token was refused when they were checked (" + strings.ToLower(strings.TrimPrefix(res.GetDenial().GetReason().String(), "DENIAL_REASON_")) + ")"
 	}
+}
+
+// tokenViolation reports whether err, an INVALID_ARGUMENT from authz, blames
+// the token itself: authz attaches a google.rpc.BadRequest whose field
+// violation names "token" (other fields: resource, required_scopes,
+// claims_format, user_id, which the gateway wrote). Without such a detail the
+// token is not blamed: the gateway has already checked its syntax.
+func tokenViolation(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		br, ok := d.(*errdetails.BadRequest)
+		if !ok {
+			continue
+		}
+		for _, v := range br.GetFieldViolations() {
+			if v.GetField() == "token" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// violations lists the fields an INVALID_ARGUMENT's BadRequest detail names,
+// for the log.
+func violations(err error) []string {
+	var out []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				out = append(out, v.GetField()+": "+v.GetDescription())
+			}
+		}
+	}
+	return out
 }
 
 // withinRateLimit charges the caller's budget and, when it is spent, answers
