@@ -54,6 +54,16 @@ func TestListEnv(t *testing.T) {
 	}
 }
 
+// manyScopes returns n distinct scopes, separated by spaces: with the tools'
+// own, more than authz accepts in one question.
+func manyScopes(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "scope:%d ", i)
+	}
+	return b.String()
+}
+
 func TestBadConfiguration(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,6 +80,8 @@ func TestBadConfiguration(t *testing.T) {
 	}{
 		{"no auth server", nil, nil, "PROPELAUTH_AUTH_URL"},
 		{"bad scopes", []string{ok, `SCOPES=read"user`}, nil, "SCOPES"},
+		{"scope longer than authz takes", []string{ok, "SCOPES=" + strings.Repeat("s", 257)}, nil, "SCOPES"},
+		{"more scopes than authz takes", []string{ok, "SCOPES=" + manyScopes(config.MaxScopes)}, nil, "SCOPES"},
 		{"server url with path", []string{ok, "MCP_SERVER_URL=https://mcp.example.com/mcp"}, nil, "MCP_SERVER_URL"},
 		{"bad timeout", []string{ok, "AUTHZ_TIMEOUT=fast"}, nil, "AUTHZ_TIMEOUT"},
 		{"bad origin", []string{ok, "MCP_ALLOWED_ORIGINS=*"}, nil, "MCP_ALLOWED_ORIGINS"},

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 // Names of every environment variable the gateway reads.
@@ -215,6 +216,12 @@ func Load(getenv func(string) string) (Config, error) {
 
 	if c.Scopes, err = ParseScopes(get(EnvScopes, DefaultScopes)); err != nil {
 		return c, errorf(EnvScopes, "%v", err)
+	}
+	// authz refuses a question with more scopes than it accepts (as
+	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
+	// request. The largest question is SCOPES plus every tool scope.
+	if all := union(c.Scopes, tools.Scopes()); len(all) > MaxScopes {
+		return c, errorf(EnvScopes, "names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(c.Scopes), strings.Join(tools.Scopes(), " "), len(all), MaxScopes)
 	}
 
 	as := get(EnvAuthorizationServer, "")
@@ -418,15 +425,40 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
+// union returns a followed by the elements of b not in a.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }
+
+// Limits authz puts on the scopes of one question (required_scopes): more
+// scopes, or a longer one, and it answers INVALID_ARGUMENT. They are authz's
+// own (MaxScopes in services/authz/internal/server, MaxScopeLength in its
+// decision package), checked against the real authz by the gateway's
+// TestScopeLimitsMatchAuthz.
+const (
+	MaxScopes      = 64
+	MaxScopeLength = 256
+)
 
 // ParseScopes splits a space- or comma-separated scope list, drops duplicates
 // and checks each against the scope-token grammar of RFC 6749 §3.3, which also
-// guarantees a scope can be quoted in a WWW-Authenticate header. It returns an
-// error for an empty list or an invalid scope.
+// guarantees a scope can be quoted in a WWW-Authenticate header, and against
+// authz's [MaxScopeLength] and [MaxScopes]. It returns an error for an empty
+// list or an invalid scope.
 func ParseScopes(s string) ([]string, error) {
 	var out []string
 	for _, sc := range strings.FieldsFunc(s, isListSep) {
+		if len(sc) > MaxScopeLength {
+			return nil, fmt.Errorf("scope %.40q... is %d bytes; authz accepts scopes of at most %d", sc, len(sc), MaxScopeLength)
+		}
 		if !ValidScope(sc) {
 			return nil, fmt.Errorf("invalid scope %q (RFC 6749 scope-token: printable ASCII except space, '\"' and '\\')", sc)
 		}
@@ -437,12 +469,16 @@ func ParseScopes(s string) ([]string, error) {
 	if len(out) == 0 {
 		return nil, errors.New("must name at least one scope")
 	}
+	if len(out) > MaxScopes {
+		return nil, fmt.Errorf("names %d scopes; authz accepts at most %d in one request", len(out), MaxScopes)
+	}
 	return out, nil
 }
 
-// ValidScope reports whether s is a scope-token (RFC 6749 §3.3: 1*NQCHAR).
+// ValidScope reports whether s is a scope-token (RFC 6749 §3.3: 1*NQCHAR) of
+// at most [MaxScopeLength] bytes.
 func ValidScope(s string) bool {
-	if s == "" {
+	if s == "" || len(s) > MaxScopeLength {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 func env(m map[string]string) func(string) string {
@@ -101,6 +104,11 @@ func TestLoadErrors(t *testing.T) {
 		{"server url with query", map[string]string{EnvServerURL: "https://x.example.com?a=b"}, EnvServerURL},
 		{"scope with quote", map[string]string{EnvScopes: `read"x`}, EnvScopes},
 		{"scope only separators", map[string]string{EnvScopes: " , "}, EnvScopes},
+		{"scope over authz's length", map[string]string{EnvScopes: strings.Repeat("s", MaxScopeLength+1)}, EnvScopes},
+		{"scope with a control byte", map[string]string{EnvScopes: "read:\x01x"}, EnvScopes},
+		{"scope with non-ASCII", map[string]string{EnvScopes: "lire:données"}, EnvScopes},
+		{"more scopes than authz takes", map[string]string{EnvScopes: scopeList(MaxScopes + 1)}, EnvScopes},
+		{"too many with the tools' scopes", map[string]string{EnvScopes: scopeList(MaxScopes - 1)}, EnvScopes},
 		{"timeout garbage", map[string]string{EnvAuthzTimeout: "soon"}, EnvAuthzTimeout},
 		{"timeout zero", map[string]string{EnvAuthzTimeout: "0s"}, EnvAuthzTimeout},
 		{"timeout huge", map[string]string{EnvAuthzTimeout: "1h"}, EnvAuthzTimeout},
@@ -139,6 +147,37 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("error %q is not one line starting with the variable", err)
 			}
 		})
+	}
+}
+
+// scopeList returns n distinct scopes, none of them a tool's.
+func scopeList(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "scope:%d ", i)
+	}
+	return b.String()
+}
+
+// TestScopeLimits: SCOPES may use authz's limits to the full, the tools'
+// scopes counted: the longest scope, and as many scopes as authz takes.
+func TestScopeLimits(t *testing.T) {
+	t.Parallel()
+	toolScopes := len(tools.Scopes())
+	for name, scopes := range map[string]string{
+		"longest scope":         strings.Repeat("s", MaxScopeLength),
+		"every printable class": "a!#[]~:/",
+		"most scopes":           scopeList(MaxScopes - toolScopes),
+		"most with tool scopes": scopeList(MaxScopes-toolScopes) + " " + strings.Join(tools.Scopes(), " "),
+	} {
+		c, err := Load(env(map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000", EnvScopes: scopes}))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if n := len(union(c.Scopes, tools.Scopes())); n > MaxScopes {
+			t.Errorf("%s: %d scopes in the largest question", name, n)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -264,5 +265,58 @@ func TestAuthzQuestionsFailing(t *testing.T) {
 	}
 	if res := post(t, mcp, "tok", callBody("who_am_i")); res.StatusCode != http.StatusOK {
 		t.Errorf("status %d, want 200", res.StatusCode)
+	}
+}
+
+// TestScopeLimitsMatchAuthz asks the real authz questions at the limits the
+// gateway's configuration enforces (config.MaxScopes scopes of
+// config.MaxScopeLength bytes): authz answers them (here a denial: the token
+// holds none of them), and refuses one scope more, or one byte more, with
+// INVALID_ARGUMENT. If authz's limits change, this fails and SCOPES checking
+// must follow.
+func TestScopeLimitsMatchAuthz(t *testing.T) {
+	t.Parallel()
+	az, err := authzclient.New(stack.Authz.Addr, authzclient.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer az.Close()
+	token := mint(t, []string{scopeUser})
+	scopes := func(n, length int) []string {
+		out := make([]string, n)
+		for i := range out {
+			p := fmt.Sprintf("s%d:", i)
+			out[i] = p + strings.Repeat("x", length-len(p))
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		scopes  []string
+		refused bool
+	}{
+		{"at the limits", scopes(config.MaxScopes, config.MaxScopeLength), false},
+		{"one scope more", scopes(config.MaxScopes+1, 10), true},
+		{"one byte more", scopes(1, config.MaxScopeLength+1), true},
+		// Every scope-token character class (a comma separates SCOPES).
+		{"scope-token characters", []string{"!#$%&'()*+-./09:;<=>?@AZ[]^_`az{|}~"}, false},
+	}
+	for _, tt := range tests {
+		res, err := az.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: token, Resource: stack.Gateway.MCP(), RequiredScopes: tt.scopes})
+		switch {
+		case tt.refused && status.Code(err) != codes.InvalidArgument:
+			t.Errorf("%s: %v, %v; want INVALID_ARGUMENT", tt.name, res, err)
+		case !tt.refused && err != nil:
+			t.Errorf("%s: authz refused what SCOPES accepts: %v", tt.name, err)
+		case !tt.refused && res.GetDenial().GetReason() != authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
+			t.Errorf("%s: %v; want an insufficient_scope denial", tt.name, res)
+		}
+		if !tt.refused {
+			if _, cerr := config.ParseScopes(strings.Join(tt.scopes, " ")); cerr != nil {
+				t.Errorf("%s: SCOPES refuses what authz accepts: %v", tt.name, cerr)
+			}
+		} else if _, cerr := config.ParseScopes(strings.Join(tt.scopes, " ")); cerr == nil {
+			t.Errorf("%s: SCOPES accepts what authz refuses", tt.name)
+		}
 	}
 }
