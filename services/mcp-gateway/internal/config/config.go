@@ -26,6 +26,7 @@ import (
 // Names of every environment variable the gateway reads.
 const (
 	EnvListen              = "MCP_LISTEN"
+	EnvMetricsListen       = "MCP_METRICS_LISTEN"
 	EnvServerURL           = "MCP_SERVER_URL"
 	EnvAuthzAddr           = "AUTHZ_ADDR"
 	EnvScopes              = "SCOPES"
@@ -65,7 +66,7 @@ const DefaultGOGC = 400
 // EnvNames returns the name of every environment variable [Load] reads, sorted.
 func EnvNames() []string {
 	names := []string{
-		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
+		EnvListen, EnvMetricsListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 		EnvAuthzTLSCA, EnvAuthzTLSCert, EnvAuthzTLSKey, EnvAuthzTLSServerName,
 		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst, EnvDecisionCacheTTL, EnvGOGC,
@@ -77,8 +78,13 @@ func EnvNames() []string {
 
 // Config is the gateway's validated configuration.
 type Config struct {
-	// Listen is the HTTP listen address (MCP_LISTEN).
+	// Listen is the HTTP listen address (MCP_LISTEN): MCP, the metadata
+	// documents and /healthz.
 	Listen string
+	// MetricsListen is the operational HTTP listen address
+	// (MCP_METRICS_LISTEN): /metrics, /healthz and /readyz, kept off the
+	// public listener. Equal to Listen, one listener serves everything.
+	MetricsListen string
 	// ServerURL is the public origin of the gateway, without a trailing slash
 	// (MCP_SERVER_URL). The protected resource is ServerURL + "/mcp".
 	ServerURL string
@@ -143,11 +149,12 @@ type Config struct {
 
 // Defaults for unset variables.
 const (
-	DefaultListen       = ":8000"
-	DefaultServerURL    = "http://localhost:8000"
-	DefaultAuthzAddr    = "localhost:50051"
-	DefaultScopes       = "read:user_data"
-	DefaultAuthzTimeout = 2 * time.Second
+	DefaultListen        = ":8000"
+	DefaultMetricsListen = ":9092"
+	DefaultServerURL     = "http://localhost:8000"
+	DefaultAuthzAddr     = "localhost:50051"
+	DefaultScopes        = "read:user_data"
+	DefaultAuthzTimeout  = 2 * time.Second
 	// MaxDecisionCacheTTL bounds DECISION_CACHE_TTL: the cache is meant to
 	// absorb bursts of requests, and a revocation the authorization server
 	// makes without telling authz can take up to this much longer to apply.
@@ -206,6 +213,10 @@ func Load(getenv func(string) string) (Config, error) {
 	c.Listen = get(EnvListen, DefaultListen)
 	if _, port, perr := net.SplitHostPort(c.Listen); perr != nil || port == "" {
 		return c, errorf(EnvListen, "must be host:port or :port, got %q", c.Listen)
+	}
+	c.MetricsListen = get(EnvMetricsListen, DefaultMetricsListen)
+	if _, port, perr := net.SplitHostPort(c.MetricsListen); perr != nil || port == "" {
+		return c, errorf(EnvMetricsListen, "must be host:port or :port (or equal to %s to serve everything on one listener), got %q", EnvListen, c.MetricsListen)
 	}
 
 	if c.ServerURL, err = origin(get(EnvServerURL, DefaultServerURL)); err != nil {
@@ -388,6 +399,10 @@ func MaskURL(raw string) string {
 	return u.String()
 }
 
+// OneListener reports whether MCP_METRICS_LISTEN equals MCP_LISTEN: one
+// listener then serves the public and the operational endpoints.
+func (c Config) OneListener() bool { return c.MetricsListen == c.Listen }
+
 // Resource is the protected resource identifier: exactly {MCP_SERVER_URL}/mcp.
 func (c Config) Resource() string { return c.ServerURL + "/mcp" }
 
@@ -403,6 +418,7 @@ func (c Config) ResourceMetadataURL() string {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String(EnvListen, c.Listen),
+		slog.String(EnvMetricsListen, c.MetricsListen),
 		slog.String(EnvServerURL, c.ServerURL),
 		slog.String(EnvAuthzAddr, c.AuthzAddr),
 		slog.String(EnvScopes, strings.Join(c.Scopes, " ")),

@@ -26,6 +26,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	want := Config{
 		Listen:              ":8000",
+		MetricsListen:       ":9092",
 		ServerURL:           "http://localhost:8000",
 		AuthzAddr:           "localhost:50051",
 		Scopes:              []string{"read:user_data"},
@@ -39,6 +40,9 @@ func TestLoadDefaults(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
 	}
+	if got.OneListener() {
+		t.Error("OneListener() by default")
+	}
 	if got, want := got.Resource(), "http://localhost:8000/mcp"; got != want {
 		t.Errorf("Resource() = %q, want %q", got, want)
 	}
@@ -51,6 +55,7 @@ func TestLoadAll(t *testing.T) {
 	t.Parallel()
 	got, err := Load(env(map[string]string{
 		EnvListen:              "127.0.0.1:9999",
+		EnvMetricsListen:       "127.0.0.1:9999",
 		EnvServerURL:           "HTTPS://MCP.Example.com:443/",
 		EnvAuthzAddr:           "dns:///authz:50051",
 		EnvScopes:              "read:user_data, read:org_data read:user_data",
@@ -69,6 +74,7 @@ func TestLoadAll(t *testing.T) {
 	}
 	want := Config{
 		Listen:              "127.0.0.1:9999",
+		MetricsListen:       "127.0.0.1:9999",
 		ServerURL:           "https://mcp.example.com",
 		AuthzAddr:           "dns:///authz:50051",
 		Scopes:              []string{"read:user_data", "read:org_data"},
@@ -83,6 +89,9 @@ func TestLoadAll(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
+	}
+	if !got.OneListener() {
+		t.Error("OneListener() false with MCP_METRICS_LISTEN = MCP_LISTEN")
 	}
 }
 
@@ -99,6 +108,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad issuer", map[string]string{EnvAuthorizationServer: "ftp://x"}, EnvAuthorizationServer},
 		{"relative metadata url", map[string]string{EnvASMetadataURL: "/.well-known/oauth-authorization-server"}, EnvASMetadataURL},
 		{"listen no port", map[string]string{EnvListen: "localhost"}, EnvListen},
+		{"metrics listen no port", map[string]string{EnvMetricsListen: "127.0.0.1"}, EnvMetricsListen},
 		{"server url relative", map[string]string{EnvServerURL: "/mcp"}, EnvServerURL},
 		{"server url with path", map[string]string{EnvServerURL: "https://x.example.com/mcp"}, EnvServerURL},
 		{"server url with query", map[string]string{EnvServerURL: "https://x.example.com?a=b"}, EnvServerURL},
@@ -185,7 +195,7 @@ func TestEnvNamesSorted(t *testing.T) {
 	t.Parallel()
 	names := EnvNames()
 	for _, want := range []string{
-		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
+		EnvListen, EnvMetricsListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 		EnvMaxInFlight, EnvBodyTimeout, EnvMaxConnections,
 	} {

@@ -3,13 +3,22 @@
 //
 // # Routes
 //
+// The public handler ([Gateway.ServeHTTP], on MCP_LISTEN):
+//
 //   - POST /mcp and /mcp/ (no redirect): MCP streamable HTTP, go-sdk stateless.
 //   - /.well-known/oauth-protected-resource/mcp and
 //     /.well-known/oauth-protected-resource: RFC 9728 metadata.
 //   - /.well-known/oauth-authorization-server: the authorization server's
 //     metadata, proxied (package asmeta).
-//   - /healthz (the process serves), /readyz (an authz replica is SERVING),
-//     /metrics (Prometheus).
+//   - /healthz (the process serves), for load balancers and container
+//     healthchecks that only reach the public port.
+//
+// The operational handler ([Gateway.OpsHandler], on MCP_METRICS_LISTEN, an
+// internal port as authz's AUTHZ_METRICS_LISTEN): /metrics (Prometheus),
+// /healthz and /readyz (an authz replica is SERVING). They are not on the
+// public listener: metrics name tools, decisions and error rates, and readiness
+// probes authz, neither for the internet. With MCP_METRICS_LISTEN equal to
+// MCP_LISTEN, [Gateway.OneHandler] serves both sets on one listener.
 //
 // # One MCP request
 //
@@ -166,7 +175,8 @@ type Gateway struct {
 	prm      []byte
 	asmeta   *asmeta.Proxy
 	mcp      http.Handler
-	mux      *http.ServeMux
+	mux      *http.ServeMux // public routes
+	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
 
 	// supportedScopes is scopes_supported: what 401 challenges ask for.
@@ -285,17 +295,40 @@ func New(opts Options) (*Gateway, error) {
 	mux.HandleFunc("/.well-known/oauth-protected-resource", g.servePRM)
 	mux.HandleFunc("/.well-known/oauth-protected-resource/mcp", g.servePRM)
 	mux.Handle("/.well-known/oauth-authorization-server", g.asmeta)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", g.serveReady)
-	mux.Handle("GET /metrics", g.metrics.Handler())
+	mux.HandleFunc("GET /healthz", serveHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
 	})
 	g.mux = mux
+
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", serveHealth)
+	ops.HandleFunc("GET /readyz", g.serveReady)
+	ops.Handle("GET /metrics", g.metrics.Handler())
+	ops.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; this port serves /metrics, /healthz and /readyz"}.Write(w)
+	})
+	g.opsMux = ops
 	return g, nil
+}
+
+func serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// OpsHandler serves the operational routes (/metrics, /healthz, /readyz), for
+// the MCP_METRICS_LISTEN listener.
+func (g *Gateway) OpsHandler() http.Handler { return g.opsMux }
+
+// OneHandler serves the public and the operational routes together, for a
+// gateway whose MCP_METRICS_LISTEN equals MCP_LISTEN.
+func (g *Gateway) OneHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.opsMux)
+	mux.Handle("GET /readyz", g.opsMux)
+	mux.Handle("/", g.mux)
+	return mux
 }
 
 // Watch follows authz's invalidation stream for the decision cache until ctx
@@ -322,7 +355,7 @@ func (g *Gateway) refreshDecision(ctx context.Context, req *authzv1.AuthorizeReq
 	return g.authz.Authorize(ctx, req)
 }
 
-// ServeHTTP serves every route.
+// ServeHTTP serves the public routes (see the package documentation).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
 
 func (g *Gateway) servePRM(w http.ResponseWriter, r *http.Request) {

@@ -84,18 +84,38 @@ func TestAuthorizationServerMetadata(t *testing.T) {
 	}
 }
 
+// TestHealthAndMetrics: the operational listener (MCP_METRICS_LISTEN) serves
+// /healthz, /readyz and /metrics; the public one only /healthz (load
+// balancers and container healthchecks reach no other port), and 404 for
+// /metrics and /readyz.
 func TestHealthAndMetrics(t *testing.T) {
 	t.Parallel()
 	g := stack.Gateway
+	if g.MetricsURL == g.URL {
+		t.Fatal("the shared gateway serves its operational routes on the public listener")
+	}
 	for _, path := range []string{"/healthz", "/readyz"} {
-		if res, b := get(t, g.URL+path); res.StatusCode != 200 {
-			t.Errorf("%s: %d %s", path, res.StatusCode, b)
+		if res, b := get(t, g.MetricsURL+path); res.StatusCode != 200 {
+			t.Errorf("operational %s: %d %s", path, res.StatusCode, b)
+		}
+	}
+	if res, b := get(t, g.URL+"/healthz"); res.StatusCode != 200 || string(b) != "ok\n" {
+		t.Errorf("public /healthz: %d %q", res.StatusCode, b)
+	}
+	for _, path := range []string{"/metrics", "/readyz"} {
+		if res, b := get(t, g.URL+path); res.StatusCode != http.StatusNotFound || strings.Contains(string(b), "mcp_gateway_") {
+			t.Errorf("public %s: %d %.80s; want 404", path, res.StatusCode, b)
+		}
+	}
+	for _, path := range []string{"/mcp", "/.well-known/oauth-protected-resource/mcp"} {
+		if res, _ := get(t, g.MetricsURL+path); res.StatusCode != http.StatusNotFound {
+			t.Errorf("operational %s: %d, want 404", path, res.StatusCode)
 		}
 	}
 	token := mint(t, []string{scopeUser})
 	callTool(t, g.MCP(), token, "who_am_i", nil)
 	post(t, g.MCP(), "", listBody()).Body.Close()
-	res, b := get(t, g.URL+"/metrics")
+	res, b := get(t, g.MetricsURL+"/metrics")
 	if res.StatusCode != 200 {
 		t.Fatalf("/metrics: %d", res.StatusCode)
 	}
