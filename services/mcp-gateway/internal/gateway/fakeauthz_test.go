@@ -320,3 +320,46 @@ func TestScopeLimitsMatchAuthz(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidArgumentContract checks, against the real authz, the contract
+// TestInvalidArgument relies on: a malformed token is blamed on the field
+// "token", and scopes the gateway wrote on another field, so that only the
+// first becomes a 401.
+func TestInvalidArgumentContract(t *testing.T) {
+	t.Parallel()
+	az, err := authzclient.New(stack.Authz.Addr, authzclient.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer az.Close()
+	fields := func(err error) []string {
+		var out []string
+		for _, d := range status.Convert(err).Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok {
+				for _, v := range br.GetFieldViolations() {
+					out = append(out, v.GetField())
+				}
+			}
+		}
+		return out
+	}
+	token := mint(t, []string{scopeUser})
+	for _, tt := range []struct {
+		name string
+		req  *authzv1.AuthorizeRequest
+		want []string
+	}{
+		{"token with a space", &authzv1.AuthorizeRequest{Token: "two words", Resource: stack.Gateway.MCP(), RequiredScopes: []string{scopeUser}}, []string{"token"}},
+		{"scope with a quote", &authzv1.AuthorizeRequest{Token: token, Resource: stack.Gateway.MCP(), RequiredScopes: []string{`read"x`}}, []string{"required_scopes"}},
+		{"resource with a fragment", &authzv1.AuthorizeRequest{Token: token, Resource: stack.Gateway.MCP() + "#x", RequiredScopes: []string{scopeUser}}, []string{"resource"}},
+	} {
+		_, err := az.Authorize(t.Context(), tt.req)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want INVALID_ARGUMENT", tt.name, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, fields(err)); diff != "" {
+			t.Errorf("%s: BadRequest fields (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
