@@ -52,7 +52,7 @@ type ourService struct {
 
 var ours = map[string]ourService{
 	authz:   {healthVar: "AUTHZ_METRICS_LISTEN", listens: map[string]string{"AUTHZ_LISTEN": ":50051", "AUTHZ_METRICS_LISTEN": ":9091"}},
-	gateway: {healthVar: "MCP_LISTEN", listens: map[string]string{"MCP_LISTEN": ":8000"}},
+	gateway: {healthVar: "MCP_LISTEN", listens: map[string]string{"MCP_LISTEN": ":8000", "MCP_METRICS_LISTEN": ":9092"}},
 	devauth: {healthVar: "DEVAUTH_LISTEN", listens: map[string]string{"DEVAUTH_LISTEN": ":9000"}},
 }
 
@@ -774,7 +774,8 @@ func TestComposeChecksCatchRegressions(t *testing.T) {
 					s.Build = &b
 				})
 			},
-			func(p *types.Project) { setEnv(p, gateway, "MCP_LISTEN", ":8080") }, // not EXPOSEd
+			func(p *types.Project) { setEnv(p, gateway, "MCP_LISTEN", ":8080") },         // not EXPOSEd
+			func(p *types.Project) { setEnv(p, gateway, "MCP_METRICS_LISTEN", ":9093") }, // not EXPOSEd
 			func(p *types.Project) { edit(p, redis, func(s *types.ServiceConfig) { s.Image = "redis:latest" }) },
 		},
 		"healthchecks": {
@@ -830,6 +831,12 @@ func TestComposeChecksCatchRegressions(t *testing.T) {
 				edit(p, redis, func(s *types.ServiceConfig) { s.Ports = []types.ServicePortConfig{{Target: 6379, Published: "6379"}} })
 			},
 			func(p *types.Project) { setEnv(p, gateway, "MCP_SERVER_URL", "http://localhost:8080") },
+			// The gateway's metrics published on the host.
+			func(p *types.Project) {
+				edit(p, gateway, func(s *types.ServiceConfig) {
+					s.Ports = append(slices.Clone(s.Ports), types.ServicePortConfig{Target: 9092, Published: "9092", HostIP: "127.0.0.1"})
+				})
+			},
 			func(p *types.Project) {
 				edit(p, devauth, func(s *types.ServiceConfig) {
 					s.Ports = []types.ServicePortConfig{{Target: 9000, Published: "9000", HostIP: ""}}

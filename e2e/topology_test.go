@@ -110,14 +110,16 @@ func startTopology(t *testing.T, nAuthz, nGateways int, devauthEnv ...string) *t
 	}
 	for i, addr := range gatewayAddrs {
 		g := &gatewayProc{url: "http://" + addr}
+		metricsAddr := testenv.FreeAddr(t)
 		g.proc = testenv.StartProcess(t, fmt.Sprintf("mcp-gateway-%d", i), testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
 			Env: append([]string{
 				"MCP_LISTEN=" + addr,
+				"MCP_METRICS_LISTEN=" + metricsAddr,
 				"MCP_SERVER_URL=" + strings.TrimSuffix(top.resource, "/mcp"),
 				"AUTHZ_ADDR=" + top.authz[i%nAuthz].addr,
 				"SCOPES=read:user_data",
 			}, common...),
-			ReadyURL: g.url + "/readyz",
+			ReadyURL: "http://" + metricsAddr + "/readyz",
 		})
 		top.gateways = append(top.gateways, g)
 	}

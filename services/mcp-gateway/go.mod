@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../../gen
 	github.com/mcpauthz/mcpauthz/internal/healthprobe => ../../internal/healthprobe
+	github.com/mcpauthz/mcpauthz/internal/ratelog => ../../internal/ratelog
 	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
 )
 
@@ -15,6 +16,7 @@ require (
 	github.com/google/jsonschema-go v0.4.3
 	github.com/mcpauthz/mcpauthz/gen v0.0.0
 	github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
+	github.com/mcpauthz/mcpauthz/internal/ratelog v0.0.0
 	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/prometheus/client_golang v1.25.0
@@ -22,6 +24,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/segmentio/encoding v0.5.4
 	golang.org/x/net v0.60.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -41,5 +44,4 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 )

@@ -169,18 +169,19 @@ func TestReplot(t *testing.T) {
 // compared with.
 func TestFloorGOGCIsTheGateways(t *testing.T) {
 	t.Parallel()
-	addr := testenv.FreeAddr(t)
+	addr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	url := "http://" + addr
 	testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
 		Env: []string{
 			"MCP_LISTEN=" + addr,
+			"MCP_METRICS_LISTEN=" + metricsAddr,
 			"MCP_SERVER_URL=" + url,
 			"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /metrics does not need authz
 			"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
 		},
 		ReadyURL: url + "/healthz",
 	})
-	res, err := http.Get(url + "/metrics")
+	res, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,7 +118,7 @@ func TestSlowAuthorizationServer(t *testing.T) {
 	measure := func() usage {
 		return usage{
 			authzG:    metric(t, az.metricsURL, "go_goroutines"),
-			gatewayG:  metric(t, g.url, "go_goroutines"),
+			gatewayG:  metric(t, g.metricsURL, "go_goroutines"),
 			authzFD:   openFDs(t, az.proc.Pid()),
 			gatewayFD: openFDs(t, g.proc.Pid()),
 		}

@@ -79,8 +79,9 @@ type replica struct {
 }
 
 type gatewayProc struct {
-	url  string
-	proc *testenv.Process
+	url        string
+	metricsURL string // MCP_METRICS_LISTEN: /metrics, /healthz, /readyz
+	proc       *testenv.Process
 }
 
 // mcp returns the gateway's MCP endpoint.
@@ -132,13 +133,15 @@ func startCluster(t *testing.T, o options) *cluster {
 		c.resource = "http://127.0.0.1:8000/mcp"
 	}
 	for i, addr := range addrs {
-		g := &gatewayProc{url: "http://" + addr}
+		metricsAddr := testenv.FreeAddr(t)
+		g := &gatewayProc{url: "http://" + addr, metricsURL: "http://" + metricsAddr}
 		env := append(c.common(),
 			"MCP_LISTEN="+addr,
+			"MCP_METRICS_LISTEN="+metricsAddr,
 			"MCP_SERVER_URL="+strings.TrimSuffix(c.resource, "/mcp"),
 			"AUTHZ_ADDR="+c.authzTarget,
 		)
-		g.proc = c.start(fmt.Sprintf("mcp-gateway-%d", i+1), "mcp-gateway", append(env, o.gatewayEnv...), g.url+"/readyz")
+		g.proc = c.start(fmt.Sprintf("mcp-gateway-%d", i+1), "mcp-gateway", append(env, o.gatewayEnv...), g.metricsURL+"/readyz")
 		c.gateways = append(c.gateways, g)
 	}
 	t.Cleanup(c.checkLogs)

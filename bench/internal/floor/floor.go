@@ -45,6 +45,9 @@ type WhoAmI struct {
 	Claims    JSONObject `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
 	User      *User      `json:"user,omitempty" jsonschema:"the user behind the token"`
 	UserError string     `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
+	// OrgsWithheld says why user.orgs is empty when the token may not see
+	// organizations (list_my_orgs needs read:org_data for the same data).
+	OrgsWithheld string `json:"orgs_withheld,omitempty" jsonschema:"why user.orgs is empty: the token is not granted the scope organizations need"`
 }
 
 // JSONObject mirrors the gateway's type of the same name: an encoded JSON object
@@ -112,14 +115,13 @@ type Org struct {
 }
 
 // Seeded user alice, as devauth serves her (plan/COMMON.md).
-const (
-	aliceID = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
-	acmeID  = "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
-)
+const aliceID = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
 
 // whoAmI builds, on every call as the gateway does from the principal authz
-// returned, the answer the gateway gives alice: the same members, values of
-// the same length (2.4 kB encoded, like the gateway's).
+// returned, the answer the gateway gives alice for a read:user_data token: the
+// same members, values of the same length (the same encoded size as the
+// gateway's), and, as the token lacks read:org_data, no organizations and the
+// gateway's orgs_withheld.
 func whoAmI(resource, issuer string) WhoAmI {
 	now := time.Now().Truncate(time.Second)
 	exp := now.Add(time.Hour)
@@ -142,15 +144,9 @@ func whoAmI(resource, issuer string) WhoAmI {
 			MFAEnabled:     false,
 			CreatedAt:      "2025-01-01T00:00:00Z",
 			LastActiveAt:   "2026-01-01T00:00:00Z",
-			Orgs: []Org{{
-				OrgID:          acmeID,
-				OrgName:        "Acme",
-				URLSafeOrgName: "acme",
-				Role:           "Admin",
-				InheritedRoles: []string{"Admin", "Member"},
-				Permissions:    []string{"read:org", "write:org"},
-			}},
+			Orgs:           []Org{},
 		},
+		OrgsWithheld: "organizations are shown only to tokens granted read:org_data (the scope list_my_orgs needs); this token was not",
 	}
 }
 

@@ -51,6 +51,9 @@ type Stack struct {
 	DevauthURL string
 	// GatewayURL is the gateway's base URL; the MCP endpoint is GatewayURL+"/mcp".
 	GatewayURL string
+	// GatewayMetrics is the base URL of the gateway's operational listener
+	// (MCP_METRICS_LISTEN): /metrics, /healthz, /readyz.
+	GatewayMetrics string
 	// Resource is the protected resource tokens are minted for.
 	Resource string
 	// AuthzTarget is the gRPC target covering every replica (what the gateway
@@ -206,8 +209,14 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 	s.GatewayURL = "http://127.0.0.1:" + strconv.Itoa(gport)
 	s.Resource = s.GatewayURL + "/mcp"
+	mport, err := freePort("127.0.0.1")
+	if err != nil {
+		return s, err
+	}
+	s.GatewayMetrics = "http://127.0.0.1:" + strconv.Itoa(mport)
 	env := append([]string{
 		"MCP_LISTEN=127.0.0.1:" + strconv.Itoa(gport),
+		"MCP_METRICS_LISTEN=127.0.0.1:" + strconv.Itoa(mport),
 		"MCP_SERVER_URL=" + s.GatewayURL,
 		"AUTHZ_ADDR=" + s.AuthzTarget,
 		"PROPELAUTH_AUTH_URL=" + s.DevauthURL,
@@ -218,7 +227,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return s, err
 	}
 	s.Gateway.PprofAddr = paddr
-	if err := s.Gateway.waitReady(ctx, s.GatewayURL+"/readyz", opts.ReadyTimeout); err != nil {
+	if err := s.Gateway.waitReady(ctx, s.GatewayMetrics+"/readyz", opts.ReadyTimeout); err != nil {
 		return s, err
 	}
 	return s, nil

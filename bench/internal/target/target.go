@@ -182,8 +182,9 @@ func DialGRPC(target string) (*grpc.ClientConn, error) {
 
 // Authorize calls authz Authorize for the resource with scope
 // read:user_data, the claims in the default format (a Struct); with WithUser,
-// exactly as the gateway calls it for who_am_i: the user with orgs in the same
-// call, and the claims as JSON.
+// exactly as the gateway calls it for who_am_i with a read:user_data token: the
+// user in the same call (without orgs, which need read:org_data), and the
+// claims as JSON.
 type Authorize struct {
 	Client   authzv1.AuthzServiceClient
 	Resource string
@@ -204,7 +205,6 @@ func (a *Authorize) Do(ctx context.Context, _ int) string {
 		Resource:       a.Resource,
 		RequiredScopes: []string{"read:user_data"},
 		IncludeUser:    a.WithUser,
-		IncludeOrgs:    a.WithUser,
 		ClaimsFormat:   claimsFormat(a.WithUser),
 	})
 	if err != nil {

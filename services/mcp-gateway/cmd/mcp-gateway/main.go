@@ -34,6 +34,10 @@ import (
 // 10s docker compose and Kubernetes allow by default before SIGKILL.
 const drainTimeout = 8 * time.Second
 
+// opsDrainTimeout bounds the operational listener's own drain, which starts
+// once the public one has drained: its requests (a scrape, a probe) are short.
+const opsDrainTimeout = time.Second
+
 func main() {
 	if os.Getenv(config.EnvGOGC) == "" {
 		debug.SetGCPercent(config.DefaultGOGC)
@@ -109,11 +113,45 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
 	}
 	ln = gateway.LimitConnections(ln, cfg.MaxConnections)
-	logger.Info("serving MCP", "addr", ln.Addr().String(), "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
+	var opsLn net.Listener
+	opsAddr := ln.Addr().String()
+	if !cfg.OneListener() {
+		if opsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("%s: listening on %s: %w", config.EnvMetricsListen, cfg.MetricsListen, err)
+		}
+		opsAddr = opsLn.Addr().String()
+	}
+	logger.Info("serving MCP", "addr", ln.Addr().String(), "metrics_addr", opsAddr, "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
 		"authz_tls", cfg.AuthzTLS != nil, "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
-	if err := gateway.Serve(ctx, ln, gw, logger, drainTimeout); err != nil {
+	if err := serve(ctx, logger, gw, ln, opsLn); err != nil {
 		return err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// serve serves gw's public routes on ln and its operational routes on opsLn
+// (with opsLn nil, both on ln) until ctx is done. Then the public listener
+// closes and drains its requests while the operational one still answers
+// /metrics and /readyz, so the drain can be watched; it stops, with its own
+// short drain, once the public one has. Either server failing stops the other.
+// It returns the servers' errors, joined.
+func serve(ctx context.Context, logger *slog.Logger, gw *gateway.Gateway, ln, opsLn net.Listener) error {
+	if opsLn == nil {
+		return gateway.Serve(ctx, ln, gw.OneHandler(), logger, drainTimeout)
+	}
+	publicCtx, stopPublic := context.WithCancel(ctx)
+	defer stopPublic()
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOps()
+	opsDone := make(chan error, 1)
+	go func() {
+		err := gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger.With("listener", config.EnvMetricsListen), opsDrainTimeout)
+		stopPublic() // a failed operational listener takes the public one down
+		opsDone <- err
+	}()
+	err := gateway.Serve(publicCtx, ln, gw, logger.With("listener", config.EnvListen), drainTimeout)
+	stopOps()
+	return errors.Join(err, <-opsDone)
 }

@@ -54,6 +54,16 @@ func TestListEnv(t *testing.T) {
 	}
 }
 
+// manyScopes returns n distinct scopes, separated by spaces: with the tools'
+// own, more than authz accepts in one question.
+func manyScopes(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "scope:%d ", i)
+	}
+	return b.String()
+}
+
 func TestBadConfiguration(t *testing.T) {
 	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,6 +80,8 @@ func TestBadConfiguration(t *testing.T) {
 	}{
 		{"no auth server", nil, nil, "PROPELAUTH_AUTH_URL"},
 		{"bad scopes", []string{ok, `SCOPES=read"user`}, nil, "SCOPES"},
+		{"scope longer than authz takes", []string{ok, "SCOPES=" + strings.Repeat("s", 257)}, nil, "SCOPES"},
+		{"more scopes than authz takes", []string{ok, "SCOPES=" + manyScopes(config.MaxScopes)}, nil, "SCOPES"},
 		{"server url with path", []string{ok, "MCP_SERVER_URL=https://mcp.example.com/mcp"}, nil, "MCP_SERVER_URL"},
 		{"bad timeout", []string{ok, "AUTHZ_TIMEOUT=fast"}, nil, "AUTHZ_TIMEOUT"},
 		{"bad origin", []string{ok, "MCP_ALLOWED_ORIGINS=*"}, nil, "MCP_ALLOWED_ORIGINS"},
@@ -78,6 +90,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"decision cache TTL too long", []string{ok, "DECISION_CACHE_TTL=5m"}, nil, "DECISION_CACHE_TTL"},
 		{"decision cache TTL without unit", []string{ok, "DECISION_CACHE_TTL=1"}, nil, "DECISION_CACHE_TTL"},
 		{"busy port", []string{ok, "MCP_LISTEN=" + busy.Addr().String()}, nil, "MCP_LISTEN"},
+		{"busy metrics port", []string{ok, "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=" + busy.Addr().String()}, nil, "MCP_METRICS_LISTEN"},
+		{"bad metrics address", []string{ok, "MCP_METRICS_LISTEN=metrics"}, nil, "MCP_METRICS_LISTEN"},
 		{"stray argument", []string{ok}, []string{"serve"}, "-list-env"},
 	}
 	for _, tt := range tests {
@@ -103,28 +117,44 @@ func TestBinary(t *testing.T) {
 	t.Parallel()
 	d := stacktest.NewDevauth(t)
 	az := stacktest.NewAuthz(t, d, "")
-	addr := testenv.FreeAddr(t)
-	url := "http://" + addr
+	addr, opsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	url, opsURL := "http://"+addr, "http://"+opsAddr
 	p := testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
 		Env: []string{
 			"MCP_LISTEN=" + addr,
+			"MCP_METRICS_LISTEN=" + opsAddr,
 			"MCP_SERVER_URL=" + url,
 			"AUTHZ_ADDR=" + az.Addr,
 			"PROPELAUTH_AUTH_URL=" + d.URL,
 			"LOG_LEVEL=debug",
+			// Above the slow introspection below.
+			"AUTHZ_TIMEOUT=5s",
 			// The watcher of the decision cache must not hold up shutdown.
 			"DECISION_CACHE_TTL=5s",
 		},
 		ReadyURL: url + "/healthz",
 	})
-	for _, path := range []string{"/readyz", "/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server", "/metrics"} {
-		res, err := http.Get(url + path)
+	for _, tt := range []struct {
+		url  string
+		want int
+	}{
+		{url + "/healthz", http.StatusOK},
+		{url + "/.well-known/oauth-protected-resource/mcp", http.StatusOK},
+		{url + "/.well-known/oauth-authorization-server", http.StatusOK},
+		{url + "/metrics", http.StatusNotFound},
+		{url + "/readyz", http.StatusNotFound},
+		{opsURL + "/healthz", http.StatusOK},
+		{opsURL + "/readyz", http.StatusOK},
+		{opsURL + "/metrics", http.StatusOK},
+		{opsURL + "/mcp", http.StatusNotFound},
+	} {
+		res, err := http.Get(tt.url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			t.Errorf("GET %s: %d", path, res.StatusCode)
+		if res.StatusCode != tt.want {
+			t.Errorf("GET %s: %d, want %d", tt.url, res.StatusCode, tt.want)
 		}
 	}
 	if _, _, code := runBinary(t, nil, "-healthcheck", url+"/healthz"); code != 0 {
@@ -135,7 +165,7 @@ func TestBinary(t *testing.T) {
 	}
 
 	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(fetchBody(t, url+"/metrics"), "\nmcp_gateway_decision_cache_stream_up 1\n") {
+	for !strings.Contains(fetchBody(t, opsURL+"/metrics"), "\nmcp_gateway_decision_cache_stream_up 1\n") {
 		if time.Now().After(deadline) {
 			t.Fatal("the decision cache's stream is not up after 15s")
 		}
@@ -143,7 +173,7 @@ func TestBinary(t *testing.T) {
 	}
 
 	token := d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"read:user_data"}, Resource: url + "/mcp"})
-	d.Fault(t, "ok", 800) // slow introspection: the next request stays in flight
+	d.Fault(t, "ok", 2000) // slow introspection: the next request stays in flight
 	done := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPost, url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i"}}`))
@@ -162,6 +192,31 @@ func TestBinary(t *testing.T) {
 	d.WaitIntrospections(t, 1)
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	// The public listener closes and drains the request in flight; the
+	// operational one still answers meanwhile, and stops after it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		res, err := http.Get(url + "/healthz")
+		if err != nil {
+			break
+		}
+		res.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the public listener still accepts connections 10s after SIGTERM")
+		}
+	}
+	select {
+	case status := <-done:
+		t.Fatalf("the request in flight ended (%d) before the check of the operational listener; the slow introspection is too short", status)
+	default:
+	}
+	if res, err := http.Get(opsURL + "/metrics"); err != nil {
+		t.Errorf("operational listener during the drain: %v", err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("operational listener during the drain: %d", res.StatusCode)
+		}
 	}
 	if status := <-done; status != http.StatusOK {
 		t.Errorf("request in flight at SIGTERM: %d, want 200", status)
@@ -225,22 +280,58 @@ func TestGOGCDefault(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			addr := testenv.FreeAddr(t)
+			addr, opsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 			url := "http://" + addr
 			testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
 				Env: append([]string{
 					"MCP_LISTEN=" + addr,
+					"MCP_METRICS_LISTEN=" + opsAddr,
 					"MCP_SERVER_URL=" + url,
 					"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /metrics does not need authz
 					"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
 				}, tt.env...),
-				ReadyURL: url + "/healthz",
+				ReadyURL: "http://" + opsAddr + "/healthz",
 			})
-			body := fetchBody(t, url+"/metrics")
+			body := fetchBody(t, "http://"+opsAddr+"/metrics")
 			if want := "\ngo_gc_gogc_percent " + tt.want + "\n"; !strings.Contains(body, want) {
 				i := strings.Index(body, "\ngo_gc_gogc_percent")
 				t.Errorf("/metrics lacks %q; has %q", strings.TrimSpace(want), body[max(i, 0):min(max(i, 0)+40, len(body))])
 			}
 		})
+	}
+}
+
+// TestOneListener: with MCP_METRICS_LISTEN equal to MCP_LISTEN the binary
+// serves the public and the operational routes on that one listener, as
+// before the operational ones had a port of their own.
+func TestOneListener(t *testing.T) {
+	t.Parallel()
+	addr := testenv.FreeAddr(t)
+	url := "http://" + addr
+	testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+		Env: []string{
+			"MCP_LISTEN=" + addr,
+			"MCP_METRICS_LISTEN=" + addr,
+			"MCP_SERVER_URL=" + url,
+			"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /readyz answers 503
+			"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
+		},
+		ReadyURL: url + "/healthz",
+	})
+	for path, want := range map[string]int{
+		"/healthz": http.StatusOK,
+		"/metrics": http.StatusOK,
+		"/readyz":  http.StatusServiceUnavailable,
+		"/.well-known/oauth-protected-resource/mcp": http.StatusOK,
+		"/nothing": http.StatusNotFound,
+	} {
+		res, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, res.StatusCode, want)
+		}
 	}
 }

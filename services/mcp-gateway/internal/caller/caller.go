@@ -38,6 +38,11 @@ type Caller struct {
 	UserError string
 	// UserRequested reports whether authz was asked for the user (include_user).
 	UserRequested bool
+	// OrgsWithheld, when set, says why the user's organizations must not be
+	// shown: the operation shows them only to tokens holding more scopes, and
+	// authz said this one does not (or could not say). User then holds no
+	// organizations.
+	OrgsWithheld string
 
 	confirmed []string
 	check     CheckFunc
@@ -47,6 +52,14 @@ type Caller struct {
 // check, if non-nil, answers [Caller.Has] for scopes beyond those.
 func New(p *authzv1.Principal, confirmed []string, check CheckFunc) *Caller {
 	return &Caller{Principal: p, confirmed: confirmed, check: check}
+}
+
+// Confirm records that authz allowed this request's token with scopes too, so
+// that [Caller.Has] answers for them without asking again.
+func (c *Caller) Confirm(scopes []string) {
+	// Clip: confirmed may be the operation table's slice, shared by every
+	// request; append must copy it, not write past its end.
+	c.confirmed = append(slices.Clip(c.confirmed), scopes...)
 }
 
 // Has reports whether the caller may use every scope in scopes: true at once for

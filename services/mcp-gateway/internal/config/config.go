@@ -20,11 +20,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 // Names of every environment variable the gateway reads.
 const (
 	EnvListen              = "MCP_LISTEN"
+	EnvMetricsListen       = "MCP_METRICS_LISTEN"
 	EnvServerURL           = "MCP_SERVER_URL"
 	EnvAuthzAddr           = "AUTHZ_ADDR"
 	EnvScopes              = "SCOPES"
@@ -64,7 +66,7 @@ const DefaultGOGC = 400
 // EnvNames returns the name of every environment variable [Load] reads, sorted.
 func EnvNames() []string {
 	names := []string{
-		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
+		EnvListen, EnvMetricsListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 		EnvAuthzTLSCA, EnvAuthzTLSCert, EnvAuthzTLSKey, EnvAuthzTLSServerName,
 		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst, EnvDecisionCacheTTL, EnvGOGC,
@@ -76,8 +78,13 @@ func EnvNames() []string {
 
 // Config is the gateway's validated configuration.
 type Config struct {
-	// Listen is the HTTP listen address (MCP_LISTEN).
+	// Listen is the HTTP listen address (MCP_LISTEN): MCP, the metadata
+	// documents and /healthz.
 	Listen string
+	// MetricsListen is the operational HTTP listen address
+	// (MCP_METRICS_LISTEN): /metrics, /healthz and /readyz, kept off the
+	// public listener. Equal to Listen, one listener serves everything.
+	MetricsListen string
 	// ServerURL is the public origin of the gateway, without a trailing slash
 	// (MCP_SERVER_URL). The protected resource is ServerURL + "/mcp".
 	ServerURL string
@@ -142,11 +149,12 @@ type Config struct {
 
 // Defaults for unset variables.
 const (
-	DefaultListen       = ":8000"
-	DefaultServerURL    = "http://localhost:8000"
-	DefaultAuthzAddr    = "localhost:50051"
-	DefaultScopes       = "read:user_data"
-	DefaultAuthzTimeout = 2 * time.Second
+	DefaultListen        = ":8000"
+	DefaultMetricsListen = ":9092"
+	DefaultServerURL     = "http://localhost:8000"
+	DefaultAuthzAddr     = "localhost:50051"
+	DefaultScopes        = "read:user_data"
+	DefaultAuthzTimeout  = 2 * time.Second
 	// MaxDecisionCacheTTL bounds DECISION_CACHE_TTL: the cache is meant to
 	// absorb bursts of requests, and a revocation the authorization server
 	// makes without telling authz can take up to this much longer to apply.
@@ -206,6 +214,10 @@ func Load(getenv func(string) string) (Config, error) {
 	if _, port, perr := net.SplitHostPort(c.Listen); perr != nil || port == "" {
 		return c, errorf(EnvListen, "must be host:port or :port, got %q", c.Listen)
 	}
+	c.MetricsListen = get(EnvMetricsListen, DefaultMetricsListen)
+	if _, port, perr := net.SplitHostPort(c.MetricsListen); perr != nil || port == "" {
+		return c, errorf(EnvMetricsListen, "must be host:port or :port (or equal to %s to serve everything on one listener), got %q", EnvListen, c.MetricsListen)
+	}
 
 	if c.ServerURL, err = origin(get(EnvServerURL, DefaultServerURL)); err != nil {
 		return c, errorf(EnvServerURL, "%v", err)
@@ -215,6 +227,12 @@ func Load(getenv func(string) string) (Config, error) {
 
 	if c.Scopes, err = ParseScopes(get(EnvScopes, DefaultScopes)); err != nil {
 		return c, errorf(EnvScopes, "%v", err)
+	}
+	// authz refuses a question with more scopes than it accepts (as
+	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
+	// request. The largest question is SCOPES plus every tool scope.
+	if all := union(c.Scopes, tools.Scopes()); len(all) > MaxScopes {
+		return c, errorf(EnvScopes, "names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(c.Scopes), strings.Join(tools.Scopes(), " "), len(all), MaxScopes)
 	}
 
 	as := get(EnvAuthorizationServer, "")
@@ -381,6 +399,10 @@ func MaskURL(raw string) string {
 	return u.String()
 }
 
+// OneListener reports whether MCP_METRICS_LISTEN equals MCP_LISTEN: one
+// listener then serves the public and the operational endpoints.
+func (c Config) OneListener() bool { return c.MetricsListen == c.Listen }
+
 // Resource is the protected resource identifier: exactly {MCP_SERVER_URL}/mcp.
 func (c Config) Resource() string { return c.ServerURL + "/mcp" }
 
@@ -396,6 +418,7 @@ func (c Config) ResourceMetadataURL() string {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String(EnvListen, c.Listen),
+		slog.String(EnvMetricsListen, c.MetricsListen),
 		slog.String(EnvServerURL, c.ServerURL),
 		slog.String(EnvAuthzAddr, c.AuthzAddr),
 		slog.String(EnvScopes, strings.Join(c.Scopes, " ")),
@@ -418,15 +441,40 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
+// union returns a followed by the elements of b not in a.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }
+
+// Limits authz puts on the scopes of one question (required_scopes): more
+// scopes, or a longer one, and it answers INVALID_ARGUMENT. They are authz's
+// own (MaxScopes in services/authz/internal/server, MaxScopeLength in its
+// decision package), checked against the real authz by the gateway's
+// TestScopeLimitsMatchAuthz.
+const (
+	MaxScopes      = 64
+	MaxScopeLength = 256
+)
 
 // ParseScopes splits a space- or comma-separated scope list, drops duplicates
 // and checks each against the scope-token grammar of RFC 6749 §3.3, which also
-// guarantees a scope can be quoted in a WWW-Authenticate header. It returns an
-// error for an empty list or an invalid scope.
+// guarantees a scope can be quoted in a WWW-Authenticate header, and against
+// authz's [MaxScopeLength] and [MaxScopes]. It returns an error for an empty
+// list or an invalid scope.
 func ParseScopes(s string) ([]string, error) {
 	var out []string
 	for _, sc := range strings.FieldsFunc(s, isListSep) {
+		if len(sc) > MaxScopeLength {
+			return nil, fmt.Errorf("scope %.40q... is %d bytes; authz accepts scopes of at most %d", sc, len(sc), MaxScopeLength)
+		}
 		if !ValidScope(sc) {
 			return nil, fmt.Errorf("invalid scope %q (RFC 6749 scope-token: printable ASCII except space, '\"' and '\\')", sc)
 		}
@@ -437,12 +485,16 @@ func ParseScopes(s string) ([]string, error) {
 	if len(out) == 0 {
 		return nil, errors.New("must name at least one scope")
 	}
+	if len(out) > MaxScopes {
+		return nil, fmt.Errorf("names %d scopes; authz accepts at most %d in one request", len(out), MaxScopes)
+	}
 	return out, nil
 }
 
-// ValidScope reports whether s is a scope-token (RFC 6749 §3.3: 1*NQCHAR).
+// ValidScope reports whether s is a scope-token (RFC 6749 §3.3: 1*NQCHAR) of
+// at most [MaxScopeLength] bytes.
 func ValidScope(s string) bool {
-	if s == "" {
+	if s == "" || len(s) > MaxScopeLength {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

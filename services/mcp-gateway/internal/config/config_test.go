@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 func env(m map[string]string) func(string) string {
@@ -23,6 +26,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	want := Config{
 		Listen:              ":8000",
+		MetricsListen:       ":9092",
 		ServerURL:           "http://localhost:8000",
 		AuthzAddr:           "localhost:50051",
 		Scopes:              []string{"read:user_data"},
@@ -36,6 +40,9 @@ func TestLoadDefaults(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
 	}
+	if got.OneListener() {
+		t.Error("OneListener() by default")
+	}
 	if got, want := got.Resource(), "http://localhost:8000/mcp"; got != want {
 		t.Errorf("Resource() = %q, want %q", got, want)
 	}
@@ -48,6 +55,7 @@ func TestLoadAll(t *testing.T) {
 	t.Parallel()
 	got, err := Load(env(map[string]string{
 		EnvListen:              "127.0.0.1:9999",
+		EnvMetricsListen:       "127.0.0.1:9999",
 		EnvServerURL:           "HTTPS://MCP.Example.com:443/",
 		EnvAuthzAddr:           "dns:///authz:50051",
 		EnvScopes:              "read:user_data, read:org_data read:user_data",
@@ -66,6 +74,7 @@ func TestLoadAll(t *testing.T) {
 	}
 	want := Config{
 		Listen:              "127.0.0.1:9999",
+		MetricsListen:       "127.0.0.1:9999",
 		ServerURL:           "https://mcp.example.com",
 		AuthzAddr:           "dns:///authz:50051",
 		Scopes:              []string{"read:user_data", "read:org_data"},
@@ -80,6 +89,9 @@ func TestLoadAll(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
+	}
+	if !got.OneListener() {
+		t.Error("OneListener() false with MCP_METRICS_LISTEN = MCP_LISTEN")
 	}
 }
 
@@ -96,11 +108,17 @@ func TestLoadErrors(t *testing.T) {
 		{"bad issuer", map[string]string{EnvAuthorizationServer: "ftp://x"}, EnvAuthorizationServer},
 		{"relative metadata url", map[string]string{EnvASMetadataURL: "/.well-known/oauth-authorization-server"}, EnvASMetadataURL},
 		{"listen no port", map[string]string{EnvListen: "localhost"}, EnvListen},
+		{"metrics listen no port", map[string]string{EnvMetricsListen: "127.0.0.1"}, EnvMetricsListen},
 		{"server url relative", map[string]string{EnvServerURL: "/mcp"}, EnvServerURL},
 		{"server url with path", map[string]string{EnvServerURL: "https://x.example.com/mcp"}, EnvServerURL},
 		{"server url with query", map[string]string{EnvServerURL: "https://x.example.com?a=b"}, EnvServerURL},
 		{"scope with quote", map[string]string{EnvScopes: `read"x`}, EnvScopes},
 		{"scope only separators", map[string]string{EnvScopes: " , "}, EnvScopes},
+		{"scope over authz's length", map[string]string{EnvScopes: strings.Repeat("s", MaxScopeLength+1)}, EnvScopes},
+		{"scope with a control byte", map[string]string{EnvScopes: "read:\x01x"}, EnvScopes},
+		{"scope with non-ASCII", map[string]string{EnvScopes: "lire:données"}, EnvScopes},
+		{"more scopes than authz takes", map[string]string{EnvScopes: scopeList(MaxScopes + 1)}, EnvScopes},
+		{"too many with the tools' scopes", map[string]string{EnvScopes: scopeList(MaxScopes - 1)}, EnvScopes},
 		{"timeout garbage", map[string]string{EnvAuthzTimeout: "soon"}, EnvAuthzTimeout},
 		{"timeout zero", map[string]string{EnvAuthzTimeout: "0s"}, EnvAuthzTimeout},
 		{"timeout huge", map[string]string{EnvAuthzTimeout: "1h"}, EnvAuthzTimeout},
@@ -142,11 +160,42 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// scopeList returns n distinct scopes, none of them a tool's.
+func scopeList(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "scope:%d ", i)
+	}
+	return b.String()
+}
+
+// TestScopeLimits: SCOPES may use authz's limits to the full, the tools'
+// scopes counted: the longest scope, and as many scopes as authz takes.
+func TestScopeLimits(t *testing.T) {
+	t.Parallel()
+	toolScopes := len(tools.Scopes())
+	for name, scopes := range map[string]string{
+		"longest scope":         strings.Repeat("s", MaxScopeLength),
+		"every printable class": "a!#[]~:/",
+		"most scopes":           scopeList(MaxScopes - toolScopes),
+		"most with tool scopes": scopeList(MaxScopes-toolScopes) + " " + strings.Join(tools.Scopes(), " "),
+	} {
+		c, err := Load(env(map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000", EnvScopes: scopes}))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if n := len(union(c.Scopes, tools.Scopes())); n > MaxScopes {
+			t.Errorf("%s: %d scopes in the largest question", name, n)
+		}
+	}
+}
+
 func TestEnvNamesSorted(t *testing.T) {
 	t.Parallel()
 	names := EnvNames()
 	for _, want := range []string{
-		EnvListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
+		EnvListen, EnvMetricsListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
 		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
 		EnvMaxInFlight, EnvBodyTimeout, EnvMaxConnections,
 	} {

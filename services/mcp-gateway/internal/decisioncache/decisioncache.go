@@ -30,14 +30,25 @@
 //     reset.
 //   - An invalidation drops every decision of that token (an index maps
 //     token_ref to keys).
-//   - A generation, bumped by every invalidation, reset and stream end, is
-//     read when a lookup misses ([Cache.Get] returns it in a [Ticket]) and
-//     compared when authz's answer is stored ([Cache.Put]), so a decision
-//     fetched before an invalidation and returned after it is not kept.
+//   - A sequence number, bumped by every invalidation, reset and stream end,
+//     is read when a lookup misses ([Cache.Get] returns it in a [Ticket]) and
+//     compared when authz's answer is stored ([Cache.Put]), per token: the
+//     answer is not kept if its token was invalidated after the ticket was
+//     issued, or if a reset or stream end came after it. An invalidation of
+//     one token does not stop another token's answer from being kept: with
+//     one generation for everything, a busy invalidation stream made every
+//     answer that overlapped any invalidation uncacheable.
 //   - For [InvalidationGrace] after a token's invalidation, no decision of
 //     that token is kept: another authz replica may not have dropped the token
 //     from its own cache yet when this gateway hears of it, and may still
 //     answer from that cache.
+//
+// Which invalidation a ticket overlapped is known only for the invalidations
+// still remembered (at most [Options.MaxEntries], each for its grace): when
+// one is forgotten, or cannot be remembered because too many are, every
+// ticket issued before it stops being able to store anything (a floor on
+// sequence numbers), which costs at worst one more call to authz per request
+// in flight.
 //
 // What the stream cannot tell: a token the authorization server revoked
 // without authz hearing of it (no InvalidateToken) stays allowed in authz's own
@@ -84,6 +95,7 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -162,8 +174,14 @@ func KeyOf(req *authzv1.AuthorizeRequest) Key {
 // [Cache.Get] could not answer. The zero Ticket stores nothing.
 type Ticket struct {
 	key   Key
-	gen   uint64
+	seq   uint64 // Cache.seq when the ticket was issued
 	valid bool
+}
+
+// grace is what the cache remembers of a token's latest invalidation.
+type grace struct {
+	until time.Time // no decision of the token is kept before then
+	seq   uint64    // Cache.seq the invalidation set
 }
 
 type entry struct {
@@ -185,18 +203,31 @@ type Cache struct {
 	now     func() time.Time
 	refresh RefreshFunc
 
+	// invalLog bounds the per-invalidation debug line to one per
+	// [invalidationLogEvery], with a count of those left out.
+	invalLog ratelog.Limiter
+
 	mu         sync.RWMutex
 	refreshCtx context.Context  // what refreshes run under: Watch's ctx, or Background
 	refreshing map[Key]struct{} // keys whose refresh is in flight
 	refreshWG  sync.WaitGroup   // refreshes in flight, waited for by Watch
 	up         bool
-	gen        uint64
-	entries    map[Key]*entry
-	refs       map[string][]Key
-	graces     map[string]time.Time
-	noneUntil  time.Time // no decision is kept before then (too many graces to track)
-	lastSweep  time.Time
+	// seq is bumped by every invalidation, reset and stream end; a ticket
+	// carries its value at issue. floor is the lowest ticket seq that may
+	// still store: raised to seq by a reset or stream end, and to a forgotten
+	// invalidation's seq when its grace is swept.
+	seq       uint64
+	floor     uint64
+	entries   map[Key]*entry
+	refs      map[string][]Key
+	graces    map[string]grace
+	noneUntil time.Time // no decision is kept before then (too many graces to track)
+	lastSweep time.Time
 }
+
+// invalidationLogEvery is the least time between two "token invalidated"
+// debug lines; a busy invalidation stream would otherwise log one per token.
+const invalidationLogEvery = 10 * time.Second
 
 // New returns an empty cache, down until [Cache.Watch] brings it up. It
 // panics if opts.TTL is not positive: the gateway creates a cache only when
@@ -226,12 +257,13 @@ func New(opts Options) *Cache {
 		refresh: opts.Refresh,
 		entries: make(map[Key]*entry),
 		refs:    make(map[string][]Key),
-		graces:  make(map[string]time.Time),
+		graces:  make(map[string]grace),
 
 		refreshCtx: context.Background(),
 		refreshing: make(map[Key]struct{}),
 	}
 	c.lastSweep = c.now()
+	c.invalLog.Every = invalidationLogEvery
 	c.metrics.DecisionCacheStreamUp(false)
 	return c
 }
@@ -253,7 +285,7 @@ func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, 
 		c.metrics.DecisionCacheLookup("stream_down")
 		return nil, Ticket{}
 	}
-	e, gen := c.entries[k], c.gen
+	e, seq := c.entries[k], c.seq
 	stale := e != nil && c.refresh != nil && !e.refreshAt.IsZero() && !now.Before(e.refreshAt)
 	c.mu.RUnlock()
 	if e != nil && now.Before(e.expires) {
@@ -264,7 +296,7 @@ func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, 
 		return e.res, Ticket{}
 	}
 	c.metrics.DecisionCacheLookup("miss")
-	return nil, Ticket{key: k, gen: gen, valid: true}
+	return nil, Ticket{key: k, seq: seq, valid: true}
 }
 
 // startRefresh starts a refresh of e, the decision for k that a hit found past
@@ -286,7 +318,7 @@ func (c *Cache) startRefresh(k Key, e *entry, req *authzv1.AuthorizeRequest, now
 	}
 	c.refreshing[k] = struct{}{}
 	c.refreshWG.Add(1)
-	t := Ticket{key: k, gen: c.gen, valid: true}
+	t := Ticket{key: k, seq: c.seq, valid: true}
 	ctx, ref := c.refreshCtx, e.ref
 	c.mu.Unlock()
 
@@ -358,13 +390,19 @@ func (c *Cache) put(t Ticket, res *authzv1.AuthorizeResponse) putResult {
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// A changed generation means an invalidation, reset or stream end since t
-	// was issued: it already dropped whatever it had to.
-	if !c.up || c.gen != t.gen || now.Before(c.noneUntil) || now.Before(c.graces[ref]) {
-		return discarded
-	}
+	// Sweep first: forgetting an invalidation raises the floor, which the
+	// check below then applies.
 	if now.Sub(c.lastSweep) >= c.ttl {
 		c.sweep(now)
+	}
+	if !c.up || t.seq < c.floor || now.Before(c.noneUntil) {
+		// A reset or stream end since t was issued, or an invalidation that
+		// is no longer remembered: it already dropped whatever it had to.
+		return discarded
+	}
+	if g, ok := c.graces[ref]; ok && (now.Before(g.until) || g.seq > t.seq) {
+		// This token was invalidated recently, or after t was issued.
+		return discarded
 	}
 	if old := c.entries[t.key]; old != nil {
 		c.remove(t.key, old)
@@ -412,19 +450,21 @@ func keepable(k Key, res *authzv1.AuthorizeResponse) bool {
 func (c *Cache) Invalidate(ref string) {
 	now := c.now()
 	c.mu.Lock()
-	c.gen++
+	c.seq++
 	for _, k := range c.refs[ref] {
 		delete(c.entries, k)
 	}
 	delete(c.refs, ref)
-	if len(c.graces) >= c.max {
+	if _, known := c.graces[ref]; !known && len(c.graces) >= c.max {
 		c.sweep(now)
 	}
-	if len(c.graces) < c.max {
-		c.graces[ref] = now.Add(InvalidationGrace)
+	if _, known := c.graces[ref]; known || len(c.graces) < c.max {
+		c.graces[ref] = grace{until: now.Add(InvalidationGrace), seq: c.seq}
 	} else {
-		// Too many invalidations to track one by one: keep nothing for a while.
+		// Too many invalidations to track one by one: keep nothing for a
+		// while, and nothing fetched before this one.
 		c.noneUntil = now.Add(InvalidationGrace)
+		c.floor = c.seq
 	}
 	n := len(c.entries)
 	c.mu.Unlock()
@@ -477,9 +517,11 @@ func (c *Cache) Len() int {
 	return len(c.entries)
 }
 
-// clear drops every entry; c.mu must be held.
+// clear drops every entry and voids every ticket issued so far; c.mu must be
+// held.
 func (c *Cache) clear() {
-	c.gen++
+	c.seq++
+	c.floor = c.seq
 	clear(c.entries)
 	clear(c.refs)
 }
@@ -491,8 +533,11 @@ func (c *Cache) sweep(now time.Time) {
 			c.remove(k, e)
 		}
 	}
-	for ref, until := range c.graces {
-		if !now.Before(until) {
+	for ref, g := range c.graces {
+		if !now.Before(g.until) {
+			// Once forgotten, it can no longer void the tickets issued
+			// before it one by one: void them all.
+			c.floor = max(c.floor, g.seq)
 			delete(c.graces, ref)
 		}
 	}

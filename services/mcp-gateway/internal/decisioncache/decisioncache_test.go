@@ -233,12 +233,52 @@ func TestEdgeCases(t *testing.T) {
 			c.Invalidate("ref-nobody")
 			return fetch(c, request("a", "s"), nil)
 		}, true},
-		{"decision fetched before an invalidation not kept", func(c *Cache, _ *clock) bool {
+		{"decision fetched across another token's invalidation kept", func(c *Cache, _ *clock) bool {
 			_, ticket := c.Get(request("a", "s"))
 			c.Invalidate("ref-other")
 			c.Put(ticket, allowed("a", time.Time{}))
 			return fetch(c, request("a", "s"), nil)
+		}, true},
+		{"decision fetched across its own token's invalidation not kept", func(c *Cache, _ *clock) bool {
+			_, ticket := c.Get(request("a", "s"))
+			c.Invalidate("ref-a")
+			c.Put(ticket, allowed("a", time.Time{}))
+			return fetch(c, request("a", "s"), nil)
 		}, false},
+		{"decision fetched across its invalidation not kept after the grace", func(c *Cache, clk *clock) bool {
+			_, ticket := c.Get(request("a", "s"))
+			c.Invalidate("ref-a")
+			clk.advance(InvalidationGrace) // a slow answer
+			c.Put(ticket, allowed("a", time.Time{}))
+			return fetch(c, request("a", "s"), nil)
+		}, false},
+		{"decision fetched across a forgotten invalidation not kept", func(c *Cache, clk *clock) bool {
+			_, ticket := c.Get(request("a", "s"))
+			c.Invalidate("ref-a")
+			clk.advance(ttl) // the next Put sweeps the grace away
+			c.Put(ticket, allowed("a", time.Time{}))
+			return fetch(c, request("a", "s"), nil)
+		}, false},
+		{"decision fetched after a forgotten invalidation kept", func(c *Cache, clk *clock) bool {
+			c.Invalidate("ref-a")
+			clk.advance(ttl)
+			fetch(c, request("b", "s"), allowed("b", time.Time{})) // sweeps
+			return fetch(c, request("a", "s"), allowed("a", time.Time{})) || fetch(c, request("a", "s"), nil)
+		}, true},
+		{"decision fetched across many invalidations of other tokens kept", func(c *Cache, _ *clock) bool {
+			_, ticket := c.Get(request("a", "s"))
+			for i := range 100 {
+				c.Invalidate(fmt.Sprint("ref-other-", i))
+			}
+			c.Put(ticket, allowed("a", time.Time{}))
+			return fetch(c, request("a", "s"), nil)
+		}, true},
+		{"refresh-style store across another token's invalidation kept", func(c *Cache, _ *clock) bool {
+			fetch(c, request("a", "s"), allowed("a", time.Time{}))
+			fetch(c, request("b", "s"), allowed("b", time.Time{}))
+			c.Invalidate("ref-b")
+			return fetch(c, request("a", "s"), nil)
+		}, true},
 		{"decision fetched before a reset not kept", func(c *Cache, _ *clock) bool {
 			_, ticket := c.Get(request("a", "s"))
 			c.Reset()
@@ -426,11 +466,13 @@ func TestSweep(t *testing.T) {
 }
 
 // TestTooManyGraces: past MaxEntries live graces the cache keeps nothing for
-// a grace period rather than forget one.
+// a grace period rather than forget one, and nothing fetched before the
+// invalidation it could not remember.
 func TestTooManyGraces(t *testing.T) {
 	t.Parallel()
 	c, clk, _ := newCache(t, 2)
 	c.Reset()
+	_, before := c.Get(request("y", "s"))
 	for i := range 3 {
 		c.Invalidate(fmt.Sprint("ref-", i))
 	}
@@ -440,6 +482,17 @@ func TestTooManyGraces(t *testing.T) {
 	clk.advance(InvalidationGrace)
 	if fetch(c, request("x", "s"), allowed("x", time.Time{})); !fetch(c, request("x", "s"), nil) {
 		t.Error("kept nothing after the grace period")
+	}
+	if c.Put(before, allowed("y", time.Time{})) {
+		t.Error("kept a decision fetched before an invalidation it could not remember")
+	}
+	// Invalidating a token already remembered needs no new room.
+	c.Invalidate("ref-1")
+	c.mu.RLock()
+	g, ok := c.graces["ref-1"]
+	c.mu.RUnlock()
+	if !ok || g.seq != c.seq {
+		t.Errorf("re-invalidating a remembered token: grace %+v (known %v), want seq %d", g, ok, c.seq)
 	}
 }
 
@@ -511,6 +564,68 @@ func TestConcurrent(t *testing.T) {
 	c.Invalidate("ref-t1")
 	if res, _ := c.Get(request("t1", "s")); res != nil {
 		t.Error("an invalidated token is still served")
+	}
+}
+
+// TestConcurrentOtherInvalidations: while one goroutine invalidates token A
+// over and over, other goroutines fetch token B and store authz's answers;
+// every answer for B is kept (go test -race). Then one more fetch of A races
+// with A's invalidation and is never kept.
+func TestConcurrentOtherInvalidations(t *testing.T) {
+	t.Parallel()
+	c, _, m := newCache(t, 0)
+	c.Reset()
+	stop := make(chan struct{})
+	var invalidator sync.WaitGroup
+	invalidator.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				c.Invalidate("ref-a")
+			}
+		}
+	})
+	var (
+		wg         sync.WaitGroup
+		stores     atomic.Int64
+		kept       atomic.Int64
+		hitsBefore = counter(t, m, "mcp_gateway_decision_cache_lookups_total", "hit")
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				req := request("b", fmt.Sprint("s", w, "-", i%5))
+				res, ticket := c.Get(req)
+				if res != nil {
+					continue
+				}
+				stores.Add(1)
+				if c.Put(ticket, allowed("b", time.Time{})) {
+					kept.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	invalidator.Wait()
+	if stores.Load() == 0 || kept.Load() != stores.Load() {
+		t.Errorf("kept %d of %d answers for b while a was being invalidated, want all", kept.Load(), stores.Load())
+	}
+	if hits := counter(t, m, "mcp_gateway_decision_cache_lookups_total", "hit") - hitsBefore; hits == 0 {
+		t.Error("no lookup of b hit")
+	}
+
+	for range 200 {
+		_, ticket := c.Get(request("a", "s"))
+		done := make(chan struct{})
+		go func() { c.Invalidate("ref-a"); close(done) }()
+		<-done
+		if c.Put(ticket, allowed("a", time.Time{})) {
+			t.Fatal("kept a decision of a fetched before a's invalidation")
+		}
 	}
 }
 

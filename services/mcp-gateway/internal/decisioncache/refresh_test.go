@@ -163,15 +163,15 @@ func TestRefreshAhead(t *testing.T) {
 			clk.advance(half)
 			return fetchSettled(c, req(), nil)
 		}, want: true, calls: 0},
-		{name: "other token's invalidation during the refresh: answer not stored", answer: allowA,
+		{name: "other token's invalidation during the refresh: answer stored", answer: allowA,
 			during: func(c *Cache) { c.Invalidate("ref-other") },
 			run: func(c *Cache, clk *clock) bool {
 				fetch(c, req(), allowed("a", time.Time{}))
 				clk.advance(half)
 				fetchSettled(c, req(), nil)
-				clk.advance(half) // the first decision's TTL: only a refreshed one would hit
+				clk.advance(half) // the first decision's TTL: only a refreshed one hits
 				return fetch(c, req(), nil)
-			}, want: false, calls: 1, refreshes: map[string]float64{"discarded": 1}},
+			}, want: true, calls: 2, refreshes: map[string]float64{"stored": 2}},
 		{name: "the token's invalidation during the refresh drops it at once", answer: allowA,
 			during: func(c *Cache) { c.Invalidate("ref-a") },
 			run: func(c *Cache, clk *clock) bool {

@@ -2,6 +2,7 @@ package decisioncache
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -95,8 +96,20 @@ func (c *Cache) watchOnce(ctx context.Context, open OpenFunc) error {
 			}
 		case m.GetTokenRef() != "":
 			c.Invalidate(m.GetTokenRef())
-			c.log.DebugContext(ctx, "token invalidated", "token_ref", m.GetTokenRef())
+			c.logInvalidation(ctx, m.GetTokenRef())
 		}
+	}
+}
+
+// logInvalidation logs an invalidation at debug level, at most once per
+// [invalidationLogEvery], with how many went unlogged since the last line (the
+// metric mcp_gateway_decision_cache_invalidations_total counts them all).
+func (c *Cache) logInvalidation(ctx context.Context, ref string) {
+	if !c.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	if ok, suppressed := c.invalLog.AllowAt(c.now()); ok {
+		c.log.DebugContext(ctx, "token invalidated", "token_ref", ref, "unlogged_since_last", suppressed)
 	}
 }
 

@@ -2,9 +2,12 @@ package decisioncache_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,5 +236,61 @@ func TestWatchUnreachable(t *testing.T) {
 	}
 	if c.Up() {
 		t.Error("the cache is up without a stream")
+	}
+}
+
+// TestWatchInvalidationLogLimited: a burst of invalidations on the stream
+// logs one debug line per period, the next one counting those left out,
+// instead of one line per token.
+func TestWatchInvalidationLogLimited(t *testing.T) {
+	t.Parallel()
+	f := &fakeAuthz{streams: make(chan *serverStream)}
+	client := serve(t, f)
+	logs := &testenv.LogBuffer{}
+	var now atomic.Int64
+	now.Store(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC).UnixNano())
+	c := decisioncache.New(decisioncache.Options{
+		TTL:    time.Minute,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:    func() time.Time { return time.Unix(0, now.Load()) },
+	})
+	watch(t, c, client)
+	s := next(t, f)
+	s.send <- reset
+	waitFor(t, "the reset brings the cache up", c.Up)
+
+	// invalidate sends n invalidations, the last of token last, and waits
+	// until the cache has applied them all.
+	invalidate := func(n int, last string) {
+		keep(t, c, last)
+		for i := range n - 1 {
+			s.send <- &authzv1.WatchInvalidationsResponse{TokenRef: fmt.Sprint("ref-burst-", i)}
+		}
+		s.send <- &authzv1.WatchInvalidationsResponse{TokenRef: "ref-" + last}
+		waitFor(t, "the invalidations are applied", func() bool { return c.Len() == 0 })
+	}
+	lines := func() []map[string]any {
+		var out []map[string]any
+		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("log line %q: %v", l, err)
+			}
+			if m["msg"] == "token invalidated" {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+
+	invalidate(500, "x")
+	if got := lines(); len(got) != 1 || got[0]["unlogged_since_last"] != 0.0 {
+		t.Fatalf("after a burst of 500: %d lines (first %v), want 1 with unlogged_since_last 0", len(got), got[0])
+	}
+	now.Add(int64(10 * time.Second))
+	invalidate(1, "y")
+	got := lines()
+	if len(got) != 2 || got[1]["unlogged_since_last"] != 499.0 || got[1]["token_ref"] != "ref-y" {
+		t.Fatalf("one period later: %d lines (last %v), want 2, the second for ref-y with unlogged_since_last 499", len(got), got[len(got)-1])
 	}
 }

@@ -38,7 +38,7 @@ func startBaseline(b *testing.B, token string) string {
 		b.Fatal(err)
 	}
 	defer az.Close()
-	res, err := az.Authorize(b.Context(), &authzv1.AuthorizeRequest{Token: token, Resource: stack.Gateway.MCP(), RequiredScopes: []string{scopeUser}, IncludeUser: true, IncludeOrgs: true})
+	res, err := az.Authorize(b.Context(), &authzv1.AuthorizeRequest{Token: token, Resource: stack.Gateway.MCP(), RequiredScopes: []string{scopeUser}, IncludeUser: true})
 	if err != nil || !res.GetAllowed() {
 		b.Fatalf("Authorize: %v %v", res, err)
 	}

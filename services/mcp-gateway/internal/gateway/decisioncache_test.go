@@ -146,18 +146,20 @@ func TestDecisionCache(t *testing.T) {
 				t.Fatalf("who_am_i: %+v", tr.Content)
 			}
 		}
-		if got := authorizeCalls(t, az) - before; got != 1 {
-			t.Errorf("3 who_am_i calls made %d Authorize calls, want 1", got)
+		// who_am_i with read:org_data asks two questions (the decision, then
+		// the decision with the orgs), each once.
+		if got := authorizeCalls(t, az) - before; got != 2 {
+			t.Errorf("3 who_am_i calls made %d Authorize calls, want 2", got)
 		}
 		// Another operation (other scopes, no user): asked once, then cached too.
 		for range 3 {
 			readRPC(t, post(t, g.MCP(), token, listBody()))
 		}
-		if got := authorizeCalls(t, az) - before; got != 2 {
-			t.Errorf("3 who_am_i + 3 tools/list made %d Authorize calls, want 2", got)
+		if got := authorizeCalls(t, az) - before; got != 3 {
+			t.Errorf("3 who_am_i + 3 tools/list made %d Authorize calls, want 3", got)
 		}
-		if got := hits() - hitsBefore; got != 4 {
-			t.Errorf("decision cache hits = %v, want 4", got)
+		if got := hits() - hitsBefore; got != 6 {
+			t.Errorf("decision cache hits = %v, want 6", got)
 		}
 	})
 

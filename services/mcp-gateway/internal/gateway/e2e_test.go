@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -48,7 +49,9 @@ func TestOAuthFlow(t *testing.T) {
 			}
 			// The 401 names every supported scope, so a first login asks
 			// for them all and every tool is usable at once.
-			if diff := cmp.Diff([]string{scopeUser, scopeOrg}, c.Requested); diff != "" {
+			// The go-sdk client requests them in no set order (a map union with
+			// the scopes granted before, authutil.UnionScopes).
+			if diff := cmp.Diff([]string{scopeOrg, scopeUser}, slices.Sorted(slices.Values(c.Requested))); diff != "" {
 				t.Errorf("requested scopes (from the 401 challenge) (-want +got):\n%s", diff)
 			}
 
@@ -66,6 +69,9 @@ func TestOAuthFlow(t *testing.T) {
 			slices.Sort(names)
 			if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
 				t.Errorf("tools/list after the first login (-want +got):\n%s", diff)
+			}
+			if list.CacheScope != tools.CacheScopePrivate {
+				t.Errorf("tools/list cacheScope %q, want %q: the list depends on the token", list.CacheScope, tools.CacheScopePrivate)
 			}
 
 			res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "who_am_i"})
@@ -98,13 +104,16 @@ func TestOAuthFlow(t *testing.T) {
 	}
 }
 
-// checkAlice checks a who_am_i result for alice with scopes.
+// checkAlice checks a who_am_i result for alice with scopes: her
+// organizations only when the token holds read:org_data, otherwise none and
+// orgs_withheld saying why.
 func checkAlice(t *testing.T, who tools.WhoAmI, scopes []string) {
 	t.Helper()
 	if who.Subject != stacktest.AliceID {
 		t.Errorf("subject %q, want %q", who.Subject, stacktest.AliceID)
 	}
-	if !slices.Equal(who.Scopes, scopes) {
+	// Granted in the order requested, which the go-sdk client does not fix.
+	if !slices.Equal(slices.Sorted(slices.Values(who.Scopes)), slices.Sorted(slices.Values(scopes))) {
 		t.Errorf("scopes %q, want %q", who.Scopes, scopes)
 	}
 	if !slices.Contains(who.Audience, stack.Gateway.MCP()) {
@@ -124,11 +133,20 @@ func checkAlice(t *testing.T, who tools.WhoAmI, scopes []string) {
 	if u.Email != stacktest.AliceEmail || u.FirstName != "Alice" || u.LastName != "Liddell" || u.Username != "alice" {
 		t.Errorf("user %+v", u)
 	}
-	want := []tools.Org{{OrgID: stacktest.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"}}}
+	want, wantWithheld := []tools.Org{}, tools.OrgsWithheld([]string{scopeOrg})
+	if slices.Contains(scopes, scopeOrg) {
+		want, wantWithheld = []tools.Org{aliceAcme}, ""
+	}
 	if diff := cmp.Diff(want, u.Orgs); diff != "" {
-		t.Errorf("orgs (-want +got):\n%s", diff)
+		t.Errorf("orgs for scopes %q (-want +got):\n%s", scopes, diff)
+	}
+	if who.OrgsWithheld != wantWithheld {
+		t.Errorf("orgs_withheld for scopes %q = %q, want %q", scopes, who.OrgsWithheld, wantWithheld)
 	}
 }
+
+// aliceAcme is alice's membership of devauth's seeded org.
+var aliceAcme = tools.Org{OrgID: stacktest.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"}}
 
 // subsequence returns the first element of want missing from got in order, or "".
 func subsequence(got, want []string) string {
@@ -229,5 +247,60 @@ func TestLegacyRawHTTP(t *testing.T) {
 	}
 	if strings.Contains(stack.Gateway.Logs(), token) {
 		t.Error("the gateway logged a raw token")
+	}
+}
+
+// bearerTransport adds a fixed bearer token to every request.
+type bearerTransport string
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+string(b))
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestToolsListCacheScope: with a real go-sdk client of each protocol era, a
+// tools/list filtered for the caller's token is marked private (no shared
+// cache may keep it for another user), and a TOOLS_LIST_ALL list, the same for
+// everyone, public.
+func TestToolsListCacheScope(t *testing.T) {
+	t.Parallel()
+	listAll := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"TOOLS_LIST_ALL": "true"})
+	for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18"} {
+		for _, tt := range []struct {
+			name  string
+			g     *stacktest.Gateway
+			scope string
+			tools int
+		}{
+			{"filtered", stack.Gateway, tools.CacheScopePrivate, 1},
+			{"TOOLS_LIST_ALL", listAll, tools.CacheScopePublic, 2},
+		} {
+			t.Run(version+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: tt.g.MCP()})
+				client := mcp.NewClient(&mcp.Implementation{Name: "cache-scope-test", Version: "1.0.0"}, nil)
+				cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{
+					Endpoint:             tt.g.MCP(),
+					HTTPClient:           &http.Client{Transport: bearerTransport(token)},
+					DisableStandaloneSSE: true,
+					MaxRetries:           -1,
+				}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cs.Close()
+				if got := cs.InitializeResult().ProtocolVersion; got != version {
+					t.Fatalf("negotiated %q, want %q", got, version)
+				}
+				list, err := cs.ListTools(t.Context(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if list.CacheScope != tt.scope || len(list.Tools) != tt.tools {
+					t.Errorf("tools/list: cacheScope %q with %d tools, want %q with %d", list.CacheScope, len(list.Tools), tt.scope, tt.tools)
+				}
+			})
+		}
 	}
 }

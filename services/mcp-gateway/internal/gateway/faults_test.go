@@ -37,7 +37,7 @@ func TestAuthzDown(t *testing.T) {
 	// A request without a token still gets its 401: no authz needed for that.
 	checkChallenge(t, post(t, g.MCP(), "", listBody()), wantChallenge{status: 401, params: map[string]string{
 		"resource_metadata": g.URL + "/.well-known/oauth-protected-resource/mcp", "scope": scopeUser + " " + scopeOrg}, bodyError: "unauthorized"})
-	if res, b := get(t, g.URL+"/readyz"); res.StatusCode != http.StatusServiceUnavailable {
+	if res, b := get(t, g.MetricsURL+"/readyz"); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with authz down: %d %s", res.StatusCode, b)
 	}
 	if res, _ := get(t, g.URL+"/healthz"); res.StatusCode != http.StatusOK {
@@ -111,8 +111,10 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("in-flight request during shutdown: %d, %v; want 200", r.status, r.err)
 	}
 	<-stopped
-	if _, err := http.Get(g.URL + "/healthz"); err == nil {
-		t.Error("the gateway still accepts connections after shutdown")
+	for _, url := range []string{g.URL, g.MetricsURL} {
+		if _, err := http.Get(url + "/healthz"); err == nil {
+			t.Errorf("the gateway still accepts connections on %s after shutdown", url)
+		}
 	}
 }
 

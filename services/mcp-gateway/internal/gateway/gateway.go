@@ -3,13 +3,22 @@
 //
 // # Routes
 //
+// The public handler ([Gateway.ServeHTTP], on MCP_LISTEN):
+//
 //   - POST /mcp and /mcp/ (no redirect): MCP streamable HTTP, go-sdk stateless.
 //   - /.well-known/oauth-protected-resource/mcp and
 //     /.well-known/oauth-protected-resource: RFC 9728 metadata.
 //   - /.well-known/oauth-authorization-server: the authorization server's
 //     metadata, proxied (package asmeta).
-//   - /healthz (the process serves), /readyz (an authz replica is SERVING),
-//     /metrics (Prometheus).
+//   - /healthz (the process serves), for load balancers and container
+//     healthchecks that only reach the public port.
+//
+// The operational handler ([Gateway.OpsHandler], on MCP_METRICS_LISTEN, an
+// internal port as authz's AUTHZ_METRICS_LISTEN): /metrics (Prometheus),
+// /healthz and /readyz (an authz replica is SERVING). They are not on the
+// public listener: metrics name tools, decisions and error rates, and readiness
+// probes authz, neither for the internet. With MCP_METRICS_LISTEN equal to
+// MCP_LISTEN, [Gateway.OneHandler] serves both sets on one listener.
 //
 // # One MCP request
 //
@@ -21,12 +30,16 @@
 //     invalid_request (RFC 6750 §2 and §3.1: one method per request, never the
 //     URL). No token, or another scheme, gets 401 with resource_metadata and
 //     scope only. A value that is not an RFC 6750 b64token gets 401
-//     invalid_token without a call to authz, as does authz's INVALID_ARGUMENT:
-//     either way the client must obtain a new token, and a 400 would make some
-//     clients retry forever. All of this reads headers only: these requests
-//     are answered before their body is read, with Connection: close when one
-//     was announced, so that a body that never comes holds nothing. Their
-//     challenges name every scope the server supports (see Scopes below).
+//     invalid_token without a call to authz, as does an INVALID_ARGUMENT whose
+//     google.rpc.BadRequest detail blames the token: either way the client
+//     must obtain a new token, and a 400 would make some clients retry
+//     forever. (An INVALID_ARGUMENT blaming anything else, the resource or
+//     scopes the gateway wrote, or nothing, is the gateway's own fault: 500,
+//     no challenge, and an ERROR log line, one per 10s at most.) All of this
+//     reads headers only: these requests are answered before their body is
+//     read, with Connection: close when one was announced, so that a body that
+//     never comes holds nothing. Their challenges name every scope the server
+//     supports (see Scopes below).
 //  3. At most MCP_MAX_IN_FLIGHT requests go on from here at once; beyond it,
 //     503 with Retry-After, still before the body is read.
 //  4. The body is read (1 MiB bound, memory following the bytes received,
@@ -34,12 +47,15 @@
 //     and the method and tool picked out (package mcpreq); the scopes needed
 //     are SCOPES plus, for tools/call, the tool's declared scopes.
 //  5. authz Authorize(token, {MCP_SERVER_URL}/mcp, scopes), with include_user
-//     when the tool needs the user. Allowed: the request goes on to the go-sdk
-//     with the caller in its TokenInfo. Insufficient scope: 403
-//     insufficient_scope naming every scope the operation needs. Any other
-//     denial: 401 invalid_token. authz unreachable, UNAVAILABLE, a deadline, or
-//     any other error: 503 with Retry-After, never 401, so clients keep their
-//     tokens through an outage.
+//     when the tool needs the user, and include_orgs only when the scopes
+//     asked for include one that allows organizations (read:org_data): who_am_i
+//     asks a second question with that scope added, and only when the token
+//     may hold it (package operation), and shows no organizations otherwise.
+//     Allowed: the request goes on to the go-sdk with the caller in its
+//     TokenInfo. Insufficient scope: 403 insufficient_scope naming every scope
+//     the operation needs. Any other denial: 401 invalid_token. authz
+//     unreachable, UNAVAILABLE, a deadline, or any other error: 503 with
+//     Retry-After, never 401, so clients keep their tokens through an outage.
 //     With DECISION_CACHE_TTL set, an allowed decision is kept and reused for
 //     the same token, scopes and user options (package decisioncache) while
 //     authz's invalidation stream is up; nothing else changes. A decision in
@@ -87,6 +103,7 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
@@ -158,7 +175,8 @@ type Gateway struct {
 	prm      []byte
 	asmeta   *asmeta.Proxy
 	mcp      http.Handler
-	mux      *http.ServeMux
+	mux      *http.ServeMux // public routes
+	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
 
 	// supportedScopes is scopes_supported: what 401 challenges ask for.
@@ -169,7 +187,14 @@ type Gateway struct {
 
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
+
+	// badArgLog bounds the ERROR line for an INVALID_ARGUMENT authz blames
+	// on the gateway's question: a misconfiguration fails every request.
+	badArgLog ratelog.Limiter
 }
+
+// badArgLogEvery is the least time between two such ERROR lines.
+const badArgLogEvery = 10 * time.Second
 
 // New builds the gateway: the one go-sdk server with every registered tool, the
 // metadata documents, and the routes. It returns an error only if the
@@ -206,6 +231,8 @@ func New(opts Options) (*Gateway, error) {
 		supportedScopes: operation.Union(cfg.Scopes, tools.Scopes()),
 		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
 		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
+
+		badArgLog: ratelog.Limiter{Every: badArgLogEvery},
 	}
 	g.metrics.ObserveInFlight(g.inFlight.Load)
 	if cfg.DecisionCacheTTL > 0 {
@@ -268,17 +295,40 @@ func New(opts Options) (*Gateway, error) {
 	mux.HandleFunc("/.well-known/oauth-protected-resource", g.servePRM)
 	mux.HandleFunc("/.well-known/oauth-protected-resource/mcp", g.servePRM)
 	mux.Handle("/.well-known/oauth-authorization-server", g.asmeta)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", g.serveReady)
-	mux.Handle("GET /metrics", g.metrics.Handler())
+	mux.HandleFunc("GET /healthz", serveHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
 	})
 	g.mux = mux
+
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", serveHealth)
+	ops.HandleFunc("GET /readyz", g.serveReady)
+	ops.Handle("GET /metrics", g.metrics.Handler())
+	ops.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; this port serves /metrics, /healthz and /readyz"}.Write(w)
+	})
+	g.opsMux = ops
 	return g, nil
+}
+
+func serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// OpsHandler serves the operational routes (/metrics, /healthz, /readyz), for
+// the MCP_METRICS_LISTEN listener.
+func (g *Gateway) OpsHandler() http.Handler { return g.opsMux }
+
+// OneHandler serves the public and the operational routes together, for a
+// gateway whose MCP_METRICS_LISTEN equals MCP_LISTEN.
+func (g *Gateway) OneHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", g.opsMux)
+	mux.Handle("GET /readyz", g.opsMux)
+	mux.Handle("/", g.mux)
+	return mux
 }
 
 // Watch follows authz's invalidation stream for the decision cache until ctx
@@ -305,7 +355,7 @@ func (g *Gateway) refreshDecision(ctx context.Context, req *authzv1.AuthorizeReq
 	return g.authz.Authorize(ctx, req)
 }
 
-// ServeHTTP serves every route.
+// ServeHTTP serves the public routes (see the package documentation).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
 
 func (g *Gateway) servePRM(w http.ResponseWriter, r *http.Request) {

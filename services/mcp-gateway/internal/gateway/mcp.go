@@ -16,9 +16,10 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -132,23 +133,20 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		// for them so saves decoding a Struct and encoding it again.
 		ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	}
-	var res *authzv1.AuthorizeResponse
-	var err error
-	if g.decisions != nil {
-		var ticket decisioncache.Ticket
-		if res, ticket = g.decisions.Get(req); res == nil {
-			if res, err = g.authz.Authorize(ctx, req); err == nil {
-				g.decisions.Put(ticket, res)
-			}
-		}
-	} else {
-		res, err = g.authz.Authorize(ctx, req)
-	}
+	res, err := g.decide(ctx, req)
 	if err != nil {
 		g.metrics.Decision("error")
 		switch {
-		case status.Code(err) == codes.InvalidArgument:
+		case status.Code(err) == codes.InvalidArgument && tokenViolation(err):
 			g.fail(x, g.invalidToken("the access token is malformed"))
+		case status.Code(err) == codes.InvalidArgument:
+			// authz refused a part of the question the gateway wrote (the
+			// resource, the scopes): the gateway's fault, not the token's. A
+			// 401 would make the client throw a good token away.
+			if ok, unlogged := g.badArgLog.Allow(); ok {
+				g.log.ErrorContext(ctx, "authz refused the gateway's question as malformed; check SCOPES and MCP_SERVER_URL", "error", err, "violations", violations(err), "unlogged_since_last", unlogged)
+			}
+			g.fail(x, challenge.Response{Status: http.StatusInternalServerError, Error: "server_error", Description: "the gateway could not ask the authorization service about this request (a configuration error, logged at the gateway); your token was not rejected"})
 		case ctx.Err() != nil:
 			// The client went away; nobody reads the answer.
 			x.w.status = 499
@@ -165,6 +163,9 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		c.UserRequested = x.op.NeedsUser
 		c.User = res.GetUser()
 		c.UserError = res.GetUserError()
+		if len(x.op.OrgsScopes) > 0 {
+			g.addOrgs(x, c)
+		}
 		return c, true
 	}
 	d := res.GetDenial()
@@ -192,6 +193,92 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		g.fail(x, g.invalidToken(desc))
 	}
 	return nil, false
+}
+
+// decide answers req from the decision cache, or asks authz (and keeps an
+// allowed answer). Errors are authz's gRPC status errors.
+func (g *Gateway) decide(ctx context.Context, req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+	if g.decisions == nil {
+		return g.authz.Authorize(ctx, req)
+	}
+	res, ticket := g.decisions.Get(req)
+	if res != nil {
+		return res, nil
+	}
+	res, err := g.authz.Authorize(ctx, req)
+	if err == nil {
+		g.decisions.Put(ticket, res)
+	}
+	return res, err
+}
+
+// addOrgs completes c, allowed for an operation that shows the user's orgs
+// only to tokens holding OrgsScopes (who_am_i): when the token may hold them,
+// authz is asked again with them required and include_orgs, and returns the
+// orgs only if it allows that; otherwise, or if it does not, c.OrgsWithheld
+// says why there are none. The request itself is allowed either way.
+func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
+	if !x.op.MayHold(c.Principal.GetScopes()) {
+		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
+		return
+	}
+	ctx := x.r.Context()
+	res, err := g.decide(ctx, &authzv1.AuthorizeRequest{
+		Token:          x.token,
+		Resource:       g.resource,
+		RequiredScopes: x.op.WithOrgs,
+		IncludeUser:    true,
+		IncludeOrgs:    true,
+		ClaimsFormat:   authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
+	})
+	switch {
+	case err != nil:
+		g.log.WarnContext(ctx, "authz did not answer whether the token may see organizations; leaving them out", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
+		c.OrgsWithheld = "organizations could not be checked right now (the authorization service did not answer); retry later"
+	case res.GetAllowed() && res.GetPrincipal() != nil:
+		c.Confirm(x.op.OrgsScopes)
+		c.User, c.UserError = res.GetUser(), res.GetUserError()
+	case res.GetDenial().GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
+		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
+	default:
+		// The token was refused in between (expired, say): the request was
+		// allowed, but nothing more is shown on its strength.
+		c.OrgsWithheld = "organizations could not be shown: the token was refused when they were checked (" + strings.ToLower(strings.TrimPrefix(res.GetDenial().GetReason().String(), "DENIAL_REASON_")) + ")"
+	}
+}
+
+// tokenViolation reports whether err, an INVALID_ARGUMENT from authz, blames
+// the token itself: authz attaches a google.rpc.BadRequest whose field
+// violation names "token" (other fields: resource, required_scopes,
+// claims_format, user_id, which the gateway wrote). Without such a detail the
+// token is not blamed: the gateway has already checked its syntax.
+func tokenViolation(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		br, ok := d.(*errdetails.BadRequest)
+		if !ok {
+			continue
+		}
+		for _, v := range br.GetFieldViolations() {
+			if v.GetField() == "token" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// violations lists the fields an INVALID_ARGUMENT's BadRequest detail names,
+// for the log.
+func violations(err error) []string {
+	var out []string
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				out = append(out, v.GetField()+": "+v.GetDescription())
+			}
+		}
+	}
+	return out
 }
 
 // withinRateLimit charges the caller's budget and, when it is spent, answers

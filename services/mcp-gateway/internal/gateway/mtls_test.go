@@ -57,7 +57,7 @@ func TestMutualTLS(t *testing.T) {
 		if who.Subject != stacktest.AliceID || who.User == nil || who.User.Email != stacktest.AliceEmail {
 			t.Errorf("who_am_i over mTLS = %+v", who)
 		}
-		if res, b := get(t, g.URL+"/readyz"); res.StatusCode != http.StatusOK {
+		if res, b := get(t, g.MetricsURL+"/readyz"); res.StatusCode != http.StatusOK {
 			t.Errorf("/readyz over mTLS: %d %s", res.StatusCode, b)
 		}
 	})

@@ -84,18 +84,38 @@ func TestAuthorizationServerMetadata(t *testing.T) {
 	}
 }
 
+// TestHealthAndMetrics: the operational listener (MCP_METRICS_LISTEN) serves
+// /healthz, /readyz and /metrics; the public one only /healthz (load
+// balancers and container healthchecks reach no other port), and 404 for
+// /metrics and /readyz.
 func TestHealthAndMetrics(t *testing.T) {
 	t.Parallel()
 	g := stack.Gateway
+	if g.MetricsURL == g.URL {
+		t.Fatal("the shared gateway serves its operational routes on the public listener")
+	}
 	for _, path := range []string{"/healthz", "/readyz"} {
-		if res, b := get(t, g.URL+path); res.StatusCode != 200 {
-			t.Errorf("%s: %d %s", path, res.StatusCode, b)
+		if res, b := get(t, g.MetricsURL+path); res.StatusCode != 200 {
+			t.Errorf("operational %s: %d %s", path, res.StatusCode, b)
+		}
+	}
+	if res, b := get(t, g.URL+"/healthz"); res.StatusCode != 200 || string(b) != "ok\n" {
+		t.Errorf("public /healthz: %d %q", res.StatusCode, b)
+	}
+	for _, path := range []string{"/metrics", "/readyz"} {
+		if res, b := get(t, g.URL+path); res.StatusCode != http.StatusNotFound || strings.Contains(string(b), "mcp_gateway_") {
+			t.Errorf("public %s: %d %.80s; want 404", path, res.StatusCode, b)
+		}
+	}
+	for _, path := range []string{"/mcp", "/.well-known/oauth-protected-resource/mcp"} {
+		if res, _ := get(t, g.MetricsURL+path); res.StatusCode != http.StatusNotFound {
+			t.Errorf("operational %s: %d, want 404", path, res.StatusCode)
 		}
 	}
 	token := mint(t, []string{scopeUser})
 	callTool(t, g.MCP(), token, "who_am_i", nil)
 	post(t, g.MCP(), "", listBody()).Body.Close()
-	res, b := get(t, g.URL+"/metrics")
+	res, b := get(t, g.MetricsURL+"/metrics")
 	if res.StatusCode != 200 {
 		t.Fatalf("/metrics: %d", res.StatusCode)
 	}
@@ -117,30 +137,43 @@ func TestHealthAndMetrics(t *testing.T) {
 }
 
 // TestUserPrefetch: who_am_i and list_my_orgs get the user with the Authorize
-// decision (include_user), so the gateway never calls GetUser.
+// decision (include_user), so the gateway never calls GetUser. who_am_i with
+// a token granted only read:user_data asks authz once (no orgs); with
+// read:org_data too, twice: the decision, then the decision with the orgs
+// (include_orgs only where read:org_data is required).
 func TestUserPrefetch(t *testing.T) {
 	t.Parallel()
 	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, nil)
+	calls := func() map[string]uint64 {
+		mfs, err := g.Metrics.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := map[string]uint64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "mcp_gateway_authz_call_duration_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				calls[label(m, "rpc")] += m.GetHistogram().GetSampleCount()
+			}
+		}
+		return calls
+	}
+	userOnly := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: g.MCP()})
+	for range 3 {
+		callTool(t, g.MCP(), userOnly, "who_am_i", nil)
+	}
+	if diff := cmp.Diff(map[string]uint64{"Authorize": 3}, calls()); diff != "" {
+		t.Errorf("authz calls for 3 who_am_i with read:user_data (-want +got):\n%s", diff)
+	}
 	token := stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser, scopeOrg}, Resource: g.MCP()})
 	for range 3 {
 		callTool(t, g.MCP(), token, "who_am_i", nil)
 		callTool(t, g.MCP(), token, "list_my_orgs", nil)
 	}
-	mfs, err := g.Metrics.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := map[string]uint64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "mcp_gateway_authz_call_duration_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			calls[label(m, "rpc")] += m.GetHistogram().GetSampleCount()
-		}
-	}
-	if diff := cmp.Diff(map[string]uint64{"Authorize": 6}, calls); diff != "" {
-		t.Errorf("authz calls for 6 tool calls (-want +got):\n%s", diff)
+	if diff := cmp.Diff(map[string]uint64{"Authorize": 3 + 3*2 + 3}, calls()); diff != "" {
+		t.Errorf("authz calls for 3 more who_am_i and 3 list_my_orgs with read:org_data (-want +got):\n%s", diff)
 	}
 }
 
@@ -291,6 +324,28 @@ func TestScopeHierarchy(t *testing.T) {
 		if tr := callTool(t, g.MCP(), token, tool, nil); tr.IsError {
 			t.Errorf("%s with admin: %+v", tool, tr)
 		}
+	}
+	// admin implies read:org_data: who_am_i shows the organizations too.
+	var who tools.WhoAmI
+	callTool(t, g.MCP(), token, "who_am_i", &who)
+	if who.User == nil || len(who.User.Orgs) != 1 || who.OrgsWithheld != "" {
+		t.Errorf("who_am_i for an admin token: user %+v, orgs_withheld %q; want alice's org", who.User, who.OrgsWithheld)
+	}
+}
+
+// TestWhoAmIOrgs: who_am_i shows the user's organizations only to a token
+// holding read:org_data, the scope list_my_orgs needs for the same data;
+// without it the call still succeeds, with no organizations and
+// orgs_withheld saying why (TestAuthzQuestions checks that authz is not
+// asked for them).
+func TestWhoAmIOrgs(t *testing.T) {
+	t.Parallel()
+	for _, scopes := range [][]string{{scopeUser}, {scopeUser, scopeOrg}} {
+		var who tools.WhoAmI
+		if tr := callTool(t, stack.Gateway.MCP(), mint(t, scopes), "who_am_i", &who); tr.IsError {
+			t.Fatalf("who_am_i with %q: %+v", scopes, tr.Content)
+		}
+		checkAlice(t, who, scopes)
 	}
 }
 

@@ -127,7 +127,7 @@ func TestNoSecretsInRedisLogsOrMetrics(t *testing.T) {
 		forbidden[k] = v
 	}
 	authzMetrics := fetch(t, az.MetricsURL+"/metrics")
-	gwMetrics := fetch(t, g.URL+"/metrics")
+	gwMetrics := fetch(t, g.MetricsURL+"/metrics")
 	for what, text := range map[string]string{
 		"authz log": az.Proc.Output(), "gateway log": g.Logs(),
 		"authz /metrics": authzMetrics, "gateway /metrics": gwMetrics,

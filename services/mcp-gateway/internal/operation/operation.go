@@ -1,7 +1,12 @@
 // Package operation decides what authorizing one MCP request takes: the scopes
 // it needs (SCOPES for every request, plus the declared scopes of the tool a
-// tools/call names) and whether authz should return the caller's user with the
-// decision.
+// tools/call names), whether authz should return the caller's user with the
+// decision, and whether with the user's organizations.
+//
+// Organizations are returned only when authz confirmed scopes that allow them:
+// for list_my_orgs its own scope (read:org_data), required; for who_am_i, which
+// works without it, a second question with that scope added, asked only when
+// the token may hold it (see [Operation.OrgsScopes]).
 package operation
 
 import (
@@ -19,6 +24,42 @@ type Operation struct {
 	// the user's orgs too (include_orgs).
 	NeedsUser bool
 	NeedsOrgs bool
+	// OrgsScopes, when set (who_am_i), are the scopes a token must hold for
+	// the user's orgs to be shown. The decision is then asked without orgs,
+	// and, if the token may hold them, asked again for WithOrgs (Scopes plus
+	// OrgsScopes) with include_orgs: authz returns the orgs only when it
+	// allows that.
+	OrgsScopes []string
+	WithOrgs   []string
+}
+
+// MayHold reports whether a token issued scopes may hold o's OrgsScopes,
+// granted or through authz's scope hierarchy, so that asking authz for
+// WithOrgs is worth a call: it holds them all as issued, or holds a scope
+// besides o's Scopes (which might imply them). A token issued only o's Scopes
+// is taken not to hold them, without a call: a hierarchy in which one of
+// those scopes implies an orgs scope is not seen, and the orgs are withheld
+// (fail closed).
+func (o Operation) MayHold(issued []string) bool {
+	if len(o.OrgsScopes) == 0 {
+		return false
+	}
+	all := true
+	for _, s := range o.OrgsScopes {
+		if !slices.Contains(issued, s) {
+			all = false
+			break
+		}
+	}
+	if all {
+		return true
+	}
+	for _, s := range issued {
+		if !slices.Contains(o.Scopes, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Table maps requests to operations. It is immutable once built.
@@ -31,11 +72,17 @@ type Table struct {
 func NewTable(base []string, ts []tools.Tool) *Table {
 	t := &Table{base: Operation{Scopes: slices.Clone(base)}, tools: make(map[string]Operation, len(ts))}
 	for _, tool := range ts {
-		t.tools[tool.Name] = Operation{
+		op := Operation{
 			Scopes:    Union(base, tool.Scopes),
 			NeedsUser: tool.NeedsUser || tool.NeedsOrgs,
 			NeedsOrgs: tool.NeedsOrgs,
 		}
+		if len(tool.OrgsScopes) > 0 && !tool.NeedsOrgs {
+			op.NeedsUser = true
+			op.OrgsScopes = slices.Clone(tool.OrgsScopes)
+			op.WithOrgs = Union(op.Scopes, tool.OrgsScopes)
+		}
+		t.tools[tool.Name] = op
 	}
 	return t
 }

@@ -23,7 +23,8 @@ func TestFor(t *testing.T) {
 		want Operation
 	}{
 		{mcpreq.Info{Method: "tools/list"}, Operation{Scopes: []string{"read:user_data"}}},
-		{mcpreq.Info{Method: "tools/call", Name: "who_am_i"}, Operation{Scopes: []string{"read:user_data"}, NeedsUser: true, NeedsOrgs: true}},
+		{mcpreq.Info{Method: "tools/call", Name: "who_am_i"}, Operation{Scopes: []string{"read:user_data"}, NeedsUser: true,
+			OrgsScopes: []string{"read:org_data"}, WithOrgs: []string{"read:user_data", "read:org_data"}}},
 		{mcpreq.Info{Method: "tools/call", Name: "list_my_orgs"}, Operation{Scopes: []string{"read:user_data", "read:org_data"}, NeedsUser: true, NeedsOrgs: true}},
 		{mcpreq.Info{Method: "tools/call", Name: "nope"}, Operation{Scopes: []string{"read:user_data"}}},
 		{mcpreq.Info{Method: "prompts/get", Name: "list_my_orgs"}, Operation{Scopes: []string{"read:user_data"}}},
@@ -38,6 +39,49 @@ func TestFor(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"a", "b", "c"}, Union([]string{"a", "b"}, []string{"b", "c", "a"})); diff != "" {
 		t.Errorf("Union (-want +got):\n%s", diff)
+	}
+}
+
+// TestNoOrgsWithoutTheirScope: no operation asks authz for orgs (include_orgs)
+// without requiring a scope that allows them, whatever SCOPES is; who_am_i
+// asks for them only in its second question, which requires read:org_data.
+func TestNoOrgsWithoutTheirScope(t *testing.T) {
+	t.Parallel()
+	for _, base := range [][]string{{"read:user_data"}, {"mcp"}, {"read:user_data", "read:org_data"}} {
+		table := NewTable(base, tools.All())
+		for _, tool := range tools.All() {
+			op := table.For(mcpreq.Info{Method: "tools/call", Name: tool.Name})
+			if op.NeedsOrgs && !slices.Contains(op.Scopes, "read:org_data") {
+				t.Errorf("SCOPES %q: %s asks for orgs with scopes %q", base, tool.Name, op.Scopes)
+			}
+			if len(op.OrgsScopes) > 0 && (op.NeedsOrgs || !slices.Contains(op.WithOrgs, "read:org_data")) {
+				t.Errorf("SCOPES %q: %s: NeedsOrgs %v, second question's scopes %q", base, tool.Name, op.NeedsOrgs, op.WithOrgs)
+			}
+		}
+	}
+}
+
+func TestMayHold(t *testing.T) {
+	t.Parallel()
+	op := NewTable(base, tools.All()).For(mcpreq.Info{Method: "tools/call", Name: "who_am_i"})
+	tests := []struct {
+		issued []string
+		want   bool
+	}{
+		{[]string{"read:user_data"}, false},
+		{nil, false},
+		{[]string{"read:user_data", "read:org_data"}, true},
+		{[]string{"read:org_data"}, true},
+		{[]string{"admin"}, true}, // may imply read:org_data through the hierarchy
+		{[]string{"read:user_data", "offline_access"}, true},
+	}
+	for _, tt := range tests {
+		if got := op.MayHold(tt.issued); got != tt.want {
+			t.Errorf("MayHold(%q) = %v, want %v", tt.issued, got, tt.want)
+		}
+	}
+	if (Operation{Scopes: base}).MayHold([]string{"read:org_data"}) {
+		t.Error("an operation without OrgsScopes may hold them")
 	}
 }
 

@@ -352,9 +352,13 @@ type Gateway struct {
 	URL string
 	// Addr is the loopback address it listens on; URL points there unless
 	// MCP_SERVER_URL was overridden (as behind a reverse proxy).
-	Addr    string
-	Config  config.Config
-	Metrics *metrics.Metrics
+	Addr string
+	// MetricsURL is the base URL of its operational listener
+	// (MCP_METRICS_LISTEN, a loopback port of its own): /metrics, /healthz,
+	// /readyz.
+	MetricsURL string
+	Config     config.Config
+	Metrics    *metrics.Metrics
 
 	logs *testenv.LogBuffer
 	stop func()
@@ -375,9 +379,15 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	if err != nil {
 		return nil, nil, err
 	}
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
 	url := "http://" + ln.Addr().String()
 	vars := map[string]string{
 		config.EnvListen:            ln.Addr().String(),
+		config.EnvMetricsListen:     opsLn.Addr().String(),
 		config.EnvServerURL:         url,
 		config.EnvAuthzAddr:         authzAddr,
 		config.EnvPropelAuthAuthURL: devauthURL,
@@ -389,20 +399,32 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
 		ln.Close()
+		opsLn.Close()
 		return nil, nil, err
+	}
+	metricsURL := "http://" + opsLn.Addr().String()
+	if cfg.OneListener() {
+		opsLn.Close()
+		opsLn, metricsURL = nil, "http://"+ln.Addr().String()
+	}
+	closeListeners := func() {
+		ln.Close()
+		if opsLn != nil {
+			opsLn.Close()
+		}
 	}
 	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	m := metrics.New()
 	az, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
-		ln.Close()
+		closeListeners()
 		return nil, nil, err
 	}
 	var limiter *ratelimit.Limiter
 	if cfg.RateLimit.Enabled() {
 		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
-			ln.Close()
+			closeListeners()
 			az.Close()
 			return nil, nil, err
 		}
@@ -410,14 +432,23 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter,
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return az.WatchInvalidations(ctx) }})
 	if err != nil {
-		ln.Close()
+		closeListeners()
 		az.Close()
 		return nil, nil, err
 	}
+	// As in main: the public listener drains first, the operational one after.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	served := gateway.LimitConnections(ln, cfg.MaxConnections)
-	go func() { done <- gateway.Serve(ctx, served, gw, logger, 5*time.Second) }()
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	opsDone := make(chan error, 1)
+	if opsLn == nil {
+		go func() { done <- gateway.Serve(ctx, served, gw.OneHandler(), logger, 5*time.Second) }()
+		opsDone <- nil
+	} else {
+		go func() { done <- gateway.Serve(ctx, served, gw, logger, 5*time.Second) }()
+		go func() { opsDone <- gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger, time.Second) }()
+	}
 	// As in main: the watcher outlives the drain.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watched := make(chan struct{})
@@ -427,6 +458,10 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		if err := <-done; err != nil {
 			fmt.Fprintln(os.Stderr, "stacktest: gateway:", err)
 		}
+		stopOps()
+		if err := <-opsDone; err != nil {
+			fmt.Fprintln(os.Stderr, "stacktest: gateway operational listener:", err)
+		}
 		stopWatch()
 		<-watched
 		az.Close()
@@ -434,7 +469,7 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 			limiter.Close()
 		}
 	})
-	return &Gateway{URL: cfg.ServerURL, Addr: ln.Addr().String(), Config: cfg, Metrics: m, logs: logs, stop: stop}, stop, nil
+	return &Gateway{URL: cfg.ServerURL, Addr: ln.Addr().String(), MetricsURL: metricsURL, Config: cfg, Metrics: m, logs: logs, stop: stop}, stop, nil
 }
 
 // NewGateway starts a gateway of tb's own talking to authzAddr, with env

@@ -26,7 +26,7 @@ type MyOrgs struct {
 // listMyOrgs uses the user authz returned with the decision; without it (e.g.
 // the lookup failed) the tool fails, since it has nothing else to report.
 func listMyOrgs(ctx context.Context, call *Call, _ ListMyOrgsInput) (MyOrgs, error) {
-	u, err := callerUser(ctx, call)
+	u, err := callerUser(ctx, call, true)
 	if err != nil {
 		return MyOrgs{}, err
 	}

@@ -57,6 +57,12 @@ type Spec struct {
 	// (include_user), saving a GetUser round trip; NeedsOrgs adds the orgs.
 	NeedsUser bool
 	NeedsOrgs bool
+	// OrgsScopes, for a tool that shows the user's organizations only to
+	// tokens that may see them (who_am_i), are the scopes that takes: the
+	// scopes of the tool made for that data (list_my_orgs). Without them the
+	// tool still runs and says why the organizations are missing
+	// ([OrgsWithheld]).
+	OrgsScopes []string
 }
 
 // Tool is a registered tool: its declaration and how to add it to a server.
@@ -117,17 +123,24 @@ func Lookup(name string) (Tool, bool) {
 	return Tool{}, false
 }
 
-// Scopes returns every scope any tool declares, in registry order, deduplicated.
+// Scopes returns every scope any tool declares (Scopes and OrgsScopes), in
+// registry order, deduplicated.
 func Scopes() []string {
 	var out []string
 	for _, t := range registry {
-		for _, s := range t.Scopes {
+		for _, s := range slices.Concat(t.Scopes, t.OrgsScopes) {
 			if !slices.Contains(out, s) {
 				out = append(out, s)
 			}
 		}
 	}
 	return out
+}
+
+// OrgsWithheld is what a tool with [Spec.OrgsScopes] says when the caller's
+// token does not hold them: why the user's organizations are missing.
+func OrgsWithheld(scopes []string) string {
+	return fmt.Sprintf("organizations are shown only to tokens granted %s (the scope list_my_orgs needs); this token was not", strings.Join(scopes, " "))
 }
 
 // define builds a Tool from a typed handler. The handler runs only when the
@@ -217,7 +230,8 @@ type InstallOptions struct {
 }
 
 // Install adds every registered tool to s and, unless opts.ListAll, a
-// middleware that removes from tools/list the tools the caller may not call.
+// middleware that removes from tools/list the tools the caller may not call
+// (and so marks the list private: it differs between callers).
 func Install(s *mcp.Server, env *Env, opts InstallOptions) {
 	if env.Logger == nil {
 		env.Logger = slog.New(slog.DiscardHandler)
@@ -230,8 +244,17 @@ func Install(s *mcp.Server, env *Env, opts InstallOptions) {
 	}
 }
 
-// listFilter hides tools whose scopes the caller lacks. It fails closed: with
-// no caller, or when authz cannot say, the tool is left out.
+// Cache scopes of MCP results (cacheScope, as HTTP's Cache-Control public and
+// private).
+const (
+	CacheScopePublic  = "public"
+	CacheScopePrivate = "private"
+)
+
+// listFilter hides tools whose scopes the caller lacks, and marks the result
+// private: unfiltered (ListAll) the list is the same for every caller and the
+// SDK's default, public, is right. It fails closed: with no caller, or when
+// authz cannot say, the tool is left out.
 func listFilter(logger *slog.Logger) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
@@ -264,6 +287,9 @@ func listFilter(logger *slog.Logger) mcp.Middleware {
 			}
 			filtered := *list
 			filtered.Tools = visible
+			// The list now depends on the caller's token: no shared cache
+			// (an intermediary, another user's client) may keep it.
+			filtered.CacheScope = CacheScopePrivate
 			return &filtered, nil
 		}
 	}

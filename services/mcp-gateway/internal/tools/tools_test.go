@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,14 +48,24 @@ func principal(scopes ...string) *authzv1.Principal {
 // fakeUsers stands in for authz's GetUser in these unit tests; the gateway's
 // integration tests use the real authz.
 type fakeUsers struct {
-	user  *authzv1.User
-	err   error
-	calls int
+	user *authzv1.User
+	err  error
+
+	mu   sync.Mutex
+	orgs []bool // include_orgs of each call
 }
 
 func (f *fakeUsers) GetUser(ctx context.Context, id string, orgs bool) (*authzv1.User, error) {
-	f.calls++
+	f.mu.Lock()
+	f.orgs = append(f.orgs, orgs)
+	f.mu.Unlock()
 	return f.user, f.err
+}
+
+func (f *fakeUsers) orgsArgs() []bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.orgs)
 }
 
 // serve runs the registry behind the go-sdk's streamable handler; the bearer
@@ -99,19 +110,6 @@ func connect(t *testing.T, url, token string) *mcp.ClientSession {
 	return cs
 }
 
-func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
-	t.Helper()
-	res, err := cs.ListTools(t.Context(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range res.Tools {
-		names = append(names, tool.Name)
-	}
-	return names
-}
-
 func TestRegistry(t *testing.T) {
 	t.Parallel()
 	var names []string
@@ -142,22 +140,35 @@ func TestToolsListFiltering(t *testing.T) {
 	}
 	filtered := serve(t, callers, &fakeUsers{}, InstallOptions{})
 	all := serve(t, callers, &fakeUsers{}, InstallOptions{ListAll: true})
+	// A filtered list depends on the caller: private. Unfiltered it is the
+	// same for everyone: public.
 	tests := []struct {
 		url, token string
 		want       []string
+		wantScope  string
 	}{
-		{filtered, "user", []string{"who_am_i"}},
-		{filtered, "both", []string{"list_my_orgs", "who_am_i"}},
-		{filtered, "admin", []string{"list_my_orgs", "who_am_i"}},
-		{filtered, "down", []string{"who_am_i"}},
-		{filtered, "no-caller", nil},
-		{all, "user", []string{"list_my_orgs", "who_am_i"}},
+		{filtered, "user", []string{"who_am_i"}, CacheScopePrivate},
+		{filtered, "both", []string{"list_my_orgs", "who_am_i"}, CacheScopePrivate},
+		{filtered, "admin", []string{"list_my_orgs", "who_am_i"}, CacheScopePrivate},
+		{filtered, "down", []string{"who_am_i"}, CacheScopePrivate},
+		{filtered, "no-caller", nil, CacheScopePrivate},
+		{all, "user", []string{"list_my_orgs", "who_am_i"}, CacheScopePublic},
 	}
 	for _, tt := range tests {
-		got := toolNames(t, connect(t, tt.url, tt.token))
+		res, err := connect(t, tt.url, tt.token).ListTools(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, tool := range res.Tools {
+			got = append(got, tool.Name)
+		}
 		slices.Sort(got)
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("tools/list for %q (ListAll=%v) (-want +got):\n%s", tt.token, tt.url == all, diff)
+		}
+		if res.CacheScope != tt.wantScope {
+			t.Errorf("tools/list for %q (ListAll=%v): cacheScope %q, want %q", tt.token, tt.url == all, res.CacheScope, tt.wantScope)
 		}
 	}
 	if hierarchyChecks == 0 {
@@ -180,46 +191,89 @@ func callStructured(t *testing.T, cs *mcp.ClientSession, name string, into any) 
 	return res
 }
 
+// TestWhoAmI: who_am_i reports the token and the user, and the user's
+// organizations only to a caller holding read:org_data (as list_my_orgs
+// requires for the same data); otherwise orgs is empty and orgs_withheld says
+// why.
 func TestWhoAmI(t *testing.T) {
 	t.Parallel()
-	prefetched := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	mk := func(scopes ...string) *caller.Caller {
+		return caller.New(principal(scopes...), []string{"read:user_data"}, nil)
+	}
+	prefetched := mk("read:user_data", "read:org_data")
 	prefetched.User, prefetched.UserRequested = alice, true
 	// As the gateway asks authz for them: JSON. The other callers carry the Struct
 	// an older authz sends; the output must be the same.
 	prefetched.Principal.Claims, prefetched.Principal.ClaimsJson = nil, []byte(`{"active":true,"scope":"x","sub":"u-alice"}`)
-	failed := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	// authz returned orgs (a gateway that asked for them), but the token may
+	// not see them: the registry leaves them out all the same.
+	noOrgScope := mk("read:user_data")
+	noOrgScope.User, noOrgScope.UserRequested = alice, true
+	// The gateway found the token may not see them and said why.
+	withheld := mk("read:user_data", "admin")
+	withheld.User, withheld.UserRequested, withheld.OrgsWithheld = alice, true, "organizations could not be checked right now"
+	// The scope comes through the hierarchy: authz is asked.
+	implied := caller.New(principal("admin"), []string{"read:user_data"}, func(ctx context.Context, scopes []string) (bool, error) {
+		return slices.Equal(scopes, []string{"read:org_data"}), nil
+	})
+	implied.User, implied.UserRequested = alice, true
+	checkFails := caller.New(principal("admin"), []string{"read:user_data"}, func(ctx context.Context, scopes []string) (bool, error) {
+		return false, errors.New("authz down")
+	})
+	checkFails.User, checkFails.UserRequested = alice, true
+	failed := mk("read:user_data", "read:org_data")
 	failed.UserRequested, failed.UserError = true, "authorization server unavailable"
-	notFetched := caller.New(principal("read:user_data"), []string{"read:user_data"}, nil)
+	notFetched := mk("read:user_data", "read:org_data")
+	notFetchedNoOrgs := mk("read:user_data")
 	users := &fakeUsers{user: alice}
-	url := serve(t, map[string]*caller.Caller{"prefetched": prefetched, "failed": failed, "not-fetched": notFetched}, users, InstallOptions{})
+	url := serve(t, map[string]*caller.Caller{
+		"prefetched": prefetched, "no-org-scope": noOrgScope, "withheld": withheld, "implied": implied, "check-fails": checkFails,
+		"failed": failed, "not-fetched": notFetched, "not-fetched-no-orgs": notFetchedNoOrgs,
+	}, users, InstallOptions{})
 
-	wantUser := &User{
-		UserID: "u-alice", Email: "alice@example.com", EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
-		Username: "alice", PictureURL: "https://img.example.com/a.png", CreatedAt: "2024-05-06T07:08:09Z",
-		Orgs: []Org{{OrgID: "org-1", OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org"}}},
+	wantOrgs := []Org{{OrgID: "org-1", OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org"}}}
+	user := func(orgs []Org) *User {
+		return &User{
+			UserID: "u-alice", Email: "alice@example.com", EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
+			Username: "alice", PictureURL: "https://img.example.com/a.png", CreatedAt: "2024-05-06T07:08:09Z", Orgs: orgs,
+		}
 	}
-	base := WhoAmI{
-		Subject: "u-alice", ClientID: "client-1", Scopes: []string{"read:user_data"}, ExpiresAt: "2030-01-02T03:04:05Z",
-		Audience: []string{"https://mcp.example.com/mcp"}, Issuer: "https://auth.example.com/oauth/2.1",
-		Claims: JSONObject(`{"active":true,"scope":"x","sub":"u-alice"}`),
+	who := func(scopes []string, u *User, userErr, orgsWithheld string) WhoAmI {
+		return WhoAmI{
+			Subject: "u-alice", ClientID: "client-1", Scopes: scopes, ExpiresAt: "2030-01-02T03:04:05Z",
+			Audience: []string{"https://mcp.example.com/mcp"}, Issuer: "https://auth.example.com/oauth/2.1",
+			Claims: JSONObject(`{"active":true,"scope":"x","sub":"u-alice"}`), User: u, UserError: userErr, OrgsWithheld: orgsWithheld,
+		}
 	}
-	withUser := base
-	withUser.User = wantUser
-	withError := base
-	withError.UserError = "looking up the user failed: authorization server unavailable"
-
-	for token, want := range map[string]WhoAmI{"prefetched": withUser, "failed": withError, "not-fetched": withUser} {
+	both := []string{"read:user_data", "read:org_data"}
+	lacks := OrgsWithheld([]string{"read:org_data"})
+	tests := []struct {
+		token string
+		want  WhoAmI
+	}{
+		{"prefetched", who(both, user(wantOrgs), "", "")},
+		{"no-org-scope", who([]string{"read:user_data"}, user([]Org{}), "", lacks)},
+		{"withheld", who([]string{"read:user_data", "admin"}, user([]Org{}), "", "organizations could not be checked right now")},
+		{"implied", who([]string{"admin"}, user(wantOrgs), "", "")},
+		{"check-fails", who([]string{"admin"}, user([]Org{}), "", "organizations could not be checked right now (the authorization service did not answer); retry later")},
+		{"failed", who(both, nil, "looking up the user failed: authorization server unavailable", "")},
+		{"not-fetched", who(both, user(wantOrgs), "", "")},
+		{"not-fetched-no-orgs", who([]string{"read:user_data"}, user([]Org{}), "", lacks)},
+	}
+	for _, tt := range tests {
 		var got WhoAmI
-		res := callStructured(t, connect(t, url, token), "who_am_i", &got)
+		res := callStructured(t, connect(t, url, tt.token), "who_am_i", &got)
 		if res.IsError {
-			t.Fatalf("%s: who_am_i failed: %+v", token, res.Content)
+			t.Fatalf("%s: who_am_i failed: %+v", tt.token, res.Content)
 		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("%s: who_am_i (-want +got):\n%s", token, diff)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s: who_am_i (-want +got):\n%s", tt.token, diff)
 		}
 	}
-	if users.calls != 1 {
-		t.Errorf("GetUser called %d times, want 1 (only when the user was not prefetched)", users.calls)
+	// GetUser only when the user was not prefetched, and with the orgs only
+	// for the caller that may see them.
+	if diff := cmp.Diff([]bool{true, false}, users.orgsArgs()); diff != "" {
+		t.Errorf("GetUser include_orgs arguments (-want +got):\n%s", diff)
 	}
 }
 

@@ -90,10 +90,12 @@ func nonNil[T any](s []T) []T {
 // errUserUnavailable is what a tool reports when the user cannot be fetched.
 var errUserUnavailable = errors.New("the user's profile is unavailable right now; retry later")
 
-// callerUser returns the caller's user with orgs: the one authz returned with
-// the decision when there is one, otherwise a GetUser call. It returns a
-// message safe to show the client on failure.
-func callerUser(ctx context.Context, call *Call) (*authzv1.User, error) {
+// callerUser returns the caller's user, with orgs when orgs is set (the
+// caller may see them): the one authz returned with the decision when there is
+// one, otherwise a GetUser call. A user authz returned may hold orgs although
+// orgs is not set; the caller leaves them out. It returns a message safe to
+// show the client on failure.
+func callerUser(ctx context.Context, call *Call, orgs bool) (*authzv1.User, error) {
 	c := call.Caller
 	if c.User != nil {
 		return c.User, nil
@@ -101,7 +103,7 @@ func callerUser(ctx context.Context, call *Call) (*authzv1.User, error) {
 	if c.UserRequested && c.UserError != "" {
 		return nil, errors.New("looking up the user failed: " + c.UserError)
 	}
-	u, err := call.Env.Users.GetUser(ctx, c.Principal.GetSubject(), true)
+	u, err := call.Env.Users.GetUser(ctx, c.Principal.GetSubject(), orgs)
 	if err != nil {
 		call.Env.Logger.WarnContext(ctx, "fetching user failed", "tool", call.Request.Params.Name, "error", err)
 		switch status.Code(err) {

@@ -8,10 +8,10 @@ func init() {
 	register(define(Spec{
 		Name:        "who_am_i",
 		Title:       "Who am I",
-		Description: "Describes the caller: the access token's subject, client, scopes, expiry, audience, issuer and claims, and the user's profile and organizations.",
+		Description: "Describes the caller: the access token's subject, client, scopes, expiry, audience, issuer and claims, and the user's profile, with the user's organizations when the token is granted read:org_data.",
 		Scopes:      []string{"read:user_data"},
 		NeedsUser:   true,
-		NeedsOrgs:   true,
+		OrgsScopes:  whoAmIOrgsScopes,
 	}, whoAmI))
 }
 
@@ -29,11 +29,17 @@ type WhoAmI struct {
 	Claims    JSONObject `json:"claims,omitempty" jsonschema:"every member of the introspection response"`
 	User      *User      `json:"user,omitempty" jsonschema:"the user behind the token"`
 	UserError string     `json:"user_error,omitempty" jsonschema:"why user is missing, when the lookup failed"`
+	// OrgsWithheld says why user.orgs is empty when the token may not see
+	// organizations (list_my_orgs needs read:org_data for the same data).
+	OrgsWithheld string `json:"orgs_withheld,omitempty" jsonschema:"why user.orgs is empty: the token is not granted the scope organizations need"`
 }
 
 // whoAmI reports the token part from the principal and the user part from the
 // user authz returned with the decision. A failed user lookup does not fail the
 // tool: the token part is still useful, and user_error says what went wrong.
+// The user's organizations are shown only to a token that holds read:org_data,
+// as list_my_orgs requires for the same data; otherwise orgs is empty and
+// orgs_withheld says why.
 func whoAmI(ctx context.Context, call *Call, _ WhoAmIInput) (WhoAmI, error) {
 	p := call.Caller.Principal
 	out := WhoAmI{
@@ -49,11 +55,40 @@ func whoAmI(ctx context.Context, call *Call, _ WhoAmIInput) (WhoAmI, error) {
 		return WhoAmI{}, err
 	}
 	out.Claims = claims
-	u, err := callerUser(ctx, call)
+	out.OrgsWithheld = orgsWithheld(ctx, call, whoAmIOrgsScopes)
+	u, err := callerUser(ctx, call, out.OrgsWithheld == "")
 	if err != nil {
 		out.UserError = err.Error()
 		return out, nil
 	}
 	out.User = userFromProto(u)
+	if out.OrgsWithheld != "" {
+		out.User.Orgs = []Org{}
+	}
 	return out, nil
+}
+
+// whoAmIOrgsScopes are who_am_i's OrgsScopes.
+var whoAmIOrgsScopes = []string{"read:org_data"}
+
+// orgsWithheld returns why the caller may not see the user's organizations,
+// or "" when it may: it holds scopes (confirmed by authz for this request, or
+// granted, or, asked again, implied through authz's scope hierarchy). The
+// gateway usually knows already (Caller.OrgsWithheld, or the scopes confirmed
+// when it asked authz for the organizations); this is the registry's own
+// check, in depth.
+func orgsWithheld(ctx context.Context, call *Call, scopes []string) string {
+	c := call.Caller
+	if c.OrgsWithheld != "" {
+		return c.OrgsWithheld
+	}
+	ok, err := c.Has(ctx, scopes)
+	switch {
+	case err != nil:
+		call.Env.Logger.WarnContext(ctx, "checking the scopes organizations need failed; leaving them out", "tool", call.Request.Params.Name, "error", err)
+		return "organizations could not be checked right now (the authorization service did not answer); retry later"
+	case !ok:
+		return OrgsWithheld(scopes)
+	}
+	return ""
 }

@@ -1,0 +1,3 @@
+module github.com/mcpauthz/mcpauthz/internal/ratelog
+
+go 1.26
