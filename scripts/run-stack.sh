@@ -292,9 +292,9 @@ fi
 start authz
 health[authz]="http://$(host_of AUTHZ_METRICS_LISTEN):$(port_of AUTHZ_METRICS_LISTEN)/healthz"
 start mcp-gateway
-# /readyz, not /healthz: it answers 200 only once the gateway's connection to
+# /readyz (on the metrics listener), not /healthz: it answers 200 only once the gateway's connection to
 # authz works, so a request sent right after "ready:" is not a 503.
-health[mcp-gateway]="http://$(host_of MCP_LISTEN):$mcp_port/readyz"
+health[mcp-gateway]="http://$(host_of MCP_METRICS_LISTEN):$(port_of MCP_METRICS_LISTEN)/readyz"
 
 deadline=$((SECONDS + timeout_s))
 for name in devauth authz mcp-gateway; do
