@@ -4,14 +4,14 @@ go 1.26.0
 
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../gen
-	github.com/mcpauthz/mcpauthz/internal/testenv => ../internal/testenv
+	github.com/mcpauthz/mcpauthz/internal => ../internal
 )
 
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/jsonschema-go v0.4.3
 	github.com/mcpauthz/mcpauthz/gen v0.0.0
-	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0
+	github.com/mcpauthz/mcpauthz/internal v0.0.0-00010101000000-000000000000
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	golang.org/x/net v0.60.0
 	google.golang.org/grpc v1.85.0

@@ -2,8 +2,7 @@
 // or a burst produces one log line per period instead of one per event, and the
 // line that is logged says how many were left out.
 //
-// It is shared by the services (a module of its own under internal/, as
-// healthprobe is), so that every binary limits its logs the same way.
+// Every service limits its logs with it, so they all do so the same way.
 package ratelog
 
 import (

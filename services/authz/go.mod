@@ -4,15 +4,13 @@ go 1.26.0
 
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../../gen
-	github.com/mcpauthz/mcpauthz/internal/healthprobe => ../../internal/healthprobe
-	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
+	github.com/mcpauthz/mcpauthz/internal => ../../internal
 )
 
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/mcpauthz/mcpauthz/gen v0.0.0
-	github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
-	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0-00010101000000-000000000000
+	github.com/mcpauthz/mcpauthz/internal v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	golang.org/x/sync v0.25.0

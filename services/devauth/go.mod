@@ -4,18 +4,16 @@ go 1.26.0
 
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../../gen
-	github.com/mcpauthz/mcpauthz/internal/healthprobe => ../../internal/healthprobe
-	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
+	github.com/mcpauthz/mcpauthz/internal => ../../internal
 )
 
 require (
 	github.com/google/go-cmp v0.7.0
-	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0-00010101000000-000000000000
 	golang.org/x/oauth2 v0.38.0
 )
 
 require (
-	github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
+	github.com/mcpauthz/mcpauthz/internal v0.0.0-00010101000000-000000000000
 	go.yaml.in/yaml/v3 v3.0.6
 )
 

@@ -4,9 +4,7 @@ go 1.26.0
 
 replace (
 	github.com/mcpauthz/mcpauthz/gen => ../../gen
-	github.com/mcpauthz/mcpauthz/internal/healthprobe => ../../internal/healthprobe
-	github.com/mcpauthz/mcpauthz/internal/ratelog => ../../internal/ratelog
-	github.com/mcpauthz/mcpauthz/internal/testenv => ../../internal/testenv
+	github.com/mcpauthz/mcpauthz/internal => ../../internal
 )
 
 require (
@@ -15,9 +13,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/jsonschema-go v0.4.3
 	github.com/mcpauthz/mcpauthz/gen v0.0.0
-	github.com/mcpauthz/mcpauthz/internal/healthprobe v0.0.0
-	github.com/mcpauthz/mcpauthz/internal/ratelog v0.0.0
-	github.com/mcpauthz/mcpauthz/internal/testenv v0.0.0
+	github.com/mcpauthz/mcpauthz/internal v0.0.0-00010101000000-000000000000
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

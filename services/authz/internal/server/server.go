@@ -33,11 +33,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"

@@ -1,0 +1,3 @@
+module github.com/mcpauthz/mcpauthz/internal
+
+go 1.26.0

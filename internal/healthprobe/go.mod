@@ -1,3 +1,0 @@
-module github.com/mcpauthz/mcpauthz/internal/healthprobe
-
-go 1.26

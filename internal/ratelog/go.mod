@@ -1,3 +1,0 @@
-module github.com/mcpauthz/mcpauthz/internal/ratelog
-
-go 1.26

@@ -1,3 +1,0 @@
-module github.com/mcpauthz/mcpauthz/internal/testenv
-
-go 1.26
