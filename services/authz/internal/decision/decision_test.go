@@ -146,15 +146,3 @@ func TestParseHierarchyRejects(t *testing.T) {
 		t.Errorf("empty hierarchy: %v", err)
 	}
 }
-
-func TestValidScope(t *testing.T) {
-	t.Parallel()
-	for s, want := range map[string]bool{
-		"read:user_data": true, "a": true, "!#[]~": true,
-		"": false, "a b": false, `a"b`: false, `a\b`: false, "é": false, "a\x00": false,
-	} {
-		if got := ValidScope(s); got != want {
-			t.Errorf("ValidScope(%q) = %v, want %v", s, got, want)
-		}
-	}
-}

@@ -3,6 +3,7 @@ package decision
 import (
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"slices"
 	"strings"
 )
@@ -33,12 +34,12 @@ func ParseHierarchy(spec string) (*Hierarchy, error) {
 		}
 		broad, narrow, ok := strings.Cut(rule, "=")
 		broad = strings.TrimSpace(broad)
-		if !ok || !ValidScope(broad) {
+		if !ok || !scopes.Valid(broad) {
 			return nil, fmt.Errorf("%w: rule %q is not scope=scope,scope", ErrBadHierarchy, rule)
 		}
 		for n := range strings.SplitSeq(narrow, ",") {
 			n = strings.TrimSpace(n)
-			if !ValidScope(n) || strings.Contains(n, "=") {
+			if !scopes.Valid(n) || strings.Contains(n, "=") {
 				return nil, fmt.Errorf("%w: %q in rule %q is not a valid scope", ErrBadHierarchy, n, rule)
 			}
 			if n != broad {
@@ -112,22 +113,4 @@ func (h *Hierarchy) String() string {
 		b.WriteString(k + "=" + strings.Join(h.implied[k], ","))
 	}
 	return b.String()
-}
-
-// MaxScopeLength bounds a scope token's length.
-const MaxScopeLength = 256
-
-// ValidScope reports whether s is an RFC 6749 §3.3 scope-token
-// (1*( %x21 / %x23-5B / %x5D-7E )) of at most MaxScopeLength bytes.
-func ValidScope(s string) bool {
-	if s == "" || len(s) > MaxScopeLength {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"strings"
 	"sync"
@@ -47,7 +48,6 @@ import (
 // Input limits.
 const (
 	MaxTokenLength  = 8 << 10
-	MaxScopes       = 64
 	MaxUserIDLength = 256
 )
 
@@ -164,11 +164,11 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 		return nil, errBadResource.Err()
 	}
 	required := req.GetRequiredScopes()
-	if len(required) > MaxScopes {
+	if len(required) > scopes.MaxCount {
 		return nil, errBadScopes.Err()
 	}
 	for _, sc := range required {
-		if !decision.ValidScope(sc) {
+		if !scopes.Valid(sc) {
 			return nil, errBadScopes.Err()
 		}
 	}

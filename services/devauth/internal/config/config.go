@@ -9,6 +9,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"net"
 	"net/url"
@@ -164,7 +165,7 @@ func Load(getenv func(string) string) (Config, error) {
 
 	var envScopes []string
 	if v := get(EnvScopes); v != "" {
-		if envScopes, err = ParseScopes(v); err != nil {
+		if envScopes, err = scopes.Parse(v); err != nil {
 			return Config{}, &Error{EnvScopes, err.Error()}
 		}
 		if len(envScopes) == 0 {
@@ -177,7 +178,7 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	} else {
 		if c.Scopes = envScopes; c.Scopes == nil {
-			c.Scopes, _ = ParseScopes(DefaultScopes)
+			c.Scopes, _ = scopes.Parse(DefaultScopes)
 		}
 		c.MCP = DefaultMCP(c.Scopes)
 	}
@@ -215,37 +216,6 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{EnvAutoApprove, fmt.Sprintf("%q is not an email address", c.AutoApprove)}
 	}
 	return c, nil
-}
-
-// ParseScopes splits a space- or comma-separated scope list, dropping
-// duplicates and keeping the first-seen order. It returns an error if a scope
-// contains a character RFC 6749 section 3.3 does not allow.
-func ParseScopes(s string) ([]string, error) {
-	var out []string
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
-		if !ValidScopeToken(f) {
-			return nil, fmt.Errorf("invalid scope %q", f)
-		}
-		if !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	return out, nil
-}
-
-// ValidScopeToken reports whether s is a scope-token as RFC 6749 section 3.3
-// defines it: one or more of %x21 / %x23-5B / %x5D-7E.
-func ValidScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 func parseBaseURL(s string) (string, error) {

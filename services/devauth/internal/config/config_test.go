@@ -147,20 +147,3 @@ func TestEnvNamesSortedAndComplete(t *testing.T) {
 		t.Errorf("Load read %d variables, EnvNames lists %d", len(read), len(names))
 	}
 }
-
-func FuzzParseScopes(f *testing.F) {
-	for _, s := range []string{"read:user_data read:org_data", "a,b", "", " , ", "a\"b", "a\\b", "\x7f", "é"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		scopes, err := ParseScopes(s)
-		if err != nil {
-			return
-		}
-		for _, sc := range scopes {
-			if !ValidScopeToken(sc) || strings.ContainsAny(sc, " ,") {
-				t.Errorf("ParseScopes(%q) returned invalid scope %q", s, sc)
-			}
-		}
-	})
-}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"io"
 	"log/slog"
 	"os"
@@ -206,9 +207,9 @@ func ParseMCP(data []byte, envScopes []string, getenv func(string) string) (MCP,
 		fm = &fileMCP{}
 	}
 
-	scopes := envScopes
-	if scopes == nil {
-		scopes, _ = ParseScopes(DefaultScopes)
+	list := envScopes
+	if list == nil {
+		list, _ = scopes.Parse(DefaultScopes)
 	}
 	var desc map[string]string
 	if fm.Scopes != nil {
@@ -216,11 +217,11 @@ func ParseMCP(data []byte, envScopes []string, getenv func(string) string) (MCP,
 			return MCP{}, nil, fmt.Errorf("mcp.scopes: %s is set too; keep one of them", EnvScopes)
 		}
 		var err error
-		if scopes, desc, err = parseScopes(fm.Scopes); err != nil {
+		if list, desc, err = parseScopes(fm.Scopes); err != nil {
 			return MCP{}, nil, err
 		}
 	}
-	m := DefaultMCP(scopes)
+	m := DefaultMCP(list)
 	if desc != nil {
 		m.ScopeDescriptions = desc
 	}
@@ -253,7 +254,7 @@ func ParseMCP(data []byte, envScopes []string, getenv func(string) string) (MCP,
 		}
 		m.Clients = nil
 		for i, fcl := range fm.Clients {
-			c, err := parseClient(fcl, scopes, getenv)
+			c, err := parseClient(fcl, list, getenv)
 			if err != nil {
 				return MCP{}, nil, fmt.Errorf("mcp.clients[%d]: %w", i, err)
 			}
@@ -286,7 +287,7 @@ func ParseMCP(data []byte, envScopes []string, getenv func(string) string) (MCP,
 			return MCP{}, nil, fmt.Errorf("%s: a public client needs %s in mcp.token_endpoint_auth_methods", where, AuthNone)
 		}
 	}
-	return m, scopes, nil
+	return m, list, nil
 }
 
 func parseScopes(in []fileScope) ([]string, map[string]string, error) {
@@ -299,7 +300,7 @@ func parseScopes(in []fileScope) ([]string, map[string]string, error) {
 	var names []string
 	desc := map[string]string{}
 	for i, s := range in {
-		if !ValidScopeToken(s.Name) {
+		if !scopes.Valid(s.Name) {
 			return nil, nil, fmt.Errorf("mcp.scopes[%d].name: %q is not a scope (RFC 6749 section 3.3: no spaces, quotes or backslashes)", i, s.Name)
 		}
 		if s.Name == "offline_access" {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,7 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
@@ -107,7 +107,7 @@ func ParseTokenRequest(body []byte) (TokenRequest, error) {
 		return TokenRequest{}, errors.New("one of user_id or email is required")
 	}
 	for _, s := range req.Scopes {
-		if !config.ValidScopeToken(s) {
+		if !scopes.Valid(s) {
 			return TokenRequest{}, fmt.Errorf("invalid scope %q", s)
 		}
 	}

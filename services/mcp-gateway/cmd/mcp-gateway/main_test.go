@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"io"
 	"net"
 	"net/http"
@@ -81,7 +82,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"no auth server", nil, nil, "PROPELAUTH_AUTH_URL"},
 		{"bad scopes", []string{ok, `SCOPES=read"user`}, nil, "SCOPES"},
 		{"scope longer than authz takes", []string{ok, "SCOPES=" + strings.Repeat("s", 257)}, nil, "SCOPES"},
-		{"more scopes than authz takes", []string{ok, "SCOPES=" + manyScopes(config.MaxScopes)}, nil, "SCOPES"},
+		{"more scopes than authz takes", []string{ok, "SCOPES=" + manyScopes(scopes.MaxCount)}, nil, "SCOPES"},
 		{"server url with path", []string{ok, "MCP_SERVER_URL=https://mcp.example.com/mcp"}, nil, "MCP_SERVER_URL"},
 		{"bad timeout", []string{ok, "AUTHZ_TIMEOUT=fast"}, nil, "AUTHZ_TIMEOUT"},
 		{"bad origin", []string{ok, "MCP_ALLOWED_ORIGINS=*"}, nil, "MCP_ALLOWED_ORIGINS"},

@@ -6,7 +6,6 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
@@ -225,14 +225,14 @@ func Load(getenv func(string) string) (Config, error) {
 
 	c.AuthzAddr = get(EnvAuthzAddr, DefaultAuthzAddr)
 
-	if c.Scopes, err = ParseScopes(get(EnvScopes, DefaultScopes)); err != nil {
+	if c.Scopes, err = scopes.ParseNonEmpty(get(EnvScopes, DefaultScopes)); err != nil {
 		return c, errorf(EnvScopes, "%v", err)
 	}
 	// authz refuses a question with more scopes than it accepts (as
 	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
 	// request. The largest question is SCOPES plus every tool scope.
-	if all := union(c.Scopes, tools.Scopes()); len(all) > MaxScopes {
-		return c, errorf(EnvScopes, "names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(c.Scopes), strings.Join(tools.Scopes(), " "), len(all), MaxScopes)
+	if all := scopes.Union(c.Scopes, tools.Scopes()); len(all) > scopes.MaxCount {
+		return c, errorf(EnvScopes, "names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(c.Scopes), strings.Join(tools.Scopes(), " "), len(all), scopes.MaxCount)
 	}
 
 	as := get(EnvAuthorizationServer, "")
@@ -441,70 +441,7 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// union returns a followed by the elements of b not in a.
-func union(a, b []string) []string {
-	out := slices.Clone(a)
-	for _, s := range b {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }
-
-// Limits authz puts on the scopes of one question (required_scopes): more
-// scopes, or a longer one, and it answers INVALID_ARGUMENT. They are authz's
-// own (MaxScopes in services/authz/internal/server, MaxScopeLength in its
-// decision package), checked against the real authz by the gateway's
-// TestScopeLimitsMatchAuthz.
-const (
-	MaxScopes      = 64
-	MaxScopeLength = 256
-)
-
-// ParseScopes splits a space- or comma-separated scope list, drops duplicates
-// and checks each against the scope-token grammar of RFC 6749 §3.3, which also
-// guarantees a scope can be quoted in a WWW-Authenticate header, and against
-// authz's [MaxScopeLength] and [MaxScopes]. It returns an error for an empty
-// list or an invalid scope.
-func ParseScopes(s string) ([]string, error) {
-	var out []string
-	for _, sc := range strings.FieldsFunc(s, isListSep) {
-		if len(sc) > MaxScopeLength {
-			return nil, fmt.Errorf("scope %.40q... is %d bytes; authz accepts scopes of at most %d", sc, len(sc), MaxScopeLength)
-		}
-		if !ValidScope(sc) {
-			return nil, fmt.Errorf("invalid scope %q (RFC 6749 scope-token: printable ASCII except space, '\"' and '\\')", sc)
-		}
-		if !slices.Contains(out, sc) {
-			out = append(out, sc)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("must name at least one scope")
-	}
-	if len(out) > MaxScopes {
-		return nil, fmt.Errorf("names %d scopes; authz accepts at most %d in one request", len(out), MaxScopes)
-	}
-	return out, nil
-}
-
-// ValidScope reports whether s is a scope-token (RFC 6749 §3.3: 1*NQCHAR) of
-// at most [MaxScopeLength] bytes.
-func ValidScope(s string) bool {
-	if s == "" || len(s) > MaxScopeLength {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
 
 // origin validates an http(s) URL with no path, query or fragment and returns it
 // as scheme://host[:port], lowercased, default port dropped, as browsers send

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"slices"
 	"strings"
@@ -114,11 +115,11 @@ func TestLoadErrors(t *testing.T) {
 		{"server url with query", map[string]string{EnvServerURL: "https://x.example.com?a=b"}, EnvServerURL},
 		{"scope with quote", map[string]string{EnvScopes: `read"x`}, EnvScopes},
 		{"scope only separators", map[string]string{EnvScopes: " , "}, EnvScopes},
-		{"scope over authz's length", map[string]string{EnvScopes: strings.Repeat("s", MaxScopeLength+1)}, EnvScopes},
+		{"scope over authz's length", map[string]string{EnvScopes: strings.Repeat("s", scopes.MaxLength+1)}, EnvScopes},
 		{"scope with a control byte", map[string]string{EnvScopes: "read:\x01x"}, EnvScopes},
 		{"scope with non-ASCII", map[string]string{EnvScopes: "lire:données"}, EnvScopes},
-		{"more scopes than authz takes", map[string]string{EnvScopes: scopeList(MaxScopes + 1)}, EnvScopes},
-		{"too many with the tools' scopes", map[string]string{EnvScopes: scopeList(MaxScopes - 1)}, EnvScopes},
+		{"more scopes than authz takes", map[string]string{EnvScopes: scopeList(scopes.MaxCount + 1)}, EnvScopes},
+		{"too many with the tools' scopes", map[string]string{EnvScopes: scopeList(scopes.MaxCount - 1)}, EnvScopes},
 		{"timeout garbage", map[string]string{EnvAuthzTimeout: "soon"}, EnvAuthzTimeout},
 		{"timeout zero", map[string]string{EnvAuthzTimeout: "0s"}, EnvAuthzTimeout},
 		{"timeout huge", map[string]string{EnvAuthzTimeout: "1h"}, EnvAuthzTimeout},
@@ -174,18 +175,18 @@ func scopeList(n int) string {
 func TestScopeLimits(t *testing.T) {
 	t.Parallel()
 	toolScopes := len(tools.Scopes())
-	for name, scopes := range map[string]string{
-		"longest scope":         strings.Repeat("s", MaxScopeLength),
+	for name, list := range map[string]string{
+		"longest scope":         strings.Repeat("s", scopes.MaxLength),
 		"every printable class": "a!#[]~:/",
-		"most scopes":           scopeList(MaxScopes - toolScopes),
-		"most with tool scopes": scopeList(MaxScopes-toolScopes) + " " + strings.Join(tools.Scopes(), " "),
+		"most scopes":           scopeList(scopes.MaxCount - toolScopes),
+		"most with tool scopes": scopeList(scopes.MaxCount-toolScopes) + " " + strings.Join(tools.Scopes(), " "),
 	} {
-		c, err := Load(env(map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000", EnvScopes: scopes}))
+		c, err := Load(env(map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000", EnvScopes: list}))
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		if n := len(union(c.Scopes, tools.Scopes())); n > MaxScopes {
+		if n := len(scopes.Union(c.Scopes, tools.Scopes())); n > scopes.MaxCount {
 			t.Errorf("%s: %d scopes in the largest question", name, n)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"net"
 	"net/http"
@@ -269,8 +270,8 @@ func TestAuthzQuestionsFailing(t *testing.T) {
 }
 
 // TestScopeLimitsMatchAuthz asks the real authz questions at the limits the
-// gateway's configuration enforces (config.MaxScopes scopes of
-// config.MaxScopeLength bytes): authz answers them (here a denial: the token
+// gateway's configuration enforces (scopes.MaxCount scopes of
+// scopes.MaxLength bytes): authz answers them (here a denial: the token
 // holds none of them), and refuses one scope more, or one byte more, with
 // INVALID_ARGUMENT. If authz's limits change, this fails and SCOPES checking
 // must follow.
@@ -282,7 +283,7 @@ func TestScopeLimitsMatchAuthz(t *testing.T) {
 	}
 	defer az.Close()
 	token := mint(t, []string{scopeUser})
-	scopes := func(n, length int) []string {
+	list := func(n, length int) []string {
 		out := make([]string, n)
 		for i := range out {
 			p := fmt.Sprintf("s%d:", i)
@@ -295,9 +296,9 @@ func TestScopeLimitsMatchAuthz(t *testing.T) {
 		scopes  []string
 		refused bool
 	}{
-		{"at the limits", scopes(config.MaxScopes, config.MaxScopeLength), false},
-		{"one scope more", scopes(config.MaxScopes+1, 10), true},
-		{"one byte more", scopes(1, config.MaxScopeLength+1), true},
+		{"at the limits", list(scopes.MaxCount, scopes.MaxLength), false},
+		{"one scope more", list(scopes.MaxCount+1, 10), true},
+		{"one byte more", list(1, scopes.MaxLength+1), true},
 		// Every scope-token character class (a comma separates SCOPES).
 		{"scope-token characters", []string{"!#$%&'()*+-./09:;<=>?@AZ[]^_`az{|}~"}, false},
 	}
@@ -312,10 +313,10 @@ func TestScopeLimitsMatchAuthz(t *testing.T) {
 			t.Errorf("%s: %v; want an insufficient_scope denial", tt.name, res)
 		}
 		if !tt.refused {
-			if _, cerr := config.ParseScopes(strings.Join(tt.scopes, " ")); cerr != nil {
+			if _, cerr := scopes.ParseNonEmpty(strings.Join(tt.scopes, " ")); cerr != nil {
 				t.Errorf("%s: SCOPES refuses what authz accepts: %v", tt.name, cerr)
 			}
-		} else if _, cerr := config.ParseScopes(strings.Join(tt.scopes, " ")); cerr == nil {
+		} else if _, cerr := scopes.ParseNonEmpty(strings.Join(tt.scopes, " ")); cerr == nil {
 			t.Errorf("%s: SCOPES accepts what authz refuses", tt.name)
 		}
 	}

@@ -94,6 +94,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"net"
 	"net/http"
@@ -228,7 +229,7 @@ func New(opts Options) (*Gateway, error) {
 		ops:      operation.NewTable(cfg.Scopes, tools.All()),
 		limiter:  opts.RateLimiter,
 
-		supportedScopes: operation.Union(cfg.Scopes, tools.Scopes()),
+		supportedScopes: scopes.Union(cfg.Scopes, tools.Scopes()),
 		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
 		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 

@@ -10,6 +10,7 @@
 package operation
 
 import (
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"slices"
 
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
@@ -73,14 +74,14 @@ func NewTable(base []string, ts []tools.Tool) *Table {
 	t := &Table{base: Operation{Scopes: slices.Clone(base)}, tools: make(map[string]Operation, len(ts))}
 	for _, tool := range ts {
 		op := Operation{
-			Scopes:    Union(base, tool.Scopes),
+			Scopes:    scopes.Union(base, tool.Scopes),
 			NeedsUser: tool.NeedsUser || tool.NeedsOrgs,
 			NeedsOrgs: tool.NeedsOrgs,
 		}
 		if len(tool.OrgsScopes) > 0 && !tool.NeedsOrgs {
 			op.NeedsUser = true
 			op.OrgsScopes = slices.Clone(tool.OrgsScopes)
-			op.WithOrgs = Union(op.Scopes, tool.OrgsScopes)
+			op.WithOrgs = scopes.Union(op.Scopes, tool.OrgsScopes)
 		}
 		t.tools[tool.Name] = op
 	}
@@ -105,15 +106,4 @@ func (t *Table) For(info mcpreq.Info) Operation {
 func (t *Table) IsTool(name string) bool {
 	_, ok := t.tools[name]
 	return ok
-}
-
-// Union returns a followed by the elements of b not in a.
-func Union(a, b []string) []string {
-	out := slices.Clone(a)
-	for _, s := range b {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
 }

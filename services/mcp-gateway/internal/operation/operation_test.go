@@ -37,9 +37,6 @@ func TestFor(t *testing.T) {
 	if !table.IsTool("who_am_i") || table.IsTool("nope") {
 		t.Error("IsTool")
 	}
-	if diff := cmp.Diff([]string{"a", "b", "c"}, Union([]string{"a", "b"}, []string{"b", "c", "a"})); diff != "" {
-		t.Errorf("Union (-want +got):\n%s", diff)
-	}
 }
 
 // TestNoOrgsWithoutTheirScope: no operation asks authz for orgs (include_orgs)
