@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -120,7 +122,7 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 		if u, err := url.Parse(args.URL); err == nil {
 			requested = u.Query().Get("scope")
 		}
-		loc, visited, err := b.authorize(ctx, args.URL, redirect, aliceEmail, "alice-password")
+		loc, visited, err := b.authorize(ctx, args.URL, redirect, aliceEmail, seedusers.AlicePassword)
 		pages = visited
 		if err != nil {
 			return nil, err

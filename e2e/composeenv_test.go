@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
@@ -92,7 +93,7 @@ func TestComposeEnvironmentServes(t *testing.T) {
 	defer cancel()
 
 	mint, _ := json.Marshal(map[string]any{
-		"email": "alice@example.com", "scopes": []string{"read:user_data"}, "resource": mcpServerURL + "/mcp",
+		"email": seedusers.AliceEmail, "scopes": []string{"read:user_data"}, "resource": mcpServerURL + "/mcp",
 	})
 	var tok struct {
 		AccessToken string `json:"access_token"`

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -94,7 +96,7 @@ func checkGuideClient(t *testing.T, out, mcpURL, wantID, wantSecret string) {
 			}
 			// The browser stops at the redirect to cursor://, where it would
 			// hand the code to Cursor.
-			loc, visited, err := b.authorize(ctx, args.URL, cursorRedirect, aliceEmail, "alice-password")
+			loc, visited, err := b.authorize(ctx, args.URL, cursorRedirect, aliceEmail, seedusers.AlicePassword)
 			pages = visited
 			if err != nil {
 				return nil, err

@@ -13,17 +13,20 @@ import (
 	"testing"
 	"time"
 
-	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // Seeded devauth user the tests log in as.
 const (
-	aliceEmail = "alice@example.com"
-	aliceID    = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
-	acmeOrgID  = "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+	aliceEmail = seedusers.AliceEmail
+	aliceID    = seedusers.AliceID
+	acmeOrgID  = seedusers.AcmeOrgID
 )
 
 // topology is the docker-compose topology played by processes on loopback: one

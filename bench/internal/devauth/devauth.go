@@ -3,7 +3,7 @@
 // counters of introspections and user fetches the load causes, and makes the
 // authorization server slow, as a remote PropelAuth is.
 //
-// The contract is in plan/COMMON.md ("devauth test API").
+// The endpoints are those of services/devauth/internal/testapi.
 package devauth
 
 import (

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -33,7 +35,7 @@ const (
 	apiKey       = "faults-api-key"
 	clientID     = "faults-validation"
 	clientSecret = "faults-validation-secret"
-	aliceEmail   = "alice@example.com"
+	aliceEmail   = seedusers.AliceEmail
 	scopeUser    = "read:user_data"
 )
 

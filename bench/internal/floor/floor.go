@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
@@ -114,8 +116,8 @@ type Org struct {
 	Permissions    []string `json:"permissions" jsonschema:"the user's permissions in the organization"`
 }
 
-// Seeded user alice, as devauth serves her (plan/COMMON.md).
-const aliceID = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
+// Seeded user alice, as devauth serves her (package seedusers).
+const aliceID = seedusers.AliceID
 
 // whoAmI builds, on every call as the gateway does from the principal authz
 // returned, the answer the gateway gives alice for a read:user_data token: the
@@ -135,7 +137,7 @@ func whoAmI(resource, issuer string) WhoAmI {
 		Claims:    claims(exp.Unix(), now.Unix(), resource, issuer),
 		User: &User{
 			UserID:         aliceID,
-			Email:          "alice@example.com",
+			Email:          seedusers.AliceEmail,
 			FirstName:      "Alice",
 			LastName:       "Liddell",
 			Username:       "alice",

@@ -37,6 +37,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/mcpauthz/mcpauthz/bench/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
 	"github.com/mcpauthz/mcpauthz/bench/internal/report"
@@ -44,8 +49,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"google.golang.org/grpc"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // Names of the scenarios, in the order [All] runs them.
@@ -363,7 +366,7 @@ func (e *env) mint(ctx context.Context, n int) ([]string, error) {
 		return nil, fmt.Errorf("minting tokens needs devauth's test API: pass -devauth and -api-key")
 	}
 	return e.dev.MintMany(ctx, n, 8, func(int) devauth.TokenRequest {
-		return devauth.TokenRequest{Email: "alice@example.com", Scopes: []string{"read:user_data"}, Resource: e.resource}
+		return devauth.TokenRequest{Email: seedusers.AliceEmail, Scopes: []string{"read:user_data"}, Resource: e.resource}
 	})
 }
 

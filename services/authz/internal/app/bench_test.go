@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -43,7 +45,7 @@ func BenchmarkLoopback(b *testing.B) {
 			return nil, false
 		}
 		return map[string]any{
-			"active": true, "sub": "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01", "client_id": "0b2f4d6e8a0c2e4f6a8c0e2f4a6c8e0a",
+			"active": true, "sub": seedusers.AliceID, "client_id": "0b2f4d6e8a0c2e4f6a8c0e2f4a6c8e0a",
 			"scope": "read:user_data read:org_data", "aud": resourceURL, "iss": as.Issuer(),
 			"exp": now + 3600, "iat": now,
 		}, true
@@ -210,7 +212,7 @@ func processCPU() time.Duration {
 func BenchmarkResponseDecode(b *testing.B) {
 	now := time.Now().Unix()
 	claims, err := structpb.NewStruct(map[string]any{
-		"active": true, "sub": "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01", "client_id": "0b2f4d6e8a0c2e4f6a8c0e2f4a6c8e0a",
+		"active": true, "sub": seedusers.AliceID, "client_id": "0b2f4d6e8a0c2e4f6a8c0e2f4a6c8e0a",
 		"scope": "read:user_data read:org_data", "aud": resourceURL, "iss": "http://localhost:9000/oauth/2.1",
 		"exp": now + 3600, "iat": now,
 	})
@@ -218,7 +220,7 @@ func BenchmarkResponseDecode(b *testing.B) {
 		b.Fatal(err)
 	}
 	p := &authzv1.Principal{
-		Subject: "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01", ClientId: "0b2f4d6e8a0c2e4f6a8c0e2f4a6c8e0a",
+		Subject: seedusers.AliceID, ClientId: "0b2f4d6e8a0c2e4f6a8c0e2f4a6c8e0a",
 		Scopes: []string{"read:user_data", "read:org_data"}, Audience: []string{resourceURL}, Issuer: "http://localhost:9000/oauth/2.1",
 		ExpiresAt: &timestamppb.Timestamp{Seconds: now + 3600}, IssuedAt: &timestamppb.Timestamp{Seconds: now},
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -21,11 +23,11 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
-const aliceID = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
+const aliceID = seedusers.AliceID
 
 func addAlice(as *propelauthtest.Server) {
 	as.AddUser(propelauthtest.User{
-		UserID: aliceID, Email: "alice@example.com", EmailConfirmed: true, HasPassword: true,
+		UserID: aliceID, Email: seedusers.AliceEmail, EmailConfirmed: true, HasPassword: true,
 		Username: propelauthtest.Ptr("alice"), FirstName: propelauthtest.Ptr("Alice"), LastName: propelauthtest.Ptr("Liddell"),
 		PictureURL: propelauthtest.Ptr("https://img.example/alice.png"),
 		Properties: map[string]any{"favourite": "tea", "n": 3},
@@ -35,7 +37,7 @@ func addAlice(as *propelauthtest.Server) {
 		OrgIDToOrgInfo: map[string]propelauthtest.OrgInfo{
 			"zz-org": {OrgID: "zz-org", OrgName: "Zeta", URLSafeOrgName: "zeta", UserRole: "Member",
 				InheritedUserRolesPlusCurrentRole: []string{"Member"}, UserPermissions: []string{}},
-			"0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b": {OrgID: "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", OrgName: "Acme", URLSafeOrgName: "acme",
+			seedusers.AcmeOrgID: {OrgID: seedusers.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme",
 				UserRole: "Admin", InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org", "write:org"},
 				OrgMetadata: map[string]any{"plan": "pro"}},
 		},
@@ -45,7 +47,7 @@ func addAlice(as *propelauthtest.Server) {
 func aliceProto(withOrgs bool) *authzv1.User {
 	props, _ := structpb.NewStruct(map[string]any{"favourite": "tea", "n": 3})
 	u := &authzv1.User{
-		UserId: aliceID, Email: "alice@example.com", EmailConfirmed: true, HasPassword: true,
+		UserId: aliceID, Email: seedusers.AliceEmail, EmailConfirmed: true, HasPassword: true,
 		Username: "alice", FirstName: "Alice", LastName: "Liddell", PictureUrl: "https://img.example/alice.png",
 		Enabled: true, CanCreateOrgs: true,
 		CreatedAt:    &timestamppb.Timestamp{Seconds: 1700000000},
@@ -54,7 +56,7 @@ func aliceProto(withOrgs bool) *authzv1.User {
 	}
 	if withOrgs {
 		u.Orgs = []*authzv1.OrgMembership{
-			{OrgId: "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", OrgName: "Acme", UrlSafeOrgName: "acme", UserRole: "Admin",
+			{OrgId: seedusers.AcmeOrgID, OrgName: "Acme", UrlSafeOrgName: "acme", UserRole: "Admin",
 				InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org", "write:org"}},
 			{OrgId: "zz-org", OrgName: "Zeta", UrlSafeOrgName: "zeta", UserRole: "Member", InheritedUserRolesPlusCurrentRole: []string{"Member"}},
 		}

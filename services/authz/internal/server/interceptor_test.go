@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,7 +44,7 @@ func TestValidators(t *testing.T) {
 			t.Errorf("validToken(%q) = %v", tok, got)
 		}
 	}
-	for id, want := range map[string]bool{"8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01": true, "auth0|abc": true, "...": false, "a/b": false, "a%2f": false} {
+	for id, want := range map[string]bool{seedusers.AliceID: true, "auth0|abc": true, "...": false, "a/b": false, "a%2f": false} {
 		if got := validUserID(id); got != want {
 			t.Errorf("validUserID(%q) = %v", id, got)
 		}

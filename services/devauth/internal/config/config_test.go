@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -62,7 +64,7 @@ func TestLoad(t *testing.T) {
 		{"test api", with(EnvTestAPI, "true"), func(c Config) bool { return c.TestAPI }, ""},
 		{"client ttl", with(EnvClientTTL, "90m"), func(c Config) bool { return c.ClientTTL == 90*time.Minute }, ""},
 		{"cimd loopback", with(EnvCIMDLoopback, "1"), func(c Config) bool { return c.CIMDAllowLoopback }, ""},
-		{"auto approve lowercased", with(EnvAutoApprove, "Alice@Example.com"), func(c Config) bool { return c.AutoApprove == "alice@example.com" }, ""},
+		{"auto approve lowercased", with(EnvAutoApprove, "Alice@Example.com"), func(c Config) bool { return c.AutoApprove == seedusers.AliceEmail }, ""},
 		{"log level", with(EnvLogLevel, "debug"), func(c Config) bool { return c.LogLevel == slog.LevelDebug }, ""},
 		{"listen loopback", with(EnvListen, "127.0.0.1:0"), func(c Config) bool { return c.Listen == "127.0.0.1:0" }, ""},
 		{"missing api key", map[string]string{EnvValidationID: "a", EnvValidationSecret: "b"}, nil, EnvAPIKey},

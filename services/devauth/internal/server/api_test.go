@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -429,7 +431,7 @@ func TestUserAPI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	aliceBase := map[string]any{
-		"user_id": aliceID, "email": "alice@example.com", "email_confirmed": true, "has_password": true,
+		"user_id": aliceID, "email": seedusers.AliceEmail, "email_confirmed": true, "has_password": true,
 		"username": "alice", "first_name": "Alice", "last_name": "Liddell",
 		"picture_url": "https://img.propelauth.com/2a27d237-db8c-4f82-84fb-5824dfaedc87.png",
 		"locked":      false, "enabled": true, "mfa_enabled": false, "can_create_orgs": true,
@@ -441,8 +443,8 @@ func TestUserAPI(t *testing.T) {
 		aliceOrgs[k] = v
 	}
 	aliceOrgs["org_id_to_org_info"] = map[string]any{
-		"0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b": map[string]any{
-			"org_id": "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "org_name": "Acme", "url_safe_org_name": "acme",
+		seedusers.AcmeOrgID: map[string]any{
+			"org_id": seedusers.AcmeOrgID, "org_name": "Acme", "url_safe_org_name": "acme",
 			"user_role": "Admin", "inherited_user_roles_plus_current_role": []any{"Admin", "Member"},
 			"user_permissions": []any{"read:org", "write:org"},
 		},

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
 )
 
@@ -81,7 +82,7 @@ func TestClientIDMetadataDocument(t *testing.T) {
 		if loginPage.status != 200 || !strings.Contains(loginPage.body, "CIMD Client") {
 			t.Fatalf("login page %d:\n%s", loginPage.status, loginPage.body)
 		}
-		consent := b.login(loginPage, aliceEmail, "alice-password")
+		consent := b.login(loginPage, aliceEmail, seedusers.AlicePassword)
 		if !strings.Contains(consent.body, id) {
 			t.Error("consent page does not show the client_id URL")
 		}

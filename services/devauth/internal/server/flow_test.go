@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/oauth2"
 )
@@ -178,7 +180,7 @@ func TestFullFlow(t *testing.T) {
 	if !strings.Contains(bad.body, "Invalid email or password") {
 		t.Fatalf("wrong password did not show an error:\n%s", bad.body)
 	}
-	consent := b.login(bad, aliceEmail, "alice-password")
+	consent := b.login(bad, aliceEmail, seedusers.AlicePassword)
 	for _, want := range []string{"Approve", "Deny", "read:user_data", "read:org_data", resource, aliceEmail, redirect} {
 		if !strings.Contains(consent.body, want) {
 			t.Errorf("consent page lacks %q", want)
@@ -298,7 +300,7 @@ func TestFullFlow(t *testing.T) {
 	}
 
 	logs := e.Logs.String()
-	for _, secret := range []string{access, access2, refresh, refresh2, code, verifier, "alice-password"} {
+	for _, secret := range []string{access, access2, refresh, refresh2, code, verifier, seedusers.AlicePassword} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("logs contain a secret (%s...)", secret[:6])
 		}
@@ -310,7 +312,7 @@ func browserGrant(t *testing.T, e *env, clientID, redirect string) (access, refr
 	t.Helper()
 	b := newBrowser(t, e)
 	verifier, challenge := pkce()
-	consent := b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "s", nil)), aliceEmail, "alice-password")
+	consent := b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "s", nil)), aliceEmail, seedusers.AlicePassword)
 	done := b.submit(consent, url.Values{"action": {"approve"}})
 	if done.location == nil {
 		t.Fatalf("approve did not redirect: %d", done.status)
@@ -341,7 +343,7 @@ func TestConsentDeny(t *testing.T) {
 	clientID := e.register(t, `{"redirect_uris":["`+redirect+`"],"client_name":"Cursor"}`)["client_id"].(string)
 	b := newBrowser(t, e)
 	_, challenge := pkce()
-	consent := b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "xyz", nil)), "bob@example.com", "bob-password")
+	consent := b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "xyz", nil)), seedusers.BobEmail, seedusers.BobPassword)
 	done := b.submit(consent, url.Values{"action": {"deny"}})
 	if done.location == nil || done.location.Scheme != "cursor" {
 		t.Fatalf("deny = %d, want a redirect to cursor://", done.status)
@@ -359,7 +361,7 @@ func TestSecondAuthorizationSkipsLogin(t *testing.T) {
 	clientID := e.register(t, `{"redirect_uris":["`+redirect+`"]}`)["client_id"].(string)
 	b := newBrowser(t, e)
 	_, challenge := pkce()
-	b.submit(b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "1", nil)), aliceEmail, "alice-password"), url.Values{"action": {"approve"}})
+	b.submit(b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "1", nil)), aliceEmail, seedusers.AlicePassword), url.Values{"action": {"approve"}})
 	p := b.get(authorizeURL(e, clientID, redirect, challenge, "2", nil))
 	if !strings.Contains(p.body, "Approve") || strings.Contains(p.body, `name="password"`) {
 		t.Errorf("signed-in user was not taken straight to consent:\n%s", p.body)
@@ -424,7 +426,7 @@ func TestAuthorizeFormMalformed(t *testing.T) {
 
 func TestAutoApprove(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, withAutoApprove("bob@example.com"), withTTL(90*time.Second))
+	e := newEnv(t, withAutoApprove(seedusers.BobEmail), withTTL(90*time.Second))
 	const redirect = "http://127.0.0.1:7777/cb"
 	clientID := e.register(t, `{"redirect_uris":["`+redirect+`"]}`)["client_id"].(string)
 	verifier, challenge := pkce()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
@@ -40,7 +42,7 @@ func TestGoSDKClient(t *testing.T) {
 	const redirect = "http://127.0.0.1:4500/callback"
 	b := newBrowser(t, e)
 	fetcher := func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-		consent := b.login(b.get(args.URL), aliceEmail, "alice-password")
+		consent := b.login(b.get(args.URL), aliceEmail, seedusers.AlicePassword)
 		done := b.submit(consent, url.Values{"action": {"approve"}})
 		if done.location == nil {
 			return nil, errors.New("no redirect after consent")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
@@ -22,9 +23,9 @@ const (
 	rvID       = "rv-client"
 	rvSecret   = "rv-secret+/="
 	resource   = "http://127.0.0.1:8000/mcp"
-	aliceID    = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
-	bobID      = "5d7c3b9a-2e4f-4a61-8b0c-7d9e1f2a3b4c"
-	aliceEmail = "alice@example.com"
+	aliceID    = seedusers.AliceID
+	bobID      = seedusers.BobID
+	aliceEmail = seedusers.AliceEmail
 )
 
 // webAppRedirects are allowed in every test environment, on top of the

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
 )
@@ -40,7 +41,7 @@ func TestLoginThrottle(t *testing.T) {
 			t.Fatalf("failed attempt %d: %d\n%s", i, p.status, p.body)
 		}
 	}
-	p := attempt(aliceEmail, "alice-password")
+	p := attempt(aliceEmail, seedusers.AlicePassword)
 	if p.status != http.StatusTooManyRequests || !strings.Contains(p.body, "Too many failed sign-in attempts for this account. Try again in 10 minutes.") {
 		t.Fatalf("right password after %d failures: %d, want 429 saying why\n%s", limits.Account, p.status, p.body)
 	}
@@ -51,7 +52,7 @@ func TestLoginThrottle(t *testing.T) {
 		t.Error("a throttled attempt signed in")
 	}
 	// Another account from the same address is not blocked by alice's.
-	if p := attempt("bob@example.com", "bob-password"); !strings.Contains(p.body, "Approve") {
+	if p := attempt(seedusers.BobEmail, seedusers.BobPassword); !strings.Contains(p.body, "Approve") {
 		t.Fatalf("bob could not sign in: %d\n%s", p.status, p.body)
 	}
 
@@ -59,7 +60,7 @@ func TestLoginThrottle(t *testing.T) {
 	advance(limits.Window)
 	b = newBrowser(t, e)
 	loginPage = b.get(authorizeURL(e, clientID, redirect, challenge, "s", nil))
-	if p := attempt(aliceEmail, "alice-password"); !strings.Contains(p.body, "Approve") {
+	if p := attempt(aliceEmail, seedusers.AlicePassword); !strings.Contains(p.body, "Approve") {
 		t.Fatalf("alice after the window: %d\n%s", p.status, p.body)
 	}
 
@@ -69,7 +70,7 @@ func TestLoginThrottle(t *testing.T) {
 	for i := range limits.Address {
 		attempt(fmt.Sprintf("nobody%d@example.com", i), "x")
 	}
-	p = attempt("bob@example.com", "bob-password")
+	p = attempt(seedusers.BobEmail, seedusers.BobPassword)
 	if p.status != http.StatusTooManyRequests || !strings.Contains(p.body, "Too many failed sign-in attempts from your network address.") {
 		t.Fatalf("bob after %d failures from his address: %d, want 429\n%s", limits.Address, p.status, p.body)
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
@@ -151,7 +153,7 @@ func cursorFlow(t *testing.T, e *env, clientID, secret string, rec *recorder) (s
 			if !strings.Contains(p.body, "Sign in") {
 				return nil, errors.New("no login page: " + p.body)
 			}
-			done := b.submit(b.login(p, aliceEmail, "alice-password"), url.Values{"action": {"approve"}})
+			done := b.submit(b.login(p, aliceEmail, seedusers.AlicePassword), url.Values{"action": {"approve"}})
 			if done.location == nil || !strings.HasPrefix(done.location.String(), cursorRedirect+"?") {
 				return nil, errors.New("no redirect to Cursor after consent")
 			}
@@ -442,7 +444,7 @@ mcp:
 	const redirect = "http://127.0.0.1:4500/cb"
 	_, challenge := pkce()
 	b := newBrowser(t, e)
-	consent := b.login(b.get(authorizeURL(e, "c", redirect, challenge, "s", url.Values{"scope": {"read:user_data tools:execute plain"}})), aliceEmail, "alice-password")
+	consent := b.login(b.get(authorizeURL(e, "c", redirect, challenge, "s", url.Values{"scope": {"read:user_data tools:execute plain"}})), aliceEmail, seedusers.AlicePassword)
 	for _, want := range []string{
 		"<code>read:user_data</code>: Read your name &amp; email</li>",
 		"<code>tools:execute</code>: Run tools on your behalf</li>",

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 )
 
 // TestAnonymousFloodKeepsSignedInSessions: anonymous authorization requests
@@ -20,7 +22,7 @@ func TestAnonymousFloodKeepsSignedInSessions(t *testing.T) {
 	clientID := e.register(t, `{"redirect_uris":["`+redirect+`"]}`)["client_id"].(string)
 	b := newBrowser(t, e)
 	_, challenge := pkce()
-	b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "before", nil)), aliceEmail, "alice-password")
+	b.login(b.get(authorizeURL(e, clientID, redirect, challenge, "before", nil)), aliceEmail, seedusers.AlicePassword)
 
 	// Straight into the handler: 40,000 requests over loopback would be slow.
 	// Each starts a new anonymous session, four times the default bound.

@@ -1,7 +1,7 @@
 // Package testapi serves devauth's test-only endpoints (/dev/*): minting
 // tokens without a browser, reading and resetting request counters, and
-// injecting faults. The contract is fixed in plan/COMMON.md because gateway
-// tests, end-to-end tests and the load tool code against it.
+// injecting faults. Gateway tests, end-to-end tests and the load tool code
+// against these endpoints: change them only together.
 //
 // The endpoints exist only when DEVAUTH_TEST_API=true (otherwise 404) and
 // every call needs "Authorization: Bearer {PROPELAUTH_API_KEY}" (401 otherwise).

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 )
 
 // ErrBadCredentials means the email is unknown, the password is wrong, or the
@@ -67,18 +69,18 @@ const DefaultPictureURL = "https://img.propelauth.com/2a27d237-db8c-4f82-84fb-58
 func Seed() *Directory {
 	d, err := New([]User{
 		{
-			ID: "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01", Email: "alice@example.com", Password: "alice-password",
+			ID: seedusers.AliceID, Email: seedusers.AliceEmail, Password: seedusers.AlicePassword,
 			EmailConfirmed: true, Username: "alice", FirstName: "Alice", LastName: "Liddell",
 			PictureURL: DefaultPictureURL, Enabled: true, CanCreateOrgs: true,
 			CreatedAt: 1735689600, LastActiveAt: 1767225600,
 			Properties: map[string]any{}, Metadata: map[string]any{},
 			Orgs: []Org{{
-				ID: "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", Name: "Acme", URLSafeName: "acme", Role: "Admin",
+				ID: seedusers.AcmeOrgID, Name: "Acme", URLSafeName: "acme", Role: "Admin",
 				InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"},
 			}},
 		},
 		{
-			ID: "5d7c3b9a-2e4f-4a61-8b0c-7d9e1f2a3b4c", Email: "bob@example.com", Password: "bob-password",
+			ID: seedusers.BobID, Email: seedusers.BobEmail, Password: seedusers.BobPassword,
 			EmailConfirmed: true, Username: "bob", FirstName: "Bob", LastName: "Builder",
 			PictureURL: DefaultPictureURL, Enabled: true, CanCreateOrgs: false,
 			CreatedAt: 1738368000, LastActiveAt: 1767225600,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -14,18 +16,18 @@ func TestSeed(t *testing.T) {
 	t.Parallel()
 	d := Seed()
 	alice, ok := d.ByEmail("Alice@Example.com")
-	if !ok || alice.ID != "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01" {
+	if !ok || alice.ID != seedusers.AliceID {
 		t.Fatalf("alice = %+v", alice)
 	}
 	wantOrgs := []Org{{
-		ID: "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", Name: "Acme", URLSafeName: "acme", Role: "Admin",
+		ID: seedusers.AcmeOrgID, Name: "Acme", URLSafeName: "acme", Role: "Admin",
 		InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org", "write:org"},
 	}}
 	if diff := cmp.Diff(wantOrgs, alice.Orgs); diff != "" {
 		t.Errorf("alice orgs (-want +got):\n%s", diff)
 	}
-	bob, ok := d.ByID("5d7c3b9a-2e4f-4a61-8b0c-7d9e1f2a3b4c")
-	if !ok || bob.Email != "bob@example.com" || bob.FirstName != "Bob" || bob.LastName != "Builder" || len(bob.Orgs) != 0 || bob.MFAEnabled {
+	bob, ok := d.ByID(seedusers.BobID)
+	if !ok || bob.Email != seedusers.BobEmail || bob.FirstName != "Bob" || bob.LastName != "Builder" || len(bob.Orgs) != 0 || bob.MFAEnabled {
 		t.Errorf("bob = %+v", bob)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -193,7 +195,7 @@ func TestAuthzQuestions(t *testing.T) {
 		}
 		res := &authzv1.AuthorizeResponse{Allowed: true, Principal: p, TokenRef: "ref"}
 		if req.GetIncludeUser() {
-			res.User = &authzv1.User{UserId: p.Subject, Email: "alice@example.com"}
+			res.User = &authzv1.User{UserId: p.Subject, Email: seedusers.AliceEmail}
 			if req.GetIncludeOrgs() {
 				res.User.Orgs = []*authzv1.OrgMembership{{OrgId: "org-1", OrgName: "Acme", UserRole: "Admin"}}
 			}

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
@@ -35,13 +36,13 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 )
 
-// Seeded devauth users (COMMON.md).
+// Seeded devauth users (package seedusers).
 const (
-	AliceEmail  = "alice@example.com"
-	AliceID     = "8a1f0c2e-6b1d-4c55-9d3a-2f7e1b6a9c01"
-	AcmeOrgID   = "0f2b8f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
-	BobEmail    = "bob@example.com"
-	BobID       = "5d7c3b9a-2e4f-4a61-8b0c-7d9e1f2a3b4c"
+	AliceEmail  = seedusers.AliceEmail
+	AliceID     = seedusers.AliceID
+	AcmeOrgID   = seedusers.AcmeOrgID
+	BobEmail    = seedusers.BobEmail
+	BobID       = seedusers.BobID
 	ClientID    = "introspection-client"
 	startupWait = 30 * time.Second
 )

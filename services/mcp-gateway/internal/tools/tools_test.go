@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/jsonschema-go/jsonschema"
-	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -22,13 +22,16 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 )
 
 var (
 	expires = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	created = time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
 	alice   = &authzv1.User{
-		UserId: "u-alice", Email: "alice@example.com", EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
+		UserId: "u-alice", Email: seedusers.AliceEmail, EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
 		Username: "alice", PictureUrl: "https://img.example.com/a.png", CreatedAt: timestamppb.New(created),
 		Orgs: []*authzv1.OrgMembership{{
 			OrgId: "org-1", OrgName: "Acme", UrlSafeOrgName: "acme", UserRole: "Admin",
@@ -234,7 +237,7 @@ func TestWhoAmI(t *testing.T) {
 	wantOrgs := []Org{{OrgID: "org-1", OrgName: "Acme", URLSafeOrgName: "acme", Role: "Admin", InheritedRoles: []string{"Admin", "Member"}, Permissions: []string{"read:org"}}}
 	user := func(orgs []Org) *User {
 		return &User{
-			UserID: "u-alice", Email: "alice@example.com", EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
+			UserID: "u-alice", Email: seedusers.AliceEmail, EmailConfirmed: true, FirstName: "Alice", LastName: "Liddell",
 			Username: "alice", PictureURL: "https://img.example.com/a.png", CreatedAt: "2024-05-06T07:08:09Z", Orgs: orgs,
 		}
 	}
