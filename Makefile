@@ -62,7 +62,7 @@ lint: tools
 	go vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
 
-## test-deps: install what the tests need (redis-server) when it is missing
+## test-deps: install what the tests need (redis-server, node and the npm packages of e2e/ts) when it is missing
 test-deps:
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing redis-server"; \
@@ -73,7 +73,8 @@ test-deps:
 		echo "installing nodejs and npm"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
-	@[ -f e2e/ts/node_modules/@modelcontextprotocol/sdk/package.json ] || \
+	@[ -f e2e/ts/node_modules/@modelcontextprotocol/sdk/package.json ] && \
+		[ -f e2e/ts/node_modules/@modelcontextprotocol/server-everything/package.json ] || \
 		(cd e2e/ts && npm ci --no-audit --no-fund --loglevel=error)
 
 ## test: every test of every module, against real Redis, gRPC and HTTP on loopback
