@@ -166,7 +166,7 @@ func TestKeyFileErrors(t *testing.T) {
 			if strings.Contains(msg, "\n") {
 				t.Errorf("error %q is not one line", msg)
 			}
-			if tc.contents != nil && len(tc.contents) > 40 && strings.Contains(msg, string(tc.contents[30:40])) {
+			if len(tc.contents) > 40 && strings.Contains(msg, string(tc.contents[30:40])) {
 				t.Errorf("error %q shows the file's contents", msg)
 			}
 		})
@@ -202,10 +202,11 @@ func TestKIDIsRFC7638Thumbprint(t *testing.T) {
 	}
 
 	s := newSigner(t, Options{KeyFile: writeFile(t, "key.pem", pkcs8PEM(t, ecKey()))})
-	pub := ecKey().PublicKey
-	x, y := make([]byte, 32), make([]byte, 32)
-	pub.X.FillBytes(x)
-	pub.Y.FillBytes(y)
+	point, err := ecKey().PublicKey.Bytes() // 0x04 || x || y
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := point[1:33], point[33:65]
 	canonical := fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}`, b64.EncodeToString(x), b64.EncodeToString(y))
 	sum := sha256.Sum256([]byte(canonical))
 	if want := b64.EncodeToString(sum[:]); s.KeyID() != want {
