@@ -36,15 +36,15 @@ var (
 
 // Keys of the wrong kind, for the error cases.
 var (
-	ecP384Key  = mustEC(elliptic.P384())
-	rsa1024Key = mustRSA(1024)
-	ed25519Key = func() ed25519.PrivateKey {
+	ecP384Key  = sync.OnceValue(func() *ecdsa.PrivateKey { return mustEC(elliptic.P384()) })
+	rsa1024Key = sync.OnceValue(func() *rsa.PrivateKey { return mustRSA(1024) })
+	ed25519Key = sync.OnceValue(func() ed25519.PrivateKey {
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			panic(err)
 		}
 		return k
-	}()
+	})
 )
 
 func mustEC(c elliptic.Curve) *ecdsa.PrivateKey {

@@ -121,10 +121,6 @@ func TestKeyFileErrors(t *testing.T) {
 	t.Parallel()
 	ecPEM := sec1PEM(t, ecKey())
 	pkcs8 := pkcs8PEM(t, ecKey())
-	ed := func(tb testing.TB) []byte {
-		b, _ := pem.Decode(pkcs8PEM(tb, ed25519Key))
-		return pem.EncodeToMemory(b)
-	}(t)
 	cases := []struct {
 		name     string
 		contents []byte // nil: the file does not exist
@@ -143,9 +139,9 @@ func TestKeyFileErrors(t *testing.T) {
 		{"certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("x")}), "holds a CERTIFICATE, not a private key"},
 		{"public key", publicPEM(t, &ecKey().PublicKey), "holds a PUBLIC KEY, not a private key"},
 		{"two keys", append(append([]byte{}, ecPEM...), pkcs1PEM(rsaKey())...), "holds more than one key"},
-		{"P-384", sec1PEM(t, ecP384Key), "EC key on curve P-384; only P-256 (ES256) is supported"},
-		{"RSA 1024", pkcs1PEM(rsa1024Key), "RSA key of 1024 bits; at least 2048 are needed"},
-		{"Ed25519", ed, "Ed25519 key; only EC P-256 (ES256) and RSA (RS256)"},
+		{"P-384", sec1PEM(t, ecP384Key()), "EC key on curve P-384; only P-256 (ES256) is supported"},
+		{"RSA 1024", pkcs1PEM(rsa1024Key()), "RSA key of 1024 bits; at least 2048 are needed"},
+		{"Ed25519", pkcs8PEM(t, ed25519Key()), "Ed25519 key; only EC P-256 (ES256) and RSA (RS256)"},
 		{"too large", bytes.Repeat([]byte("A"), maxKeyFileBytes+1), "is larger than 64 KiB"},
 	}
 	for _, tc := range cases {
@@ -174,7 +170,7 @@ func TestKeyFileErrors(t *testing.T) {
 
 	// The same checks apply to previous keys, named as such; a public key is
 	// fine there.
-	_, err := New(Options{Issuer: "https://gw", PreviousKeyFiles: []string{writeFile(t, "old.pem", pkcs1PEM(rsa1024Key))}})
+	_, err := New(Options{Issuer: "https://gw", PreviousKeyFiles: []string{writeFile(t, "old.pem", pkcs1PEM(rsa1024Key()))}})
 	if err == nil || !strings.Contains(err.Error(), "previous key file ") || !strings.Contains(err.Error(), "1024 bits") {
 		t.Errorf("a 1024-bit previous key: error %v", err)
 	}
