@@ -6,8 +6,8 @@
 //
 //	go run ./examples/identity-upstream \
 //	    -listen 127.0.0.1:8081 \
-//	    -jwks http://127.0.0.1:8080/.well-known/jwks.json \
-//	    -issuer http://127.0.0.1:8080 \
+//	    -jwks http://127.0.0.1:8000/.well-known/jwks.json \
+//	    -issuer http://127.0.0.1:8000 \
 //	    -audience http://127.0.0.1:8081/mcp
 //
 // -issuer is the gateway's MCP_SERVER_URL; -audience is this server's url
@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logger 
 		return err
 	}
 	srv := &http.Server{
-		Handler:           newHandler(NewVerifier(*jwks, *issuer, *audience)),
+		Handler:           newHandler(NewVerifier(*jwks, *issuer, *audience), logger),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "jwks", *jwks, "issuer", *issuer, "audience", *audience)
@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, logger 
 }
 
 // newHandler serves the MCP server at /mcp, behind the identity check.
-func newHandler(v *Verifier) http.Handler {
+func newHandler(v *Verifier, logger *slog.Logger) http.Handler {
 	server := mcp.NewServer(&mcp.Implementation{Name: "identity-upstream", Version: "1.0.0"}, nil)
 	mcp.AddTool(server, &mcp.Tool{
 		Name:        "whoami",
@@ -102,7 +102,7 @@ func newHandler(v *Verifier) http.Handler {
 		&mcp.StreamableHTTPOptions{Stateless: true})
 
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", v.RequireIdentity(mcpHandler))
+	mux.Handle("/mcp", v.RequireIdentity(mcpHandler, logger))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }

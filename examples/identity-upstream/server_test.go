@@ -31,7 +31,7 @@ func (h withHeader) RoundTrip(r *http.Request) (*http.Response, error) {
 
 func startUpstream(t *testing.T, js *jwksServer) string {
 	t.Helper()
-	srv := httptest.NewServer(newHandler(NewVerifier(js.URL, testIssuer, testAudience)))
+	srv := httptest.NewServer(newHandler(NewVerifier(js.URL, testIssuer, testAudience), slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

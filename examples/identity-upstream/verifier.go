@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -192,12 +193,14 @@ func (v *Verifier) fetch(ctx context.Context) (map[string]jose.JSONWebKey, error
 
 type identityKey struct{}
 
-// RequireIdentity refuses with 401 every request without a valid assertion
-// and passes the others on with the caller's [Identity] in their context.
-func (v *Verifier) RequireIdentity(next http.Handler) http.Handler {
+// RequireIdentity refuses with 401 every request without a valid assertion,
+// logging why (never the assertion), and passes the others on with the
+// caller's [Identity] in their context.
+func (v *Verifier) RequireIdentity(next http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := v.Verify(r.Context(), r.Header.Get(HeaderName))
 		if err != nil {
+			logger.Info("refused", "remote", r.RemoteAddr, "reason", err.Error())
 			w.Header().Set("WWW-Authenticate", `Mcpauthz-Identity error="invalid_token"`)
 			http.Error(w, "identity assertion refused: "+err.Error(), http.StatusUnauthorized)
 			return

@@ -17,7 +17,7 @@
 //	jti        16 random bytes, base64url
 //
 // No email or other personal data. HTTP upstreams get it in the
-// [HeaderName] header, stdio upstreams in params._meta[[MetaKey]].
+// [HeaderName] header, stdio upstreams in params._meta under [MetaKey].
 //
 // # Keys
 //
