@@ -21,12 +21,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-## build: compile bin/authz, bin/mcp-gateway and bin/devauth
+## build: compile bin/authz, bin/mcp-gateway, bin/devauth and the example bin/identity-upstream
 build:
 	go build -o $(BIN)/ \
 		./services/authz/cmd/authz \
 		./services/mcp-gateway/cmd/mcp-gateway \
-		./services/devauth/cmd/devauth
+		./services/devauth/cmd/devauth \
+		./examples/identity-upstream
 
 ## run: build and start devauth, authz and the gateway locally; Ctrl-C stops them
 run: build

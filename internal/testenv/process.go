@@ -19,6 +19,9 @@ var commands = map[string]string{
 	"authz":       "github.com/mcpauthz/mcpauthz/services/authz/cmd/authz",
 	"mcp-gateway": "github.com/mcpauthz/mcpauthz/services/mcp-gateway/cmd/mcp-gateway",
 	"devauth":     "github.com/mcpauthz/mcpauthz/services/devauth/cmd/devauth",
+	// The example upstream of federation, which verifies the gateway's
+	// identity assertions.
+	"identity-upstream": "github.com/mcpauthz/mcpauthz/examples/identity-upstream",
 }
 
 var (
@@ -28,7 +31,7 @@ var (
 )
 
 // Binary returns the path of one of this repository's commands ("authz",
-// "mcp-gateway", "devauth"). With $MCPAUTHZ_BIN_DIR set (`make test` sets it after
+// "mcp-gateway", "devauth", "identity-upstream"). With $MCPAUTHZ_BIN_DIR set (`make test` sets it after
 // `make build`) it uses the binary there; otherwise it runs `go build` once per test
 // process, so plain `go test` works too.
 func Binary(tb testing.TB, name string) string {
