@@ -107,9 +107,9 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
@@ -298,7 +298,7 @@ func New(opts Options) (*Gateway, error) {
 	mux.Handle("/.well-known/oauth-authorization-server", g.asmeta)
 	mux.HandleFunc("GET /healthz", serveHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
+		httperror.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
 	})
 	g.mux = mux
 
@@ -307,7 +307,7 @@ func New(opts Options) (*Gateway, error) {
 	ops.HandleFunc("GET /readyz", g.serveReady)
 	ops.Handle("GET /metrics", g.metrics.Handler())
 	ops.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; this port serves /metrics, /healthz and /readyz"}.Write(w)
+		httperror.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; this port serves /metrics, /healthz and /readyz"}.Write(w)
 	})
 	g.opsMux = ops
 	return g, nil
@@ -376,14 +376,14 @@ func (g *Gateway) servePRM(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-		challenge.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
+		httperror.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
 	}
 }
 
 func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if err := g.authz.Ready(r.Context()); err != nil {
 		g.log.WarnContext(r.Context(), "not ready", "error", err)
-		challenge.Response{Status: http.StatusServiceUnavailable, Description: "authz is not reachable", RetryAfter: RetryAfter}.Write(w)
+		httperror.Response{Status: http.StatusServiceUnavailable, Description: "authz is not reachable", RetryAfter: RetryAfter}.Write(w)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

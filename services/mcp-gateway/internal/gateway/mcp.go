@@ -16,6 +16,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
@@ -68,7 +69,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		x.w.Header().Set("Allow", "POST, OPTIONS")
-		g.fail(x, challenge.Response{Status: http.StatusMethodNotAllowed, Description: "this MCP server is stateless: use POST (no SSE stream, no sessions)"})
+		g.fail(x, httperror.Response{Status: http.StatusMethodNotAllowed, Description: "this MCP server is stateless: use POST (no SSE stream, no sessions)"})
 		return
 	}
 
@@ -79,11 +80,11 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.op = g.ops.Base()
 	switch {
 	case tokenErr != nil:
-		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
+		g.fail(x, g.challenged(http.StatusBadRequest, challenge.ErrInvalidRequest, tokenErr.Error(), g.supportedScopes))
 		return
 	case !hasBearer:
 		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
+		g.fail(x, g.challenged(http.StatusUnauthorized, "", desc, g.supportedScopes))
 		return
 	case !validToken(token):
 		g.fail(x, g.invalidToken("the access token is malformed"))
@@ -93,7 +94,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	if n := g.inFlight.Add(1); n > g.maxInFlight {
 		g.inFlight.Add(-1)
 		g.metrics.InFlightRejected()
-		g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the server has too many requests in flight; retry after Retry-After seconds (your token was not rejected)", RetryAfter: RetryAfter})
+		g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the server has too many requests in flight; retry after Retry-After seconds (your token was not rejected)", RetryAfter: RetryAfter})
 		return
 	}
 	defer g.inFlight.Add(-1)
@@ -104,7 +105,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(err, &perr) {
 			perr = &mcpreq.Error{Status: http.StatusBadRequest, Msg: err.Error()}
 		}
-		g.fail(x, challenge.Response{Status: perr.Status, Description: perr.Msg})
+		g.fail(x, httperror.Response{Status: perr.Status, Description: perr.Msg})
 		return
 	}
 	x.bodyRead = true
@@ -146,13 +147,13 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 			if ok, unlogged := g.badArgLog.Allow(); ok {
 				g.log.ErrorContext(ctx, "authz refused the gateway's question as malformed; check SCOPES and MCP_SERVER_URL", "error", err, "violations", violations(err), "unlogged_since_last", unlogged)
 			}
-			g.fail(x, challenge.Response{Status: http.StatusInternalServerError, Error: "server_error", Description: "the gateway could not ask the authorization service about this request (a configuration error, logged at the gateway); your token was not rejected"})
+			g.fail(x, httperror.Response{Status: http.StatusInternalServerError, Error: "server_error", Description: "the gateway could not ask the authorization service about this request (a configuration error, logged at the gateway); your token was not rejected"})
 		case ctx.Err() != nil:
 			// The client went away; nobody reads the answer.
 			x.w.status = 499
 		default:
 			g.log.WarnContext(ctx, "authz unavailable", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
-			g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service is unavailable; retry later (your token was not rejected)", RetryAfter: RetryAfter})
+			g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service is unavailable; retry later (your token was not rejected)", RetryAfter: RetryAfter})
 		}
 		return nil, false
 	}
@@ -178,13 +179,13 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	switch {
 	case reason == "malformed":
 		g.log.ErrorContext(ctx, "authz returned an incomplete decision", "allowed", res.GetAllowed())
-		g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service returned an incomplete decision", RetryAfter: RetryAfter})
+		g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service returned an incomplete decision", RetryAfter: RetryAfter})
 	case d.GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
 		desc := d.GetDescription()
 		if desc == "" {
 			desc = "the access token lacks scope " + strings.Join(d.GetMissingScopes(), " ")
 		}
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: challenge.ErrInsufficientScope, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
+		g.fail(x, g.challenged(http.StatusForbidden, challenge.ErrInsufficientScope, desc, x.op.Scopes))
 	default:
 		desc := d.GetDescription()
 		if desc == "" {
@@ -292,7 +293,7 @@ func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
 		return true
 	}
 	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "retry_after", res.RetryAfter.String())
-	g.fail(x, challenge.Response{
+	g.fail(x, httperror.Response{
 		Status:      http.StatusTooManyRequests,
 		Error:       "rate_limited",
 		Description: "too many requests for this user (limit " + g.limiter.Limit().String() + "); retry after Retry-After seconds",
@@ -331,8 +332,20 @@ func defaultDenialDescription(r authzv1.DenialReason) string {
 // invalidToken is the 401 for a token that cannot be used. Like the 401 for
 // no token, it asks for every supported scope (package doc, Scopes): the
 // client is about to log in again.
-func (g *Gateway) invalidToken(desc string) challenge.Response {
-	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes}
+func (g *Gateway) invalidToken(desc string) httperror.Response {
+	return g.challenged(http.StatusUnauthorized, challenge.ErrInvalidToken, desc, g.supportedScopes)
+}
+
+// challenged is an error answer with a Bearer challenge naming scopes; code
+// (empty for a request without a token) and desc are both the challenge's
+// and the body's.
+func (g *Gateway) challenged(status int, code, desc string, scopes []string) httperror.Response {
+	return httperror.Response{
+		Status:      status,
+		Error:       code,
+		Description: desc,
+		Challenge:   &challenge.Bearer{Error: code, Description: desc, ResourceMetadata: g.prmURL, Scopes: scopes},
+	}
 }
 
 // readBody reads and parses the request within MCP_BODY_TIMEOUT of now
@@ -372,7 +385,7 @@ func (g *Gateway) checkFunc(token string) caller.CheckFunc {
 // also closes the connection: otherwise net/http would read what remains of
 // the body (up to 256 KiB) before answering, waiting on a client that
 // announced a body and never sends it.
-func (g *Gateway) fail(x *exchange, resp challenge.Response) {
+func (g *Gateway) fail(x *exchange, resp httperror.Response) {
 	if !x.bodyRead && x.r.ContentLength != 0 {
 		x.w.Header().Set("Connection", "close")
 	}
@@ -462,7 +475,7 @@ func validToken(token string) bool {
 func (g *Gateway) checkOrigin(x *exchange) bool {
 	r := x.r
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
+		g.fail(x, httperror.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
 		return false
 	}
 	raw := r.Header.Get("Origin")
@@ -472,7 +485,7 @@ func (g *Gateway) checkOrigin(x *exchange) bool {
 	o, ok := config.NormalizeOrigin(raw)
 	if !ok || !slices.Contains(g.origins, o) {
 		g.log.InfoContext(r.Context(), "origin refused", "origin", raw, "client_ip", clientIP(r))
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "origin " + strconv.Quote(raw) + " is not allowed; add it to MCP_ALLOWED_ORIGINS"})
+		g.fail(x, httperror.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "origin " + strconv.Quote(raw) + " is not allowed; add it to MCP_ALLOWED_ORIGINS"})
 		return false
 	}
 	h := x.w.Header()
