@@ -33,6 +33,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 var update = flag.Bool("update", false, "rewrite the response sections of testdata/answers/*.txtar with what the gateway answers")
@@ -94,7 +95,7 @@ func runAnswers(t *testing.T, file string) {
 	}
 	az := &scriptAuthz{}
 	as := &scriptAS{}
-	public, ops := startAnswering(t, env, az, as)
+	public, ops := startAnswering(t, env, tools.BuiltIn(), az, as)
 
 	var held chan error
 	changed := false
@@ -178,24 +179,15 @@ func runAnswers(t *testing.T, file string) {
 	}
 }
 
-// startAnswering starts a gateway with the base configuration plus env, in
-// front of az, fetching the authorization server's metadata through as, and
-// returns the addresses of its public and operational listeners.
-func startAnswering(t *testing.T, env map[string]string, az gateway.Authz, as http.RoundTripper) (public, ops string) {
+// startAnswering starts a gateway serving set with the base configuration plus
+// env, in front of az, fetching the authorization server's metadata through
+// as, and returns the addresses of its public and operational listeners.
+func startAnswering(t *testing.T, env map[string]string, set *tools.Set, az gateway.Authz, as http.RoundTripper) (public, ops string) {
 	t.Helper()
-	vars := map[string]string{
-		config.EnvServerURL:           "https://mcp.example.com",
-		config.EnvAuthorizationServer: "https://auth.example.com/oauth/2.1",
-	}
-	for k, v := range env {
-		vars[k] = v
-	}
-	cfg, err := config.Load(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, env)
 	var limiter *ratelimit.Limiter
 	if cfg.RateLimit.Enabled() {
+		var err error
 		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit}); err != nil {
 			t.Fatal(err)
 		}
@@ -203,6 +195,7 @@ func startAnswering(t *testing.T, env map[string]string, az gateway.Authz, as ht
 	g, err := gateway.New(gateway.Options{
 		Config:      cfg,
 		Authz:       az,
+		Tools:       set,
 		HTTPClient:  &http.Client{Transport: as},
 		RateLimiter: limiter,
 	})
@@ -225,6 +218,24 @@ func startAnswering(t *testing.T, env map[string]string, az gateway.Authz, as ht
 		return ln.Addr().String()
 	}
 	return serve(g), serve(g.OpsHandler())
+}
+
+// loadConfig is the configuration of a gateway for https://mcp.example.com,
+// plus env.
+func loadConfig(t testing.TB, env map[string]string) config.Config {
+	t.Helper()
+	vars := map[string]string{
+		config.EnvServerURL:           "https://mcp.example.com",
+		config.EnvAuthorizationServer: "https://auth.example.com/oauth/2.1",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cfg, err := config.Load(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // exchange sends the raw request req (as written in a golden file) to addr on

@@ -85,7 +85,7 @@ func startScripted(t *testing.T, svc *scriptedAuthz) (string, *testenv.LogBuffer
 		t.Fatal(err)
 	}
 	logs := &testenv.LogBuffer{}
-	g, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	g, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Tools: tools.BuiltIn(), Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

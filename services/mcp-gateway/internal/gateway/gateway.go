@@ -94,7 +94,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"net"
 	"net/http"
@@ -105,6 +104,7 @@ import (
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
@@ -148,6 +148,9 @@ type Options struct {
 	MaxBody int64
 	// RateLimiter, if set, limits each principal's requests (RATE_LIMIT).
 	RateLimiter *ratelimit.Limiter
+	// Tools are the tools served (cmd/mcp-gateway passes tools.BuiltIn());
+	// required, and may be empty.
+	Tools *tools.Set
 	// Invalidations opens authz's invalidation stream
 	// (authzclient.Client.WatchInvalidations); required when
 	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
@@ -197,13 +200,25 @@ type Gateway struct {
 // badArgLogEvery is the least time between two such ERROR lines.
 const badArgLogEvery = 10 * time.Second
 
-// New builds the gateway: the one go-sdk server with every registered tool, the
-// metadata documents, and the routes. It returns an error only if the
-// configuration cannot be served.
+// New builds the gateway: the one go-sdk server with the tools of
+// opts.Tools, the metadata documents, and the routes. It returns an error if
+// an option required is missing, or if the configuration cannot be served
+// with these tools (a *config.Error naming the variable).
 func New(opts Options) (*Gateway, error) {
 	cfg := opts.Config
 	if opts.Authz == nil {
 		return nil, errors.New("gateway: Options.Authz is nil")
+	}
+	if opts.Tools == nil {
+		return nil, errors.New("gateway: Options.Tools is nil")
+	}
+	// authz refuses a question with more scopes than it accepts (as
+	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
+	// request. The largest question is SCOPES plus every tool scope.
+	toolScopes := opts.Tools.Scopes()
+	supported := scopes.Union(cfg.Scopes, toolScopes)
+	if len(supported) > scopes.MaxCount {
+		return nil, fmt.Errorf("invalid configuration: %w", &config.Error{Var: config.EnvScopes, Msg: fmt.Sprintf("names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(cfg.Scopes), strings.Join(toolScopes, " "), len(supported), scopes.MaxCount)})
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -226,10 +241,10 @@ func New(opts Options) (*Gateway, error) {
 		resource: cfg.Resource(),
 		prmURL:   cfg.ResourceMetadataURL(),
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
-		ops:      operation.NewTable(cfg.Scopes, tools.All()),
+		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
 
-		supportedScopes: scopes.Union(cfg.Scopes, tools.Scopes()),
+		supportedScopes: supported,
 		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
 		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 
@@ -267,7 +282,7 @@ func New(opts Options) (*Gateway, error) {
 		Instructions: "Tools about the signed-in user: identity, profile and organizations. tools/list shows the tools your access token's scopes allow; a call needing more scopes is refused with 403 insufficient_scope, and signing in again to grant them makes more tools appear.",
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
-	tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})
+	opts.Tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,

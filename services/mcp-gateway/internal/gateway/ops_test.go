@@ -223,7 +223,7 @@ func TestInstructionsNameNoHiddenTool(t *testing.T) {
 		t.Fatalf("initialize: %s (%v), want instructions", r.Result, err)
 	}
 	visible := listToolNames(t, stack.Gateway.MCP(), token)
-	for _, tool := range tools.All() {
+	for _, tool := range tools.BuiltIn().All() {
 		if !slices.Contains(visible, tool.Name) && strings.Contains(res.Instructions, tool.Name) {
 			t.Errorf("instructions %q name %s, which tools/list hides from this caller", res.Instructions, tool.Name)
 		}

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 // fixedAuthz answers every question with the same response, shared as the
@@ -32,12 +32,7 @@ func (fixedAuthz) Ready(context.Context) error { return nil }
 // who_am_i and for the answers that stop at the decision. Compare runs of
 // two builds with benchstat.
 func BenchmarkServeMCP(b *testing.B) {
-	cfg, err := config.Load(func(k string) string {
-		return map[string]string{config.EnvServerURL: "https://mcp.example.com", config.EnvAuthorizationServer: "https://auth.example.com/oauth/2.1"}[k]
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := loadConfig(b, nil)
 	principal := &authzv1.Principal{Subject: "user-1", ClientId: "client-1", Scopes: []string{scopeUser}, ClaimsJson: []byte(`{"active":true,"sub":"user-1"}`)}
 	ref := strings.Repeat("ab", 32)
 	who := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{}}}`
@@ -53,7 +48,7 @@ func BenchmarkServeMCP(b *testing.B) {
 		{"insufficient-scope", &authzv1.AuthorizeResponse{Principal: principal, Denial: &authzv1.Denial{Reason: authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE, MissingScopes: []string{scopeUser}}, TokenRef: ref}, "tok", http.StatusForbidden},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			g, err := gateway.New(gateway.Options{Config: cfg, Authz: fixedAuthz{tc.res}})
+			g, err := gateway.New(gateway.Options{Config: cfg, Authz: fixedAuthz{tc.res}, Tools: tools.BuiltIn()})
 			if err != nil {
 				b.Fatal(err)
 			}

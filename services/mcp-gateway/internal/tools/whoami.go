@@ -4,15 +4,16 @@ import (
 	"context"
 )
 
-func init() {
-	register(define(Spec{
+// whoAmITool is the built-in tool who_am_i.
+func whoAmITool() Tool {
+	return Define(Spec{
 		Name:        "who_am_i",
 		Title:       "Who am I",
 		Description: "Describes the caller: the access token's subject, client, scopes, expiry, audience, issuer and claims, and the user's profile, with the user's organizations when the token is granted read:org_data.",
 		Scopes:      []string{"read:user_data"},
 		NeedsUser:   true,
 		OrgsScopes:  whoAmIOrgsScopes,
-	}, whoAmI))
+	}, whoAmI)
 }
 
 // WhoAmIInput takes no arguments.
