@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
@@ -49,7 +50,10 @@ type exchange struct {
 	info   mcpreq.Info
 	parsed bool
 	token  string
-	op     operation.Operation
+	// tokenRef is the token_ref authz returned for the token, once it has
+	// answered: the only name of the token logs carry (package tokenref).
+	tokenRef string
+	op       operation.Operation
 	// bodyRead: the body was read to its end. Until then an answer closes
 	// the connection (see fail).
 	bodyRead bool
@@ -152,11 +156,12 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 			// The client went away; nobody reads the answer.
 			x.w.status = 499
 		default:
-			g.log.WarnContext(ctx, "authz unavailable", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
+			g.log.WarnContext(ctx, "authz unavailable", "error", err, "code", status.Code(err).String())
 			g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service is unavailable; retry later (your token was not rejected)", RetryAfter: RetryAfter})
 		}
 		return nil, false
 	}
+	x.tokenRef = res.GetTokenRef()
 	p := res.GetPrincipal()
 	if res.GetAllowed() && p != nil {
 		g.metrics.Decision("allowed")
@@ -175,7 +180,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		reason = "malformed"
 	}
 	g.metrics.Decision(reason)
-	g.log.InfoContext(ctx, "denied", "reason", reason, "missing_scopes", d.GetMissingScopes(), "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "client_ip", clientIP(x.r))
+	g.log.InfoContext(ctx, "denied", "reason", reason, "missing_scopes", d.GetMissingScopes(), "method", x.info.Method, "tool", x.info.Tool(), tokenRefAttr(x.tokenRef), "client_ip", clientIP(x.r))
 	switch {
 	case reason == "malformed":
 		g.log.ErrorContext(ctx, "authz returned an incomplete decision", "allowed", res.GetAllowed())
@@ -234,7 +239,7 @@ func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
 	})
 	switch {
 	case err != nil:
-		g.log.WarnContext(ctx, "authz did not answer whether the token may see organizations; leaving them out", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
+		g.log.WarnContext(ctx, "authz did not answer whether the token may see organizations; leaving them out", "error", err, "code", status.Code(err).String(), tokenRefAttr(x.tokenRef))
 		c.OrgsWithheld = "organizations could not be checked right now (the authorization service did not answer); retry later"
 	case res.GetAllowed() && res.GetPrincipal() != nil:
 		c.Confirm(x.op.OrgsScopes)
@@ -288,11 +293,11 @@ func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
 	if g.limiter == nil {
 		return true
 	}
-	res := g.limiter.Allow(x.r.Context(), principalName(c.Principal, x.token))
+	res := g.limiter.Allow(x.r.Context(), principalName(c.Principal, x.tokenRef, x.token))
 	if res.Allowed {
 		return true
 	}
-	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "retry_after", res.RetryAfter.String())
+	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), tokenRefAttr(x.tokenRef), "retry_after", res.RetryAfter.String())
 	g.fail(x, httperror.Response{
 		Status:      http.StatusTooManyRequests,
 		Error:       "rate_limited",
@@ -304,15 +309,29 @@ func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
 
 // principalName names whom a request is charged to: the token's subject; for a
 // token without one (client credentials), its client; failing both, the token
-// itself (as a hash: the limiter hashes every name again before storing it).
-func principalName(p *authzv1.Principal, token string) string {
+// itself, by its token_ref (the limiter keeps only a hash of every name,
+// ratelimit.Key, so even the token, from an authz that sent no token_ref, is
+// never stored).
+func principalName(p *authzv1.Principal, tokenRef, token string) string {
 	switch {
 	case p.GetSubject() != "":
 		return "sub:" + p.GetSubject()
 	case p.GetClientId() != "":
 		return "client:" + p.GetClientId()
+	case tokenRef != "":
+		return "token:" + tokenRef
 	}
-	return "token:" + tokenHash(token)
+	return "token:" + token
+}
+
+// tokenRefAttr names the request's token in a log line by the token_ref authz
+// returned for it (package tokenref); an empty attribute, which slog leaves
+// out, when authz returned none.
+func tokenRefAttr(ref string) slog.Attr {
+	if ref == "" {
+		return slog.Attr{}
+	}
+	return tokenref.Attr(ref)
 }
 
 func defaultDenialDescription(r authzv1.DenialReason) string {
@@ -415,8 +434,8 @@ func (g *Gateway) finish(x *exchange) {
 	g.metrics.ObserveRequest(method, tool, strconv.Itoa(st), d)
 	if g.log.Enabled(x.r.Context(), slog.LevelDebug) {
 		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
-		if validToken(x.token) {
-			attrs = append(attrs, "token_sha256", tokenHash(x.token))
+		if x.tokenRef != "" {
+			attrs = append(attrs, tokenref.Attr(x.tokenRef))
 		}
 		g.log.DebugContext(x.r.Context(), "mcp request", attrs...)
 	}
