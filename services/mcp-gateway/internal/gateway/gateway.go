@@ -170,7 +170,6 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	maxBody  int64
 	resource string
-	prmURL   string
 	origins  []string
 	host     string
 	ops      *operation.Table
@@ -181,11 +180,12 @@ type Gateway struct {
 	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
 
-	// supportedScopes is scopes_supported: what 401 challenges ask for.
-	supportedScopes []string
-	maxInFlight     int64
-	inFlight        atomic.Int64
-	bodyTimeout     time.Duration
+	// answers builds the challenged answers; its supported scopes are
+	// scopes_supported, what 401 challenges ask for.
+	answers     answers
+	maxInFlight int64
+	inFlight    atomic.Int64
+	bodyTimeout time.Duration
 
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
@@ -237,14 +237,13 @@ func New(opts Options) (*Gateway, error) {
 		metrics:  opts.Metrics,
 		maxBody:  opts.MaxBody,
 		resource: cfg.Resource(),
-		prmURL:   cfg.ResourceMetadataURL(),
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
 
-		supportedScopes: supported,
-		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
-		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
+		answers:     answers{resourceMetadata: cfg.ResourceMetadataURL(), supported: supported},
+		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
+		bodyTimeout: cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 
 		badArgLog: ratelog.Limiter{Every: badArgLogEvery},
 	}
@@ -263,7 +262,7 @@ func New(opts Options) (*Gateway, error) {
 	prm, err := json.Marshal(&oauthex.ProtectedResourceMetadata{
 		Resource:               g.resource,
 		AuthorizationServers:   []string{cfg.AuthorizationServer},
-		ScopesSupported:        g.supportedScopes,
+		ScopesSupported:        g.answers.supported,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "mcpauthz MCP gateway",
 	})

@@ -21,9 +21,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Headers a browser client may send and read on /mcp.
@@ -84,14 +81,14 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.op = g.ops.Base()
 	switch {
 	case tokenErr != nil:
-		g.fail(x, g.challenged(http.StatusBadRequest, challenge.ErrInvalidRequest, tokenErr.Error(), g.supportedScopes))
+		g.fail(x, g.answers.challenged(http.StatusBadRequest, challenge.ErrInvalidRequest, tokenErr.Error(), g.answers.supported))
 		return
 	case !hasBearer:
 		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, g.challenged(http.StatusUnauthorized, "", desc, g.supportedScopes))
+		g.fail(x, g.answers.challenged(http.StatusUnauthorized, "", desc, g.answers.supported))
 		return
 	case !validToken(token):
-		g.fail(x, g.invalidToken("the access token is malformed"))
+		g.fail(x, g.answers.invalidToken("the access token is malformed"))
 		return
 	}
 
@@ -124,8 +121,9 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	g.mcp.ServeHTTP(x.w, r)
 }
 
-// authorize asks authz, or the decision cache, and, unless the request is
-// allowed, writes the answer.
+// authorize asks authz, or the decision cache, and does what [judge] makes
+// of the answer: it returns the caller of an allowed request, or writes the
+// answer.
 func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	ctx := x.r.Context()
 	req := &authzv1.AuthorizeRequest{
@@ -139,66 +137,41 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	}
 	res, err := g.decide(ctx, req)
-	if err != nil {
-		g.metrics.Decision("error")
-		switch {
-		case status.Code(err) == codes.InvalidArgument && tokenViolation(err):
-			g.fail(x, g.invalidToken("the access token is malformed"))
-		case status.Code(err) == codes.InvalidArgument:
-			// authz refused a part of the question the gateway wrote (the
-			// resource, the scopes): the gateway's fault, not the token's. A
-			// 401 would make the client throw a good token away.
-			if ok, unlogged := g.badArgLog.Allow(); ok {
-				g.log.ErrorContext(ctx, "authz refused the gateway's question as malformed; check SCOPES and MCP_SERVER_URL", "error", err, "violations", violations(err), "unlogged_since_last", unlogged)
-			}
-			g.fail(x, httperror.Response{Status: http.StatusInternalServerError, Error: "server_error", Description: "the gateway could not ask the authorization service about this request (a configuration error, logged at the gateway); your token was not rejected"})
-		case ctx.Err() != nil:
-			// The client went away; nobody reads the answer.
-			x.w.status = 499
-		default:
-			g.log.WarnContext(ctx, "authz unavailable", "error", err, "code", status.Code(err).String())
-			g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service is unavailable; retry later (your token was not rejected)", RetryAfter: RetryAfter})
-		}
-		return nil, false
-	}
 	x.tokenRef = res.GetTokenRef()
-	p := res.GetPrincipal()
-	if res.GetAllowed() && p != nil {
-		g.metrics.Decision("allowed")
-		c := caller.New(p, x.op.Scopes, g.checkFunc(x.token))
-		c.UserRequested = x.op.NeedsUser
-		c.User = res.GetUser()
-		c.UserError = res.GetUserError()
-		if len(x.op.OrgsScopes) > 0 {
-			g.addOrgs(x, c)
-		}
-		return c, true
+	o := judge(g.answers, question{op: x.op, clientGone: ctx.Err() != nil, check: g.checkFunc(x.token)}, res, err)
+	g.metrics.Decision(o.decision)
+	for _, l := range o.logs {
+		g.logLine(x, l)
 	}
-	d := res.GetDenial()
-	reason := strings.ToLower(strings.TrimPrefix(d.GetReason().String(), "DENIAL_REASON_"))
-	if res.GetAllowed() || d == nil {
-		reason = "malformed"
-	}
-	g.metrics.Decision(reason)
-	g.log.InfoContext(ctx, "denied", "reason", reason, "missing_scopes", d.GetMissingScopes(), "method", x.info.Method, "tool", x.info.Tool(), tokenRefAttr(x.tokenRef), "client_ip", clientIP(x.r))
 	switch {
-	case reason == "malformed":
-		g.log.ErrorContext(ctx, "authz returned an incomplete decision", "allowed", res.GetAllowed())
-		g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service returned an incomplete decision", RetryAfter: RetryAfter})
-	case d.GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
-		desc := d.GetDescription()
-		if desc == "" {
-			desc = "the access token lacks scope " + strings.Join(d.GetMissingScopes(), " ")
+	case o.caller != nil:
+		if len(x.op.OrgsScopes) > 0 {
+			g.addOrgs(x, o.caller)
 		}
-		g.fail(x, g.challenged(http.StatusForbidden, challenge.ErrInsufficientScope, desc, x.op.Scopes))
+		return o.caller, true
+	case o.clientGone:
+		x.w.status = clientClosedRequest
 	default:
-		desc := d.GetDescription()
-		if desc == "" {
-			desc = defaultDenialDescription(d.GetReason())
-		}
-		g.fail(x, g.invalidToken(desc))
+		g.fail(x, o.answer)
 	}
 	return nil, false
+}
+
+// logLine writes l about the request of x.
+func (g *Gateway) logLine(x *exchange, l logLine) {
+	ctx := x.r.Context()
+	attrs := l.attrs
+	if l.request {
+		attrs = append(slices.Clip(attrs), slog.String("method", x.info.Method), slog.String("tool", x.info.Tool()), slog.String("client_ip", clientIP(x.r)))
+	}
+	if l.limited {
+		ok, unlogged := g.badArgLog.Allow()
+		if !ok {
+			return
+		}
+		attrs = append(slices.Clip(attrs), slog.Int64("unlogged_since_last", unlogged))
+	}
+	g.log.LogAttrs(ctx, l.level, l.msg, attrs...)
 }
 
 // decide answers req from the decision cache, or asks authz (and keeps an
@@ -222,14 +195,14 @@ func (g *Gateway) decide(ctx context.Context, req *authzv1.AuthorizeRequest) (*a
 // only to tokens holding OrgsScopes (who_am_i): when the token may hold them,
 // authz is asked again with them required and include_orgs, and returns the
 // orgs only if it allows that; otherwise, or if it does not, c.OrgsWithheld
-// says why there are none. The request itself is allowed either way.
+// says why there are none ([judgeOrgs]). The request itself is allowed either
+// way.
 func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
 	if !x.op.MayHold(c.Principal.GetScopes()) {
 		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
 		return
 	}
-	ctx := x.r.Context()
-	res, err := g.decide(ctx, &authzv1.AuthorizeRequest{
+	res, err := g.decide(x.r.Context(), &authzv1.AuthorizeRequest{
 		Token:          x.token,
 		Resource:       g.resource,
 		RequiredScopes: x.op.WithOrgs,
@@ -237,54 +210,15 @@ func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
 		IncludeOrgs:    true,
 		ClaimsFormat:   authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	})
-	switch {
-	case err != nil:
-		g.log.WarnContext(ctx, "authz did not answer whether the token may see organizations; leaving them out", "error", err, "code", status.Code(err).String(), tokenRefAttr(x.tokenRef))
-		c.OrgsWithheld = "organizations could not be checked right now (the authorization service did not answer); retry later"
-	case res.GetAllowed() && res.GetPrincipal() != nil:
+	o := judgeOrgs(x.op, x.tokenRef, res, err)
+	if o.log != nil {
+		g.logLine(x, *o.log)
+	}
+	if o.confirmed {
 		c.Confirm(x.op.OrgsScopes)
-		c.User, c.UserError = res.GetUser(), res.GetUserError()
-	case res.GetDenial().GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
-		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
-	default:
-		// The token was refused in between (expired, say): the request was
-		// allowed, but nothing more is shown on its strength.
-		c.OrgsWithheld = "organizations could not be shown: the token was refused when they were checked (" + strings.ToLower(strings.TrimPrefix(res.GetDenial().GetReason().String(), "DENIAL_REASON_")) + ")"
+		c.User, c.UserError = o.user, o.userError
 	}
-}
-
-// tokenViolation reports whether err, an INVALID_ARGUMENT from authz, blames
-// the token itself: authz attaches a google.rpc.BadRequest whose field
-// violation names "token" (other fields: resource, required_scopes,
-// claims_format, user_id, which the gateway wrote). Without such a detail the
-// token is not blamed: the gateway has already checked its syntax.
-func tokenViolation(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		br, ok := d.(*errdetails.BadRequest)
-		if !ok {
-			continue
-		}
-		for _, v := range br.GetFieldViolations() {
-			if v.GetField() == "token" {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// violations lists the fields an INVALID_ARGUMENT's BadRequest detail names,
-// for the log.
-func violations(err error) []string {
-	var out []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				out = append(out, v.GetField()+": "+v.GetDescription())
-			}
-		}
-	}
-	return out
+	c.OrgsWithheld = o.withheld
 }
 
 // withinRateLimit charges the caller's budget and, when it is spent, answers
@@ -332,39 +266,6 @@ func tokenRefAttr(ref string) slog.Attr {
 		return slog.Attr{}
 	}
 	return tokenref.Attr(ref)
-}
-
-func defaultDenialDescription(r authzv1.DenialReason) string {
-	switch r {
-	case authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED:
-		return "the access token has expired"
-	case authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH:
-		return "the access token was not issued for this resource"
-	case authzv1.DenialReason_DENIAL_REASON_ISSUER_MISMATCH:
-		return "the access token was issued by another authorization server"
-	case authzv1.DenialReason_DENIAL_REASON_TOKEN_NOT_YET_VALID:
-		return "the access token is not valid yet"
-	}
-	return "the access token is not active"
-}
-
-// invalidToken is the 401 for a token that cannot be used. Like the 401 for
-// no token, it asks for every supported scope (package doc, Scopes): the
-// client is about to log in again.
-func (g *Gateway) invalidToken(desc string) httperror.Response {
-	return g.challenged(http.StatusUnauthorized, challenge.ErrInvalidToken, desc, g.supportedScopes)
-}
-
-// challenged is an error answer with a Bearer challenge naming scopes; code
-// (empty for a request without a token) and desc are both the challenge's
-// and the body's.
-func (g *Gateway) challenged(status int, code, desc string, scopes []string) httperror.Response {
-	return httperror.Response{
-		Status:      status,
-		Error:       code,
-		Description: desc,
-		Challenge:   &challenge.Bearer{Error: code, Description: desc, ResourceMetadata: g.prmURL, Scopes: scopes},
-	}
 }
 
 // readBody reads and parses the request within MCP_BODY_TIMEOUT of now
