@@ -241,7 +241,7 @@ func New(opts Options) (*Gateway, error) {
 		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
 
-		answers:     answers{resourceMetadata: cfg.ResourceMetadataURL(), supported: supported},
+		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),
 		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
 		bodyTimeout: cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 

@@ -84,11 +84,10 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		g.fail(x, g.answers.challenged(http.StatusBadRequest, challenge.ErrInvalidRequest, tokenErr.Error(), g.answers.supported))
 		return
 	case !hasBearer:
-		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, g.answers.challenged(http.StatusUnauthorized, "", desc, g.answers.supported))
+		g.fail(x, g.answers.noToken)
 		return
 	case !validToken(token):
-		g.fail(x, g.answers.invalidToken("the access token is malformed"))
+		g.fail(x, g.answers.malformed)
 		return
 	}
 

@@ -25,6 +25,18 @@ type answers struct {
 	resourceMetadata string
 	// supported is scopes_supported: SCOPES and every tool's scopes.
 	supported []string
+	// noToken and malformed are the same for every request, built once: a
+	// flood of requests without a usable token costs no challenge to build.
+	noToken, malformed httperror.Response
+}
+
+// newAnswers returns the answers of a gateway whose protected resource
+// metadata is at resourceMetadata and lists supported.
+func newAnswers(resourceMetadata string, supported []string) answers {
+	a := answers{resourceMetadata: resourceMetadata, supported: supported}
+	a.noToken = a.challenged(http.StatusUnauthorized, "", "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata", supported)
+	a.malformed = a.invalidToken("the access token is malformed")
+	return a
 }
 
 // challenged is an error answer with a Bearer challenge naming scopes; code
@@ -114,7 +126,7 @@ func judge(a answers, q question, res *authzv1.AuthorizeResponse, err error) out
 		o := outcome{decision: "error"}
 		switch {
 		case status.Code(err) == codes.InvalidArgument && tokenViolation(err):
-			o.answer = a.invalidToken("the access token is malformed")
+			o.answer = a.malformed
 		case status.Code(err) == codes.InvalidArgument:
 			// authz refused a part of the question the gateway wrote (the
 			// resource, the scopes): the gateway's fault, not the token's. A

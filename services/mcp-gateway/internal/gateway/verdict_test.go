@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -28,7 +27,7 @@ const (
 )
 
 var (
-	testAnswers = answers{resourceMetadata: testPRM, supported: []string{"read:user_data", "read:org_data"}}
+	testAnswers = newAnswers(testPRM, []string{"read:user_data", "read:org_data"})
 	// whoAmIOp and listOrgsOp are the operations of the built-in tools.
 	whoAmIOp   = operation.NewTable([]string{"read:user_data"}, tools.BuiltIn().All()).For(mcpreq.Info{Method: "tools/call", Name: "who_am_i"})
 	listOrgsOp = operation.NewTable([]string{"read:user_data"}, tools.BuiltIn().All()).For(mcpreq.Info{Method: "tools/call", Name: "list_my_orgs"})
@@ -405,13 +404,19 @@ func TestDenialNames(t *testing.T) {
 	}
 }
 
-// TestAnswersChallenge: what the answers of a gateway name in their
-// challenges.
-func TestAnswersChallenge(t *testing.T) {
+// TestNewAnswers: the answers built once name the metadata and every supported
+// scope; the 401 without a token has no error code (RFC 6750 section 3.1).
+func TestNewAnswers(t *testing.T) {
 	t.Parallel()
-	got := testAnswers.challenged(http.StatusUnauthorized, "", "no token", testAnswers.supported)
-	want := httperror.Response{Status: 401, Description: "no token", Challenge: &challenge.Bearer{Description: "no token", ResourceMetadata: testPRM, Scopes: testAnswers.supported}}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("challenged (-want +got):\n%s", diff)
+	supported := []string{"read:user_data", "read:org_data"}
+	desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
+	want := httperror.Response{Status: 401, Description: desc, Challenge: &challenge.Bearer{Description: desc, ResourceMetadata: testPRM, Scopes: supported}}
+	if diff := cmp.Diff(want, testAnswers.noToken); diff != "" {
+		t.Errorf("noToken (-want +got):\n%s", diff)
+	}
+	desc = "the access token is malformed"
+	want = httperror.Response{Status: 401, Error: "invalid_token", Description: desc, Challenge: &challenge.Bearer{Error: "invalid_token", Description: desc, ResourceMetadata: testPRM, Scopes: supported}}
+	if diff := cmp.Diff(want, testAnswers.malformed); diff != "" {
+		t.Errorf("malformed (-want +got):\n%s", diff)
 	}
 }
