@@ -156,19 +156,23 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	return nil, false
 }
 
-// logLine writes l about the request of x.
+// logLine writes l, a line of this request's outcome (which it may append
+// to), about the request of x.
 func (g *Gateway) logLine(x *exchange, l logLine) {
 	ctx := x.r.Context()
+	if !g.log.Enabled(ctx, l.level) {
+		return
+	}
 	attrs := l.attrs
 	if l.request {
-		attrs = append(slices.Clip(attrs), slog.String("method", x.info.Method), slog.String("tool", x.info.Tool()), slog.String("client_ip", clientIP(x.r)))
+		attrs = append(attrs, slog.String("method", x.info.Method), slog.String("tool", x.info.Tool()), slog.String("client_ip", clientIP(x.r)))
 	}
 	if l.limited {
 		ok, unlogged := g.badArgLog.Allow()
 		if !ok {
 			return
 		}
-		attrs = append(slices.Clip(attrs), slog.Int64("unlogged_since_last", unlogged))
+		attrs = append(attrs, slog.Int64("unlogged_since_last", unlogged))
 	}
 	g.log.LogAttrs(ctx, l.level, l.msg, attrs...)
 }

@@ -163,7 +163,9 @@ func judge(a answers, q question, res *authzv1.AuthorizeResponse, err error) out
 	if res.GetAllowed() || d == nil {
 		reason = "malformed"
 	}
-	attrs := []slog.Attr{slog.String("reason", reason), slog.Any("missing_scopes", d.GetMissingScopes())}
+	// Room for the token_ref and the request's attributes (logLine).
+	attrs := make([]slog.Attr, 0, 6)
+	attrs = append(attrs, slog.String("reason", reason), slog.Any("missing_scopes", d.GetMissingScopes()))
 	if ref := res.GetTokenRef(); ref != "" {
 		attrs = append(attrs, tokenref.Attr(ref))
 	}
