@@ -310,7 +310,7 @@ func TestCORS(t *testing.T) {
 
 // TestScopeHierarchy: with authz configured so that "admin" implies both tool
 // scopes, an admin token sees and calls both tools although neither scope is
-// in the token; tools/list and the registry ask authz rather than compare
+// in the token; tools/list and the tool set ask authz rather than compare
 // scope strings.
 func TestScopeHierarchy(t *testing.T) {
 	t.Parallel()

@@ -50,7 +50,7 @@ import (
 )
 
 // CodeForbidden is the JSON-RPC error code of a tool call refused by the
-// registry because the caller lacks the tool's scopes. The gateway normally
+// tool set because the caller lacks the tool's scopes. The gateway normally
 // answers such a call with HTTP 403 before the SDK sees it. (-32001 to -32005
 // and -32020 to -32022 are taken by the go-sdk.)
 const CodeForbidden = -32030

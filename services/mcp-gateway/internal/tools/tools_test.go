@@ -225,7 +225,7 @@ func TestWhoAmI(t *testing.T) {
 	// an older authz sends; the output must be the same.
 	prefetched.Principal.Claims, prefetched.Principal.ClaimsJson = nil, []byte(`{"active":true,"scope":"x","sub":"u-alice"}`)
 	// authz returned orgs (a gateway that asked for them), but the token may
-	// not see them: the registry leaves them out all the same.
+	// not see them: the tool set leaves them out all the same.
 	noOrgScope := mk("read:user_data")
 	noOrgScope.User, noOrgScope.UserRequested = alice, true
 	// The gateway found the token may not see them and said why.
@@ -321,7 +321,7 @@ func TestListMyOrgs(t *testing.T) {
 		}
 	}
 
-	// The registry refuses a caller without the tool's scope, and a request that
+	// The tool set refuses a caller without the tool's scope, and a request that
 	// never passed the gateway, with a JSON-RPC error.
 	for _, token := range []string{"lacking", "no-caller"} {
 		_, err := connect(t, url, token).CallTool(t.Context(), &mcp.CallToolParams{Name: "list_my_orgs"})

@@ -76,7 +76,7 @@ var whoAmIOrgsScopes = []string{"read:org_data"}
 // or "" when it may: it holds scopes (confirmed by authz for this request, or
 // granted, or, asked again, implied through authz's scope hierarchy). The
 // gateway usually knows already (Caller.OrgsWithheld, or the scopes confirmed
-// when it asked authz for the organizations); this is the registry's own
+// when it asked authz for the organizations); this is the tool set's own
 // check, in depth.
 func orgsWithheld(ctx context.Context, call *Call, scopes []string) string {
 	c := call.Caller
