@@ -28,6 +28,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 // drainTimeout leaves in-flight requests time to finish on SIGTERM, inside the
@@ -97,7 +98,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		defer limiter.Close()
 	}
 
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter,
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(),
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return authz.WatchInvalidations(ctx) }})
 	if err != nil {
 		return err

@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 )
 
 // Defaults for [Options].
@@ -265,16 +265,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-		challenge.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
+		httperror.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
 		return
 	}
 	doc, err := p.Get(r.Context())
 	if err != nil {
 		if errors.Is(err, ErrInvalid) {
-			challenge.Response{Status: http.StatusBadGateway, Error: "bad_gateway", Description: "the authorization server does not publish valid metadata"}.Write(w)
+			httperror.Response{Status: http.StatusBadGateway, Error: "bad_gateway", Description: "the authorization server does not publish valid metadata"}.Write(w)
 			return
 		}
-		challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization server's metadata cannot be fetched right now", RetryAfter: 5 * time.Second}.Write(w)
+		httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization server's metadata cannot be fetched right now", RetryAfter: 5 * time.Second}.Write(w)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

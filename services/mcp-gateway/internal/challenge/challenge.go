@@ -1,10 +1,8 @@
-// Package challenge builds the gateway's OAuth error responses: the
-// WWW-Authenticate Bearer challenges of RFC 6750 §3 with the resource_metadata
-// parameter of RFC 9728 §5.1, and the JSON bodies that go with them. It also
-// parses WWW-Authenticate headers (RFC 9110 §11.6.1), which tests use to compare
-// challenges parameter by parameter instead of matching substrings.
+// Package challenge builds the WWW-Authenticate Bearer challenges of the
+// gateway's OAuth errors: RFC 6750 §3 with the resource_metadata parameter of
+// RFC 9728 §5.1. Package httperror sends them with the JSON body and status.
 //
-// # What the gateway answers
+// # What the gateway challenges
 //
 //   - No token: 401, Bearer resource_metadata and scope only (RFC 6750 §3.1: no
 //     error code when the request carried no authentication).
@@ -17,39 +15,70 @@
 //
 // The gateway decides which scopes a challenge names (package gateway, Scopes).
 //
-// Every value is quoted, and error_description is reduced to the characters RFC
-// 6750 §3 allows, so no client-supplied byte can break the header's syntax.
+// Every value is quoted, and reduced to the characters RFC 6750 §3 allows
+// ([Sanitize]), so no client-supplied byte can break the header's syntax.
 package challenge
 
-import (
-	"encoding/json"
-	"net/http"
-	"strconv"
-	"strings"
-	"time"
-)
+import "strings"
 
-// OAuth error codes used in challenges and bodies (RFC 6750 §3.1).
+// OAuth error codes of Bearer challenges (RFC 6750 §3.1), also the error of
+// the JSON bodies that go with them.
 const (
 	ErrInvalidRequest    = "invalid_request"
 	ErrInvalidToken      = "invalid_token"
 	ErrInsufficientScope = "insufficient_scope"
 )
 
-// Param is one auth-param of a challenge, in the order it is written.
-type Param struct {
-	Name  string
-	Value string
+// Bearer is one Bearer challenge.
+type Bearer struct {
+	// Error is the OAuth error code; empty for a request that carried no
+	// token, whose challenge then has neither error nor error_description.
+	Error string
+	// Description is error_description: a human-readable explanation, safe
+	// to show the client.
+	Description string
+	// ResourceMetadata is the absolute protected resource metadata URL.
+	ResourceMetadata string
+	// Scopes are advertised in scope, space-separated.
+	Scopes []string
 }
 
-// Bearer formats a Bearer challenge with every value as a quoted-string. Empty
-// values are left out. Values are sanitised with [Sanitize].
-func Bearer(params ...Param) string {
+// String returns the WWW-Authenticate value of c. The parameter order follows
+// the MCP authorization spec's examples: error first for insufficient_scope,
+// resource_metadata first otherwise. Empty values are left out.
+func (c Bearer) String() string {
+	scope := strings.Join(c.Scopes, " ")
+	desc := c.Description
+	if c.Error == "" {
+		desc = ""
+	}
+	if c.Error == ErrInsufficientScope {
+		return format(
+			param{"error", c.Error},
+			param{"scope", scope},
+			param{"resource_metadata", c.ResourceMetadata},
+			param{"error_description", desc},
+		)
+	}
+	return format(
+		param{"resource_metadata", c.ResourceMetadata},
+		param{"scope", scope},
+		param{"error", c.Error},
+		param{"error_description", desc},
+	)
+}
+
+// param is one auth-param, in the order it is written.
+type param struct{ name, value string }
+
+// format writes a Bearer challenge with every non-empty value, sanitised, as
+// a quoted-string.
+func format(params ...param) string {
 	var b strings.Builder
 	b.WriteString("Bearer")
 	first := true
 	for _, p := range params {
-		if p.Value == "" {
+		if p.value == "" {
 			continue
 		}
 		if first {
@@ -58,25 +87,25 @@ func Bearer(params ...Param) string {
 		} else {
 			b.WriteString(", ")
 		}
-		b.WriteString(p.Name)
+		b.WriteString(p.name)
 		b.WriteString(`="`)
-		b.WriteString(Sanitize(p.Value))
+		b.WriteString(Sanitize(p.value))
 		b.WriteByte('"')
 	}
 	return b.String()
 }
 
-// maxDescription bounds error_description so a long upstream message cannot
-// bloat every response header.
-const maxDescription = 300
+// maxValue bounds a value so a long upstream message cannot bloat every
+// response header.
+const maxValue = 300
 
 // Sanitize returns s restricted to the characters RFC 6750 §3 allows in
 // error_description and scope values (%x20-21 / %x23-5B / %x5D-7E): a double
 // quote becomes a single quote, a backslash a slash, any other byte outside the
 // set a question mark. The result is at most 300 bytes.
 func Sanitize(s string) string {
-	if len(s) > maxDescription {
-		s = s[:maxDescription]
+	if len(s) > maxValue {
+		s = s[:maxValue]
 	}
 	clean := true
 	for i := 0; i < len(s); i++ {
@@ -105,106 +134,4 @@ func Sanitize(s string) string {
 
 func allowedValueByte(c byte) bool {
 	return c >= 0x20 && c <= 0x7e && c != '"' && c != '\\'
-}
-
-// Response is an error answer of the gateway: a status, an optional Bearer
-// challenge and a JSON body {"error", "error_description"}.
-type Response struct {
-	// Status is the HTTP status code.
-	Status int
-	// Error is the OAuth error code; empty for a request without a token, whose
-	// challenge then carries no error parameter.
-	Error string
-	// Description is a human-readable explanation, safe to show the client.
-	Description string
-	// Challenge, when true, adds a WWW-Authenticate Bearer challenge.
-	Challenge bool
-	// ResourceMetadata is the absolute protected resource metadata URL.
-	ResourceMetadata string
-	// Scopes are the scopes the operation needs, advertised in scope.
-	Scopes []string
-	// RetryAfter, when positive, sets Retry-After in whole seconds (at least 1).
-	RetryAfter time.Duration
-}
-
-// Header returns the WWW-Authenticate value of r, or "" when r has none. The
-// parameter order follows the MCP authorization spec's examples: error first
-// for 403 insufficient_scope, resource_metadata first otherwise.
-func (r Response) Header() string {
-	if !r.Challenge {
-		return ""
-	}
-	scope := strings.Join(r.Scopes, " ")
-	if r.Error == ErrInsufficientScope {
-		return Bearer(
-			Param{"error", r.Error},
-			Param{"scope", scope},
-			Param{"resource_metadata", r.ResourceMetadata},
-			Param{"error_description", r.Description},
-		)
-	}
-	params := []Param{
-		{"resource_metadata", r.ResourceMetadata},
-		{"scope", scope},
-	}
-	if r.Error != "" {
-		params = append(params, Param{"error", r.Error}, Param{"error_description", r.Description})
-	}
-	return Bearer(params...)
-}
-
-// Body is the JSON error body the gateway sends with every error status.
-type Body struct {
-	Error            string `json:"error"`
-	ErrorDescription string `json:"error_description,omitempty"`
-}
-
-// Write sends r. Responses are never cached: a challenge depends on the token.
-func (r Response) Write(w http.ResponseWriter) {
-	h := w.Header()
-	if v := r.Header(); v != "" {
-		h.Set("WWW-Authenticate", v)
-	}
-	if r.RetryAfter > 0 {
-		secs := int((r.RetryAfter + time.Second - 1) / time.Second)
-		h.Set("Retry-After", strconv.Itoa(max(secs, 1)))
-	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(r.Status)
-	code := r.Error
-	if code == "" {
-		code = defaultCode(r.Status)
-	}
-	// Encoding a struct of two strings cannot fail.
-	data, _ := json.Marshal(Body{Error: code, ErrorDescription: r.Description})
-	_, _ = w.Write(append(data, '\n'))
-}
-
-func defaultCode(status int) string {
-	switch status {
-	case http.StatusUnauthorized:
-		return "unauthorized"
-	case http.StatusForbidden:
-		return "forbidden"
-	case http.StatusServiceUnavailable:
-		return "temporarily_unavailable"
-	case http.StatusRequestEntityTooLarge:
-		return "request_too_large"
-	case http.StatusRequestTimeout:
-		return "request_timeout"
-	case http.StatusUnsupportedMediaType:
-		return "unsupported_media_type"
-	case http.StatusMethodNotAllowed:
-		return "method_not_allowed"
-	case http.StatusBadGateway:
-		return "bad_gateway"
-	case http.StatusNotFound:
-		return "not_found"
-	}
-	if status >= 500 {
-		return "server_error"
-	}
-	return ErrInvalidRequest
 }

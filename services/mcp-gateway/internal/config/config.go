@@ -20,7 +20,6 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 // Names of every environment variable the gateway reads.
@@ -228,12 +227,8 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.Scopes, err = scopes.ParseNonEmpty(get(EnvScopes, DefaultScopes)); err != nil {
 		return c, errorf(EnvScopes, "%v", err)
 	}
-	// authz refuses a question with more scopes than it accepts (as
-	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
-	// request. The largest question is SCOPES plus every tool scope.
-	if all := scopes.Union(c.Scopes, tools.Scopes()); len(all) > scopes.MaxCount {
-		return c, errorf(EnvScopes, "names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(c.Scopes), strings.Join(tools.Scopes(), " "), len(all), scopes.MaxCount)
-	}
+	// SCOPES with the tools' own scopes are checked against authz's limit
+	// by gateway.New, which knows the tools.
 
 	as := get(EnvAuthorizationServer, "")
 	if as == "" {

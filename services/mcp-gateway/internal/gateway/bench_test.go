@@ -46,7 +46,7 @@ func startBaseline(b *testing.B, token string) string {
 	c.User, c.UserRequested = res.GetUser(), true
 
 	s := mcp.NewServer(&mcp.Implementation{Name: "baseline", Version: "1.0.0"}, nil)
-	tools.Install(s, &tools.Env{}, tools.InstallOptions{})
+	tools.BuiltIn().Install(s, &tools.Env{}, tools.InstallOptions{})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
 	fixed := auth.RequireBearerToken(func(context.Context, string, *http.Request) (*auth.TokenInfo, error) {
 		return c.TokenInfo(), nil

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
 
 // wantChallenge is an expected error answer: status, the Bearer challenge's
@@ -31,11 +31,11 @@ func checkChallenge(t *testing.T, res *http.Response, want wantChallenge) {
 			t.Errorf("unexpected WWW-Authenticate %q", values)
 		}
 	} else {
-		cs, err := challenge.Parse(values...)
+		cs, err := oauthex.ParseWWWAuthenticate(values)
 		if err != nil {
 			t.Fatalf("parsing WWW-Authenticate %q: %v", values, err)
 		}
-		if len(cs) != 1 || cs[0].Scheme != "Bearer" {
+		if len(cs) != 1 || cs[0].Scheme != "bearer" {
 			t.Fatalf("challenges %+v, want one Bearer challenge", cs)
 		}
 		got := cs[0].Params

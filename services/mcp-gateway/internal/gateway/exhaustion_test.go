@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
 
 // The tests in this file hold many connections to a gateway of their own and
@@ -171,7 +171,7 @@ func TestNoTokenNoBody(t *testing.T) {
 			case res.StatusCode != tt.status || !res.Close:
 				errs[i] = fmt.Errorf("%s: status %d, Connection %q; want %d and close: %s", tt.name, res.StatusCode, res.Header.Get("Connection"), tt.status, body)
 			default:
-				cs, perr := challenge.Parse(res.Header.Values("WWW-Authenticate")...)
+				cs, perr := oauthex.ParseWWWAuthenticate(res.Header.Values("WWW-Authenticate"))
 				if perr != nil || len(cs) != 1 {
 					errs[i] = fmt.Errorf("%s: challenges %q: %v", tt.name, res.Header.Values("WWW-Authenticate"), perr)
 					return

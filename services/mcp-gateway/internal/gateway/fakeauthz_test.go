@@ -16,6 +16,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -60,7 +61,7 @@ func (s *scriptedAuthz) requests() []*authzv1.AuthorizeRequest {
 // startScripted serves svc over gRPC on loopback and a gateway in front of
 // it, with the real authz client between them (so error details cross the
 // wire as they would from authz). It returns the gateway's MCP endpoint and
-// its logs.
+// its logs, at debug level.
 func startScripted(t *testing.T, svc *scriptedAuthz) (string, *testenv.LogBuffer) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -85,7 +86,7 @@ func startScripted(t *testing.T, svc *scriptedAuthz) (string, *testenv.LogBuffer
 		t.Fatal(err)
 	}
 	logs := &testenv.LogBuffer{}
-	g, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	g, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Tools: tools.BuiltIn(), Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,4 +366,80 @@ func TestInvalidArgumentContract(t *testing.T) {
 			t.Errorf("%s: BadRequest fields (-want +got):\n%s", tt.name, diff)
 		}
 	}
+}
+
+// TestTokenRefInLogs: the gateway's log lines name a token only by the short
+// form of the token_ref authz returned for it (package tokenref), for allowed
+// and denied requests alike, and name none when authz did not answer.
+func TestTokenRefInLogs(t *testing.T) {
+	t.Parallel()
+	refs := map[string]string{"allowed-token": strings.Repeat("a1", 32), "denied-token": strings.Repeat("d2", 32)}
+	svc := &scriptedAuthz{answer: func(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+		switch req.GetToken() {
+		case "allowed-token":
+			return &authzv1.AuthorizeResponse{Allowed: true, TokenRef: refs["allowed-token"], Principal: &authzv1.Principal{Subject: "u", Scopes: []string{scopeUser}}}, nil
+		case "denied-token":
+			return &authzv1.AuthorizeResponse{TokenRef: refs["denied-token"], Denial: &authzv1.Denial{Reason: authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED}}, nil
+		}
+		return nil, status.Error(codes.Unavailable, "down")
+	}}
+	mcp, logs := startScripted(t, svc)
+	for _, tc := range []struct {
+		token   string
+		status  int
+		lines   []string // messages logged for the request
+		wantRef string   // "" for none
+	}{
+		{"allowed-token", 200, []string{"mcp request"}, tokenref.Short(refs["allowed-token"])},
+		{"denied-token", 401, []string{"denied", "mcp request"}, tokenref.Short(refs["denied-token"])},
+		{"down-token", 503, []string{"authz unavailable", "mcp request"}, ""},
+	} {
+		before := len(logLines(t, logs))
+		res := post(t, mcp, tc.token, listBody())
+		res.Body.Close()
+		if res.StatusCode != tc.status {
+			t.Fatalf("%s: status %d, want %d", tc.token, res.StatusCode, tc.status)
+		}
+		for _, msg := range tc.lines {
+			found := false
+			for _, l := range logLines(t, logs)[before:] {
+				if l["msg"] != msg {
+					continue
+				}
+				found = true
+				ref, has := l[tokenref.Key]
+				switch {
+				case tc.wantRef == "" && has:
+					t.Errorf("%s: %q logged %s %v, authz gave none", tc.token, msg, tokenref.Key, ref)
+				case tc.wantRef != "" && ref != tc.wantRef:
+					t.Errorf("%s: %q logged %s %v, want %q", tc.token, msg, tokenref.Key, ref, tc.wantRef)
+				}
+			}
+			if !found {
+				t.Errorf("%s: no %q line in\n%s", tc.token, msg, logs)
+			}
+		}
+	}
+	for tok, ref := range refs {
+		if strings.Contains(logs.String(), ref) || strings.Contains(logs.String(), tok) {
+			t.Errorf("the logs hold %s or its whole token_ref:\n%s", tok, logs)
+		}
+	}
+	if strings.Contains(logs.String(), "token_sha256") {
+		t.Error("the logs still name tokens by token_sha256")
+	}
+}
+
+// logLines decodes the JSON log lines in logs.
+func logLines(t *testing.T, logs *testenv.LogBuffer) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.Lines(logs.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }

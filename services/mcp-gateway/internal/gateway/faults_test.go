@@ -4,7 +4,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 )
 
@@ -119,7 +123,9 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // TestNoTokenInLogs: whatever happened so far in this package, the shared
-// gateway never logged a token it saw, nor a secret.
+// gateway never logged a token it saw, nor a secret. It names the token of a
+// denial by the short form of the token_ref authz returns for it, which is
+// how authz's logs name it too, and never by the whole token_ref.
 func TestNoTokenInLogs(t *testing.T) {
 	t.Parallel()
 	token := mint(t, []string{scopeOrg})
@@ -132,7 +138,24 @@ func TestNoTokenInLogs(t *testing.T) {
 			t.Errorf("gateway logs contain a secret or token (%.8s...)", secret)
 		}
 	}
-	if !strings.Contains(logs, `"token_sha256"`) {
-		t.Error("denials are not logged with a token hash")
+
+	az, err := authzclient.New(stack.Authz.Addr, authzclient.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer az.Close()
+	res, err := az.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: token, Resource: stack.Gateway.MCP(), RequiredScopes: []string{scopeUser}})
+	if err != nil || len(res.GetTokenRef()) != 64 {
+		t.Fatalf("Authorize: %v, %v; want a token_ref", res, err)
+	}
+	if strings.Contains(logs, res.GetTokenRef()) {
+		t.Error("gateway logs contain a whole token_ref, a decision cache key")
+	}
+	want := `"token_ref":"` + tokenref.Short(res.GetTokenRef()) + `"`
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, `"msg":"denied"`) && strings.Contains(line, want) {
+			return
+		}
+	}
+	t.Errorf("no denial logged with %s:\n%s", want, logs)
 }

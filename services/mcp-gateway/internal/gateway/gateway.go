@@ -89,12 +89,9 @@ package gateway
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"net"
 	"net/http"
@@ -105,11 +102,12 @@ import (
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
@@ -148,6 +146,9 @@ type Options struct {
 	MaxBody int64
 	// RateLimiter, if set, limits each principal's requests (RATE_LIMIT).
 	RateLimiter *ratelimit.Limiter
+	// Tools are the tools served (cmd/mcp-gateway passes tools.BuiltIn());
+	// required, and may be empty.
+	Tools *tools.Set
 	// Invalidations opens authz's invalidation stream
 	// (authzclient.Client.WatchInvalidations); required when
 	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
@@ -169,7 +170,6 @@ type Gateway struct {
 	metrics  *metrics.Metrics
 	maxBody  int64
 	resource string
-	prmURL   string
 	origins  []string
 	host     string
 	ops      *operation.Table
@@ -180,11 +180,12 @@ type Gateway struct {
 	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
 
-	// supportedScopes is scopes_supported: what 401 challenges ask for.
-	supportedScopes []string
-	maxInFlight     int64
-	inFlight        atomic.Int64
-	bodyTimeout     time.Duration
+	// answers builds the challenged answers; its supported scopes are
+	// scopes_supported, what 401 challenges ask for.
+	answers     answers
+	maxInFlight int64
+	inFlight    atomic.Int64
+	bodyTimeout time.Duration
 
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
@@ -197,13 +198,25 @@ type Gateway struct {
 // badArgLogEvery is the least time between two such ERROR lines.
 const badArgLogEvery = 10 * time.Second
 
-// New builds the gateway: the one go-sdk server with every registered tool, the
-// metadata documents, and the routes. It returns an error only if the
-// configuration cannot be served.
+// New builds the gateway: the one go-sdk server with the tools of
+// opts.Tools, the metadata documents, and the routes. It returns an error if
+// an option required is missing, or if the configuration cannot be served
+// with these tools (a *config.Error naming the variable).
 func New(opts Options) (*Gateway, error) {
 	cfg := opts.Config
 	if opts.Authz == nil {
 		return nil, errors.New("gateway: Options.Authz is nil")
+	}
+	if opts.Tools == nil {
+		return nil, errors.New("gateway: Options.Tools is nil")
+	}
+	// authz refuses a question with more scopes than it accepts (as
+	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
+	// request. The largest question is SCOPES plus every tool scope.
+	toolScopes := opts.Tools.Scopes()
+	supported := scopes.Union(cfg.Scopes, toolScopes)
+	if len(supported) > scopes.MaxCount {
+		return nil, fmt.Errorf("invalid configuration: %w", &config.Error{Var: config.EnvScopes, Msg: fmt.Sprintf("names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(cfg.Scopes), strings.Join(toolScopes, " "), len(supported), scopes.MaxCount)})
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -224,14 +237,13 @@ func New(opts Options) (*Gateway, error) {
 		metrics:  opts.Metrics,
 		maxBody:  opts.MaxBody,
 		resource: cfg.Resource(),
-		prmURL:   cfg.ResourceMetadataURL(),
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
-		ops:      operation.NewTable(cfg.Scopes, tools.All()),
+		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
 
-		supportedScopes: scopes.Union(cfg.Scopes, tools.Scopes()),
-		maxInFlight:     int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
-		bodyTimeout:     cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
+		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),
+		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
+		bodyTimeout: cmp.Or(max(cfg.BodyTimeout, 0), config.DefaultBodyTimeout),
 
 		badArgLog: ratelog.Limiter{Every: badArgLogEvery},
 	}
@@ -250,7 +262,7 @@ func New(opts Options) (*Gateway, error) {
 	prm, err := json.Marshal(&oauthex.ProtectedResourceMetadata{
 		Resource:               g.resource,
 		AuthorizationServers:   []string{cfg.AuthorizationServer},
-		ScopesSupported:        g.supportedScopes,
+		ScopesSupported:        g.answers.supported,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "mcpauthz MCP gateway",
 	})
@@ -267,7 +279,7 @@ func New(opts Options) (*Gateway, error) {
 		Instructions: "Tools about the signed-in user: identity, profile and organizations. tools/list shows the tools your access token's scopes allow; a call needing more scopes is refused with 403 insufficient_scope, and signing in again to grant them makes more tools appear.",
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
-	tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})
+	opts.Tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
@@ -298,7 +310,7 @@ func New(opts Options) (*Gateway, error) {
 	mux.Handle("/.well-known/oauth-authorization-server", g.asmeta)
 	mux.HandleFunc("GET /healthz", serveHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
+		httperror.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)
 	})
 	g.mux = mux
 
@@ -307,7 +319,7 @@ func New(opts Options) (*Gateway, error) {
 	ops.HandleFunc("GET /readyz", g.serveReady)
 	ops.Handle("GET /metrics", g.metrics.Handler())
 	ops.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		challenge.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; this port serves /metrics, /healthz and /readyz"}.Write(w)
+		httperror.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; this port serves /metrics, /healthz and /readyz"}.Write(w)
 	})
 	g.opsMux = ops
 	return g, nil
@@ -376,24 +388,18 @@ func (g *Gateway) servePRM(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
-		challenge.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
+		httperror.Response{Status: http.StatusMethodNotAllowed, Description: "use GET"}.Write(w)
 	}
 }
 
 func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if err := g.authz.Ready(r.Context()); err != nil {
 		g.log.WarnContext(r.Context(), "not ready", "error", err)
-		challenge.Response{Status: http.StatusServiceUnavailable, Description: "authz is not reachable", RetryAfter: RetryAfter}.Write(w)
+		httperror.Response{Status: http.StatusServiceUnavailable, Description: "authz is not reachable", RetryAfter: RetryAfter}.Write(w)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ready\n"))
-}
-
-// tokenHash identifies a token in logs without revealing it.
-func tokenHash(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:6])
 }
 
 // clientIP is the peer address, for logs.

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 )
 
@@ -130,11 +130,11 @@ func callTool(t testing.TB, url, token, tool string, into any) toolResult {
 }
 
 // errorBody reads a gateway error body.
-func errorBody(t testing.TB, res *http.Response) challenge.Body {
+func errorBody(t testing.TB, res *http.Response) httperror.Body {
 	t.Helper()
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	var body challenge.Body
+	var body httperror.Body
 	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&body); err != nil {
 		t.Fatalf("error body is not JSON: %v: %q", err, b)
 	}

@@ -13,15 +13,14 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Headers a browser client may send and read on /mcp.
@@ -48,7 +47,10 @@ type exchange struct {
 	info   mcpreq.Info
 	parsed bool
 	token  string
-	op     operation.Operation
+	// tokenRef is the token_ref authz returned for the token, once it has
+	// answered: the only name of the token logs carry (package tokenref).
+	tokenRef string
+	op       operation.Operation
 	// bodyRead: the body was read to its end. Until then an answer closes
 	// the connection (see fail).
 	bodyRead bool
@@ -68,7 +70,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		x.w.Header().Set("Allow", "POST, OPTIONS")
-		g.fail(x, challenge.Response{Status: http.StatusMethodNotAllowed, Description: "this MCP server is stateless: use POST (no SSE stream, no sessions)"})
+		g.fail(x, httperror.Response{Status: http.StatusMethodNotAllowed, Description: "this MCP server is stateless: use POST (no SSE stream, no sessions)"})
 		return
 	}
 
@@ -79,21 +81,20 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.op = g.ops.Base()
 	switch {
 	case tokenErr != nil:
-		g.fail(x, challenge.Response{Status: http.StatusBadRequest, Error: challenge.ErrInvalidRequest, Description: tokenErr.Error(), Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
+		g.fail(x, g.answers.challenged(http.StatusBadRequest, challenge.ErrInvalidRequest, tokenErr.Error(), g.answers.supported))
 		return
 	case !hasBearer:
-		desc := "this MCP server requires an OAuth access token: send Authorization: Bearer <token>; see resource_metadata"
-		g.fail(x, challenge.Response{Status: http.StatusUnauthorized, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes})
+		g.fail(x, g.answers.noToken)
 		return
 	case !validToken(token):
-		g.fail(x, g.invalidToken("the access token is malformed"))
+		g.fail(x, g.answers.malformed)
 		return
 	}
 
 	if n := g.inFlight.Add(1); n > g.maxInFlight {
 		g.inFlight.Add(-1)
 		g.metrics.InFlightRejected()
-		g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the server has too many requests in flight; retry after Retry-After seconds (your token was not rejected)", RetryAfter: RetryAfter})
+		g.fail(x, httperror.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the server has too many requests in flight; retry after Retry-After seconds (your token was not rejected)", RetryAfter: RetryAfter})
 		return
 	}
 	defer g.inFlight.Add(-1)
@@ -104,7 +105,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(err, &perr) {
 			perr = &mcpreq.Error{Status: http.StatusBadRequest, Msg: err.Error()}
 		}
-		g.fail(x, challenge.Response{Status: perr.Status, Description: perr.Msg})
+		g.fail(x, httperror.Response{Status: perr.Status, Description: perr.Msg})
 		return
 	}
 	x.bodyRead = true
@@ -119,8 +120,9 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	g.mcp.ServeHTTP(x.w, r)
 }
 
-// authorize asks authz, or the decision cache, and, unless the request is
-// allowed, writes the answer.
+// authorize asks authz, or the decision cache, and does what [judge] makes
+// of the answer: it returns the caller of an allowed request, or writes the
+// answer.
 func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	ctx := x.r.Context()
 	req := &authzv1.AuthorizeRequest{
@@ -134,65 +136,45 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 		ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	}
 	res, err := g.decide(ctx, req)
-	if err != nil {
-		g.metrics.Decision("error")
-		switch {
-		case status.Code(err) == codes.InvalidArgument && tokenViolation(err):
-			g.fail(x, g.invalidToken("the access token is malformed"))
-		case status.Code(err) == codes.InvalidArgument:
-			// authz refused a part of the question the gateway wrote (the
-			// resource, the scopes): the gateway's fault, not the token's. A
-			// 401 would make the client throw a good token away.
-			if ok, unlogged := g.badArgLog.Allow(); ok {
-				g.log.ErrorContext(ctx, "authz refused the gateway's question as malformed; check SCOPES and MCP_SERVER_URL", "error", err, "violations", violations(err), "unlogged_since_last", unlogged)
-			}
-			g.fail(x, challenge.Response{Status: http.StatusInternalServerError, Error: "server_error", Description: "the gateway could not ask the authorization service about this request (a configuration error, logged at the gateway); your token was not rejected"})
-		case ctx.Err() != nil:
-			// The client went away; nobody reads the answer.
-			x.w.status = 499
-		default:
-			g.log.WarnContext(ctx, "authz unavailable", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
-			g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service is unavailable; retry later (your token was not rejected)", RetryAfter: RetryAfter})
-		}
-		return nil, false
+	x.tokenRef = res.GetTokenRef()
+	o := judge(g.answers, question{op: x.op, clientGone: ctx.Err() != nil, check: g.checkFunc(x.token)}, res, err)
+	g.metrics.Decision(o.decision)
+	for _, l := range o.logs {
+		g.logLine(x, l)
 	}
-	p := res.GetPrincipal()
-	if res.GetAllowed() && p != nil {
-		g.metrics.Decision("allowed")
-		c := caller.New(p, x.op.Scopes, g.checkFunc(x.token))
-		c.UserRequested = x.op.NeedsUser
-		c.User = res.GetUser()
-		c.UserError = res.GetUserError()
-		if len(x.op.OrgsScopes) > 0 {
-			g.addOrgs(x, c)
-		}
-		return c, true
-	}
-	d := res.GetDenial()
-	reason := strings.ToLower(strings.TrimPrefix(d.GetReason().String(), "DENIAL_REASON_"))
-	if res.GetAllowed() || d == nil {
-		reason = "malformed"
-	}
-	g.metrics.Decision(reason)
-	g.log.InfoContext(ctx, "denied", "reason", reason, "missing_scopes", d.GetMissingScopes(), "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "client_ip", clientIP(x.r))
 	switch {
-	case reason == "malformed":
-		g.log.ErrorContext(ctx, "authz returned an incomplete decision", "allowed", res.GetAllowed())
-		g.fail(x, challenge.Response{Status: http.StatusServiceUnavailable, Error: "temporarily_unavailable", Description: "the authorization service returned an incomplete decision", RetryAfter: RetryAfter})
-	case d.GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
-		desc := d.GetDescription()
-		if desc == "" {
-			desc = "the access token lacks scope " + strings.Join(d.GetMissingScopes(), " ")
+	case o.caller != nil:
+		if len(x.op.OrgsScopes) > 0 {
+			g.addOrgs(x, o.caller)
 		}
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: challenge.ErrInsufficientScope, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: x.op.Scopes})
+		return o.caller, true
+	case o.clientGone:
+		x.w.status = clientClosedRequest
 	default:
-		desc := d.GetDescription()
-		if desc == "" {
-			desc = defaultDenialDescription(d.GetReason())
-		}
-		g.fail(x, g.invalidToken(desc))
+		g.fail(x, o.answer)
 	}
 	return nil, false
+}
+
+// logLine writes l, a line of this request's outcome (which it may append
+// to), about the request of x.
+func (g *Gateway) logLine(x *exchange, l logLine) {
+	ctx := x.r.Context()
+	if !g.log.Enabled(ctx, l.level) {
+		return
+	}
+	attrs := l.attrs
+	if l.request {
+		attrs = append(attrs, slog.String("method", x.info.Method), slog.String("tool", x.info.Tool()), slog.String("client_ip", clientIP(x.r)))
+	}
+	if l.limited {
+		ok, unlogged := g.badArgLog.Allow()
+		if !ok {
+			return
+		}
+		attrs = append(attrs, slog.Int64("unlogged_since_last", unlogged))
+	}
+	g.log.LogAttrs(ctx, l.level, l.msg, attrs...)
 }
 
 // decide answers req from the decision cache, or asks authz (and keeps an
@@ -216,14 +198,14 @@ func (g *Gateway) decide(ctx context.Context, req *authzv1.AuthorizeRequest) (*a
 // only to tokens holding OrgsScopes (who_am_i): when the token may hold them,
 // authz is asked again with them required and include_orgs, and returns the
 // orgs only if it allows that; otherwise, or if it does not, c.OrgsWithheld
-// says why there are none. The request itself is allowed either way.
+// says why there are none ([judgeOrgs]). The request itself is allowed either
+// way.
 func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
 	if !x.op.MayHold(c.Principal.GetScopes()) {
 		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
 		return
 	}
-	ctx := x.r.Context()
-	res, err := g.decide(ctx, &authzv1.AuthorizeRequest{
+	res, err := g.decide(x.r.Context(), &authzv1.AuthorizeRequest{
 		Token:          x.token,
 		Resource:       g.resource,
 		RequiredScopes: x.op.WithOrgs,
@@ -231,54 +213,15 @@ func (g *Gateway) addOrgs(x *exchange, c *caller.Caller) {
 		IncludeOrgs:    true,
 		ClaimsFormat:   authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON,
 	})
-	switch {
-	case err != nil:
-		g.log.WarnContext(ctx, "authz did not answer whether the token may see organizations; leaving them out", "error", err, "code", status.Code(err).String(), "token_sha256", tokenHash(x.token))
-		c.OrgsWithheld = "organizations could not be checked right now (the authorization service did not answer); retry later"
-	case res.GetAllowed() && res.GetPrincipal() != nil:
+	o := judgeOrgs(x.op, x.tokenRef, res, err)
+	if o.log != nil {
+		g.logLine(x, *o.log)
+	}
+	if o.confirmed {
 		c.Confirm(x.op.OrgsScopes)
-		c.User, c.UserError = res.GetUser(), res.GetUserError()
-	case res.GetDenial().GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
-		c.OrgsWithheld = tools.OrgsWithheld(x.op.OrgsScopes)
-	default:
-		// The token was refused in between (expired, say): the request was
-		// allowed, but nothing more is shown on its strength.
-		c.OrgsWithheld = "organizations could not be shown: the token was refused when they were checked (" + strings.ToLower(strings.TrimPrefix(res.GetDenial().GetReason().String(), "DENIAL_REASON_")) + ")"
+		c.User, c.UserError = o.user, o.userError
 	}
-}
-
-// tokenViolation reports whether err, an INVALID_ARGUMENT from authz, blames
-// the token itself: authz attaches a google.rpc.BadRequest whose field
-// violation names "token" (other fields: resource, required_scopes,
-// claims_format, user_id, which the gateway wrote). Without such a detail the
-// token is not blamed: the gateway has already checked its syntax.
-func tokenViolation(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		br, ok := d.(*errdetails.BadRequest)
-		if !ok {
-			continue
-		}
-		for _, v := range br.GetFieldViolations() {
-			if v.GetField() == "token" {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// violations lists the fields an INVALID_ARGUMENT's BadRequest detail names,
-// for the log.
-func violations(err error) []string {
-	var out []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				out = append(out, v.GetField()+": "+v.GetDescription())
-			}
-		}
-	}
-	return out
+	c.OrgsWithheld = o.withheld
 }
 
 // withinRateLimit charges the caller's budget and, when it is spent, answers
@@ -287,12 +230,12 @@ func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
 	if g.limiter == nil {
 		return true
 	}
-	res := g.limiter.Allow(x.r.Context(), principalName(c.Principal, x.token))
+	res := g.limiter.Allow(x.r.Context(), principalName(c.Principal, x.tokenRef, x.token))
 	if res.Allowed {
 		return true
 	}
-	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), "token_sha256", tokenHash(x.token), "retry_after", res.RetryAfter.String())
-	g.fail(x, challenge.Response{
+	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), tokenRefAttr(x.tokenRef), "retry_after", res.RetryAfter.String())
+	g.fail(x, httperror.Response{
 		Status:      http.StatusTooManyRequests,
 		Error:       "rate_limited",
 		Description: "too many requests for this user (limit " + g.limiter.Limit().String() + "); retry after Retry-After seconds",
@@ -303,36 +246,29 @@ func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
 
 // principalName names whom a request is charged to: the token's subject; for a
 // token without one (client credentials), its client; failing both, the token
-// itself (as a hash: the limiter hashes every name again before storing it).
-func principalName(p *authzv1.Principal, token string) string {
+// itself, by its token_ref (the limiter keeps only a hash of every name,
+// ratelimit.Key, so even the token, from an authz that sent no token_ref, is
+// never stored).
+func principalName(p *authzv1.Principal, tokenRef, token string) string {
 	switch {
 	case p.GetSubject() != "":
 		return "sub:" + p.GetSubject()
 	case p.GetClientId() != "":
 		return "client:" + p.GetClientId()
+	case tokenRef != "":
+		return "token:" + tokenRef
 	}
-	return "token:" + tokenHash(token)
+	return "token:" + token
 }
 
-func defaultDenialDescription(r authzv1.DenialReason) string {
-	switch r {
-	case authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED:
-		return "the access token has expired"
-	case authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH:
-		return "the access token was not issued for this resource"
-	case authzv1.DenialReason_DENIAL_REASON_ISSUER_MISMATCH:
-		return "the access token was issued by another authorization server"
-	case authzv1.DenialReason_DENIAL_REASON_TOKEN_NOT_YET_VALID:
-		return "the access token is not valid yet"
+// tokenRefAttr names the request's token in a log line by the token_ref authz
+// returned for it (package tokenref); an empty attribute, which slog leaves
+// out, when authz returned none.
+func tokenRefAttr(ref string) slog.Attr {
+	if ref == "" {
+		return slog.Attr{}
 	}
-	return "the access token is not active"
-}
-
-// invalidToken is the 401 for a token that cannot be used. Like the 401 for
-// no token, it asks for every supported scope (package doc, Scopes): the
-// client is about to log in again.
-func (g *Gateway) invalidToken(desc string) challenge.Response {
-	return challenge.Response{Status: http.StatusUnauthorized, Error: challenge.ErrInvalidToken, Description: desc, Challenge: true, ResourceMetadata: g.prmURL, Scopes: g.supportedScopes}
+	return tokenref.Attr(ref)
 }
 
 // readBody reads and parses the request within MCP_BODY_TIMEOUT of now
@@ -372,7 +308,7 @@ func (g *Gateway) checkFunc(token string) caller.CheckFunc {
 // also closes the connection: otherwise net/http would read what remains of
 // the body (up to 256 KiB) before answering, waiting on a client that
 // announced a body and never sends it.
-func (g *Gateway) fail(x *exchange, resp challenge.Response) {
+func (g *Gateway) fail(x *exchange, resp httperror.Response) {
 	if !x.bodyRead && x.r.ContentLength != 0 {
 		x.w.Header().Set("Connection", "close")
 	}
@@ -402,8 +338,8 @@ func (g *Gateway) finish(x *exchange) {
 	g.metrics.ObserveRequest(method, tool, strconv.Itoa(st), d)
 	if g.log.Enabled(x.r.Context(), slog.LevelDebug) {
 		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
-		if validToken(x.token) {
-			attrs = append(attrs, "token_sha256", tokenHash(x.token))
+		if x.tokenRef != "" {
+			attrs = append(attrs, tokenref.Attr(x.tokenRef))
 		}
 		g.log.DebugContext(x.r.Context(), "mcp request", attrs...)
 	}
@@ -462,7 +398,7 @@ func validToken(token string) bool {
 func (g *Gateway) checkOrigin(x *exchange) bool {
 	r := x.r
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
+		g.fail(x, httperror.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
 		return false
 	}
 	raw := r.Header.Get("Origin")
@@ -472,7 +408,7 @@ func (g *Gateway) checkOrigin(x *exchange) bool {
 	o, ok := config.NormalizeOrigin(raw)
 	if !ok || !slices.Contains(g.origins, o) {
 		g.log.InfoContext(r.Context(), "origin refused", "origin", raw, "client_ip", clientIP(r))
-		g.fail(x, challenge.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "origin " + strconv.Quote(raw) + " is not allowed; add it to MCP_ALLOWED_ORIGINS"})
+		g.fail(x, httperror.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "origin " + strconv.Quote(raw) + " is not allowed; add it to MCP_ALLOWED_ORIGINS"})
 		return false
 	}
 	h := x.w.Header()

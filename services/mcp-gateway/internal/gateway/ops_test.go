@@ -223,7 +223,7 @@ func TestInstructionsNameNoHiddenTool(t *testing.T) {
 		t.Fatalf("initialize: %s (%v), want instructions", r.Result, err)
 	}
 	visible := listToolNames(t, stack.Gateway.MCP(), token)
-	for _, tool := range tools.All() {
+	for _, tool := range tools.BuiltIn().All() {
 		if !slices.Contains(visible, tool.Name) && strings.Contains(res.Instructions, tool.Name) {
 			t.Errorf("instructions %q name %s, which tools/list hides from this caller", res.Instructions, tool.Name)
 		}
@@ -310,7 +310,7 @@ func TestCORS(t *testing.T) {
 
 // TestScopeHierarchy: with authz configured so that "admin" implies both tool
 // scopes, an admin token sees and calls both tools although neither scope is
-// in the token; tools/list and the registry ask authz rather than compare
+// in the token; tools/list and the tool set ask authz rather than compare
 // scope strings.
 func TestScopeHierarchy(t *testing.T) {
 	t.Parallel()

@@ -142,7 +142,7 @@ func TestNoSecretsInRedisLogsOrMetrics(t *testing.T) {
 	// The checks above are only as good as what was captured.
 	for what, want := range map[string][2]string{
 		"authz log":        {az.Proc.Output(), `"msg":"authorize"`},
-		"gateway log":      {g.Logs(), `"token_sha256"`},
+		"gateway log":      {g.Logs(), `"token_ref"`},
 		"authz /metrics":   {authzMetrics, `authz_user_fetches_total{result="ok"}`},
 		"gateway /metrics": {gwMetrics, `mcp_gateway_rate_limit_decisions_total{decision="limited",store="redis"}`},
 	} {

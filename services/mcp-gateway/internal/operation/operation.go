@@ -10,9 +10,9 @@
 package operation
 
 import (
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"slices"
 
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
@@ -69,7 +69,8 @@ type Table struct {
 	tools map[string]Operation
 }
 
-// NewTable builds the table for base scopes and the given tools.
+// NewTable builds the table for base scopes and the tools served (a tool
+// set's [tools.Set.All]).
 func NewTable(base []string, ts []tools.Tool) *Table {
 	t := &Table{base: Operation{Scopes: slices.Clone(base)}, tools: make(map[string]Operation, len(ts))}
 	for _, tool := range ts {

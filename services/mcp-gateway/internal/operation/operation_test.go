@@ -17,7 +17,7 @@ var base = []string{"read:user_data"}
 
 func TestFor(t *testing.T) {
 	t.Parallel()
-	table := NewTable(base, tools.All())
+	table := NewTable(base, tools.BuiltIn().All())
 	tests := []struct {
 		info mcpreq.Info
 		want Operation
@@ -45,8 +45,8 @@ func TestFor(t *testing.T) {
 func TestNoOrgsWithoutTheirScope(t *testing.T) {
 	t.Parallel()
 	for _, base := range [][]string{{"read:user_data"}, {"mcp"}, {"read:user_data", "read:org_data"}} {
-		table := NewTable(base, tools.All())
-		for _, tool := range tools.All() {
+		table := NewTable(base, tools.BuiltIn().All())
+		for _, tool := range tools.BuiltIn().All() {
 			op := table.For(mcpreq.Info{Method: "tools/call", Name: tool.Name})
 			if op.NeedsOrgs && !slices.Contains(op.Scopes, "read:org_data") {
 				t.Errorf("SCOPES %q: %s asks for orgs with scopes %q", base, tool.Name, op.Scopes)
@@ -60,7 +60,7 @@ func TestNoOrgsWithoutTheirScope(t *testing.T) {
 
 func TestMayHold(t *testing.T) {
 	t.Parallel()
-	op := NewTable(base, tools.All()).For(mcpreq.Info{Method: "tools/call", Name: "who_am_i"})
+	op := NewTable(base, tools.BuiltIn().All()).For(mcpreq.Info{Method: "tools/call", Name: "who_am_i"})
 	tests := []struct {
 		issued []string
 		want   bool
@@ -97,7 +97,7 @@ func FuzzScopes(f *testing.F) {
 	} {
 		f.Add([]byte(s.body), s.method, s.name)
 	}
-	table := NewTable(base, tools.All())
+	table := NewTable(base, tools.BuiltIn().All())
 	f.Fuzz(func(t *testing.T, body []byte, method, name string) {
 		h := http.Header{}
 		if method != "" {
@@ -132,7 +132,7 @@ func FuzzScopes(f *testing.F) {
 		if dec.Decode(&p) != nil {
 			return
 		}
-		tool, known := tools.Lookup(p.Name)
+		tool, known := tools.BuiltIn().Lookup(p.Name)
 		if !known {
 			return
 		}

@@ -34,6 +34,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 )
 
 // Seeded devauth users (package seedusers).
@@ -430,7 +431,7 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 			return nil, nil, err
 		}
 	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter,
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(),
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return az.WatchInvalidations(ctx) }})
 	if err != nil {
 		closeListeners()

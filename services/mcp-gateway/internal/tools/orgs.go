@@ -4,15 +4,16 @@ import (
 	"context"
 )
 
-func init() {
-	register(define(Spec{
+// listMyOrgsTool is the built-in tool list_my_orgs.
+func listMyOrgsTool() Tool {
+	return Define(Spec{
 		Name:        "list_my_orgs",
 		Title:       "List my organizations",
 		Description: "Lists the organizations the caller belongs to, with the caller's role, inherited roles and permissions in each.",
 		Scopes:      []string{"read:org_data"},
 		NeedsUser:   true,
 		NeedsOrgs:   true,
-	}, listMyOrgs))
+	}, listMyOrgs)
 }
 
 // ListMyOrgsInput takes no arguments.

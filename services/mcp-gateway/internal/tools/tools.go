@@ -1,33 +1,44 @@
-// Package tools is the gateway's registry of protected MCP tools.
+// Package tools holds the gateway's protected MCP tools and the tool sets
+// one gateway serves.
 //
-// # Adding a tool
+// # Tool sets
 //
-// Create one file in this package that defines the tool with [define] — its
-// name, description, the scopes it needs, whether it needs the caller's user,
-// and its typed handler — and registers it in an init function:
+// A [Set] is built once and passed to the gateway (gateway.Options.Tools);
+// nothing is registered globally. The gateway learns each tool's scopes from
+// it (it asks authz for SCOPES plus those on tools/call), the protected
+// resource metadata advertises them, tools/list filters on them, and the set
+// checks them again before a handler runs. [BuiltIn] is the gateway's own
+// tools (who_am_i, list_my_orgs).
 //
-//	func init() { register(define(Spec{Name: "my_tool", Scopes: []string{"read:x"}}, myTool)) }
+// A tool comes from one of two constructors:
 //
-// Nothing else changes: the gateway reads [All] to learn each tool's scopes (it
-// asks authz for SCOPES plus those on tools/call), the protected resource
-// metadata advertises them, tools/list filters on them, and the registry checks
-// them again before the handler runs.
+//   - [Define]: a typed Go handler; the go-sdk infers the schemas from its
+//     input and output types and validates both. The built-in tools are
+//     defined so.
+//   - [New]: a catalog entry ([Definition]: name, description, scopes, and the
+//     input and output schemas as raw JSON) and a [Handler] over the raw
+//     arguments, for tools known only at run time (those an upstream MCP
+//     server lists).
+//
+// # Adding a built-in tool
+//
+// Create one file in this package with a function returning the tool built
+// with [Define] (its name, description, the scopes it needs, whether it needs
+// the caller's user, and its typed handler), and add it to [BuiltIn].
 //
 // # Defense in depth
 //
-// The gateway authorizes a tools/call before the go-sdk parses it. The registry
+// The gateway authorizes a tools/call before the go-sdk parses it. The set
 // checks again, against the [caller.Caller] the SDK hands the handler, that the
 // caller holds the scopes of the tool actually being run; a request that did
 // not pass the gateway's middleware has no Caller and is refused.
 package tools
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -39,7 +50,7 @@ import (
 )
 
 // CodeForbidden is the JSON-RPC error code of a tool call refused by the
-// registry because the caller lacks the tool's scopes. The gateway normally
+// tool set because the caller lacks the tool's scopes. The gateway normally
 // answers such a call with HTTP 403 before the SDK sees it. (-32001 to -32005
 // and -32020 to -32022 are taken by the go-sdk.)
 const CodeForbidden = -32030
@@ -65,7 +76,8 @@ type Spec struct {
 	OrgsScopes []string
 }
 
-// Tool is a registered tool: its declaration and how to add it to a server.
+// Tool is a tool: its declaration and how to add it to a server. Build it
+// with [Define] or [New].
 type Tool struct {
 	Spec
 	add func(s *mcp.Server, env *Env)
@@ -95,58 +107,18 @@ type Call struct {
 	Request *mcp.CallToolRequest
 }
 
-var registry []Tool
-
-// register adds t to the registry. It panics on a duplicate or invalid name,
-// which can only happen at init, when a new tool file is wrong.
-func register(t Tool) {
-	if t.Name == "" || strings.ContainsAny(t.Name, " \t\n") {
-		panic(fmt.Sprintf("tools: invalid tool name %q", t.Name))
-	}
-	if _, dup := Lookup(t.Name); dup {
-		panic(fmt.Sprintf("tools: %q registered twice", t.Name))
-	}
-	registry = append(registry, t)
-	slices.SortFunc(registry, func(a, b Tool) int { return cmp.Compare(a.Name, b.Name) })
-}
-
-// All returns every registered tool, sorted by name.
-func All() []Tool { return slices.Clone(registry) }
-
-// Lookup returns the registered tool called name.
-func Lookup(name string) (Tool, bool) {
-	for _, t := range registry {
-		if t.Name == name {
-			return t, true
-		}
-	}
-	return Tool{}, false
-}
-
-// Scopes returns every scope any tool declares (Scopes and OrgsScopes), in
-// registry order, deduplicated.
-func Scopes() []string {
-	var out []string
-	for _, t := range registry {
-		for _, s := range slices.Concat(t.Scopes, t.OrgsScopes) {
-			if !slices.Contains(out, s) {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
 // OrgsWithheld is what a tool with [Spec.OrgsScopes] says when the caller's
 // token does not hold them: why the user's organizations are missing.
 func OrgsWithheld(scopes []string) string {
 	return fmt.Sprintf("organizations are shown only to tokens granted %s (the scope list_my_orgs needs); this token was not", strings.Join(scopes, " "))
 }
 
-// define builds a Tool from a typed handler. The handler runs only when the
+// Define builds a Tool from a typed handler. The handler runs only when the
 // caller holds spec.Scopes; an error it returns becomes a tool error result
-// (isError), which is how MCP reports a tool's own failures.
-func define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in In) (Out, error)) Tool {
+// (isError), which is how MCP reports a tool's own failures, unless it is a
+// *jsonrpc.Error. The schemas are inferred from In and Out when the tool is
+// installed, which panics if they cannot be: a Go type that is wrong.
+func Define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in In) (Out, error)) Tool {
 	return Tool{
 		Spec: spec,
 		add: func(s *mcp.Server, env *Env) {
@@ -220,77 +192,4 @@ func enforce(ctx context.Context, req *mcp.CallToolRequest, spec Spec) (*caller.
 		return nil, &jsonrpc.Error{Code: CodeForbidden, Message: fmt.Sprintf("tool %q needs scopes %q", spec.Name, strings.Join(spec.Scopes, " "))}
 	}
 	return c, nil
-}
-
-// InstallOptions configures [Install].
-type InstallOptions struct {
-	// ListAll makes tools/list return every tool instead of only those the
-	// caller may call.
-	ListAll bool
-}
-
-// Install adds every registered tool to s and, unless opts.ListAll, a
-// middleware that removes from tools/list the tools the caller may not call
-// (and so marks the list private: it differs between callers).
-func Install(s *mcp.Server, env *Env, opts InstallOptions) {
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.DiscardHandler)
-	}
-	for _, t := range registry {
-		t.add(s, env)
-	}
-	if !opts.ListAll {
-		s.AddReceivingMiddleware(listFilter(env.Logger))
-	}
-}
-
-// Cache scopes of MCP results (cacheScope, as HTTP's Cache-Control public and
-// private).
-const (
-	CacheScopePublic  = "public"
-	CacheScopePrivate = "private"
-)
-
-// listFilter hides tools whose scopes the caller lacks, and marks the result
-// private: unfiltered (ListAll) the list is the same for every caller and the
-// SDK's default, public, is right. It fails closed: with no caller, or when
-// authz cannot say, the tool is left out.
-func listFilter(logger *slog.Logger) mcp.Middleware {
-	return func(next mcp.MethodHandler) mcp.MethodHandler {
-		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-			res, err := next(ctx, method, req)
-			if method != "tools/list" || err != nil {
-				return res, err
-			}
-			list, ok := res.(*mcp.ListToolsResult)
-			if !ok {
-				return res, err
-			}
-			var c *caller.Caller
-			if extra := req.GetExtra(); extra != nil {
-				c = caller.FromTokenInfo(extra.TokenInfo)
-			}
-			visible := make([]*mcp.Tool, 0, len(list.Tools))
-			for _, mt := range list.Tools {
-				t, known := Lookup(mt.Name)
-				if !known || c == nil {
-					continue
-				}
-				allowed, herr := c.Has(ctx, t.Scopes)
-				if herr != nil {
-					logger.WarnContext(ctx, "tools/list: cannot check scopes; hiding tool", "tool", t.Name, "error", herr)
-					continue
-				}
-				if allowed {
-					visible = append(visible, mt)
-				}
-			}
-			filtered := *list
-			filtered.Tools = visible
-			// The list now depends on the caller's token: no shared cache
-			// (an intermediary, another user's client) may keep it.
-			filtered.CacheScope = CacheScopePrivate
-			return &filtered, nil
-		}
-	}
 }

@@ -71,13 +71,19 @@ func (f *fakeUsers) orgsArgs() []bool {
 	return slices.Clone(f.orgs)
 }
 
-// serve runs the registry behind the go-sdk's streamable handler; the bearer
-// token names an entry of callers, which the verifier puts in TokenInfo the way
-// the gateway does.
+// serve runs the built-in tools behind the go-sdk's streamable handler; the
+// bearer token names an entry of callers, which the verifier puts in TokenInfo
+// the way the gateway does.
 func serve(t *testing.T, callers map[string]*caller.Caller, users Users, opts InstallOptions) string {
 	t.Helper()
+	return serveSet(t, BuiltIn(), callers, users, opts)
+}
+
+// serveSet is serve for the tools of set.
+func serveSet(t *testing.T, set *Set, callers map[string]*caller.Caller, users Users, opts InstallOptions) string {
+	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "test", Version: "0"}, nil)
-	Install(s, &Env{Users: users}, opts)
+	set.Install(s, &Env{Users: users}, opts)
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
 	verify := func(ctx context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
 		if token == "no-caller" {
@@ -113,23 +119,33 @@ func connect(t *testing.T, url, token string) *mcp.ClientSession {
 	return cs
 }
 
-func TestRegistry(t *testing.T) {
+func TestBuiltIn(t *testing.T) {
 	t.Parallel()
+	set := BuiltIn()
 	var names []string
-	for _, tool := range All() {
+	for _, tool := range set.All() {
 		names = append(names, tool.Name)
+		if got, ok := set.Lookup(tool.Name); !ok || got.Name != tool.Name {
+			t.Errorf("Lookup(%q) = %v, %v", tool.Name, got.Name, ok)
+		}
 	}
 	if diff := cmp.Diff([]string{"list_my_orgs", "who_am_i"}, names); diff != "" {
 		t.Errorf("All() (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"read:org_data", "read:user_data"}, Scopes()); diff != "" {
+	if _, ok := set.Lookup("nope"); ok {
+		t.Error(`Lookup("nope") found a tool`)
+	}
+	if diff := cmp.Diff([]string{"read:org_data", "read:user_data"}, set.Scopes()); diff != "" {
 		t.Errorf("Scopes() (-want +got):\n%s", diff)
 	}
-	for _, tool := range All() {
+	for _, tool := range set.All() {
 		if !tool.NeedsUser || len(tool.Scopes) == 0 {
 			t.Errorf("%s: NeedsUser=%v Scopes=%v", tool.Name, tool.NeedsUser, tool.Scopes)
 		}
 	}
+	// Two gateways may install the same set.
+	serve(t, nil, &fakeUsers{}, InstallOptions{})
+	serve(t, nil, &fakeUsers{}, InstallOptions{})
 }
 
 func TestToolsListFiltering(t *testing.T) {
@@ -209,7 +225,7 @@ func TestWhoAmI(t *testing.T) {
 	// an older authz sends; the output must be the same.
 	prefetched.Principal.Claims, prefetched.Principal.ClaimsJson = nil, []byte(`{"active":true,"scope":"x","sub":"u-alice"}`)
 	// authz returned orgs (a gateway that asked for them), but the token may
-	// not see them: the registry leaves them out all the same.
+	// not see them: the tool set leaves them out all the same.
 	noOrgScope := mk("read:user_data")
 	noOrgScope.User, noOrgScope.UserRequested = alice, true
 	// The gateway found the token may not see them and said why.
@@ -305,7 +321,7 @@ func TestListMyOrgs(t *testing.T) {
 		}
 	}
 
-	// The registry refuses a caller without the tool's scope, and a request that
+	// The tool set refuses a caller without the tool's scope, and a request that
 	// never passed the gateway, with a JSON-RPC error.
 	for _, token := range []string{"lacking", "no-caller"} {
 		_, err := connect(t, url, token).CallTool(t.Context(), &mcp.CallToolParams{Name: "list_my_orgs"})

@@ -4,15 +4,16 @@ import (
 	"context"
 )
 
-func init() {
-	register(define(Spec{
+// whoAmITool is the built-in tool who_am_i.
+func whoAmITool() Tool {
+	return Define(Spec{
 		Name:        "who_am_i",
 		Title:       "Who am I",
 		Description: "Describes the caller: the access token's subject, client, scopes, expiry, audience, issuer and claims, and the user's profile, with the user's organizations when the token is granted read:org_data.",
 		Scopes:      []string{"read:user_data"},
 		NeedsUser:   true,
 		OrgsScopes:  whoAmIOrgsScopes,
-	}, whoAmI))
+	}, whoAmI)
 }
 
 // WhoAmIInput takes no arguments.
@@ -75,7 +76,7 @@ var whoAmIOrgsScopes = []string{"read:org_data"}
 // or "" when it may: it holds scopes (confirmed by authz for this request, or
 // granted, or, asked again, implied through authz's scope hierarchy). The
 // gateway usually knows already (Caller.OrgsWithheld, or the scopes confirmed
-// when it asked authz for the organizations); this is the registry's own
+// when it asked authz for the organizations); this is the tool set's own
 // check, in depth.
 func orgsWithheld(ctx context.Context, call *Call, scopes []string) string {
 	c := call.Caller
