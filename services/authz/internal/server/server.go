@@ -40,7 +40,9 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/structjson"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/watch"
 )
@@ -250,7 +252,7 @@ func (s *Server) canonical(r string) (string, bool) {
 // Struct on every cache hit (the largest cost of a hit after gRPC itself).
 // Handlers must therefore not read p.Claims. JSON claims are written straight from
 // the same encoding. The error is non-nil only if the cached encoding is corrupt.
-func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Principal, error) {
+func principal(r *tokeninfo.Result, format authzv1.ClaimsFormat) (*authzv1.Principal, error) {
 	p := &authzv1.Principal{
 		Subject:  r.Subject,
 		ClientId: r.ClientID,
@@ -260,10 +262,10 @@ func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Prin
 		Audience: r.Audience,
 		Issuer:   r.Issuer,
 	}
-	if r.Has&introspect.HasExp != 0 {
+	if r.Has&tokeninfo.HasExp != 0 {
 		p.ExpiresAt = &timestamppb.Timestamp{Seconds: r.Exp}
 	}
-	if r.Has&introspect.HasIat != 0 {
+	if r.Has&tokeninfo.HasIat != 0 {
 		p.IssuedAt = &timestamppb.Timestamp{Seconds: r.Iat}
 	}
 	if len(r.ClaimsWire) == 0 {
@@ -273,7 +275,7 @@ func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Prin
 	case authzv1.ClaimsFormat_CLAIMS_FORMAT_NONE:
 	case authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON:
 		// The JSON form is about the size of the wire form it comes from.
-		j, err := r.AppendClaimsJSON(make([]byte, 0, len(r.ClaimsWire)))
+		j, err := structjson.Append(make([]byte, 0, len(r.ClaimsWire)), r.ClaimsWire)
 		if err != nil {
 			return nil, err
 		}

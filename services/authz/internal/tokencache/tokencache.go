@@ -67,6 +67,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // Defaults for [Options].
@@ -87,7 +88,7 @@ var ErrInvalidationIncomplete = errors.New("invalidation not propagated to other
 
 // Fetcher introspects tokens; [*introspect.Client] is one.
 type Fetcher interface {
-	Introspect(ctx context.Context, token string) ([]byte, *introspect.Result, error)
+	Introspect(ctx context.Context, token string) ([]byte, *tokeninfo.Result, error)
 	Endpoint() string
 }
 
@@ -156,7 +157,7 @@ type Options struct {
 type Cache struct {
 	fetcher     Fetcher
 	prefix      []byte // endpoint + "\n": the start of every hashed key
-	l1          *clockcache.Cache[*introspect.Result]
+	l1          *clockcache.Cache[*tokeninfo.Result]
 	store       *rediscache.Store
 	cacheTTL    time.Duration
 	negativeTTL time.Duration
@@ -231,7 +232,7 @@ func New(o Options) (*Cache, error) {
 		onInvalidate: o.OnInvalidate,
 		onReset:      o.OnReset,
 	}
-	c.l1 = clockcache.New[*introspect.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
+	c.l1 = clockcache.New[*tokeninfo.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
 	lookups := o.Metrics.CacheLookups
 	c.l1Hit = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultHit)
 	c.l1Miss = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultMiss)
@@ -271,7 +272,7 @@ func FullRef(k clockcache.Key) string {
 }
 
 type fetched struct {
-	res  *introspect.Result
+	res  *tokeninfo.Result
 	tier Tier
 }
 
@@ -282,13 +283,13 @@ type fetched struct {
 // gave no usable answer (nothing cached), one unwrapping to admission.ErrBusy when
 // Options.Limiter had no slot for the introspection, or ctx's error if ctx ended
 // while waiting. Redis failures are never returned.
-func (c *Cache) Lookup(ctx context.Context, token string) (*introspect.Result, Tier, error) {
+func (c *Cache) Lookup(ctx context.Context, token string) (*tokeninfo.Result, Tier, error) {
 	return c.LookupKeyed(ctx, c.Key(token), token)
 }
 
 // LookupKeyed is [Cache.Lookup] for a caller that already has token's key k
 // (from [Cache.Key]), saving a second hash. Its errors are Lookup's.
-func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string) (*introspect.Result, Tier, error) {
+func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string) (*tokeninfo.Result, Tier, error) {
 	if r, ok := c.l1.Get(k); ok {
 		c.l1Hit.Inc()
 		return r, TierL1, nil
@@ -369,12 +370,12 @@ func (c *Cache) fetch(call *flight.Call[clockcache.Key, fetched], k clockcache.K
 // ttl is min(CacheTTL, exp-now) for an active token; NegativeTTL for an inactive
 // one and for one past exp by more than the clock skew (its verdict, expired,
 // cannot change); zero (not cached) for one past exp within the skew.
-func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
+func (c *Cache) ttl(r *tokeninfo.Result, now time.Time) time.Duration {
 	if !r.Active {
 		return c.negativeTTL
 	}
 	ttl := c.cacheTTL
-	if r.Has&introspect.HasExp != 0 {
+	if r.Has&tokeninfo.HasExp != 0 {
 		left := time.Unix(r.Exp, 0).Sub(now)
 		if left <= 0 {
 			if -left < c.clockSkew {
@@ -388,7 +389,7 @@ func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
 }
 
 // getL2 reads and decodes an L2 entry: "<expiry unix ms>\n<introspection JSON>".
-func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*introspect.Result, int64, bool) {
+func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*tokeninfo.Result, int64, bool) {
 	v, ok, err := c.store.Get(ctx, redisKey)
 	switch {
 	case errors.Is(err, rediscache.ErrSkipped), errors.Is(err, rediscache.ErrBusy):
@@ -415,7 +416,7 @@ func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*
 
 // decodeL2 returns the result and expiry (unix ns) of an L2 entry; an expired
 // entry (such as a tombstone) has a nil result and no error.
-func decodeL2(v []byte, now int64) (*introspect.Result, int64, error) {
+func decodeL2(v []byte, now int64) (*tokeninfo.Result, int64, error) {
 	for i, b := range v {
 		if b != '\n' {
 			continue

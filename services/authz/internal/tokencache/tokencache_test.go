@@ -16,6 +16,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // fakeFetcher answers from a function of the token and counts calls.
@@ -27,7 +28,7 @@ type fakeFetcher struct {
 
 func (f *fakeFetcher) Endpoint() string { return "https://as.example/oauth/2.1/introspect" }
 
-func (f *fakeFetcher) Introspect(_ context.Context, token string) ([]byte, *introspect.Result, error) {
+func (f *fakeFetcher) Introspect(_ context.Context, token string) ([]byte, *tokeninfo.Result, error) {
 	f.calls.Add(1)
 	if f.gate != nil {
 		<-f.gate
@@ -67,7 +68,7 @@ func activeUntil(exp int64) func(string) (string, error) {
 	}
 }
 
-func lookup(t *testing.T, c *Cache, tok string) (*introspect.Result, Tier) {
+func lookup(t *testing.T, c *Cache, tok string) (*tokeninfo.Result, Tier) {
 	t.Helper()
 	r, tier, err := c.Lookup(t.Context(), tok)
 	if err != nil {
