@@ -20,11 +20,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 )
 
 // Every instance in this package logs (at debug level) into one buffer, which
@@ -37,7 +37,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	redis.SetLogger(rediscache.DriverLogger(testLogger("go-redis")))
+	redis.SetLogger(redisconn.DriverLogger(testLogger("go-redis")))
 	code := m.Run()
 	if code == 0 {
 		code = checkLogsForSecrets()
