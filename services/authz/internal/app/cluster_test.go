@@ -227,6 +227,10 @@ func TestAuthorizationServerDown(t *testing.T) {
 			if status.Code(err) != codes.Unavailable {
 				t.Fatalf("new token during outage = %v, %v; want Unavailable", resp, err)
 			}
+			// The answer names the token as every answer about it does.
+			if ref := unavailableInfo(t, err, "AUTHORIZATION_SERVER_UNAVAILABLE"); ref != hexKey(inst, fresh) {
+				t.Errorf("token_ref of the outage = %q, want the token's %q", ref, hexKey(inst, fresh))
+			}
 			mustAllow(t, inst, cached)
 			as.SetFault(propelauthtest.FaultNone, 0)
 			mustAllow(t, inst, fresh) // errors are not cached

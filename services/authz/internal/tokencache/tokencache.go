@@ -61,6 +61,7 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/flight"
@@ -258,13 +259,9 @@ func (c *Cache) Key(token string) clockcache.Key {
 	return k
 }
 
-// Ref is a short, non-reversible reference to a token for logs: the first 12 hex
-// digits of its cache key.
-func Ref(k clockcache.Key) string { return hex.EncodeToString(k[:6]) }
-
 // FullRef is the reference callers and watchers use for a token (AuthorizeResponse
 // token_ref): its whole cache key in lowercase hex, which is also the payload of
-// the invalidation channel.
+// the invalidation channel. Logs carry the part of it internal/tokenref says.
 func FullRef(k clockcache.Key) string {
 	var b [2 * len(k)]byte
 	hex.Encode(b[:], k[:])
@@ -405,7 +402,7 @@ func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*
 	r, exp, err := decodeL2(v, c.now().UnixNano())
 	if err != nil || r == nil {
 		if err != nil {
-			c.logger.Warn("ignoring undecodable L2 entry", "token_ref", Ref(k), "err", err.Error())
+			c.logger.Warn("ignoring undecodable L2 entry", tokenref.Attr(FullRef(k)), "err", err.Error())
 		}
 		c.l2Miss.Inc()
 		return nil, 0, false
@@ -452,14 +449,14 @@ func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
 	}
 	if ok, suppressed := c.errLogs.Allow(); ok {
 		c.logger.Log(context.Background(), level, "introspection failed",
-			"token_ref", Ref(k), "kind", kind, "err", err.Error(), "suppressed_since_last", suppressed)
+			tokenref.Attr(FullRef(k)), "kind", kind, "err", err.Error(), "suppressed_since_last", suppressed)
 	}
 }
 
 // busy logs, at a limited rate, that an introspection found no free slot.
 func (c *Cache) busy(k clockcache.Key) {
 	if ok, suppressed := c.busyLogs.Allow(); ok {
-		c.logger.Warn("introspection refused: INTROSPECTION_MAX_IN_FLIGHT reached", "token_ref", Ref(k), "suppressed_since_last", suppressed)
+		c.logger.Warn("introspection refused: INTROSPECTION_MAX_IN_FLIGHT reached", tokenref.Attr(FullRef(k)), "suppressed_since_last", suppressed)
 	}
 }
 
@@ -486,7 +483,7 @@ func (c *Cache) Invalidate(ctx context.Context, token string) error {
 	// replaced it. (Our own message comes back too, but later.)
 	c.dropLocal(k)
 	if ok, suppressed := c.invalLogs.Allow(); ok {
-		c.logger.Info("token invalidated", "token_ref", Ref(k), "suppressed_since_last", suppressed)
+		c.logger.Info("token invalidated", tokenref.Attr(h), "suppressed_since_last", suppressed)
 	}
 	return nil
 }
