@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 )
 
 func TestAuthorizeAllowedPrincipal(t *testing.T) {
@@ -232,7 +232,7 @@ func TestMalformedInput(t *testing.T) {
 	t.Parallel()
 	as := newAS(t)
 	inst := start(t, "malformed", env(as, "", nil))
-	ok := as.MintToken(propelauthtest.TokenOptions{Subject: "u", Audience: []string{resourceURL}})
+	ok := as.MintToken(propelauthfake.TokenOptions{Subject: "u", Audience: []string{resourceURL}})
 	tooManyScopes := make([]string, 65)
 	for i := range tooManyScopes {
 		tooManyScopes[i] = fmt.Sprintf("s%d", i)

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
 // TestUnknownTokenFlood: a flood of distinct unknown tokens, sent by callers that
@@ -49,7 +49,7 @@ func TestUnknownTokenFlood(t *testing.T) {
 	shared := mint(as)
 	mustAllow(t, other, shared) // in Redis, not in inst's L1
 
-	as.SetFault(propelauthtest.FaultNone, 20*time.Second)
+	as.SetFault(faults.OK, 20*time.Second)
 	openBefore, _ := as.Conns()
 	introspections, userFetches := as.Introspections(), as.UserFetches()
 	goroutines := runtime.NumGoroutine()
