@@ -1,10 +1,8 @@
 package propelauthfake
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -247,31 +245,45 @@ func (s *Server) connState(_ net.Conn, state http.ConnState) {
 }
 
 // recordIntrospection remembers the form and Authorization header of each
-// introspection request before the backend answers it, so a test reading them
-// after the answer sees this request's. It reads a copy of the body, leaving
-// the request to the backend as it came.
+// introspection request the backend answers itself (not a fault), as it
+// starts answering: before the client can see the answer, and without
+// parsing the body a second time.
 func (s *Server) recordIntrospection(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBody+1))
-		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
-		if form, perr := url.ParseQuery(string(body)); err == nil && perr == nil {
-			s.mu.Lock()
-			s.lastForm, s.lastAuth = form, r.Header.Get("Authorization")
-			s.mu.Unlock()
-		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(&recorder{ResponseWriter: w, s: s, r: r}, r)
 	})
 }
 
-// errReader fails with err, or ends the body when err is nil.
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	return 0, io.EOF
+// recorder records its request's parsed form once the answer starts.
+type recorder struct {
+	http.ResponseWriter
+	s    *Server
+	r    *http.Request
+	done bool
 }
+
+func (rec *recorder) record() {
+	if rec.done || rec.r.PostForm == nil {
+		return
+	}
+	rec.done = true
+	rec.s.mu.Lock()
+	rec.s.lastForm, rec.s.lastAuth = rec.r.PostForm, rec.r.Header.Get("Authorization")
+	rec.s.mu.Unlock()
+}
+
+func (rec *recorder) WriteHeader(status int) {
+	rec.record()
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	rec.record()
+	return rec.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Hijack, which the Down fault uses.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
 // serverTokens is the Server's table as the backend's [Tokens].
 type serverTokens Server
