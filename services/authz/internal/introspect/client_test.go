@@ -88,12 +88,13 @@ func TestIntrospectFailures(t *testing.T) {
 		name     string
 		setup    func(as *propelauthfake.Server, tok string)
 		secret   string
+		timeout  time.Duration // 5s when zero: on a loaded machine under the race detector, answers can be slow
 		wantKind introspect.ErrorKind
 	}{
 		{name: "wrong client secret", secret: "nope", wantKind: introspect.KindAuth},
 		{name: "500", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Error500, 0) }, wantKind: introspect.KindStatus5xx},
 		{name: "garbage", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Garbage, 0) }, wantKind: introspect.KindMalformed},
-		{name: "hang", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Hang, 0) }, wantKind: introspect.KindTimeout},
+		{name: "hang", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Hang, 0) }, timeout: 300 * time.Millisecond, wantKind: introspect.KindTimeout},
 		{name: "connection closed", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Down, 0) }, wantKind: introspect.KindNetwork},
 		{name: "server gone", setup: func(as *propelauthfake.Server, _ string) { as.Close() }, wantKind: introspect.KindNetwork},
 		{name: "429", setup: func(as *propelauthfake.Server, tok string) { as.SetRawReply(tok, 429, []byte(`{}`)) }, wantKind: introspect.KindRateLimited},
@@ -118,7 +119,11 @@ func TestIntrospectFailures(t *testing.T) {
 			if tt.secret != "" {
 				secret = tt.secret
 			}
-			c, err := introspect.NewClient(introspect.Config{Endpoint: as.IntrospectionURL(), ClientID: as.ClientID, ClientSecret: secret, Timeout: 300 * time.Millisecond})
+			timeout := tt.timeout
+			if timeout == 0 {
+				timeout = 5 * time.Second
+			}
+			c, err := introspect.NewClient(introspect.Config{Endpoint: as.IntrospectionURL(), ClientID: as.ClientID, ClientSecret: secret, Timeout: timeout})
 			if err != nil {
 				t.Fatal(err)
 			}
