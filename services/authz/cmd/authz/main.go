@@ -19,9 +19,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 )
 
 func main() {
@@ -60,7 +60,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 		return err
 	}
 	level.Set(cfg.LogLevel)
-	redis.SetLogger(rediscache.DriverLogger(logger))
+	redis.SetLogger(redisconn.DriverLogger(logger))
 	logger.Info("starting authz", "config", cfg)
 	a, err := app.New(cfg, app.Options{Logger: logger})
 	if err != nil {

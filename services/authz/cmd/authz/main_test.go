@@ -17,12 +17,12 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
-func baseEnv(as *propelauthtest.Server) []string {
+func baseEnv(as *propelauthfake.Server) []string {
 	return []string{
 		"PROPELAUTH_AUTH_URL=" + as.AuthURL(),
 		"REQUEST_VALIDATION_CLIENT_ID=" + as.ClientID,
@@ -36,7 +36,7 @@ func baseEnv(as *propelauthtest.Server) []string {
 func TestBinary(t *testing.T) {
 	t.Parallel()
 	bin := testenv.Binary(t, "authz")
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
 	rd := testenv.StartRedis(t)
 	grpcAddr, httpAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
@@ -82,7 +82,7 @@ func TestBinary(t *testing.T) {
 	}
 	_ = stream.CloseSend()
 
-	tok := as.MintToken(propelauthtest.TokenOptions{Subject: "u1", Scopes: []string{"read:user_data"}, Audience: []string{"http://127.0.0.1:8000/mcp"}})
+	tok := as.MintToken(propelauthfake.TokenOptions{Subject: "u1", Scopes: []string{"read:user_data"}, Audience: []string{"http://127.0.0.1:8000/mcp"}})
 	resp, err := authzv1.NewAuthzServiceClient(conn).Authorize(ctx, &authzv1.AuthorizeRequest{
 		Token: tok, Resource: "http://127.0.0.1:8000/mcp", RequiredScopes: []string{"read:user_data"},
 	})
@@ -124,7 +124,7 @@ func TestBinary(t *testing.T) {
 func TestBinaryBadConfig(t *testing.T) {
 	t.Parallel()
 	bin := testenv.Binary(t, "authz")
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
 	tests := []struct {
 		name string

@@ -31,6 +31,7 @@ import (
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ashttp"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
@@ -91,7 +92,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 	}
 	// One transport for both APIs of the authorization server: INTROSPECTION_MAX_CONNS
 	// bounds the connections to its host, whichever API they serve.
-	transport := introspect.NewTransport(cfg.IntrospectTimeout, cfg.MaxConns)
+	transport := ashttp.NewTransport(cfg.IntrospectTimeout, cfg.MaxConns)
 	ic, err := introspect.NewClient(introspect.Config{
 		Endpoint:     cfg.IntrospectionURL,
 		ClientID:     cfg.ClientID,

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 )
 
 func TestAuthorizeAllowedPrincipal(t *testing.T) {
@@ -232,7 +232,7 @@ func TestMalformedInput(t *testing.T) {
 	t.Parallel()
 	as := newAS(t)
 	inst := start(t, "malformed", env(as, "", nil))
-	ok := as.MintToken(propelauthtest.TokenOptions{Subject: "u", Audience: []string{resourceURL}})
+	ok := as.MintToken(propelauthfake.TokenOptions{Subject: "u", Audience: []string{resourceURL}})
 	tooManyScopes := make([]string, 65)
 	for i := range tooManyScopes {
 		tooManyScopes[i] = fmt.Sprintf("s%d", i)
@@ -354,4 +354,29 @@ func badRequestField(t *testing.T, err error) string {
 		t.Errorf("violation description %q, want the status message %q", v.GetDescription(), st.Message())
 	}
 	return v.GetField()
+}
+
+// unavailableInfo checks that err is UNAVAILABLE with exactly one
+// google.rpc.ErrorInfo detail in the mcpauthz domain whose reason is reason and
+// whose only metadata is token_ref; it returns that token_ref.
+func unavailableInfo(t *testing.T, err error, reason string) string {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		t.Fatalf("error = %v, want Unavailable", err)
+	}
+	details := st.Details()
+	if len(details) != 1 {
+		t.Fatalf("Unavailable has %d details %v, want one google.rpc.ErrorInfo", len(details), details)
+	}
+	info, ok := details[0].(*errdetails.ErrorInfo)
+	if !ok {
+		t.Fatalf("detail = %v, want a google.rpc.ErrorInfo", details[0])
+	}
+	ref := info.GetMetadata()["token_ref"]
+	want := &errdetails.ErrorInfo{Reason: reason, Domain: "mcpauthz", Metadata: map[string]string{"token_ref": ref}}
+	if diff := cmp.Diff(want, info, protocmp.Transform()); diff != "" {
+		t.Errorf("ErrorInfo (-want +got):\n%s", diff)
+	}
+	return ref
 }

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
 // BenchmarkLoopback measures Authorize over real loopback gRPC against the floor of
@@ -37,7 +37,7 @@ import (
 // is 32 concurrent callers (throughput). Client and server share the machine's
 // cores, so client-side costs (such as decoding the claims Struct) count too.
 func BenchmarkLoopback(b *testing.B) {
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	b.Cleanup(as.Close)
 	now := time.Now().Unix()
 	claims := func(tok string) (map[string]any, bool) {

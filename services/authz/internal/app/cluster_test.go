@@ -11,13 +11,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
-func mint(as *propelauthtest.Server) string {
-	return as.MintToken(propelauthtest.TokenOptions{Subject: "user-1", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+func mint(as *propelauthfake.Server) string {
+	return as.MintToken(propelauthfake.TokenOptions{Subject: "user-1", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
 }
 
 func mustAllow(t testing.TB, inst *instance, tok string) {
@@ -86,7 +87,7 @@ func TestCoalescing(t *testing.T) {
 	t.Parallel()
 	as := newAS(t)
 	// Slow introspection, so all requests overlap one fetch.
-	as.SetFault(propelauthtest.FaultNone, 150*time.Millisecond)
+	as.SetFault(faults.OK, 150*time.Millisecond)
 	rd := testenv.StartRedis(t)
 	solo := start(t, "coalesce-solo", env(as, "", nil))
 	a := start(t, "coalesce-a", env(as, rd.URL(), nil))
@@ -214,7 +215,7 @@ func TestRedisTimeout(t *testing.T) {
 // cached, never a denial, while cached tokens keep working.
 func TestAuthorizationServerDown(t *testing.T) {
 	t.Parallel()
-	for _, fault := range []propelauthtest.Fault{propelauthtest.FaultError500, propelauthtest.FaultGarbage, propelauthtest.FaultHang, propelauthtest.FaultDown} {
+	for _, fault := range []faults.Mode{faults.Error500, faults.Garbage, faults.Hang, faults.Down} {
 		t.Run(string(fault), func(t *testing.T) {
 			t.Parallel()
 			as := newAS(t)
@@ -227,8 +228,12 @@ func TestAuthorizationServerDown(t *testing.T) {
 			if status.Code(err) != codes.Unavailable {
 				t.Fatalf("new token during outage = %v, %v; want Unavailable", resp, err)
 			}
+			// The answer names the token as every answer about it does.
+			if ref := unavailableInfo(t, err, "AUTHORIZATION_SERVER_UNAVAILABLE"); ref != hexKey(inst, fresh) {
+				t.Errorf("token_ref of the outage = %q, want the token's %q", ref, hexKey(inst, fresh))
+			}
 			mustAllow(t, inst, cached)
-			as.SetFault(propelauthtest.FaultNone, 0)
+			as.SetFault(faults.OK, 0)
 			mustAllow(t, inst, fresh) // errors are not cached
 		})
 	}

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
 // TestUnknownTokenFlood: a flood of distinct unknown tokens, sent by callers that
@@ -49,7 +49,7 @@ func TestUnknownTokenFlood(t *testing.T) {
 	shared := mint(as)
 	mustAllow(t, other, shared) // in Redis, not in inst's L1
 
-	as.SetFault(propelauthtest.FaultNone, 20*time.Second)
+	as.SetFault(faults.OK, 20*time.Second)
 	openBefore, _ := as.Conns()
 	introspections, userFetches := as.Introspections(), as.UserFetches()
 	goroutines := runtime.NumGoroutine()
@@ -97,9 +97,12 @@ func TestUnknownTokenFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
 	asked := time.Now()
-	_, err := inst.client.Authorize(ctx, authorizeReq(mint(as)), grpc.Trailer(&md))
+	refused := mint(as)
+	_, err := inst.client.Authorize(ctx, authorizeReq(refused), grpc.Trailer(&md))
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("new token during the flood = %v, want Unavailable", err)
+	} else if ref := unavailableInfo(t, err, "INTROSPECTION_BUSY"); ref != hexKey(inst, refused) {
+		t.Errorf("token_ref of the refusal = %q, want the token's %q", ref, hexKey(inst, refused))
 	}
 	t.Logf("a new token during the flood: %v after %v", status.Code(err), time.Since(asked).Round(time.Millisecond))
 	if diff := cmp.Diff([]string{"-1"}, md.Get("grpc-retry-pushback-ms")); diff != "" {

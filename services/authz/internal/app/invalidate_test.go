@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
 // TestRandomInvalidationsKeepCaching: callers sending InvalidateToken with random
@@ -32,7 +32,7 @@ func TestRandomInvalidationsKeepCaching(t *testing.T) {
 	t.Parallel()
 	as := newAS(t)
 	// Slow enough that every introspection overlaps invalidations.
-	as.SetFault(propelauthtest.FaultNone, 20*time.Millisecond)
+	as.SetFault(faults.OK, 20*time.Millisecond)
 	rd := testenv.StartRedis(t)
 	var own testenv.LogBuffer
 	logger := slog.New(slog.NewJSONHandler(io.MultiWriter(&logs, &own), &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", "random-invalidations")

@@ -20,11 +20,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 )
 
 // Every instance in this package logs (at debug level) into one buffer, which
@@ -33,11 +33,11 @@ import (
 var (
 	logs     testenv.LogBuffer
 	fakesMu  sync.Mutex
-	allFakes []*propelauthtest.Server
+	allFakes []*propelauthfake.Server
 )
 
 func TestMain(m *testing.M) {
-	redis.SetLogger(rediscache.DriverLogger(testLogger("go-redis")))
+	redis.SetLogger(redisconn.DriverLogger(testLogger("go-redis")))
 	code := m.Run()
 	if code == 0 {
 		code = checkLogsForSecrets()
@@ -81,9 +81,9 @@ func testLogger(name string) *slog.Logger {
 }
 
 // newAS starts a fake PropelAuth whose secrets the log check will look for.
-func newAS(t testing.TB) *propelauthtest.Server {
+func newAS(t testing.TB) *propelauthfake.Server {
 	t.Helper()
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
 	fakesMu.Lock()
 	allFakes = append(allFakes, as)
@@ -106,7 +106,7 @@ type instance struct {
 
 // env returns a configuration environment for an instance talking to as and, if
 // redisURL is not empty, to Redis. Entries of extra override it.
-func env(as *propelauthtest.Server, redisURL string, extra map[string]string) func(string) string {
+func env(as *propelauthfake.Server, redisURL string, extra map[string]string) func(string) string {
 	e := map[string]string{
 		"PROPELAUTH_AUTH_URL":              as.AuthURL(),
 		"REQUEST_VALIDATION_CLIENT_ID":     as.ClientID,

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
 )
 
 // TestOutageAnswersAskNotToRetry: an UNAVAILABLE caused by the authorization
@@ -40,7 +40,7 @@ func TestOutageAnswersAskNotToRetry(t *testing.T) {
 		t.Errorf("NotFound carries pushback %q", got)
 	}
 
-	as.SetFault(propelauthtest.FaultError500, 0)
+	as.SetFault(faults.Error500, 0)
 	md = nil
 	_, err := inst.client.Authorize(t.Context(), authorizeReq(mint(as)), grpc.Trailer(&md))
 	if status.Code(err) != codes.Unavailable {

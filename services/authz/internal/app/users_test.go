@@ -19,27 +19,27 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
 const aliceID = seedusers.AliceID
 
-func addAlice(as *propelauthtest.Server) {
-	as.AddUser(propelauthtest.User{
+func addAlice(as *propelauthfake.Server) {
+	as.AddUser(propelauthfake.User{
 		UserID: aliceID, Email: seedusers.AliceEmail, EmailConfirmed: true, HasPassword: true,
-		Username: propelauthtest.Ptr("alice"), FirstName: propelauthtest.Ptr("Alice"), LastName: propelauthtest.Ptr("Liddell"),
-		PictureURL: propelauthtest.Ptr("https://img.example/alice.png"),
+		Username: "alice", FirstName: "Alice", LastName: "Liddell",
+		PictureURL: "https://img.example/alice.png",
 		Properties: map[string]any{"favourite": "tea", "n": 3},
 		Metadata:   nil,
 		Enabled:    true, CanCreateOrgs: true,
 		CreatedAt: 1700000000, LastActiveAt: 1800000000,
-		OrgIDToOrgInfo: map[string]propelauthtest.OrgInfo{
+		OrgIDToOrgInfo: map[string]propelauthfake.Org{
 			"zz-org": {OrgID: "zz-org", OrgName: "Zeta", URLSafeOrgName: "zeta", UserRole: "Member",
 				InheritedUserRolesPlusCurrentRole: []string{"Member"}, UserPermissions: []string{}},
 			seedusers.AcmeOrgID: {OrgID: seedusers.AcmeOrgID, OrgName: "Acme", URLSafeOrgName: "acme",
-				UserRole: "Admin", InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org", "write:org"},
-				OrgMetadata: map[string]any{"plan": "pro"}},
+				UserRole: "Admin", InheritedUserRolesPlusCurrentRole: []string{"Admin", "Member"}, UserPermissions: []string{"read:org", "write:org"}},
 		},
 	})
 }
@@ -120,14 +120,14 @@ func TestGetUserErrors(t *testing.T) {
 	tests := []struct {
 		name  string
 		env   map[string]string
-		fault propelauthtest.Fault
+		fault faults.Mode
 		want  codes.Code
 	}{
 		{name: "no API key", env: map[string]string{"PROPELAUTH_API_KEY": ""}, want: codes.FailedPrecondition},
 		{name: "rejected API key", env: map[string]string{"PROPELAUTH_API_KEY": "wrong-key"}, want: codes.Internal},
-		{name: "user API 500", fault: propelauthtest.FaultError500, want: codes.Unavailable},
-		{name: "user API garbage", fault: propelauthtest.FaultGarbage, want: codes.Unavailable},
-		{name: "user API down", fault: propelauthtest.FaultDown, want: codes.Unavailable},
+		{name: "user API 500", fault: faults.Error500, want: codes.Unavailable},
+		{name: "user API garbage", fault: faults.Garbage, want: codes.Unavailable},
+		{name: "user API down", fault: faults.Down, want: codes.Unavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,7 +153,7 @@ func TestGetUserSharedAndCoalesced(t *testing.T) {
 	t.Parallel()
 	as := newAS(t)
 	addAlice(as)
-	as.SetFault(propelauthtest.FaultNone, 100*time.Millisecond)
+	as.SetFault(faults.OK, 100*time.Millisecond)
 	rd := testenv.StartRedis(t)
 	a := start(t, "users-shared-a", env(as, rd.URL(), nil))
 	b := start(t, "users-shared-b", env(as, rd.URL(), nil))
@@ -184,7 +184,7 @@ func TestAuthorizeIncludeUser(t *testing.T) {
 	as := newAS(t)
 	addAlice(as)
 	inst := start(t, "include-user", env(as, "", nil))
-	tok := as.MintToken(propelauthtest.TokenOptions{Subject: aliceID, Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+	tok := as.MintToken(propelauthfake.TokenOptions{Subject: aliceID, Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
 	req := authorizeReq(tok, "read:user_data")
 	req.IncludeUser, req.IncludeOrgs = true, true
 	resp, err := inst.client.Authorize(t.Context(), req)
@@ -195,7 +195,7 @@ func TestAuthorizeIncludeUser(t *testing.T) {
 		t.Errorf("user (-want +got):\n%s\nuser_error %q", diff, resp.GetUserError())
 	}
 
-	ghost := as.MintToken(propelauthtest.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+	ghost := as.MintToken(propelauthfake.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
 	resp, err = inst.client.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: ghost, Resource: resourceURL, IncludeUser: true})
 	if err != nil || !resp.GetAllowed() {
 		t.Fatalf("Authorize = %v, %v; a failed user lookup must not change the decision", resp, err)
@@ -303,7 +303,7 @@ func TestUnknownUserCachedBriefly(t *testing.T) {
 			t.Errorf("101 lookups of an unknown user on two replicas cost %d user API calls, want 1", n)
 		}
 		// Include_user on Authorize uses the same cache.
-		tok := as.MintToken(propelauthtest.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
+		tok := as.MintToken(propelauthfake.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
 		resp, err := a.client.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: tok, Resource: resourceURL, IncludeUser: true})
 		if err != nil || resp.GetUserError() != "user not found" {
 			t.Errorf("Authorize(include_user) for the unknown user = %v, %v; want user_error \"user not found\"", resp, err)
@@ -311,7 +311,7 @@ func TestUnknownUserCachedBriefly(t *testing.T) {
 		if n := as.UserFetches(); n != 1 {
 			t.Errorf("user API calls = %d after include_user, want still 1", n)
 		}
-		as.AddUser(propelauthtest.User{UserID: "ghost", Email: "ghost@example.com", Enabled: true})
+		as.AddUser(propelauthfake.User{UserID: "ghost", Email: "ghost@example.com", Enabled: true})
 		eventually(t, 5*time.Second, "the new user to be found once the negative entry expired", func() bool {
 			return getUser(a, "ghost") == codes.OK && getUser(b, "ghost") == codes.OK
 		})
@@ -319,12 +319,12 @@ func TestUnknownUserCachedBriefly(t *testing.T) {
 	failures := []struct {
 		name  string
 		env   map[string]string
-		setup func(as *propelauthtest.Server)
+		setup func(as *propelauthfake.Server)
 		want  codes.Code
 	}{
 		{"negative caching off", map[string]string{"USER_NEGATIVE_CACHE_TTL": "0s"}, nil, codes.NotFound},
-		{"5xx", nil, func(as *propelauthtest.Server) { as.SetFault(propelauthtest.FaultError500, 0) }, codes.Unavailable},
-		{"429", nil, func(as *propelauthtest.Server) { as.RateLimitUsers(1000, "0") }, codes.ResourceExhausted},
+		{"5xx", nil, func(as *propelauthfake.Server) { as.SetFault(faults.Error500, 0) }, codes.Unavailable},
+		{"429", nil, func(as *propelauthfake.Server) { as.RateLimitUsers(1000, "0") }, codes.ResourceExhausted},
 		{"401", map[string]string{"PROPELAUTH_API_KEY": "wrong-key"}, nil, codes.Internal},
 	}
 	for _, tt := range failures {

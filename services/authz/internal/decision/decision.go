@@ -25,7 +25,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // Reason says why a token was denied. The zero value means allowed.
@@ -83,7 +83,7 @@ type Policy struct {
 
 // Decide applies the rules to r for the canonical resource (see
 // resource.Canonicalize) and the required scopes at time now.
-func (p *Policy) Decide(r *introspect.Result, canonicalResource string, required []string, now time.Time) Outcome {
+func (p *Policy) Decide(r *tokeninfo.Result, canonicalResource string, required []string, now time.Time) Outcome {
 	if r == nil || !r.Active {
 		return Outcome{Reason: DenialInactive, Description: "the token is not active"}
 	}
@@ -92,13 +92,13 @@ func (p *Policy) Decide(r *introspect.Result, canonicalResource string, required
 	}
 	skew := int64(p.Skew / time.Second)
 	unix := now.Unix()
-	if r.Has&introspect.HasExp != 0 && unix-skew >= r.Exp {
+	if r.Has&tokeninfo.HasExp != 0 && unix-skew >= r.Exp {
 		return Outcome{Reason: DenialExpired, Description: "the token has expired"}
 	}
-	if r.Has&introspect.HasNbf != 0 && r.Nbf > unix+skew {
+	if r.Has&tokeninfo.HasNbf != 0 && r.Nbf > unix+skew {
 		return Outcome{Reason: DenialNotYetValid, Description: "the token is not valid yet"}
 	}
-	if r.Has&introspect.HasIat != 0 && r.Iat > unix+skew {
+	if r.Has&tokeninfo.HasIat != 0 && r.Iat > unix+skew {
 		return Outcome{Reason: DenialNotYetValid, Description: "the token was issued in the future"}
 	}
 	if !audienceMatches(r.CanonicalAudience, canonicalResource) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 const (
@@ -20,7 +21,7 @@ const (
 
 var now = time.Unix(1_800_000_000, 0)
 
-func parse(t *testing.T, body string) *introspect.Result {
+func parse(t *testing.T, body string) *tokeninfo.Result {
 	t.Helper()
 	r, err := introspect.Parse([]byte(body))
 	if err != nil {

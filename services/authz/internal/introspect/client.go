@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ashttp"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // ErrUnavailable is returned (wrapped in an [*Error]) by [Client.Introspect] when the
@@ -78,8 +81,8 @@ type Config struct {
 	AuthMethod AuthMethod
 	// Timeout bounds one introspection, connection included. Default 5s.
 	Timeout time.Duration
-	// Transport replaces the default pooled transport (NewTransport); authz
-	// passes one it shares with the user API client.
+	// Transport replaces the default pooled transport (ashttp.NewTransport);
+	// authz passes one it shares with the user API client.
 	Transport http.RoundTripper
 }
 
@@ -113,7 +116,7 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = NewTransport(cfg.Timeout, 0)
+		tr = ashttp.NewTransport(cfg.Timeout, 0)
 	}
 	c := &Client{
 		endpoint: cfg.Endpoint,
@@ -130,37 +133,6 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// DefaultMaxConns is the default of NewTransport's maxConns
-// (INTROSPECTION_MAX_CONNS): over HTTP/1.1, one connection for each of the
-// default INTROSPECTION_MAX_IN_FLIGHT (64) introspections and as many user
-// lookups, which share the transport.
-const DefaultMaxConns = 128
-
-// NewTransport returns the pooled transport used for calls to the authorization
-// server: bounded dial, TLS and header waits, and at most maxConns connections per
-// host (DefaultMaxConns if maxConns <= 0), all of which may stay open idle, so a
-// burst of misses reuses connections instead of opening one each, and a flood
-// cannot open thousands. A request beyond the bound waits for a connection within
-// its deadline. Over HTTP/2 (https) requests share connections anyway.
-func NewTransport(timeout time.Duration, maxConns int) *http.Transport {
-	if maxConns <= 0 {
-		maxConns = DefaultMaxConns
-	}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: min(timeout, 3*time.Second), KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   min(timeout, 3*time.Second),
-		ResponseHeaderTimeout: timeout,
-		ExpectContinueTimeout: time.Second,
-		MaxConnsPerHost:       maxConns,
-		MaxIdleConnsPerHost:   maxConns,
-		// The introspection endpoint and the user API may be two hosts.
-		MaxIdleConns:      2 * maxConns,
-		IdleConnTimeout:   90 * time.Second,
-		ForceAttemptHTTP2: true,
-	}
-}
-
 // Endpoint returns the introspection endpoint URL.
 func (c *Client) Endpoint() string { return c.endpoint }
 
@@ -170,7 +142,7 @@ func (c *Client) Endpoint() string { return c.endpoint }
 // Errors are [*Error] values: they unwrap to [ErrUnavailable] when the server gave no
 // usable answer, or to ctx.Err() when ctx ended first. An inactive token is not an
 // error.
-func (c *Client) Introspect(ctx context.Context, token string) ([]byte, *Result, error) {
+func (c *Client) Introspect(ctx context.Context, token string) ([]byte, *tokeninfo.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}}

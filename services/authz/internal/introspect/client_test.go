@@ -12,11 +12,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mcpauthz/mcpauthz/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
-func newClient(t *testing.T, as *propelauthtest.Server, method introspect.AuthMethod, timeout time.Duration) *introspect.Client {
+func newClient(t *testing.T, as *propelauthfake.Server, method introspect.AuthMethod, timeout time.Duration) *introspect.Client {
 	t.Helper()
 	c, err := introspect.NewClient(introspect.Config{
 		Endpoint:     as.IntrospectionURL(),
@@ -33,9 +34,9 @@ func newClient(t *testing.T, as *propelauthtest.Server, method introspect.AuthMe
 
 func TestIntrospectAuthMethods(t *testing.T) {
 	t.Parallel()
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
-	tok := as.MintToken(propelauthtest.TokenOptions{Subject: "u1", Scopes: []string{"a"}, Audience: []string{"https://r/mcp"}})
+	tok := as.MintToken(propelauthfake.TokenOptions{Subject: "u1", Scopes: []string{"a"}, Audience: []string{"https://r/mcp"}})
 	for _, method := range []introspect.AuthMethod{"", introspect.ClientSecretBasic, introspect.ClientSecretPost} {
 		t.Run(string(method), func(t *testing.T) {
 			c := newClient(t, as, method, time.Second)
@@ -66,7 +67,7 @@ func TestIntrospectAuthMethods(t *testing.T) {
 
 func TestIntrospectInactive(t *testing.T) {
 	t.Parallel()
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
 	c := newClient(t, as, "", time.Second)
 	raw, res, err := c.Introspect(t.Context(), "unknown-token")
@@ -85,31 +86,32 @@ func TestIntrospectFailures(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		setup    func(as *propelauthtest.Server, tok string)
+		setup    func(as *propelauthfake.Server, tok string)
 		secret   string
+		timeout  time.Duration // 5s when zero: on a loaded machine under the race detector, answers can be slow
 		wantKind introspect.ErrorKind
 	}{
 		{name: "wrong client secret", secret: "nope", wantKind: introspect.KindAuth},
-		{name: "500", setup: func(as *propelauthtest.Server, _ string) { as.SetFault(propelauthtest.FaultError500, 0) }, wantKind: introspect.KindStatus5xx},
-		{name: "garbage", setup: func(as *propelauthtest.Server, _ string) { as.SetFault(propelauthtest.FaultGarbage, 0) }, wantKind: introspect.KindMalformed},
-		{name: "hang", setup: func(as *propelauthtest.Server, _ string) { as.SetFault(propelauthtest.FaultHang, 0) }, wantKind: introspect.KindTimeout},
-		{name: "connection closed", setup: func(as *propelauthtest.Server, _ string) { as.SetFault(propelauthtest.FaultDown, 0) }, wantKind: introspect.KindNetwork},
-		{name: "server gone", setup: func(as *propelauthtest.Server, _ string) { as.Close() }, wantKind: introspect.KindNetwork},
-		{name: "429", setup: func(as *propelauthtest.Server, tok string) { as.SetRawReply(tok, 429, []byte(`{}`)) }, wantKind: introspect.KindRateLimited},
-		{name: "400", setup: func(as *propelauthtest.Server, tok string) {
+		{name: "500", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Error500, 0) }, wantKind: introspect.KindStatus5xx},
+		{name: "garbage", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Garbage, 0) }, wantKind: introspect.KindMalformed},
+		{name: "hang", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Hang, 0) }, timeout: 300 * time.Millisecond, wantKind: introspect.KindTimeout},
+		{name: "connection closed", setup: func(as *propelauthfake.Server, _ string) { as.SetFault(faults.Down, 0) }, wantKind: introspect.KindNetwork},
+		{name: "server gone", setup: func(as *propelauthfake.Server, _ string) { as.Close() }, wantKind: introspect.KindNetwork},
+		{name: "429", setup: func(as *propelauthfake.Server, tok string) { as.SetRawReply(tok, 429, []byte(`{}`)) }, wantKind: introspect.KindRateLimited},
+		{name: "400", setup: func(as *propelauthfake.Server, tok string) {
 			as.SetRawReply(tok, 400, []byte(`{"error":"invalid_request"}`))
 		}, wantKind: introspect.KindStatus4xx},
-		{name: "active as string", setup: func(as *propelauthtest.Server, tok string) { as.SetRawReply(tok, 200, []byte(`{"active":"true"}`)) }, wantKind: introspect.KindMalformed},
-		{name: "huge body", setup: func(as *propelauthtest.Server, tok string) {
+		{name: "active as string", setup: func(as *propelauthfake.Server, tok string) { as.SetRawReply(tok, 200, []byte(`{"active":"true"}`)) }, wantKind: introspect.KindMalformed},
+		{name: "huge body", setup: func(as *propelauthfake.Server, tok string) {
 			as.SetRawReply(tok, 200, []byte(`{"active":true,"x":"`+strings.Repeat("a", 2<<20)+`"}`))
 		}, wantKind: introspect.KindTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			as := propelauthtest.New()
+			as := propelauthfake.NewServer()
 			t.Cleanup(as.Close)
-			tok := as.MintToken(propelauthtest.TokenOptions{Subject: "u1"})
+			tok := as.MintToken(propelauthfake.TokenOptions{Subject: "u1"})
 			if tt.setup != nil {
 				tt.setup(as, tok)
 			}
@@ -117,7 +119,11 @@ func TestIntrospectFailures(t *testing.T) {
 			if tt.secret != "" {
 				secret = tt.secret
 			}
-			c, err := introspect.NewClient(introspect.Config{Endpoint: as.IntrospectionURL(), ClientID: as.ClientID, ClientSecret: secret, Timeout: 300 * time.Millisecond})
+			timeout := tt.timeout
+			if timeout == 0 {
+				timeout = 5 * time.Second
+			}
+			c, err := introspect.NewClient(introspect.Config{Endpoint: as.IntrospectionURL(), ClientID: as.ClientID, ClientSecret: secret, Timeout: timeout})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,9 +144,9 @@ func TestIntrospectFailures(t *testing.T) {
 
 func TestIntrospectCallerCanceled(t *testing.T) {
 	t.Parallel()
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
-	as.SetFault(propelauthtest.FaultHang, 0)
+	as.SetFault(faults.Hang, 0)
 	c := newClient(t, as, "", 5*time.Second)
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(50*time.Millisecond, cancel)
@@ -171,10 +177,10 @@ func TestIntrospectSlowAnswers(t *testing.T) {
 	t.Parallel()
 	t.Run("within the timeout", func(t *testing.T) {
 		t.Parallel()
-		as := propelauthtest.New()
+		as := propelauthfake.NewServer()
 		t.Cleanup(as.Close)
-		tok := as.MintToken(propelauthtest.TokenOptions{Subject: "u1"})
-		as.SetFault(propelauthtest.FaultNone, 150*time.Millisecond)
+		tok := as.MintToken(propelauthfake.TokenOptions{Subject: "u1"})
+		as.SetFault(faults.OK, 150*time.Millisecond)
 		c := newClient(t, as, "", time.Second)
 		if _, res, err := c.Introspect(t.Context(), tok); err != nil || !res.Active {
 			t.Fatalf("Introspect = %+v, %v; want the active token", res, err)

@@ -1,5 +1,6 @@
 // Package introspect is an OAuth 2.0 Token Introspection (RFC 7662) client and a
-// tolerant parser of introspection responses.
+// tolerant parser of introspection responses, which it turns into
+// [tokeninfo.Result] values.
 //
 // # Parsing
 //
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // MaxBodyBytes caps the introspection responses this package reads and parses.
@@ -36,64 +38,11 @@ const MaxBodyBytes = 1 << 20
 // introspection response.
 var ErrMalformed = errors.New("malformed introspection response")
 
-// Result is a parsed introspection response, laid out to stay small because
-// thousands of them live in the in-process cache. It is immutable once returned by
-// [Parse]: its slices are shared by every request that reads it.
-type Result struct {
-	// Subject, ClientID and Issuer are the sub, client_id and iss members, "" when
-	// absent.
-	Subject  string
-	ClientID string
-	Issuer   string
-	// Scopes are the granted scopes, as issued.
-	Scopes []string
-	// Audience is aud (or resource) as returned; CanonicalAudience holds the same
-	// values canonicalised with [resource.Canonicalize], without those that cannot be
-	// canonicalised (they can never match a resource). The two share memory when the
-	// audiences are already canonical.
-	Audience          []string
-	CanonicalAudience []string
-	// ClaimsWire is every member of the response as a google.protobuf.Struct in
-	// deterministic wire format. It is decoded per request (see [Result.Claims])
-	// because a decoded Struct costs several times its wire size in memory.
-	ClaimsWire []byte
-	// Exp, Iat and Nbf are unix seconds; valid only when the matching Has bit is set.
-	Exp, Iat, Nbf int64
-	// Active is the active member.
-	Active bool
-	// Has records which of exp, iat and nbf were present.
-	Has Has
-}
-
-// Has is a set of optional numeric claims present in a response.
-type Has uint8
-
-// The optional numeric claims.
-const (
-	HasExp Has = 1 << iota
-	HasIat
-	HasNbf
-)
-
-// Claims decodes ClaimsWire into a fresh Struct the caller owns. It returns nil for a
-// Result without claims. The error is non-nil only if ClaimsWire was corrupted, which
-// Parse never produces.
-func (r *Result) Claims() (*structpb.Struct, error) {
-	if len(r.ClaimsWire) == 0 {
-		return nil, nil
-	}
-	s := &structpb.Struct{}
-	if err := proto.Unmarshal(r.ClaimsWire, s); err != nil {
-		return nil, fmt.Errorf("decoding claims: %w", err)
-	}
-	return s, nil
-}
-
 // Parse parses an introspection response body. If the body is not a valid
 // introspection response, the error unwraps to [ErrMalformed]. An inactive
 // response yields a Result with Active false and nothing else, since RFC 7662 lets
 // servers omit or garble the other members of an inactive token.
-func Parse(body []byte) (*Result, error) {
+func Parse(body []byte) (*tokeninfo.Result, error) {
 	if len(body) > MaxBodyBytes {
 		return nil, malformed("body larger than %d bytes", MaxBodyBytes)
 	}
@@ -117,9 +66,9 @@ func Parse(body []byte) (*Result, error) {
 		return nil, malformed("active is not a boolean")
 	}
 	if !active {
-		return &Result{}, nil
+		return &tokeninfo.Result{}, nil
 	}
-	r := &Result{Active: true}
+	r := &tokeninfo.Result{Active: true}
 	var err error
 	if r.Subject, err = optString(m, "sub"); err != nil {
 		return nil, err
@@ -147,9 +96,9 @@ func Parse(body []byte) (*Result, error) {
 	r.CanonicalAudience = canonicalAudience(r.Audience)
 	for _, c := range []struct {
 		key string
-		bit Has
+		bit tokeninfo.Has
 		dst *int64
-	}{{"exp", HasExp, &r.Exp}, {"iat", HasIat, &r.Iat}, {"nbf", HasNbf, &r.Nbf}} {
+	}{{"exp", tokeninfo.HasExp, &r.Exp}, {"iat", tokeninfo.HasIat, &r.Iat}, {"nbf", tokeninfo.HasNbf, &r.Nbf}} {
 		v, present, err := optTime(m, c.key)
 		if err != nil {
 			return nil, err

@@ -9,6 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 func TestParse(t *testing.T) {
@@ -16,56 +18,56 @@ func TestParse(t *testing.T) {
 	tests := []struct {
 		name string
 		body string
-		want *Result
+		want *tokeninfo.Result
 	}{
 		{
 			name: "propelauth",
 			body: `{"active":true,"sub":"u1","client_id":"c1","scope":"read:user_data read:org_data","exp":1900000000,"iat":1800000000,"aud":"http://127.0.0.1:8000/mcp"}`,
-			want: &Result{Active: true, Subject: "u1", ClientID: "c1", Scopes: []string{"read:user_data", "read:org_data"},
+			want: &tokeninfo.Result{Active: true, Subject: "u1", ClientID: "c1", Scopes: []string{"read:user_data", "read:org_data"},
 				Audience: []string{"http://127.0.0.1:8000/mcp"}, CanonicalAudience: []string{"http://127.0.0.1:8000/mcp"},
-				Exp: 1900000000, Iat: 1800000000, Has: HasExp | HasIat},
+				Exp: 1900000000, Iat: 1800000000, Has: tokeninfo.HasExp | tokeninfo.HasIat},
 		},
 		{
 			name: "aud list, scope list, float times, nbf, iss",
 			body: `{"active":true,"iss":"https://as","aud":["https://A/mcp/","urn:x"],"scope":["a","b c"],"exp":1900000000.9,"nbf":1.8e9}`,
-			want: &Result{Active: true, Issuer: "https://as", Scopes: []string{"a", "b", "c"},
+			want: &tokeninfo.Result{Active: true, Issuer: "https://as", Scopes: []string{"a", "b", "c"},
 				Audience: []string{"https://A/mcp/", "urn:x"}, CanonicalAudience: []string{"https://a/mcp", "urn:x"},
-				Exp: 1900000000, Nbf: 1800000000, Has: HasExp | HasNbf},
+				Exp: 1900000000, Nbf: 1800000000, Has: tokeninfo.HasExp | tokeninfo.HasNbf},
 		},
 		{
 			name: "resource instead of aud, scp instead of scope",
 			body: `{"active":true,"resource":"https://r/mcp","scp":["x"]}`,
-			want: &Result{Active: true, Scopes: []string{"x"}, Audience: []string{"https://r/mcp"}, CanonicalAudience: []string{"https://r/mcp"}},
+			want: &tokeninfo.Result{Active: true, Scopes: []string{"x"}, Audience: []string{"https://r/mcp"}, CanonicalAudience: []string{"https://r/mcp"}},
 		},
 		{
 			name: "aud wins over resource",
 			body: `{"active":true,"aud":"https://a","resource":"https://r"}`,
-			want: &Result{Active: true, Audience: []string{"https://a"}, CanonicalAudience: []string{"https://a"}},
+			want: &tokeninfo.Result{Active: true, Audience: []string{"https://a"}, CanonicalAudience: []string{"https://a"}},
 		},
 		{
 			name: "uncanonicalisable audience kept but never matches",
 			body: `{"active":true,"aud":["not a uri","https://a#frag"]}`,
-			want: &Result{Active: true, Audience: []string{"not a uri", "https://a#frag"}, CanonicalAudience: []string{}},
+			want: &tokeninfo.Result{Active: true, Audience: []string{"not a uri", "https://a#frag"}, CanonicalAudience: []string{}},
 		},
 		{
 			name: "nulls are absent",
 			body: `{"active":true,"sub":null,"exp":null,"aud":null,"scope":null}`,
-			want: &Result{Active: true},
+			want: &tokeninfo.Result{Active: true},
 		},
 		{
 			name: "empty scope",
 			body: `{"active":true,"scope":"  "}`,
-			want: &Result{Active: true},
+			want: &tokeninfo.Result{Active: true},
 		},
 		{
 			name: "inactive carries nothing",
 			body: `{"active":false,"sub":"u1","exp":"garbage"}`,
-			want: &Result{},
+			want: &tokeninfo.Result{},
 		},
 		{
 			name: "whitespace around the object",
 			body: " \n{\"active\":false}\n",
-			want: &Result{},
+			want: &tokeninfo.Result{},
 		},
 	}
 	for _, tt := range tests {
@@ -75,7 +77,7 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(Result{}, "ClaimsWire"), cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(tokeninfo.Result{}, "ClaimsWire"), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("Parse mismatch (-want +got):\n%s", diff)
 			}
 		})

@@ -24,14 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
-	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 )
 
@@ -49,67 +46,47 @@ type Options struct {
 	// 100ms.
 	OpTimeout time.Duration
 	// Backoff is how long Get and Set skip Redis after a failure. Default 500ms.
+	// Failures are logged once per redisconn.LogEvery.
 	Backoff time.Duration
-	// LogEvery limits failure logs to one per period. Default 10s.
-	LogEvery time.Duration
-	Logger   *slog.Logger
-	Metrics  *metrics.Metrics
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
 }
 
 // Store is a Redis-backed cache tier. It is safe for concurrent use.
 type Store struct {
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	opTimeout time.Duration
-	backoff   time.Duration
 	logger    *slog.Logger
 	m         *metrics.Metrics
 
 	// turns has one token per pooled connection; an operation holds one while
 	// it runs. See the package documentation.
-	turns     chan struct{}
-	skipUntil atomic.Int64
-	logs      ratelog.Limiter
+	turns   chan struct{}
+	breaker *redisconn.Breaker
 }
 
 // New returns a store for the redis:// (or rediss://) URL. It does not connect:
 // Redis being down at start is an outage like any other. It returns an error if
 // the URL is invalid.
 func New(url string, o Options) (*Store, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("parsing redis URL: %w", err)
-	}
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = 100 * time.Millisecond
 	}
 	if o.Backoff <= 0 {
 		o.Backoff = 500 * time.Millisecond
 	}
-	if o.LogEvery <= 0 {
-		o.LogEvery = 10 * time.Second
-	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	// Per-operation contexts carry the deadline; without ContextTimeoutEnabled
-	// go-redis would ignore it in favour of its 3s socket timeouts.
-	opt.ContextTimeoutEnabled = true
-	opt.DialTimeout = max(o.OpTimeout, 250*time.Millisecond)
-	opt.ReadTimeout = o.OpTimeout
-	opt.WriteTimeout = o.OpTimeout
-	opt.PoolTimeout = o.OpTimeout
-	opt.MaxRetries = -1 // a retry would blow the per-operation budget
-	opt.DisableIdentity = true
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	if opt.PoolSize <= 0 {
-		opt.PoolSize = 10 * runtime.GOMAXPROCS(0) // go-redis's default, made explicit
+	rdb, err := redisconn.Open(url, redisconn.Options{Timeout: o.OpTimeout})
+	if err != nil {
+		return nil, err
 	}
 	return &Store{
-		rdb:       redis.NewClient(opt),
-		turns:     make(chan struct{}, opt.PoolSize),
+		rdb:       rdb,
+		turns:     make(chan struct{}, redisconn.PoolSize(rdb)),
 		opTimeout: o.OpTimeout,
-		backoff:   o.Backoff,
-		logs:      ratelog.Limiter{Every: o.LogEvery},
+		breaker:   redisconn.NewBreaker(o.Backoff),
 		logger:    o.Logger,
 		m:         o.Metrics,
 	}, nil
@@ -271,9 +248,7 @@ func (s *Store) Subscribe(ctx context.Context, channel string, onMessage func(pa
 	}
 }
 
-func (s *Store) skipping() bool {
-	return time.Now().UnixNano() < s.skipUntil.Load()
-}
+func (s *Store) skipping() bool { return s.breaker.Skip() }
 
 // fail records a failed operation: back off, count, and log at a limited rate.
 func (s *Store) fail(ctx context.Context, op string, err error) error {
@@ -281,29 +256,13 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 		// The caller went away; Redis may be fine.
 		return err
 	}
-	now := time.Now()
-	s.skipUntil.Store(now.Add(s.backoff).UnixNano())
+	log, suppressed := s.breaker.Fail()
 	if s.m != nil {
 		s.m.RedisErrors.WithLabelValues(op).Inc()
 	}
-	if ok, suppressed := s.logs.Allow(); ok {
+	if log {
 		s.logger.Warn("redis unavailable; serving from the in-process cache and the authorization server",
 			"op", op, "err", err.Error(), "suppressed_since_last", suppressed)
 	}
 	return fmt.Errorf("redis %s: %w", op, err)
-}
-
-// DriverLogger adapts logger to go-redis's internal logger (redis.SetLogger), so the
-// driver's own messages about reconnects and pool trouble land in the service's
-// structured log at debug level instead of as bare stderr lines.
-func DriverLogger(logger *slog.Logger) interface {
-	Printf(ctx context.Context, format string, v ...any)
-} {
-	return driverLogger{logger}
-}
-
-type driverLogger struct{ l *slog.Logger }
-
-func (d driverLogger) Printf(ctx context.Context, format string, v ...any) {
-	d.l.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }

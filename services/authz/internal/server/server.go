@@ -10,13 +10,24 @@
 // required_scopes, claims_format or user_id. Callers act on the field, not on the
 // message: the gateway answers 401 only when it is token (the client's token is
 // unusable) and treats the others as its own bug.
+//
+// # UNAVAILABLE for a token
+//
+// When Authorize cannot judge a token because the authorization server gave no
+// usable answer and nothing is cached, or because too many introspections are
+// already waiting for it, the UNAVAILABLE status carries one
+// google.rpc.ErrorInfo detail: domain [ErrorDomain], reason
+// [ReasonAuthorizationServerUnavailable] or [ReasonIntrospectionBusy], and
+// metadata {"token_ref": the token's full token_ref}, the value an
+// AuthorizeResponse for the token would carry. The caller can log the same
+// reference for its own answer (see the tokenref package), and authz's logs
+// about the failure name the token by it too.
 package server
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
 	"strings"
 	"sync"
@@ -35,12 +46,16 @@ import (
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/resource"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/structjson"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/watch"
 )
@@ -133,6 +148,14 @@ const (
 	FieldUserID         = "user_id"
 )
 
+// The google.rpc.ErrorInfo of an UNAVAILABLE Authorize (see the package
+// documentation).
+const (
+	ErrorDomain                          = "mcpauthz"
+	ReasonAuthorizationServerUnavailable = "AUTHORIZATION_SERVER_UNAVAILABLE"
+	ReasonIntrospectionBusy              = "INTROSPECTION_BUSY"
+)
+
 // The INVALID_ARGUMENT answers, built once: they are constant.
 var (
 	errBadToken        = badRequest(FieldToken, msgBadToken)
@@ -179,18 +202,18 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 	k := s.tokens.Key(req.GetToken())
 	r, tier, err := s.tokens.LookupKeyed(ctx, k, req.GetToken())
 	if err != nil {
-		return nil, s.lookupError(ctx, err)
+		return nil, s.lookupError(ctx, err, tokencache.FullRef(k))
 	}
 	out := s.policy.Decide(r, res, required, s.now())
 	s.decisions[out.Reason].Inc()
+	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed(), TokenRef: tokencache.FullRef(k)}
 	if s.logger.Enabled(ctx, slog.LevelDebug) {
-		s.logger.DebugContext(ctx, "authorize", "token_ref", tokencache.Ref(k),
+		s.logger.DebugContext(ctx, "authorize", tokenref.Attr(resp.TokenRef),
 			"tier", tier.String(), "decision", out.Reason.String(), "resource", res)
 	}
-	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed(), TokenRef: tokencache.FullRef(k)}
 	if out.Allowed() || out.Reason == decision.DenialInsufficientScope {
 		if resp.Principal, err = principal(r, format); err != nil {
-			s.logger.ErrorContext(ctx, "encoding claims", "token_ref", tokencache.Ref(k), "err", err.Error())
+			s.logger.ErrorContext(ctx, "encoding claims", tokenref.Attr(resp.TokenRef), "err", err.Error())
 			return nil, status.Error(codes.Internal, msgInternal)
 		}
 	}
@@ -250,7 +273,7 @@ func (s *Server) canonical(r string) (string, bool) {
 // Struct on every cache hit (the largest cost of a hit after gRPC itself).
 // Handlers must therefore not read p.Claims. JSON claims are written straight from
 // the same encoding. The error is non-nil only if the cached encoding is corrupt.
-func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Principal, error) {
+func principal(r *tokeninfo.Result, format authzv1.ClaimsFormat) (*authzv1.Principal, error) {
 	p := &authzv1.Principal{
 		Subject:  r.Subject,
 		ClientId: r.ClientID,
@@ -260,10 +283,10 @@ func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Prin
 		Audience: r.Audience,
 		Issuer:   r.Issuer,
 	}
-	if r.Has&introspect.HasExp != 0 {
+	if r.Has&tokeninfo.HasExp != 0 {
 		p.ExpiresAt = &timestamppb.Timestamp{Seconds: r.Exp}
 	}
-	if r.Has&introspect.HasIat != 0 {
+	if r.Has&tokeninfo.HasIat != 0 {
 		p.IssuedAt = &timestamppb.Timestamp{Seconds: r.Iat}
 	}
 	if len(r.ClaimsWire) == 0 {
@@ -273,7 +296,7 @@ func principal(r *introspect.Result, format authzv1.ClaimsFormat) (*authzv1.Prin
 	case authzv1.ClaimsFormat_CLAIMS_FORMAT_NONE:
 	case authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON:
 		// The JSON form is about the size of the wire form it comes from.
-		j, err := r.AppendClaimsJSON(make([]byte, 0, len(r.ClaimsWire)))
+		j, err := structjson.Append(make([]byte, 0, len(r.ClaimsWire)), r.ClaimsWire)
 		if err != nil {
 			return nil, err
 		}
@@ -307,17 +330,18 @@ func denialReason(r decision.Reason) authzv1.DenialReason {
 	return authzv1.DenialReason_DENIAL_REASON_UNSPECIFIED
 }
 
-func (s *Server) lookupError(ctx context.Context, err error) error {
+// lookupError maps a failed lookup of the token whose token_ref is ref.
+func (s *Server) lookupError(ctx context.Context, err error, ref string) error {
 	switch {
 	case errors.Is(err, introspect.ErrUnavailable):
 		// Logged (rate-limited) by the cache, with the failure kind.
 		noRetry(ctx)
-		return status.Error(codes.Unavailable, msgUnavailable)
+		return unavailable(msgUnavailable, ReasonAuthorizationServerUnavailable, ref)
 	case errors.Is(err, admission.ErrBusy):
 		// Logged (rate-limited) by the cache. Another replica's authorization
 		// server is the same one: do not send the flood there too.
 		noRetry(ctx)
-		return status.Error(codes.Unavailable, msgBusy)
+		return unavailable(msgBusy, ReasonIntrospectionBusy, ref)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, context.Canceled.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -325,6 +349,22 @@ func (s *Server) lookupError(ctx context.Context, err error) error {
 	}
 	s.logger.ErrorContext(ctx, "token lookup failed", "err", err.Error())
 	return status.Error(codes.Internal, msgInternal)
+}
+
+// unavailable returns the UNAVAILABLE status with msg for the token whose
+// token_ref is ref, with the ErrorInfo detail the package documentation
+// describes.
+func unavailable(msg, reason, ref string) error {
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&errdetails.ErrorInfo{
+		Reason:   reason,
+		Domain:   ErrorDomain,
+		Metadata: map[string]string{tokenref.Key: ref},
+	})
+	if err != nil {
+		// An ErrorInfo of constant strings and a hex string always marshals.
+		return status.Error(codes.Unavailable, msg)
+	}
+	return st.Err()
 }
 
 // GetUser implements authzv1.AuthzServiceServer.

@@ -12,6 +12,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // countingFetcher wraps a fakeFetcher and counts calls per token.
@@ -21,7 +22,7 @@ type countingFetcher struct {
 	per map[string]int
 }
 
-func (f *countingFetcher) Introspect(ctx context.Context, token string) ([]byte, *introspect.Result, error) {
+func (f *countingFetcher) Introspect(ctx context.Context, token string) ([]byte, *tokeninfo.Result, error) {
 	f.mu.Lock()
 	f.per[token]++
 	f.mu.Unlock()

@@ -61,12 +61,14 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/flight"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // Defaults for [Options].
@@ -87,7 +89,7 @@ var ErrInvalidationIncomplete = errors.New("invalidation not propagated to other
 
 // Fetcher introspects tokens; [*introspect.Client] is one.
 type Fetcher interface {
-	Introspect(ctx context.Context, token string) ([]byte, *introspect.Result, error)
+	Introspect(ctx context.Context, token string) ([]byte, *tokeninfo.Result, error)
 	Endpoint() string
 }
 
@@ -156,7 +158,7 @@ type Options struct {
 type Cache struct {
 	fetcher     Fetcher
 	prefix      []byte // endpoint + "\n": the start of every hashed key
-	l1          *clockcache.Cache[*introspect.Result]
+	l1          *clockcache.Cache[*tokeninfo.Result]
 	store       *rediscache.Store
 	cacheTTL    time.Duration
 	negativeTTL time.Duration
@@ -231,7 +233,7 @@ func New(o Options) (*Cache, error) {
 		onInvalidate: o.OnInvalidate,
 		onReset:      o.OnReset,
 	}
-	c.l1 = clockcache.New[*introspect.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
+	c.l1 = clockcache.New[*tokeninfo.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
 	lookups := o.Metrics.CacheLookups
 	c.l1Hit = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultHit)
 	c.l1Miss = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultMiss)
@@ -257,13 +259,9 @@ func (c *Cache) Key(token string) clockcache.Key {
 	return k
 }
 
-// Ref is a short, non-reversible reference to a token for logs: the first 12 hex
-// digits of its cache key.
-func Ref(k clockcache.Key) string { return hex.EncodeToString(k[:6]) }
-
 // FullRef is the reference callers and watchers use for a token (AuthorizeResponse
 // token_ref): its whole cache key in lowercase hex, which is also the payload of
-// the invalidation channel.
+// the invalidation channel. Logs carry the part of it internal/tokenref says.
 func FullRef(k clockcache.Key) string {
 	var b [2 * len(k)]byte
 	hex.Encode(b[:], k[:])
@@ -271,7 +269,7 @@ func FullRef(k clockcache.Key) string {
 }
 
 type fetched struct {
-	res  *introspect.Result
+	res  *tokeninfo.Result
 	tier Tier
 }
 
@@ -282,13 +280,13 @@ type fetched struct {
 // gave no usable answer (nothing cached), one unwrapping to admission.ErrBusy when
 // Options.Limiter had no slot for the introspection, or ctx's error if ctx ended
 // while waiting. Redis failures are never returned.
-func (c *Cache) Lookup(ctx context.Context, token string) (*introspect.Result, Tier, error) {
+func (c *Cache) Lookup(ctx context.Context, token string) (*tokeninfo.Result, Tier, error) {
 	return c.LookupKeyed(ctx, c.Key(token), token)
 }
 
 // LookupKeyed is [Cache.Lookup] for a caller that already has token's key k
 // (from [Cache.Key]), saving a second hash. Its errors are Lookup's.
-func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string) (*introspect.Result, Tier, error) {
+func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string) (*tokeninfo.Result, Tier, error) {
 	if r, ok := c.l1.Get(k); ok {
 		c.l1Hit.Inc()
 		return r, TierL1, nil
@@ -369,12 +367,12 @@ func (c *Cache) fetch(call *flight.Call[clockcache.Key, fetched], k clockcache.K
 // ttl is min(CacheTTL, exp-now) for an active token; NegativeTTL for an inactive
 // one and for one past exp by more than the clock skew (its verdict, expired,
 // cannot change); zero (not cached) for one past exp within the skew.
-func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
+func (c *Cache) ttl(r *tokeninfo.Result, now time.Time) time.Duration {
 	if !r.Active {
 		return c.negativeTTL
 	}
 	ttl := c.cacheTTL
-	if r.Has&introspect.HasExp != 0 {
+	if r.Has&tokeninfo.HasExp != 0 {
 		left := time.Unix(r.Exp, 0).Sub(now)
 		if left <= 0 {
 			if -left < c.clockSkew {
@@ -388,7 +386,7 @@ func (c *Cache) ttl(r *introspect.Result, now time.Time) time.Duration {
 }
 
 // getL2 reads and decodes an L2 entry: "<expiry unix ms>\n<introspection JSON>".
-func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*introspect.Result, int64, bool) {
+func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*tokeninfo.Result, int64, bool) {
 	v, ok, err := c.store.Get(ctx, redisKey)
 	switch {
 	case errors.Is(err, rediscache.ErrSkipped), errors.Is(err, rediscache.ErrBusy):
@@ -404,7 +402,7 @@ func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*
 	r, exp, err := decodeL2(v, c.now().UnixNano())
 	if err != nil || r == nil {
 		if err != nil {
-			c.logger.Warn("ignoring undecodable L2 entry", "token_ref", Ref(k), "err", err.Error())
+			c.logger.Warn("ignoring undecodable L2 entry", tokenref.Attr(FullRef(k)), "err", err.Error())
 		}
 		c.l2Miss.Inc()
 		return nil, 0, false
@@ -415,7 +413,7 @@ func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*
 
 // decodeL2 returns the result and expiry (unix ns) of an L2 entry; an expired
 // entry (such as a tombstone) has a nil result and no error.
-func decodeL2(v []byte, now int64) (*introspect.Result, int64, error) {
+func decodeL2(v []byte, now int64) (*tokeninfo.Result, int64, error) {
 	for i, b := range v {
 		if b != '\n' {
 			continue
@@ -451,14 +449,14 @@ func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
 	}
 	if ok, suppressed := c.errLogs.Allow(); ok {
 		c.logger.Log(context.Background(), level, "introspection failed",
-			"token_ref", Ref(k), "kind", kind, "err", err.Error(), "suppressed_since_last", suppressed)
+			tokenref.Attr(FullRef(k)), "kind", kind, "err", err.Error(), "suppressed_since_last", suppressed)
 	}
 }
 
 // busy logs, at a limited rate, that an introspection found no free slot.
 func (c *Cache) busy(k clockcache.Key) {
 	if ok, suppressed := c.busyLogs.Allow(); ok {
-		c.logger.Warn("introspection refused: INTROSPECTION_MAX_IN_FLIGHT reached", "token_ref", Ref(k), "suppressed_since_last", suppressed)
+		c.logger.Warn("introspection refused: INTROSPECTION_MAX_IN_FLIGHT reached", tokenref.Attr(FullRef(k)), "suppressed_since_last", suppressed)
 	}
 }
 
@@ -485,7 +483,7 @@ func (c *Cache) Invalidate(ctx context.Context, token string) error {
 	// replaced it. (Our own message comes back too, but later.)
 	c.dropLocal(k)
 	if ok, suppressed := c.invalLogs.Allow(); ok {
-		c.logger.Info("token invalidated", "token_ref", Ref(k), "suppressed_since_last", suppressed)
+		c.logger.Info("token invalidated", tokenref.Attr(h), "suppressed_since_last", suppressed)
 	}
 	return nil
 }

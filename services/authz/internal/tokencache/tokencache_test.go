@@ -4,18 +4,23 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
 // fakeFetcher answers from a function of the token and counts calls.
@@ -27,7 +32,7 @@ type fakeFetcher struct {
 
 func (f *fakeFetcher) Endpoint() string { return "https://as.example/oauth/2.1/introspect" }
 
-func (f *fakeFetcher) Introspect(_ context.Context, token string) ([]byte, *introspect.Result, error) {
+func (f *fakeFetcher) Introspect(_ context.Context, token string) ([]byte, *tokeninfo.Result, error) {
 	f.calls.Add(1)
 	if f.gate != nil {
 		<-f.gate
@@ -67,7 +72,7 @@ func activeUntil(exp int64) func(string) (string, error) {
 	}
 }
 
-func lookup(t *testing.T, c *Cache, tok string) (*introspect.Result, Tier) {
+func lookup(t *testing.T, c *Cache, tok string) (*tokeninfo.Result, Tier) {
 	t.Helper()
 	r, tier, err := c.Lookup(t.Context(), tok)
 	if err != nil {
@@ -380,5 +385,35 @@ func TestConcurrentLookupsOneFetch(t *testing.T) {
 	wg.Wait()
 	if n := f.calls.Load(); n != 1 {
 		t.Fatalf("introspections = %d, want 1", n)
+	}
+}
+
+// TestLogsNameTokensByTokenRef: a log line about a token names it as every
+// service does (tokenref), by the start of the token_ref an AuthorizeResponse
+// carries, so an operator can join it with the caller's logs; the token itself
+// never appears.
+func TestLogsNameTokensByTokenRef(t *testing.T) {
+	t.Parallel()
+	var clk clock
+	f := &fakeFetcher{reply: func(string) (string, error) {
+		return "", &introspect.Error{Kind: introspect.KindStatus5xx, Err: errors.New("boom")}
+	}}
+	var logs testenv.LogBuffer
+	c := newCache(t, f, &clk, func(o *Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	})
+	const tok = "tok-logged-by-ref"
+	if _, _, err := c.Lookup(t.Context(), tok); !errors.Is(err, introspect.ErrUnavailable) {
+		t.Fatalf("Lookup error = %v, want ErrUnavailable", err)
+	}
+	var line map[string]any
+	if err := json.Unmarshal([]byte(logs.String()), &line); err != nil {
+		t.Fatalf("log %q: %v", logs.String(), err)
+	}
+	if got, want := line[tokenref.Key], tokenref.Short(FullRef(c.Key(tok))); got != want {
+		t.Errorf("%s = %v, want %q (the start of the token_ref)", tokenref.Key, got, want)
+	}
+	if strings.Contains(logs.String(), tok) {
+		t.Errorf("the log holds the token: %s", logs.String())
 	}
 }

@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
+	"github.com/mcpauthz/mcpauthz/services/authz/internal/ashttp"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 )
 
@@ -45,6 +45,10 @@ var (
 	ErrInvalidID = errors.New("invalid user id")
 )
 
+// MaxUserBytes caps the user API responses the client reads: a user with
+// hundreds of organizations fits many times over.
+const MaxUserBytes = 1 << 20
+
 // ClientConfig configures a [Client].
 type ClientConfig struct {
 	// AuthURL is PROPELAUTH_AUTH_URL; users are at {AuthURL}/api/backend/v1/user/{id}.
@@ -61,7 +65,7 @@ type ClientConfig struct {
 	BaseBackoff time.Duration
 	// MaxRetryWait caps any single wait, Retry-After included (default 2s).
 	MaxRetryWait time.Duration
-	// Transport replaces the default pooled transport (introspect.NewTransport).
+	// Transport replaces the default pooled transport (ashttp.NewTransport).
 	Transport http.RoundTripper
 	Logger    *slog.Logger
 	Metrics   *metrics.Metrics
@@ -102,7 +106,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = introspect.NewTransport(cfg.Timeout, 0)
+		tr = ashttp.NewTransport(cfg.Timeout, 0)
 	}
 	return &Client{cfg: cfg, hc: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
 }
@@ -185,7 +189,7 @@ func (c *Client) once(ctx context.Context, u string) (*authzv1.User, time.Durati
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, introspect.MaxBodyBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxUserBytes+1))
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: reading response: %v", ErrUnavailable, err)
 	}
@@ -203,8 +207,8 @@ func (c *Client) once(ctx context.Context, u string) (*authzv1.User, time.Durati
 	default:
 		return nil, 0, fmt.Errorf("%w: HTTP %d", ErrUnavailable, resp.StatusCode)
 	}
-	if len(body) > introspect.MaxBodyBytes {
-		return nil, 0, fmt.Errorf("%w: response over %d bytes", ErrUnavailable, introspect.MaxBodyBytes)
+	if len(body) > MaxUserBytes {
+		return nil, 0, fmt.Errorf("%w: response over %d bytes", ErrUnavailable, MaxUserBytes)
 	}
 	user, err := ParseUser(body)
 	if err != nil {

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/propelauthtest"
 )
 
 func TestParseUser(t *testing.T) {
@@ -67,7 +67,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-func newTestClient(t *testing.T, as *propelauthtest.Server, apiKey string) *Client {
+func newTestClient(t *testing.T, as *propelauthfake.Server, apiKey string) *Client {
 	t.Helper()
 	c, err := NewClient(ClientConfig{AuthURL: as.AuthURL(), APIKey: apiKey, BaseBackoff: time.Millisecond, MaxRetryWait: 10 * time.Millisecond, Metrics: metrics.New()})
 	if err != nil {
@@ -78,9 +78,9 @@ func newTestClient(t *testing.T, as *propelauthtest.Server, apiKey string) *Clie
 
 func TestFetch(t *testing.T) {
 	t.Parallel()
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
-	as.AddUser(propelauthtest.User{UserID: "u1", Email: "u1@example.com", Enabled: true, CreatedAt: 1700000000})
+	as.AddUser(propelauthfake.User{UserID: "u1", Email: "u1@example.com", Enabled: true, CreatedAt: 1700000000})
 	c := newTestClient(t, as, as.APIKey)
 	u, err := c.Fetch(t.Context(), "u1")
 	if err != nil || u.GetEmail() != "u1@example.com" {
@@ -122,7 +122,7 @@ func TestFetch(t *testing.T) {
 
 func TestFetchGivesUpBeforeDeadline(t *testing.T) {
 	t.Parallel()
-	as := propelauthtest.New()
+	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
 	as.RateLimitUsers(100, "60")
 	c, err := NewClient(ClientConfig{AuthURL: as.AuthURL(), APIKey: as.APIKey, MaxRetryWait: time.Minute})

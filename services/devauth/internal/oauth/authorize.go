@@ -202,6 +202,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	s.showLogin(w, http.StatusOK, req, id, sess, "", "")
 }
 
+// maxFormBody bounds the login and consent form bodies.
+const maxFormBody = 64 << 10
+
 // authorizeSubmit handles the login and consent forms.
 func (s *Server) authorizeSubmit(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBody)

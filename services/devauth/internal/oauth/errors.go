@@ -3,13 +3,12 @@ package oauth
 import (
 	"net/http"
 
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 )
 
 // OAuth error codes (RFC 6749 section 5.2, RFC 7591 section 3.2.2).
 const (
 	errInvalidRequest          = "invalid_request"
-	errInvalidClient           = "invalid_client"
 	errInvalidGrant            = "invalid_grant"
 	errUnauthorizedClient      = "unauthorized_client"
 	errUnsupportedGrantType    = "unsupported_grant_type"
@@ -23,19 +22,17 @@ const (
 	errInvalidClientMetadata   = "invalid_client_metadata"
 )
 
-// ErrorResponse is the JSON error body of the token-style endpoints.
-type ErrorResponse struct {
-	Error            string `json:"error"`
-	ErrorDescription string `json:"error_description,omitempty"`
-}
+// realm names devauth in Basic challenges.
+const realm = "devauth"
 
+// writeOAuthError writes the JSON error body of the token-style endpoints,
+// {"error": code, "error_description": desc}.
 func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {
-	users.WriteJSON(w, status, ErrorResponse{Error: code, ErrorDescription: desc})
+	propelauthfake.WriteError(w, status, code, desc)
 }
 
 // writeInvalidClient answers 401 with a challenge for the scheme the client
 // tried, as RFC 6749 section 5.2 requires.
 func writeInvalidClient(w http.ResponseWriter, desc string) {
-	w.Header().Set("WWW-Authenticate", `Basic realm="devauth", charset="UTF-8"`)
-	writeOAuthError(w, http.StatusUnauthorized, errInvalidClient, desc)
+	propelauthfake.WriteInvalidClient(w, realm, desc)
 }

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 )
 
 // Metadata is the RFC 8414 authorization server metadata document.
@@ -65,7 +65,7 @@ func (s *Server) Metadata() Metadata {
 }
 
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
-	users.WriteJSON(w, http.StatusOK, s.Metadata())
+	propelauthfake.WriteJSON(w, http.StatusOK, s.Metadata())
 }
 
 func (s *Server) openIDMetadata(w http.ResponseWriter, r *http.Request) {
@@ -75,9 +75,9 @@ func (s *Server) openIDMetadata(w http.ResponseWriter, r *http.Request) {
 	// is an empty key set for the same reason.
 	m.IDTokenSigningAlgValuesSupported = []string{"none"}
 	m.JWKSURI = s.opts.BaseURL + PathJWKS
-	users.WriteJSON(w, http.StatusOK, m)
+	propelauthfake.WriteJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
-	users.WriteJSON(w, http.StatusOK, map[string][]any{"keys": {}})
+	propelauthfake.WriteJSON(w, http.StatusOK, map[string][]any{"keys": {}})
 }

@@ -2,8 +2,9 @@
 // PropelAuth's MCP paths and wire formats: metadata (RFC 8414), dynamic client
 // registration (RFC 7591), Client ID Metadata Documents, the authorization
 // endpoint with login and consent pages, the token endpoint (authorization
-// code with PKCE S256, rotating refresh tokens), introspection (RFC 7662) and
-// revocation (RFC 7009).
+// code with PKCE S256, rotating refresh tokens) and revocation (RFC 7009). The
+// introspection endpoint (RFC 7662) is the shared PropelAuth backend's
+// (propelauthfake); this package answers it from the store ([Server.Introspect]).
 //
 // # Errors
 //
@@ -20,7 +21,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/redirects"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
@@ -67,10 +67,8 @@ type Options struct {
 	Users *users.Directory
 	// Store holds clients, codes and tokens.
 	Store *store.Store
-	// Counters count introspections and issued tokens.
+	// Counters count issued tokens.
 	Counters *stats.Counters
-	// Faults, if set, is applied to the introspection endpoint.
-	Faults *faults.Injector
 	// Logger receives request-level logs; never raw secrets.
 	Logger *slog.Logger
 	// HTTPClient fetches Client ID Metadata Documents; nil uses a client with
@@ -134,7 +132,8 @@ func New(opts Options) *Server {
 // Issuer returns the issuer identifier, {base}/oauth/2.1.
 func (s *Server) Issuer() string { return s.issuer }
 
-// Register adds every OAuth route to mux.
+// Register adds every OAuth route to mux except introspection, which the
+// PropelAuth backend serves at PathIntrospect.
 func (s *Server) Register(mux *http.ServeMux) {
 	// Browser-based clients (MCP Inspector) call discovery, registration,
 	// token and revocation with fetch from their own origin, so those answer
@@ -152,11 +151,6 @@ func (s *Server) Register(mux *http.ServeMux) {
 	public("POST "+PathRevoke, s.revoke)
 	mux.HandleFunc("GET "+PathAuthorize, s.authorize)
 	mux.HandleFunc("POST "+PathAuthorize, s.authorizeSubmit)
-	var introspect http.Handler = http.HandlerFunc(s.introspect)
-	if s.opts.Faults != nil {
-		introspect = s.opts.Faults.Wrap(introspect)
-	}
-	mux.Handle("POST "+PathIntrospect, s.countIntrospection(introspect))
 }
 
 // cors adds CORS headers; with a nil handler it answers a preflight.
@@ -172,14 +166,5 @@ func cors(h http.HandlerFunc) http.Handler {
 			return
 		}
 		h(w, r)
-	})
-}
-
-// countIntrospection counts every request, faulted or not: the number
-// measures how hard authz hits the authorization server.
-func (s *Server) countIntrospection(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.opts.Counters.Introspections.Add(1)
-		next.ServeHTTP(w, r)
 	})
 }

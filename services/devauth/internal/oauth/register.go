@@ -11,8 +11,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
 // ClientMetadata is the RFC 7591 client metadata devauth understands. Other
@@ -229,5 +229,5 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("client registered", "client_id", c.ID, "client_name", c.Name,
 		"auth_method", c.TokenEndpointAuthMethod, "redirect_uris", c.RedirectURIs)
-	users.WriteJSON(w, http.StatusCreated, resp)
+	propelauthfake.WriteJSON(w, http.StatusCreated, resp)
 }

@@ -12,8 +12,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
 // TokenResponse is the RFC 6749 section 5.1 success body.
@@ -36,31 +36,31 @@ func (e *grantError) Error() string { return e.code + ": " + e.desc }
 // accepted, as many clients mix them up), as long as the method is one of
 // [Options.TokenAuthMethods]. The error text is safe to return.
 func (s *Server) authenticateClient(ctx context.Context, r *http.Request) (store.Client, error) {
-	creds, ok := clientCredentials(r)
+	creds, ok := propelauthfake.ClientCredentials(r)
 	if !ok {
 		return store.Client{}, errors.New("client authentication is missing or ambiguous")
 	}
 	method := "none"
 	switch {
-	case creds.basic:
+	case creds.Basic:
 		method = "client_secret_basic"
-	case creds.secret != "":
+	case creds.Secret != "":
 		method = "client_secret_post"
 	}
 	if !slices.Contains(s.opts.TokenAuthMethods, method) {
 		return store.Client{}, fmt.Errorf("%s is not accepted here (token_endpoint_auth_methods_supported: %s)", method, strings.Join(s.opts.TokenAuthMethods, ", "))
 	}
-	c, err := s.client(ctx, creds.clientID())
+	c, err := s.client(ctx, creds.ClientID())
 	if err != nil {
 		return store.Client{}, errors.New("unknown client")
 	}
 	if c.TokenEndpointAuthMethod == "none" || c.TokenEndpointAuthMethod == "" {
-		if creds.secret != "" {
+		if creds.Secret != "" {
 			return store.Client{}, errors.New("public client sent a client secret")
 		}
 		return c, nil
 	}
-	if creds.secret == "" || !(c.CheckSecret(creds.secret) || (creds.basic && c.CheckSecret(formDecoded(creds.secret)))) {
+	if creds.Secret == "" || !(c.CheckSecret(creds.Secret) || (creds.Basic && c.CheckSecret(formDecoded(creds.Secret)))) {
 		return store.Client{}, errors.New("client authentication failed")
 	}
 	return c, nil
@@ -76,7 +76,7 @@ func formDecoded(s string) string {
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Pragma", "no-cache")
-	if msg, ok := parseForm(w, r); !ok {
+	if msg, ok := propelauthfake.ParseForm(w, r); !ok {
 		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, msg)
 		return
 	}
@@ -131,7 +131,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.opts.Counters.TokensIssued.Add(1)
 	s.log.Info("tokens issued", "grant_type", grant, "client_id", client.ID, "sub", pair.Access.Subject,
 		"token", store.Fingerprint(pair.AccessToken))
-	users.WriteJSON(w, http.StatusOK, TokenResponse{
+	propelauthfake.WriteJSON(w, http.StatusOK, TokenResponse{
 		AccessToken:  pair.AccessToken,
 		TokenType:    "Bearer",
 		ExpiresIn:    int64(s.opts.TokenTTL.Seconds()),
@@ -214,7 +214,7 @@ func VerifyS256(verifier, challenge string) bool {
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
-	if msg, ok := parseForm(w, r); !ok {
+	if msg, ok := propelauthfake.ParseForm(w, r); !ok {
 		writeOAuthError(w, http.StatusBadRequest, errInvalidRequest, msg)
 		return
 	}
@@ -228,7 +228,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	// client identification is accepted too: holding a token is enough to
 	// use it, so it is enough to end it.
 	owner := ""
-	creds, identified := clientCredentials(r)
+	creds, identified := propelauthfake.ClientCredentials(r)
 	switch {
 	case identified && s.validValidationClient(creds):
 	case identified:

@@ -1,5 +1,7 @@
 // Package server wires devauth's handlers into one http.Handler: the OAuth
-// endpoints, PropelAuth's user API, the optional test API and /healthz.
+// endpoints, PropelAuth's backend endpoints (introspection and the user API,
+// served by the shared propelauthfake backend over devauth's store and user
+// directory), the optional test API and /healthz.
 package server
 
 import (
@@ -9,8 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/oauth"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/redirects"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
@@ -91,7 +94,6 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		Users:                  dir,
 		Store:                  st,
 		Counters:               counters,
-		Faults:                 inj,
 		Logger:                 logger,
 		HTTPClient:             opts.HTTPClient,
 		AllowLoopbackMetadata:  opts.AllowLoopbackMetadata,
@@ -109,10 +111,21 @@ func New(cfg config.Config, dir *users.Directory, logger *slog.Logger, opts Opti
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	backend := propelauthfake.NewBackend(propelauthfake.Options{
+		ClientID:     cfg.ValidationClientID,
+		ClientSecret: cfg.ValidationClientSecret,
+		APIKey:       cfg.APIKey,
+		Tokens:       oa,
+		Users:        dir,
+		Faults:       inj,
+		Counters:     &counters.Counters,
+		Realm:        "devauth",
+	})
 	if cfg.MCP.Enabled {
 		oa.Register(mux)
+		mux.Handle(propelauthfake.IntrospectPattern, backend.IntrospectHandler())
 	}
-	mux.Handle("GET /api/backend/v1/user/{user_id}", countUserFetch(counters, inj.Wrap(users.APIHandler(dir, cfg.APIKey))))
+	mux.Handle(propelauthfake.UserPattern, backend.UserHandler())
 	if cfg.TestAPI {
 		testapi.Register(mux, testapi.Deps{
 			APIKey: cfg.APIKey, Users: dir, Store: st, Counters: counters, Faults: inj, Logger: logger,
@@ -168,15 +181,6 @@ func (s *Server) HTTPServer(errorLog *slog.Logger) *http.Server {
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
-		next.ServeHTTP(w, r)
-	})
-}
-
-// countUserFetch counts every user API request, faulted or not, because the
-// count measures the load authz puts on the authorization server.
-func countUserFetch(c *stats.Counters, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c.UserFetches.Add(1)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -3,13 +3,18 @@
 // server.
 package stats
 
-import "sync/atomic"
+import (
+	"sync/atomic"
 
-// Counters are safe for concurrent use; the zero value is ready.
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
+)
+
+// Counters are safe for concurrent use; the zero value is ready. The PropelAuth
+// backend counts introspections and user fetches (every request, faulted or
+// not) into the embedded counters.
 type Counters struct {
-	Introspections atomic.Int64
-	UserFetches    atomic.Int64
-	TokensIssued   atomic.Int64
+	propelauthfake.Counters
+	TokensIssued atomic.Int64
 }
 
 // Snapshot is the JSON body of GET /dev/stats.

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,7 +19,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/stats"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
@@ -46,7 +47,7 @@ type Deps struct {
 func Register(mux *http.ServeMux, d Deps) {
 	auth := func(h http.HandlerFunc) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !users.BearerMatches(r, d.APIKey) {
+			if !propelauthfake.BearerMatches(r, d.APIKey) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="devauth test API"`)
 				writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or missing API key")
 				return
@@ -56,7 +57,7 @@ func Register(mux *http.ServeMux, d Deps) {
 	}
 	mux.Handle("POST /dev/tokens", auth(d.mintToken))
 	mux.Handle("GET /dev/stats", auth(func(w http.ResponseWriter, r *http.Request) {
-		users.WriteJSON(w, http.StatusOK, d.Counters.Snapshot())
+		propelauthfake.WriteJSON(w, http.StatusOK, d.Counters.Snapshot())
 	}))
 	mux.Handle("POST /dev/stats/reset", auth(func(w http.ResponseWriter, r *http.Request) {
 		d.Counters.Reset()
@@ -168,7 +169,7 @@ func (d Deps) mintToken(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Counters.TokensIssued.Add(1)
 	d.Logger.Debug("test token minted", "token", store.Fingerprint(tok), "sub", subject, "client_id", clientID)
-	users.WriteJSON(w, http.StatusOK, TokenResponse{
+	propelauthfake.WriteJSON(w, http.StatusOK, TokenResponse{
 		AccessToken: tok, TokenType: "Bearer", ExpiresIn: expiresIn, Scope: strings.Join(scopes, " "),
 	})
 }
@@ -220,5 +221,5 @@ func decodeStrict(body []byte, v any) error {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	users.WriteJSON(w, status, map[string]string{"error": code, "error_description": msg})
+	propelauthfake.WriteError(w, status, code, msg)
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/faults"
+	"github.com/mcpauthz/mcpauthz/internal/faults"
 )
 
 func TestParseFaultRequest(t *testing.T) {

@@ -1,10 +1,9 @@
-// Package users holds devauth's user directory and serves it through
-// PropelAuth's backend "Fetch User By User ID" API.
+// Package users holds devauth's user directory, which the shared PropelAuth
+// backend (propelauthfake) serves through "Fetch User By User ID"
+// ([Directory.User]).
 //
 // The directory is either the built-in seed ([Seed]: alice and bob, the users
-// every test and README example relies on) or a JSON file ([Parse]). The JSON
-// the API returns mirrors PropelAuth's field names and types, so authz's
-// PropelAuth client decodes it unchanged.
+// every test and README example relies on) or a JSON file ([Parse]).
 package users
 
 import (
@@ -16,6 +15,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 )
 
@@ -256,4 +256,42 @@ func LoadFile(path string) (*Directory, error) {
 		return nil, fmt.Errorf("reading users file: %w", err)
 	}
 	return Parse(data)
+}
+
+// PropelAuth returns u as PropelAuth's backend API shows it. Every org lists
+// its role among the inherited roles, and its permissions as a list, even an
+// empty one, as PropelAuth does.
+func (u User) PropelAuth() propelauthfake.User {
+	p := propelauthfake.User{
+		UserID: u.ID, Email: u.Email, EmailConfirmed: u.EmailConfirmed, HasPassword: u.Password != "",
+		Username: u.Username, FirstName: u.FirstName, LastName: u.LastName, PictureURL: u.PictureURL,
+		Locked: u.Locked, Enabled: u.Enabled, MFAEnabled: u.MFAEnabled, CanCreateOrgs: u.CanCreateOrgs,
+		CreatedAt: u.CreatedAt, LastActiveAt: u.LastActiveAt, Properties: u.Properties, Metadata: u.Metadata,
+	}
+	if len(u.Orgs) > 0 {
+		p.OrgIDToOrgInfo = make(map[string]propelauthfake.Org, len(u.Orgs))
+	}
+	for _, o := range u.Orgs {
+		if o.InheritedRoles == nil {
+			o.InheritedRoles = []string{o.Role}
+		}
+		if o.Permissions == nil {
+			o.Permissions = []string{}
+		}
+		p.OrgIDToOrgInfo[o.ID] = propelauthfake.Org{
+			OrgID: o.ID, OrgName: o.Name, URLSafeOrgName: o.URLSafeName, UserRole: o.Role,
+			InheritedUserRolesPlusCurrentRole: o.InheritedRoles, UserPermissions: o.Permissions,
+		}
+	}
+	return p
+}
+
+// User implements propelauthfake.Users: devauth's Fetch User By User ID is the
+// shared PropelAuth backend's, answering from the directory.
+func (d *Directory) User(id string) (any, bool) {
+	u, ok := d.ByID(id)
+	if !ok {
+		return nil, false
+	}
+	return u.PropelAuth(), true
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 
 	"github.com/google/go-cmp/cmp"
@@ -118,13 +119,13 @@ func TestParseDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _ := d.ByID("1")
-	j := u.JSON(true)
-	want := UserJSON{
+	want := propelauthfake.User{
 		UserID: "1", Email: "a@b.example", EmailConfirmed: true, HasPassword: true, PictureURL: DefaultPictureURL,
 		Enabled: true, Properties: map[string]any{}, Metadata: map[string]any{},
-		OrgIDToOrgInfo: map[string]OrgJSON{"o": {ID: "o", Name: "O", Role: "Owner", InheritedRoles: []string{"Owner"}, Permissions: []string{}}},
+		OrgIDToOrgInfo: map[string]propelauthfake.Org{"o": {OrgID: "o", OrgName: "O", UserRole: "Owner",
+			InheritedUserRolesPlusCurrentRole: []string{"Owner"}, UserPermissions: []string{}}},
 	}
-	if diff := cmp.Diff(want, j); diff != "" {
+	if diff := cmp.Diff(want, u.PropelAuth()); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 }
@@ -165,7 +166,7 @@ func FuzzParse(f *testing.F) {
 			if _, ok := d.ByEmail(u.Email); !ok {
 				t.Fatalf("user %q not found by email", u.Email)
 			}
-			_ = u.JSON(true)
+			_ = u.PropelAuth()
 		}
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
@@ -91,7 +92,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 
 	var limiter *ratelimit.Limiter
 	if cfg.RateLimit.Enabled() {
-		redis.SetLogger(ratelimit.DriverLogger(logger))
+		redis.SetLogger(redisconn.DriverLogger(logger))
 		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
 			return fmt.Errorf("invalid configuration: %s: %w", config.EnvRateLimit, err)
 		}

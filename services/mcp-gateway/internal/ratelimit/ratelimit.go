@@ -15,8 +15,8 @@
 // Rate limiting fails open as far as availability goes: a Redis error never fails a
 // request. While Redis is unreachable the replica falls back to its in-process
 // limiter (so a principal gets at most one budget per replica instead of one in
-// all), logs once per [logEvery] and counts the error; after [Options.Backoff] it
-// tries Redis again.
+// all), logs once per redisconn.LogEvery and counts the error; after
+// [Options.Backoff] it tries Redis again.
 //
 // # Keys
 //
@@ -34,12 +34,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 )
 
@@ -138,21 +138,17 @@ type Options struct {
 // Limiter decides whether a principal's request is within its limit. It is safe
 // for concurrent use.
 type Limiter struct {
-	limit     Limit
-	rl        redis_rate.Limit
-	rdb       *redis.Client
-	redis     *redis_rate.Limiter
-	local     *local
-	log       *slog.Logger
-	metrics   *metrics.Metrics
-	timeout   time.Duration
-	backoff   time.Duration
-	downUntil atomic.Int64 // unix nanoseconds until which Redis is skipped
-	lastLog   atomic.Int64
+	limit   Limit
+	rl      redis_rate.Limit
+	rdb     redis.UniversalClient
+	redis   *redis_rate.Limiter
+	breaker *redisconn.Breaker
+	local   *local
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	timeout time.Duration
+	backoff time.Duration
 }
-
-// logEvery bounds the rate of Redis-outage log lines.
-const logEvery = 10 * time.Second
 
 // New returns a limiter. It returns an error for a disabled limit or an unusable
 // Redis URL; an unreachable Redis is not an error (see the package
@@ -192,17 +188,14 @@ func New(o Options) (*Limiter, error) {
 		backoff: o.Backoff,
 	}
 	if o.RedisURL != "" {
-		ro, err := redis.ParseURL(o.RedisURL)
+		// One attempt within Timeout: the in-process limiter is the retry.
+		rdb, err := redisconn.Open(o.RedisURL, redisconn.Options{Timeout: o.Timeout})
 		if err != nil {
-			return nil, fmt.Errorf("parsing REDIS_URL: %w", err)
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
 		}
-		ro.DialTimeout = o.Timeout
-		ro.ReadTimeout = o.Timeout
-		ro.WriteTimeout = o.Timeout
-		// One attempt: the in-process limiter is the retry.
-		ro.MaxRetries = -1
-		l.rdb = redis.NewClient(ro)
-		l.redis = redis_rate.NewLimiter(l.rdb)
+		l.rdb = rdb
+		l.redis = redis_rate.NewLimiter(rdb)
+		l.breaker = redisconn.NewBreaker(o.Backoff)
 	}
 	return l, nil
 }
@@ -214,7 +207,7 @@ func (l *Limiter) Limit() Limit { return l.limit }
 // cannot answer, the in-process limiter decides.
 func (l *Limiter) Allow(ctx context.Context, principal string) Result {
 	key := Key(principal)
-	if l.redis != nil && time.Now().UnixNano() >= l.downUntil.Load() {
+	if l.redis != nil && !l.breaker.Skip() {
 		cctx, cancel := context.WithTimeout(ctx, l.timeout)
 		res, err := l.redis.Allow(cctx, key, l.rl)
 		cancel()
@@ -243,12 +236,11 @@ func decision(r Result) string {
 }
 
 func (l *Limiter) redisFailed(ctx context.Context, err error) {
-	now := time.Now()
-	l.downUntil.Store(now.Add(l.backoff).UnixNano())
+	log, suppressed := l.breaker.Fail()
 	l.metrics.RateLimitRedisError()
-	last := l.lastLog.Load()
-	if now.UnixNano()-last >= int64(logEvery) && l.lastLog.CompareAndSwap(last, now.UnixNano()) {
-		l.log.WarnContext(ctx, "rate limiting: redis unavailable; limiting per replica until it answers", "error", err.Error(), "retry_in", l.backoff.String())
+	if log {
+		l.log.WarnContext(ctx, "rate limiting: redis unavailable; limiting per replica until it answers",
+			"error", err.Error(), "retry_in", l.backoff.String(), "suppressed_since_last", suppressed)
 	}
 }
 
@@ -305,19 +297,4 @@ func (s *local) sweep(now time.Time) {
 		}
 		delete(s.tat, k)
 	}
-}
-
-// DriverLogger adapts logger to go-redis's process-wide logger (redis.SetLogger),
-// so the driver's own messages about dial failures and the pool land in the
-// structured log at debug level instead of as bare stderr lines.
-func DriverLogger(logger *slog.Logger) interface {
-	Printf(ctx context.Context, format string, v ...any)
-} {
-	return driverLogger{logger}
-}
-
-type driverLogger struct{ l *slog.Logger }
-
-func (d driverLogger) Printf(ctx context.Context, format string, v ...any) {
-	d.l.DebugContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }

@@ -1,6 +1,9 @@
-// Package faults injects failures into devauth's introspection and user API
-// endpoints, so authz and the gateway can be tested against an authorization
-// server that errors, talks nonsense, hangs, drops connections or is slow.
+// Package faults injects failures into HTTP endpoints, so that the services can
+// be tested against an authorization server that errors, talks nonsense,
+// hangs, drops connections or is slow. The fake PropelAuth backend
+// (propelauthfake) applies an [Injector] to its introspection and user API
+// endpoints, in devauth (set through its test API, POST /dev/faults) and in
+// authz's tests alike.
 package faults
 
 import (
