@@ -101,18 +101,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.UsersFile != "" {
 		opts.LoginHint = ""
 		if dir, err = users.LoadFile(cfg.UsersFile); err != nil {
-			return fmt.Errorf("invalid configuration: %s: %w", config.EnvUsersFile, err)
+			return fmt.Errorf("invalid configuration: %s: %w", "DEVAUTH_USERS_FILE", err)
 		}
 	}
 	if cfg.AutoApprove != "" {
 		if _, ok := dir.ByEmail(cfg.AutoApprove); !ok {
-			return fmt.Errorf("invalid configuration: %s: no user with email %q", config.EnvAutoApprove, cfg.AutoApprove)
+			return fmt.Errorf("invalid configuration: %s: no user with email %q", "DEVAUTH_AUTO_APPROVE", cfg.AutoApprove)
 		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("%s: %w", config.EnvListen, err)
+		return fmt.Errorf("%s: %w", "DEVAUTH_LISTEN", err)
 	}
 	srv := server.New(cfg, dir, logger, opts)
 	httpSrv := srv.HTTPServer(logger)
@@ -157,7 +157,7 @@ func cursorMCPJSON(clients []config.Client, id, mcpURL string) ([]byte, error) {
 		return nil, fmt.Errorf("-print-mcp-json %q: not an http(s) URL", mcpURL)
 	}
 	if len(clients) == 0 {
-		return nil, fmt.Errorf("-print-mcp-json: no pre-registered client (mcp.clients in %s)", config.EnvConfigFile)
+		return nil, fmt.Errorf("-print-mcp-json: no pre-registered client (mcp.clients in %s)", "DEVAUTH_CONFIG_FILE")
 	}
 	c := clients[0]
 	if id != "" {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,9 +41,12 @@ const drainTimeout = 8 * time.Second
 // once the public one has drained: its requests (a scrape, a probe) are short.
 const opsDrainTimeout = time.Second
 
+// defaultGOGC is GOGC's declared default (config.Config.GOGC).
+var defaultGOGC, _ = strconv.Atoi(config.Defaults().GOGC)
+
 func main() {
-	if os.Getenv(config.EnvGOGC) == "" {
-		debug.SetGCPercent(config.DefaultGOGC)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGOGC)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -86,7 +90,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	m := metrics.New()
 	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
-		return fmt.Errorf("invalid configuration: %s: %w", config.EnvAuthzAddr, err)
+		return fmt.Errorf("invalid configuration: AUTHZ_ADDR: %w", err)
 	}
 	defer authz.Close()
 
@@ -94,7 +98,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	if cfg.RateLimit.Enabled() {
 		redis.SetLogger(redisconn.DriverLogger(logger))
 		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
-			return fmt.Errorf("invalid configuration: %s: %w", config.EnvRateLimit, err)
+			return fmt.Errorf("invalid configuration: RATE_LIMIT: %w", err)
 		}
 		defer limiter.Close()
 	}
@@ -112,7 +116,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	defer func() { stopWatch(); <-watched }()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
+		return fmt.Errorf("MCP_LISTEN: listening on %s: %w", cfg.Listen, err)
 	}
 	ln = gateway.LimitConnections(ln, cfg.MaxConnections)
 	var opsLn net.Listener
@@ -120,7 +124,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	if !cfg.OneListener() {
 		if opsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
 			ln.Close()
-			return fmt.Errorf("%s: listening on %s: %w", config.EnvMetricsListen, cfg.MetricsListen, err)
+			return fmt.Errorf("MCP_METRICS_LISTEN: listening on %s: %w", cfg.MetricsListen, err)
 		}
 		opsAddr = opsLn.Addr().String()
 	}
@@ -149,11 +153,11 @@ func serve(ctx context.Context, logger *slog.Logger, gw *gateway.Gateway, ln, op
 	defer stopOps()
 	opsDone := make(chan error, 1)
 	go func() {
-		err := gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger.With("listener", config.EnvMetricsListen), opsDrainTimeout)
+		err := gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger.With("listener", "MCP_METRICS_LISTEN"), opsDrainTimeout)
 		stopPublic() // a failed operational listener takes the public one down
 		opsDone <- err
 	}()
-	err := gateway.Serve(publicCtx, ln, gw, logger.With("listener", config.EnvListen), drainTimeout)
+	err := gateway.Serve(publicCtx, ln, gw, logger.With("listener", "MCP_LISTEN"), drainTimeout)
 	stopOps()
 	return errors.Join(err, <-opsDone)
 }

@@ -275,7 +275,7 @@ func TestGOGCDefault(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"unset", nil, fmt.Sprint(config.DefaultGOGC)},
+		{"unset", nil, config.Defaults().GOGC},
 		{"set", []string{"GOGC=150"}, "150"},
 	}
 	for _, tt := range tests {

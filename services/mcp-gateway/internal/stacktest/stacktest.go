@@ -388,12 +388,12 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	}
 	url := "http://" + ln.Addr().String()
 	vars := map[string]string{
-		config.EnvListen:            ln.Addr().String(),
-		config.EnvMetricsListen:     opsLn.Addr().String(),
-		config.EnvServerURL:         url,
-		config.EnvAuthzAddr:         authzAddr,
-		config.EnvPropelAuthAuthURL: devauthURL,
-		config.EnvLogLevel:          "info",
+		"MCP_LISTEN":          ln.Addr().String(),
+		"MCP_METRICS_LISTEN":  opsLn.Addr().String(),
+		"MCP_SERVER_URL":      url,
+		"AUTHZ_ADDR":          authzAddr,
+		"PROPELAUTH_AUTH_URL": devauthURL,
+		"LOG_LEVEL":           "info",
 	}
 	for k, v := range env {
 		vars[k] = v
