@@ -133,3 +133,54 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+// TestBinariesShareOneCommandLine: the three binaries answer -h, stray
+// arguments, unknown flags and bad configuration the same way (package
+// internal/service): -h lists every variable -list-env names and exits 0;
+// the errors are one line "<binary>: ..." and exit 1.
+func TestBinariesShareOneCommandLine(t *testing.T) {
+	t.Parallel()
+	for name := range ours {
+		bin := testenv.Binary(t, name)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			run := func(env []string, args ...string) (stdout, stderr string, code int) {
+				cmd := exec.CommandContext(t.Context(), bin, args...)
+				cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+				var out, errb strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &errb
+				err := cmd.Run()
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				return out.String(), errb.String(), code
+			}
+			help, errOut, code := run(nil, "-h")
+			if code != 0 || errOut != "" || !strings.HasPrefix(help, "Usage: "+name) {
+				t.Errorf("-h: exit %d, stderr %q, stdout starting %.40q", code, errOut, help)
+			}
+			for v := range envNames(t, name) {
+				if !regexp.MustCompile(`(?m)^  ` + v + `\b`).MatchString(help) {
+					t.Errorf("-h does not list %s", v)
+				}
+			}
+			for _, tc := range []struct {
+				args []string
+				env  []string
+				want string
+			}{
+				{[]string{"serve"}, nil, name + `: unexpected arguments ["serve"]; configuration comes from the environment (see -list-env)`},
+				{[]string{"-nope"}, nil, name + ": flag provided but not defined: -nope (see " + name + " -h)"},
+				{nil, []string{"LOG_LEVEL=chatty"}, name + `: invalid configuration: `},
+			} {
+				out, errOut, code := run(tc.env, tc.args...)
+				if line := strings.TrimSpace(errOut); code != 1 || out != "" || strings.Contains(line, "\n") || !strings.HasPrefix(line, tc.want) {
+					t.Errorf("%q %q: exit %d, stdout %q, stderr %q; want exit 1 and one line starting %q", tc.env, tc.args, code, out, errOut, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -3,11 +3,13 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -130,6 +132,9 @@ func NewProcess(name, bin string, opts ProcessOptions) (*Process, error) {
 	p := &Process{Name: name, cmd: cmd, out: &LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.out
 	cmd.Stderr = p.out
+	// A child of the process (a shell's) can hold the output pipe open after
+	// the process exits; don't wait for it for long.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %v", name, err)
 	}
@@ -170,6 +175,46 @@ func (p *Process) WaitReady(url string, timeout time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Listening waits until the process logs that it listens for listener, the
+// variable naming the listen address (a JSON line {"msg":"listening",
+// "listener":"MCP_LISTEN","addr":"127.0.0.1:43125"}, as every binary here
+// logs once per listener), and returns the address bound. It fails when the
+// process exits first or ctx ends.
+func (p *Process) Listening(ctx context.Context, listener string) (string, error) {
+	for {
+		out, changed := p.out.next()
+		if addr, ok := ListeningAddr(out, listener); ok {
+			return addr, nil
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			out, _ = p.out.next()
+			if addr, ok := ListeningAddr(out, listener); ok {
+				return addr, nil
+			}
+			return "", fmt.Errorf("%s exited before listening on %s: %v\n%s", p.Name, listener, p.err, out)
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: no listening line for %s: %w\n%s", p.Name, listener, context.Cause(ctx), out)
+		}
+	}
+}
+
+// ListeningAddr finds in log, JSON lines, the address a binary logged it
+// listens on for listener.
+func ListeningAddr(log, listener string) (string, bool) {
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, `"listening"`) {
+			continue
+		}
+		var l struct{ Msg, Listener, Addr string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "listening" && l.Listener == listener && l.Addr != "" {
+			return l.Addr, true
+		}
+	}
+	return "", false
 }
 
 // Pid returns the process ID, e.g. to read its CPU time from /proc.
@@ -221,15 +266,31 @@ func (p *Process) Output() string { return p.out.String() }
 // to it, for capturing a logger's or a process's output and searching it for leaks.
 // The zero value is ready to use.
 type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed at the next Write
 }
 
 // Write appends p; it never fails.
 func (s *LogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
+}
+
+// next returns what was written so far and a channel closed at the next
+// Write.
+func (s *LogBuffer) next() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.b.String(), s.changed
 }
 
 // String returns everything written so far.

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -46,5 +47,30 @@ func TestBuildBinaryUnknown(t *testing.T) {
 	t.Parallel()
 	if _, err := BuildBinary("nope"); err == nil {
 		t.Error("BuildBinary(nope) succeeded")
+	}
+}
+
+func TestListening(t *testing.T) {
+	t.Parallel()
+	p := StartProcess(t, "sh", "sh", ProcessOptions{Args: []string{"-c", `
+		echo '{"msg":"starting"}'
+		sleep 0.2
+		echo '{"level":"INFO","msg":"listening","listener":"OTHER_LISTEN","addr":"127.0.0.1:1"}'
+		echo '{"level":"INFO","msg":"listening","listener":"T_LISTEN","addr":"127.0.0.1:43125"}'
+		exec sleep 30`}})
+	addr, err := p.Listening(t.Context(), "T_LISTEN")
+	if err != nil || addr != "127.0.0.1:43125" {
+		t.Errorf("Listening = %q, %v; want 127.0.0.1:43125", addr, err)
+	}
+
+	gone := StartProcess(t, "sh", "sh", ProcessOptions{Args: []string{"-c", "echo boom; exit 3"}})
+	if _, err := gone.Listening(t.Context(), "T_LISTEN"); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("Listening of a process that exits: %v, want an error with its output", err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := p.Listening(ctx, "NEVER_LISTEN"); err == nil {
+		t.Error("Listening for a listener never logged succeeded")
 	}
 }

@@ -95,7 +95,7 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 		t.Error("the hung request got an answer; want the connection dropped")
 	}
 	out := p.Output()
-	for _, want := range []string{`"msg":"devauth starting"`, `"msg":"devauth stopped"`, `"REQUEST_VALIDATION_CLIENT_SECRET":"<set>"`} {
+	for _, want := range []string{`"msg":"starting devauth"`, `"msg":"devauth serving"`, `"msg":"stopped"`, `"REQUEST_VALIDATION_CLIENT_SECRET":"<set>"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}
@@ -153,22 +153,23 @@ func TestBinaryBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name    string
-		env     []string
-		wantVar string
+		name       string
+		env        []string
+		wantVar    string
+		afterStart bool
 	}{
-		{"missing api key", without("PROPELAUTH_API_KEY"), "PROPELAUTH_API_KEY"},
-		{"missing rv secret", without("REQUEST_VALIDATION_CLIENT_SECRET"), "REQUEST_VALIDATION_CLIENT_SECRET"},
-		{"bad ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_TOKEN_TTL=soon"), "DEVAUTH_TOKEN_TTL"},
-		{"bad client ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CLIENT_TTL=10s"), "DEVAUTH_CLIENT_TTL"},
-		{"bad cimd switch", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CIMD_ALLOW_LOOPBACK=maybe"), "DEVAUTH_CIMD_ALLOW_LOOPBACK"},
-		{"bad url", append(baseEnv("127.0.0.1:0"), "PROPELAUTH_AUTH_URL=localhost"), "PROPELAUTH_AUTH_URL"},
-		{"unknown auto-approve user", append(baseEnv("127.0.0.1:0"), "DEVAUTH_AUTO_APPROVE=eve@example.com"), "DEVAUTH_AUTO_APPROVE"},
-		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE"},
-		{"missing users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE=/nonexistent/users.json"), "DEVAUTH_USERS_FILE"},
-		{"busy port", append(without("DEVAUTH_LISTEN"), "DEVAUTH_LISTEN="+busy.Addr().String()), "DEVAUTH_LISTEN"},
-		{"bad config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE="+badConfig), "DEVAUTH_CONFIG_FILE"},
-		{"missing config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE=/nonexistent/devauth.yaml"), "DEVAUTH_CONFIG_FILE"},
+		{"missing api key", without("PROPELAUTH_API_KEY"), "PROPELAUTH_API_KEY", false},
+		{"missing rv secret", without("REQUEST_VALIDATION_CLIENT_SECRET"), "REQUEST_VALIDATION_CLIENT_SECRET", false},
+		{"bad ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_TOKEN_TTL=soon"), "DEVAUTH_TOKEN_TTL", false},
+		{"bad client ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CLIENT_TTL=10s"), "DEVAUTH_CLIENT_TTL", false},
+		{"bad cimd switch", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CIMD_ALLOW_LOOPBACK=maybe"), "DEVAUTH_CIMD_ALLOW_LOOPBACK", false},
+		{"bad url", append(baseEnv("127.0.0.1:0"), "PROPELAUTH_AUTH_URL=localhost"), "PROPELAUTH_AUTH_URL", false},
+		{"unknown auto-approve user", append(baseEnv("127.0.0.1:0"), "DEVAUTH_AUTO_APPROVE=eve@example.com"), "DEVAUTH_AUTO_APPROVE", false},
+		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE", false},
+		{"missing users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE=/nonexistent/users.json"), "DEVAUTH_USERS_FILE", false},
+		{"busy port", append(without("DEVAUTH_LISTEN"), "DEVAUTH_LISTEN="+busy.Addr().String()), "DEVAUTH_LISTEN", true},
+		{"bad config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE="+badConfig), "DEVAUTH_CONFIG_FILE", false},
+		{"missing config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE=/nonexistent/devauth.yaml"), "DEVAUTH_CONFIG_FILE", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,9 +180,17 @@ func TestBinaryBadConfig(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Fatalf("exit = %v, want status 1", err)
 			}
-			out := strings.TrimSpace(p.Output())
-			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.wantVar) || !strings.HasPrefix(out, "devauth: ") {
-				t.Errorf("output is not one line naming %s:\n%s", tt.wantVar, out)
+			// A bad value stops devauth before it logs anything; a port
+			// that turns out busy, after the start line.
+			lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
+			last := lines[len(lines)-1]
+			if !strings.Contains(last, tt.wantVar) || !strings.HasPrefix(last, "devauth: ") || (len(lines) > 1) != tt.afterStart {
+				t.Errorf("output does not end with one line naming %s (after the start line: %v):\n%s", tt.wantVar, tt.afterStart, p.Output())
+			}
+			for _, l := range lines[:len(lines)-1] {
+				if !json.Valid([]byte(l)) {
+					t.Errorf("line %q before the error is not a JSON log line", l)
+				}
 			}
 		})
 	}

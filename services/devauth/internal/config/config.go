@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/envconf"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
+	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
 // DefaultScopes are the scopes clients may request when neither
@@ -62,6 +63,9 @@ type Config struct {
 	ConfigFile string `env:"DEVAUTH_CONFIG_FILE" defaultText:"the defaults of devauth.example.yaml" desc:"YAML file with the settings of PropelAuth's MCP dashboard page (allowed redirect URIs, scopes and their descriptions, DCR, pre-registered OAuth clients); devauth.example.yaml documents it"`
 	// MCP holds the settings of PropelAuth's MCP dashboard page.
 	MCP MCP
+	// Users are the users devauth knows: those of UsersFile, or the seeded
+	// ones.
+	Users *users.Directory
 }
 
 // Issuer returns the authorization server's issuer identifier.
@@ -103,9 +107,20 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.MCP = DefaultMCP(c.Scopes)
 	}
+	c.Users = users.Seed()
+	if c.UsersFile != "" {
+		if c.Users, err = users.LoadFile(c.UsersFile); err != nil {
+			return Config{}, envconf.Errorf("DEVAUTH_USERS_FILE", "%v", err)
+		}
+	}
 	c.AutoApprove = strings.ToLower(c.AutoApprove)
-	if c.AutoApprove != "" && !strings.Contains(c.AutoApprove, "@") {
-		return Config{}, envconf.Errorf("DEVAUTH_AUTO_APPROVE", "%q is not an email address", c.AutoApprove)
+	if c.AutoApprove != "" {
+		if !strings.Contains(c.AutoApprove, "@") {
+			return Config{}, envconf.Errorf("DEVAUTH_AUTO_APPROVE", "%q is not an email address", c.AutoApprove)
+		}
+		if _, ok := c.Users.ByEmail(c.AutoApprove); !ok {
+			return Config{}, envconf.Errorf("DEVAUTH_AUTO_APPROVE", "no user with email %q", c.AutoApprove)
+		}
 	}
 	return c, nil
 }

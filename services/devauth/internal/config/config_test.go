@@ -13,6 +13,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -43,7 +44,7 @@ func TestLoadDefaults(t *testing.T) {
 		ClientTTL: 24 * time.Hour, CIMDAllowLoopback: false,
 		MCP: DefaultMCP([]string{"read:user_data", "read:org_data"}),
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Config{}, "Users")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 	if got.Issuer() != "http://localhost:9000/oauth/2.1" {
@@ -67,6 +68,8 @@ func TestLoad(t *testing.T) {
 		{"client ttl", with("DEVAUTH_CLIENT_TTL", "90m"), func(c Config) bool { return c.ClientTTL == 90*time.Minute }, ""},
 		{"cimd loopback", with("DEVAUTH_CIMD_ALLOW_LOOPBACK", "1"), func(c Config) bool { return c.CIMDAllowLoopback }, ""},
 		{"auto approve lowercased", with("DEVAUTH_AUTO_APPROVE", "Alice@Example.com"), func(c Config) bool { return c.AutoApprove == seedusers.AliceEmail }, ""},
+		{"auto approve unknown user", with("DEVAUTH_AUTO_APPROVE", "eve@example.com"), nil, "DEVAUTH_AUTO_APPROVE"},
+		{"missing users file", with("DEVAUTH_USERS_FILE", "/nonexistent/users.json"), nil, "DEVAUTH_USERS_FILE"},
 		{"log level", with("LOG_LEVEL", "debug"), func(c Config) bool { return c.LogLevel == slog.LevelDebug }, ""},
 		{"listen loopback", with("DEVAUTH_LISTEN", "127.0.0.1:0"), func(c Config) bool { return c.Listen == "127.0.0.1:0" }, ""},
 		{"missing api key", map[string]string{"REQUEST_VALIDATION_CLIENT_ID": "a", "REQUEST_VALIDATION_CLIENT_SECRET": "b"}, nil, "PROPELAUTH_API_KEY"},
