@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -99,8 +100,16 @@ type ProcessOptions struct {
 	Args []string
 	// ReadyURL, if set, is polled with GET until it answers 200.
 	ReadyURL string
-	// ReadyTimeout bounds the wait for ReadyURL; default 20s.
+	// ReadyListener and ReadyPath, if set, wait for a binary started on port
+	// 0: once it logs the address it bound for the variable ReadyListener
+	// (see [Process.Listening]), http://<that address><ReadyPath> is polled
+	// like ReadyURL.
+	ReadyListener, ReadyPath string
+	// ReadyTimeout bounds the wait for ReadyURL or ReadyListener; default 20s.
 	ReadyTimeout time.Duration
+	// LogFile, if set, receives the process's output too (created or
+	// truncated), for a command such as the load tool that keeps logs.
+	LogFile string
 }
 
 // StartProcess starts bin and, if opts.ReadyURL is set, waits until it is ready. The
@@ -129,25 +138,54 @@ func StartProcess(tb testing.TB, name, bin string, opts ProcessOptions) *Process
 func NewProcess(name, bin string, opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(bin, opts.Args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, opts.Env...)
+	// The process dies with this one, so an interrupted test or load run
+	// leaves nothing behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &Process{Name: name, cmd: cmd, out: &LogBuffer{}, done: make(chan struct{})}
-	cmd.Stdout = p.out
-	cmd.Stderr = p.out
+	var out io.Writer = p.out
+	var logFile *os.File
+	if opts.LogFile != "" {
+		f, err := os.Create(opts.LogFile)
+		if err != nil {
+			return nil, fmt.Errorf("creating the log of %s: %v", name, err)
+		}
+		logFile, out = f, io.MultiWriter(p.out, f)
+	}
+	cmd.Stdout = out
+	cmd.Stderr = out
 	// A child of the process (a shell's) can hold the output pipe open after
 	// the process exits; don't wait for it for long.
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
 		return nil, fmt.Errorf("starting %s: %v", name, err)
 	}
 	go func() {
 		p.err = cmd.Wait()
+		if logFile != nil {
+			logFile.Close()
+		}
 		close(p.done)
 	}()
-	if opts.ReadyURL != "" {
-		timeout := opts.ReadyTimeout
-		if timeout == 0 {
-			timeout = 20 * time.Second
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 20 * time.Second
+	}
+	url := opts.ReadyURL
+	if opts.ReadyListener != "" {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		addr, err := p.Listening(ctx, opts.ReadyListener)
+		cancel()
+		if err != nil {
+			return p, err
 		}
-		if err := p.WaitReady(opts.ReadyURL, timeout); err != nil {
+		url, timeout = "http://"+addr+opts.ReadyPath, timeout-time.Since(start)
+	}
+	if url != "" {
+		if err := p.WaitReady(url, timeout); err != nil {
 			return p, fmt.Errorf("%s: %v\n%s", name, err, p.Output())
 		}
 	}

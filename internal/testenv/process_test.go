@@ -74,3 +74,31 @@ func TestListening(t *testing.T) {
 		t.Error("Listening for a listener never logged succeeded")
 	}
 }
+
+// TestReadyListener: a process that logs where it listens is waited for at
+// that address.
+func TestReadyListener(t *testing.T) {
+	t.Parallel()
+	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(ready.Close)
+	addr := strings.TrimPrefix(ready.URL, "http://")
+	line := `{"msg":"listening","listener":"T_LISTEN","addr":"` + addr + `"}`
+	p := StartProcess(t, "sh", "sh", ProcessOptions{
+		Args:          []string{"-c", "echo '" + line + "'; exec sleep 30"},
+		ReadyListener: "T_LISTEN", ReadyPath: "/healthz", ReadyTimeout: 10 * time.Second,
+	})
+	if p.Exited() {
+		t.Fatal("exited")
+	}
+	_, err := NewProcess("sh", "sh", ProcessOptions{
+		Args:          []string{"-c", "echo '" + line + "'; exec sleep 30"},
+		ReadyListener: "T_LISTEN", ReadyPath: "/nothing", ReadyTimeout: 500 * time.Millisecond,
+	})
+	if err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Errorf("NewProcess waiting for a 404: %v, want not ready", err)
+	}
+}

@@ -30,24 +30,39 @@ const (
 	testRVSecret = "binary-test-rv-secret"
 )
 
+// baseEnv is devauth's environment listening on addr; on port 0 it leaves
+// PROPELAUTH_AUTH_URL unset, to follow the port bound.
 func baseEnv(addr string) []string {
-	return []string{
-		"DEVAUTH_LISTEN=" + addr,
-		"PROPELAUTH_AUTH_URL=http://" + addr,
-		"REQUEST_VALIDATION_CLIENT_ID=rv",
-		"REQUEST_VALIDATION_CLIENT_SECRET=" + testRVSecret,
-		"PROPELAUTH_API_KEY=" + testAPIKey,
-		"DEVAUTH_TEST_API=true",
+	env := []string{"DEVAUTH_LISTEN=" + addr}
+	if !strings.HasSuffix(addr, ":0") {
+		env = append(env, "PROPELAUTH_AUTH_URL=http://"+addr)
 	}
+	return append(env,
+		"REQUEST_VALIDATION_CLIENT_ID=rv",
+		"REQUEST_VALIDATION_CLIENT_SECRET="+testRVSecret,
+		"PROPELAUTH_API_KEY="+testAPIKey,
+		"DEVAUTH_TEST_API=true",
+	)
+}
+
+// startDevauth starts the binary on port 0 with env and returns it and the
+// address it bound.
+func startDevauth(t *testing.T, env ...string) (*testenv.Process, string) {
+	t.Helper()
+	p := testenv.StartProcess(t, "devauth", testenv.Binary(t, "devauth"), testenv.ProcessOptions{
+		Env: append(baseEnv("127.0.0.1:0"), env...), ReadyListener: "DEVAUTH_LISTEN", ReadyPath: "/healthz",
+	})
+	addr, err := p.Listening(t.Context(), "DEVAUTH_LISTEN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, addr
 }
 
 func TestBinaryServesAndStopsGracefully(t *testing.T) {
 	t.Parallel()
-	bin := testenv.Binary(t, "devauth")
-	addr := testenv.FreeAddr(t)
-	p := testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
-		Env: baseEnv(addr), ReadyURL: "http://" + addr + "/healthz",
-	})
+	p, addr := startDevauth(t)
+	_, port, _ := net.SplitHostPort(addr)
 
 	resp, err := http.Get("http://" + addr + "/.well-known/oauth-authorization-server/oauth/2.1")
 	if err != nil {
@@ -56,8 +71,9 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 	var md map[string]any
 	err = json.NewDecoder(resp.Body).Decode(&md)
 	resp.Body.Close()
-	if err != nil || md["issuer"] != "http://"+addr+"/oauth/2.1" {
-		t.Errorf("metadata issuer = %v (%v)", md["issuer"], err)
+	// PROPELAUTH_AUTH_URL is unset: the issuer names the port bound.
+	if want := "http://localhost:" + port + "/oauth/2.1"; err != nil || md["issuer"] != want {
+		t.Errorf("metadata issuer = %v (%v), want %s", md["issuer"], err, want)
 	}
 	req, _ := http.NewRequest("POST", "http://"+addr+"/dev/tokens", strings.NewReader(`{"email":"alice@example.com"}`))
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
@@ -219,16 +235,11 @@ func TestBinaryListEnv(t *testing.T) {
 
 func TestBinaryUsersFileAndAutoApprove(t *testing.T) {
 	t.Parallel()
-	bin := testenv.Binary(t, "devauth")
-	addr := testenv.FreeAddr(t)
 	usersFile := filepath.Join(t.TempDir(), "users.json")
 	if err := os.WriteFile(usersFile, []byte(`{"users":[{"user_id":"carol-1","email":"carol@example.com","password":"pw","first_name":"Carol"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
-		Env:      append(baseEnv(addr), "DEVAUTH_USERS_FILE="+usersFile, "DEVAUTH_AUTO_APPROVE=carol@example.com"),
-		ReadyURL: "http://" + addr + "/healthz",
-	})
+	_, addr := startDevauth(t, "DEVAUTH_USERS_FILE="+usersFile, "DEVAUTH_AUTO_APPROVE=carol@example.com")
 	req, _ := http.NewRequest("GET", "http://"+addr+"/api/backend/v1/user/carol-1", nil)
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
 	resp, err := http.DefaultClient.Do(req)
@@ -254,7 +265,6 @@ func TestBinaryUsersFileAndAutoApprove(t *testing.T) {
 // from a loopback address only with DEVAUTH_CIMD_ALLOW_LOOPBACK=true.
 func TestBinaryCIMDLoopbackSwitch(t *testing.T) {
 	t.Parallel()
-	bin := testenv.Binary(t, "devauth")
 	var fetches atomic.Int64
 	host := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
@@ -284,10 +294,7 @@ func TestBinaryCIMDLoopbackSwitch(t *testing.T) {
 		{"default: refused", nil, http.StatusBadRequest},
 		{"switched on", []string{"DEVAUTH_CIMD_ALLOW_LOOPBACK=true"}, http.StatusOK},
 	} {
-		addr := testenv.FreeAddr(t)
-		testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
-			Env: append(baseEnv(addr), tc.env...), ReadyURL: "http://" + addr + "/healthz",
-		})
+		_, addr := startDevauth(t, tc.env...)
 		before := fetches.Load()
 		status, body := authorize(addr)
 		if status != tc.status {
