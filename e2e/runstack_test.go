@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -46,34 +45,12 @@ func stackEnv(t *testing.T, binDir string) map[string]string {
 	}
 }
 
-var (
-	stackPortsMu sync.Mutex
-	stackPorts   = map[int]bool{}
-)
-
 // stackAddr returns a free loopback address for a process the script starts
-// later. Unlike testenv.FreeAddr it picks a port below Linux's ephemeral range
-// (32768-60999), where the source ports of the tests' own outgoing connections
-// cannot take it in the meantime, and never the same port twice.
+// later: run-stack.sh needs its ports in advance (it derives the URLs it
+// prints from them), so they are picked as testenv picks redis-server's.
 func stackAddr(t *testing.T) string {
 	t.Helper()
-	stackPortsMu.Lock()
-	defer stackPortsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if stackPorts[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		stackPorts[port] = true
-		return ln.Addr().String()
-	}
-	t.Fatal("no free port in 20000-32000")
-	return ""
+	return testenv.FreeAddr(t)
 }
 
 func envList(m map[string]string) []string {

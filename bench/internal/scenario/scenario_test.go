@@ -97,7 +97,7 @@ func TestScenariosAgainstRealStack(t *testing.T) {
 			}
 			// One Authorize carries everything a who_am_i needs.
 			if c := r.AuthzCallsPerReq; c == nil || *c < 0.9 || *c > 1.1 {
-				t.Errorf("%s: authz calls per request %v, want about 1", kind, c)
+				t.Errorf("%s: authz calls per request %v, want about 1", kind, deref(c))
 			}
 		}
 		if len(sc.RSSBytes) == 0 {
@@ -163,4 +163,11 @@ func TestExternalSkipsTopologyScenarios(t *testing.T) {
 			t.Errorf("%s against an external stack: Error %q, want skipped", name, sc.Error)
 		}
 	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

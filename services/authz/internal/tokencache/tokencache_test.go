@@ -261,13 +261,7 @@ func TestWaiterGivesUp(t *testing.T) {
 
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 2*time.Second, "the condition", cond)
 }
 
 func TestL2(t *testing.T) {
