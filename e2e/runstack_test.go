@@ -75,6 +75,7 @@ func busyAddr(t *testing.T) string {
 // TestRunStackRejectsBadConfig: a bad or busy port (and the like) stops `make run`
 // before anything starts, with exactly one line that names the variable.
 func TestRunStackRejectsBadConfig(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	busy := busyAddr(t)
 	_, busyPort, _ := net.SplitHostPort(busy)
@@ -169,6 +170,7 @@ func runStackError(t *testing.T, env map[string]string) string {
 // whatever already listens there), so the test needs none of the default
 // ports free.
 func TestRunStackListensOnLoopbackByDefault(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	defaults := map[string]string{
 		"MCP_LISTEN":           "127.0.0.1:8000",
@@ -446,6 +448,7 @@ func stackBinDir(t *testing.T) string {
 // TestRunStack starts the demo stack as `make run` does, checks it serves and
 // says how to connect, and stops it the two ways it can stop.
 func TestRunStack(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	binDir := stackBinDir(t)
 

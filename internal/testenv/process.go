@@ -28,15 +28,14 @@ var commands = map[string]string{
 }
 
 var (
-	buildMu  sync.Mutex
-	buildDir string
-	built    = map[string]string{}
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
 
 // Binary returns the path of one of this repository's commands ("authz",
-// "mcp-gateway", "devauth", "identity-upstream"). With $MCPAUTHZ_BIN_DIR set (`make test` sets it after
-// `make build`) it uses the binary there; otherwise it runs `go build` once per test
-// process, so plain `go test` works too.
+// "mcp-gateway", "devauth", "identity-upstream"). With $MCPAUTHZ_BIN_DIR set
+// (`make test` sets it after `make build`) it uses the binary there; otherwise
+// it builds it, so plain `go test` works too.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
 	p, err := BuildBinary(name)
@@ -48,6 +47,12 @@ func Binary(tb testing.TB, name string) string {
 
 // BuildBinary is [Binary] for TestMain, where no testing.TB exists yet: it
 // returns an error instead of failing a test.
+//
+// It builds with `go run -exec echo`, which prints the path of the binary
+// instead of running it: the go command keeps executables it builds for `go
+// run` in its build cache, so every test process of a `go test ./...` (and
+// every later run, until a source changes) shares one link of each binary
+// instead of linking its own.
 func BuildBinary(name string) (string, error) {
 	pkg, ok := commands[name]
 	if !ok {
@@ -65,20 +70,29 @@ func BuildBinary(name string) (string, error) {
 	if p, ok := built[name]; ok {
 		return p, nil
 	}
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "mcpauthz-bin-")
-		if err != nil {
-			return "", err
-		}
-		buildDir = d
-	}
-	p := filepath.Join(buildDir, name)
-	out, err := exec.Command("go", "build", "-o", p, pkg).CombinedOutput()
+	cache, err := exec.Command("go", "env", "GOCACHE").Output()
 	if err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		return "", fmt.Errorf("go env GOCACHE: %v", err)
 	}
-	built[name] = p
-	return p, nil
+	// The first build of a version is printed from a temporary directory
+	// the go command removes on exit; it is in the cache by then, and the
+	// second call prints where.
+	for range 2 {
+		out, err := exec.Command("go", "run", "-exec", "echo", pkg).Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, stderr)
+		}
+		p := strings.TrimSpace(string(out))
+		if _, err := os.Stat(p); err == nil && strings.HasPrefix(p, strings.TrimSpace(string(cache))+string(filepath.Separator)) {
+			built[name] = p
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("go run -exec echo %s: the go command did not keep the binary in its build cache", pkg)
 }
 
 // Process is a running command whose output is captured for the test to inspect.

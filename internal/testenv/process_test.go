@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,26 @@ func TestReadyListener(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Errorf("NewProcess waiting for a 404: %v, want not ready", err)
+	}
+}
+
+// TestBuildBinaryShared: without MCPAUTHZ_BIN_DIR a binary is built once in
+// the go command's build cache, where every test process finds it.
+func TestBuildBinaryShared(t *testing.T) {
+	t.Setenv("MCPAUTHZ_BIN_DIR", "")
+	p, err := BuildBinary("devauth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(p, "-list-env").Output()
+	if err != nil || !strings.Contains(string(out), "DEVAUTH_LISTEN") {
+		t.Errorf("%s -list-env: %v, %q", p, err, out)
+	}
+	cache, err := exec.Command("go", "env", "GOCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p, strings.TrimSpace(string(cache))) {
+		t.Errorf("built %s, outside the build cache %s", p, cache)
 	}
 }

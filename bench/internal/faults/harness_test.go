@@ -91,6 +91,9 @@ func (g *gatewayProc) mcp() string { return g.url + "/mcp" }
 // gateways with internal/stack, each waited for until ready.
 func startCluster(t *testing.T, o options) *cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("fault injection under load takes about a minute: go test without -short (make test) runs it")
+	}
 	s := stack.New(t, stack.Options{
 		Redis: o.redis, Authz: o.replicas, Balance: o.replicas > 1, Gateways: o.gateways,
 		AuthzEnv: o.authzEnv, GatewayEnv: o.gatewayEnv,

@@ -72,6 +72,9 @@ func findRun(t *testing.T, sc *report.Scenario, target string) report.Run {
 // answered and that devauth's counters were read: zero introspections on
 // warm tokens, one per token when cold.
 func TestScenariosAgainstRealStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the stack three times: go test without -short (make test) runs it")
+	}
 	cfg := config(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

@@ -305,6 +305,9 @@ func TestL2(t *testing.T) {
 // realistic PropelAuth introspection results through the real insertion path. The
 // target is under 1 KiB per token.
 func TestL1BytesPerToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills the cache with 100,000 tokens: go test without -short runs it")
+	}
 	perToken := measureL1(t, 100_000)
 	t.Logf("L1: %.0f bytes per cached token", perToken)
 	if perToken >= 1024 {

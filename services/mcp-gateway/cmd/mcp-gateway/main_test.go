@@ -115,6 +115,9 @@ func TestBadConfiguration(t *testing.T) {
 // it serves, then sends SIGTERM while a request is in flight: the request
 // completes and the process exits 0.
 func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drains a slow request at SIGTERM: go test without -short runs it")
+	}
 	t.Parallel()
 	d := stacktest.NewDevauth(t)
 	az := stacktest.NewAuthz(t, d, "")
