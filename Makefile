@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run proto proto-check lint test test-race test-deps fuzz bench bench-soak tools vuln clean
+.PHONY: all build run docs proto proto-check lint test test-race test-deps fuzz bench bench-soak tools vuln clean
 
 all: build
 
@@ -32,6 +32,10 @@ build:
 ## run: build and start devauth, authz and the gateway locally; Ctrl-C stops them
 run: build
 	scripts/run-stack.sh
+
+## docs: regenerate docs/configuration.md and .env.example from the variables the binaries declare
+docs:
+	go run ./internal/envdoc/cmd/envdoc
 
 ## tools: buf, its protoc plugins and staticcheck at the versions pinned in tools/go.mod
 tools: $(BUF)

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpauthz/mcpauthz/internal/envdoc"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
@@ -71,16 +74,36 @@ func TestHealthcheckFlag(t *testing.T) {
 	}
 }
 
-// TestEnvExampleDocumentsEveryVariable: .env.example lists (commented or not)
-// every variable a binary reads, and nothing that no one reads.
-func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
+// TestConfigurationDocsAreGenerated: docs/configuration.md and .env.example
+// are what `make docs` generates from the variables the binaries declare
+// today (so every variable is documented, with its real default), and
+// .env.example names no variable that nothing reads.
+func TestConfigurationDocsAreGenerated(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(filepath.Join(repoRoot, ".env.example"))
+	bins := map[string]string{}
+	for _, name := range envdoc.Binaries {
+		bins[name] = testenv.Binary(t, name)
+	}
+	services, err := envdoc.Read(bins)
 	if err != nil {
 		t.Fatal(err)
 	}
+	files, err := envdoc.Generate(services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		got, err := os.ReadFile(filepath.Join(repoRoot, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(strings.Split(string(files[name]), "\n"), strings.Split(string(got), "\n")); diff != "" {
+			t.Errorf("%s is stale: run `make docs` and commit the result (-generated +committed):\n%s", name, diff)
+		}
+	}
+
 	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^(?:# )?([A-Z][A-Z0-9_]*)=`).FindAllStringSubmatch(string(b), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^(?:# )?([A-Z][A-Z0-9_]*)=`).FindAllStringSubmatch(string(files[envdoc.EnvExampleFile]), -1) {
 		documented[m[1]] = true
 	}
 	// Read by docker compose and by scripts/run-stack.sh rather than a binary.
@@ -88,9 +111,6 @@ func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	for name := range ours {
 		for k := range envNames(t, name) {
 			known[k] = true
-			if !documented[k] {
-				t.Errorf(".env.example does not document %s (read by %s)", k, name)
-			}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(documented)) {
@@ -100,36 +120,53 @@ func TestEnvExampleDocumentsEveryVariable(t *testing.T) {
 	}
 }
 
-// TestReadmeDocumentsEveryVariable: the README's configuration table has a row for
-// every variable a binary reads, naming that binary, and no row for a variable
-// nothing reads.
-func TestReadmeDocumentsEveryVariable(t *testing.T) {
+// TestBinariesShareOneCommandLine: the three binaries answer -h, stray
+// arguments, unknown flags and bad configuration the same way (package
+// internal/service): -h lists every variable -list-env names and exits 0;
+// the errors are one line "<binary>: ..." and exit 1.
+func TestBinariesShareOneCommandLine(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]string{} // variable -> its "read by" cell
-	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]*)` \\| ([^|]*) \\|").FindAllStringSubmatch(string(b), -1) {
-		rows[m[1]] = m[2]
-	}
-	short := map[string]string{authz: "authz", gateway: "gateway", devauth: "devauth"}
-	read := map[string]bool{}
 	for name := range ours {
-		for k := range envNames(t, name) {
-			read[k] = true
-			cell, ok := rows[k]
-			switch {
-			case !ok:
-				t.Errorf("README configuration table has no row for %s (read by %s)", k, name)
-			case cell != "all" && !strings.Contains(cell, short[name]):
-				t.Errorf("README row for %s says %q; %s reads it too", k, cell, name)
+		bin := testenv.Binary(t, name)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			run := func(env []string, args ...string) (stdout, stderr string, code int) {
+				cmd := exec.CommandContext(t.Context(), bin, args...)
+				cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+				var out, errb strings.Builder
+				cmd.Stdout, cmd.Stderr = &out, &errb
+				err := cmd.Run()
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				return out.String(), errb.String(), code
 			}
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(rows)) {
-		if !read[k] {
-			t.Errorf("README documents %s, which no binary reads", k)
-		}
+			help, errOut, code := run(nil, "-h")
+			if code != 0 || errOut != "" || !strings.HasPrefix(help, "Usage: "+name) {
+				t.Errorf("-h: exit %d, stderr %q, stdout starting %.40q", code, errOut, help)
+			}
+			for v := range envNames(t, name) {
+				if !regexp.MustCompile(`(?m)^  ` + v + `\b`).MatchString(help) {
+					t.Errorf("-h does not list %s", v)
+				}
+			}
+			for _, tc := range []struct {
+				args []string
+				env  []string
+				want string
+			}{
+				{[]string{"serve"}, nil, name + `: unexpected arguments ["serve"]; configuration comes from the environment (see -list-env)`},
+				{[]string{"-nope"}, nil, name + ": flag provided but not defined: -nope (see " + name + " -h)"},
+				{nil, []string{"LOG_LEVEL=chatty"}, name + `: invalid configuration: `},
+			} {
+				out, errOut, code := run(tc.env, tc.args...)
+				if line := strings.TrimSpace(errOut); code != 1 || out != "" || strings.Contains(line, "\n") || !strings.HasPrefix(line, tc.want) {
+					t.Errorf("%q %q: exit %d, stdout %q, stderr %q; want exit 1 and one line starting %q", tc.env, tc.args, code, out, errOut, tc.want)
+				}
+			}
+		})
 	}
 }

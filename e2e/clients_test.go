@@ -32,6 +32,7 @@ import (
 // tools/list, who_am_i and list_my_orgs. A first login asks for every scope the
 // 401 names, so the user can use every tool at once.
 func TestTypeScriptSDKClient(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	node := nodeModules(t)
 	top := startTopology(t, 1, 1)

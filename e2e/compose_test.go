@@ -683,6 +683,7 @@ func checkPassThrough(c *checkCtx) []string {
 // TestCompose loads the compose files the ways a user runs them and applies every
 // check to each.
 func TestCompose(t *testing.T) {
+	slow(t)
 	// COMPOSE_FILE paths are relative to the directory docker compose runs in.
 	t.Chdir(repoRoot)
 	example, err := os.ReadFile(filepath.Join(repoRoot, ".env.example"))
@@ -750,6 +751,7 @@ func TestCompose(t *testing.T) {
 // TestComposeChecksCatchRegressions breaks the demo project in one way per check
 // and expects that check, which passes on the real project, to report it.
 func TestComposeChecksCatchRegressions(t *testing.T) {
+	slow(t)
 	t.Chdir(repoRoot)
 	edit := func(p *types.Project, name string, f func(s *types.ServiceConfig)) {
 		s := p.Services[name]

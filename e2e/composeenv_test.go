@@ -26,6 +26,7 @@ import (
 // same internal URL. A variable naming a file the service mounts (devauth's
 // DEVAUTH_CONFIG_FILE) is given the mounted file's path on the host.
 func TestComposeEnvironmentServes(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	p, err := loadProject(t, "", "")
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 // go.sum that only works inside the workspace, a .dockerignore that drops a file
 // the build needs (embedded templates, say), and a Dockerfile naming a wrong path.
 func TestDockerBuildContext(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	ignored, err := dockerIgnored()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // version no test ran. When this fails, run `go work sync` and then
 // `GOWORK=off go mod tidy` in the module, and commit its go.mod and go.sum.
 func TestModulesBuildWhatTheWorkspaceTests(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	workspace := moduleVersions(t, repoRoot, "", "all")
 	dirs, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -46,34 +45,12 @@ func stackEnv(t *testing.T, binDir string) map[string]string {
 	}
 }
 
-var (
-	stackPortsMu sync.Mutex
-	stackPorts   = map[int]bool{}
-)
-
 // stackAddr returns a free loopback address for a process the script starts
-// later. Unlike testenv.FreeAddr it picks a port below Linux's ephemeral range
-// (32768-60999), where the source ports of the tests' own outgoing connections
-// cannot take it in the meantime, and never the same port twice.
+// later: run-stack.sh needs its ports in advance (it derives the URLs it
+// prints from them), so they are picked as testenv picks redis-server's.
 func stackAddr(t *testing.T) string {
 	t.Helper()
-	stackPortsMu.Lock()
-	defer stackPortsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if stackPorts[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		stackPorts[port] = true
-		return ln.Addr().String()
-	}
-	t.Fatal("no free port in 20000-32000")
-	return ""
+	return testenv.FreeAddr(t)
 }
 
 func envList(m map[string]string) []string {
@@ -98,6 +75,7 @@ func busyAddr(t *testing.T) string {
 // TestRunStackRejectsBadConfig: a bad or busy port (and the like) stops `make run`
 // before anything starts, with exactly one line that names the variable.
 func TestRunStackRejectsBadConfig(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	busy := busyAddr(t)
 	_, busyPort, _ := net.SplitHostPort(busy)
@@ -192,6 +170,7 @@ func runStackError(t *testing.T, env map[string]string) string {
 // whatever already listens there), so the test needs none of the default
 // ports free.
 func TestRunStackListensOnLoopbackByDefault(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	defaults := map[string]string{
 		"MCP_LISTEN":           "127.0.0.1:8000",
@@ -469,6 +448,7 @@ func stackBinDir(t *testing.T) string {
 // TestRunStack starts the demo stack as `make run` does, checks it serves and
 // says how to connect, and stops it the two ways it can stop.
 func TestRunStack(t *testing.T) {
+	slow(t)
 	t.Parallel()
 	binDir := stackBinDir(t)
 

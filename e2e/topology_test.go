@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	launcher "github.com/mcpauthz/mcpauthz/internal/stack"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
@@ -29,9 +29,9 @@ const (
 	acmeOrgID  = seedusers.AcmeOrgID
 )
 
-// topology is the docker-compose topology played by processes on loopback: one
-// redis-server, devauth, N authz replicas sharing that Redis and M gateways, gateway
-// i talking to authz replica i mod N.
+// topology is the docker-compose topology played by processes on loopback
+// (internal/stack): one redis-server, devauth, N authz replicas sharing that
+// Redis and M gateways, gateway i talking to authz replica i mod N.
 type topology struct {
 	redis      *testenv.Redis
 	devauthURL string
@@ -61,70 +61,30 @@ type gatewayProc struct {
 // variables to devauth's environment (e.g. DEVAUTH_AUTO_APPROVE).
 func startTopology(t *testing.T, nAuthz, nGateways int, devauthEnv ...string) *topology {
 	t.Helper()
-	top := &topology{
-		redis:    testenv.StartRedis(t),
-		apiKey:   "e2e-api-key-" + rand.Text(),
-		clientID: "e2e-introspection-client",
-		secret:   "e2e-client-secret-" + rand.Text(),
-	}
-	devauthAddr := testenv.FreeAddr(t)
-	top.devauthURL = "http://" + devauthAddr
-	common := []string{
-		"PROPELAUTH_AUTH_URL=" + top.devauthURL,
-		"REQUEST_VALIDATION_CLIENT_ID=" + top.clientID,
-		"REQUEST_VALIDATION_CLIENT_SECRET=" + top.secret,
-		"PROPELAUTH_API_KEY=" + top.apiKey,
-	}
-	testenv.StartProcess(t, "devauth", testenv.Binary(t, "devauth"), testenv.ProcessOptions{
-		Env:      append(append([]string{"DEVAUTH_LISTEN=" + devauthAddr, "DEVAUTH_TEST_API=true"}, common...), devauthEnv...),
-		ReadyURL: top.devauthURL + "/healthz",
+	s := launcher.New(t, launcher.Options{
+		Redis: true, Authz: nAuthz, Gateways: nGateways,
+		DevauthEnv: devauthEnv,
+		// Introspections are counted exactly below; on a loaded CI machine a
+		// first Redis dial has taken longer than the 100ms default, which
+		// would turn a shared-cache hit into a (correct) introspection.
+		AuthzEnv:   []string{"REDIS_TIMEOUT=2s"},
+		GatewayEnv: []string{"SCOPES=read:user_data"},
 	})
-
-	gatewayAddrs := make([]string, nGateways)
-	for i := range gatewayAddrs {
-		gatewayAddrs[i] = testenv.FreeAddr(t)
+	c := s.Options.Credentials
+	top := &topology{
+		redis: s.Redis, devauthURL: s.Devauth.URL, resource: s.Resource,
+		apiKey: c.APIKey, clientID: c.ClientID, secret: c.ClientSecret,
 	}
-	// The first gateway's address stands for the load balancer's public URL.
-	top.resource = "http://" + gatewayAddrs[0] + "/mcp"
-
-	for i := range nAuthz {
-		r := &authzReplica{addr: testenv.FreeAddr(t)}
-		metricsAddr := testenv.FreeAddr(t)
-		r.metricsURL = "http://" + metricsAddr
-		r.proc = testenv.StartProcess(t, fmt.Sprintf("authz-%d", i), testenv.Binary(t, "authz"), testenv.ProcessOptions{
-			Env: append([]string{
-				"AUTHZ_LISTEN=" + r.addr,
-				"AUTHZ_METRICS_LISTEN=" + metricsAddr,
-				"REDIS_URL=" + top.redis.URL(),
-				// Introspections are counted exactly below; on a loaded CI machine a
-				// first Redis dial has taken longer than the 100ms default, which
-				// would turn a shared-cache hit into a (correct) introspection.
-				"REDIS_TIMEOUT=2s",
-			}, common...),
-			ReadyURL: r.metricsURL + "/healthz",
-		})
-		conn, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	for _, a := range s.Authz {
+		conn, err := grpc.NewClient(a.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		r.client = authzv1.NewAuthzServiceClient(conn)
-		top.authz = append(top.authz, r)
+		top.authz = append(top.authz, &authzReplica{addr: a.Addr, metricsURL: a.MetricsURL, proc: a.Proc, client: authzv1.NewAuthzServiceClient(conn)})
 	}
-	for i, addr := range gatewayAddrs {
-		g := &gatewayProc{url: "http://" + addr}
-		metricsAddr := testenv.FreeAddr(t)
-		g.proc = testenv.StartProcess(t, fmt.Sprintf("mcp-gateway-%d", i), testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
-			Env: append([]string{
-				"MCP_LISTEN=" + addr,
-				"MCP_METRICS_LISTEN=" + metricsAddr,
-				"MCP_SERVER_URL=" + strings.TrimSuffix(top.resource, "/mcp"),
-				"AUTHZ_ADDR=" + top.authz[i%nAuthz].addr,
-				"SCOPES=read:user_data",
-			}, common...),
-			ReadyURL: "http://" + metricsAddr + "/readyz",
-		})
-		top.gateways = append(top.gateways, g)
+	for _, g := range s.Gateways {
+		top.gateways = append(top.gateways, &gatewayProc{url: g.URL, proc: g.Proc})
 	}
 	return top
 }

@@ -3,8 +3,10 @@ module github.com/mcpauthz/mcpauthz/internal
 go 1.26.0
 
 require (
+	github.com/caarlos0/env/v11 v11.4.2
 	github.com/google/go-cmp v0.7.0
 	github.com/redis/go-redis/v9 v9.23.0
+	golang.org/x/net v0.60.0
 )
 
 require (

@@ -100,9 +100,13 @@ type Everything struct {
 }
 
 // StartEverything starts server-everything over streamable HTTP and waits
-// until it answers. It is stopped when tb ends.
+// until it answers. It is stopped when tb ends. Under -short it skips tb:
+// starting Node takes seconds on a busy machine, and `make test` runs it.
 func StartEverything(tb testing.TB) *Everything {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("starts server-everything (Node): go test without -short runs it")
+	}
 	port, err := FreePort()
 	if err != nil {
 		tb.Fatal(err)

@@ -3,11 +3,14 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -25,15 +28,14 @@ var commands = map[string]string{
 }
 
 var (
-	buildMu  sync.Mutex
-	buildDir string
-	built    = map[string]string{}
+	buildMu sync.Mutex
+	built   = map[string]string{}
 )
 
 // Binary returns the path of one of this repository's commands ("authz",
-// "mcp-gateway", "devauth", "identity-upstream"). With $MCPAUTHZ_BIN_DIR set (`make test` sets it after
-// `make build`) it uses the binary there; otherwise it runs `go build` once per test
-// process, so plain `go test` works too.
+// "mcp-gateway", "devauth", "identity-upstream"). With $MCPAUTHZ_BIN_DIR set
+// (`make test` sets it after `make build`) it uses the binary there; otherwise
+// it builds it, so plain `go test` works too.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
 	p, err := BuildBinary(name)
@@ -45,6 +47,12 @@ func Binary(tb testing.TB, name string) string {
 
 // BuildBinary is [Binary] for TestMain, where no testing.TB exists yet: it
 // returns an error instead of failing a test.
+//
+// It builds with `go run -exec echo`, which prints the path of the binary
+// instead of running it: the go command keeps executables it builds for `go
+// run` in its build cache, so every test process of a `go test ./...` (and
+// every later run, until a source changes) shares one link of each binary
+// instead of linking its own.
 func BuildBinary(name string) (string, error) {
 	pkg, ok := commands[name]
 	if !ok {
@@ -62,20 +70,29 @@ func BuildBinary(name string) (string, error) {
 	if p, ok := built[name]; ok {
 		return p, nil
 	}
-	if buildDir == "" {
-		d, err := os.MkdirTemp("", "mcpauthz-bin-")
-		if err != nil {
-			return "", err
-		}
-		buildDir = d
-	}
-	p := filepath.Join(buildDir, name)
-	out, err := exec.Command("go", "build", "-o", p, pkg).CombinedOutput()
+	cache, err := exec.Command("go", "env", "GOCACHE").Output()
 	if err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		return "", fmt.Errorf("go env GOCACHE: %v", err)
 	}
-	built[name] = p
-	return p, nil
+	// The first build of a version is printed from a temporary directory
+	// the go command removes on exit; it is in the cache by then, and the
+	// second call prints where.
+	for range 2 {
+		out, err := exec.Command("go", "run", "-exec", "echo", pkg).Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, stderr)
+		}
+		p := strings.TrimSpace(string(out))
+		if _, err := os.Stat(p); err == nil && strings.HasPrefix(p, strings.TrimSpace(string(cache))+string(filepath.Separator)) {
+			built[name] = p
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("go run -exec echo %s: the go command did not keep the binary in its build cache", pkg)
 }
 
 // Process is a running command whose output is captured for the test to inspect.
@@ -97,8 +114,16 @@ type ProcessOptions struct {
 	Args []string
 	// ReadyURL, if set, is polled with GET until it answers 200.
 	ReadyURL string
-	// ReadyTimeout bounds the wait for ReadyURL; default 20s.
+	// ReadyListener and ReadyPath, if set, wait for a binary started on port
+	// 0: once it logs the address it bound for the variable ReadyListener
+	// (see [Process.Listening]), http://<that address><ReadyPath> is polled
+	// like ReadyURL.
+	ReadyListener, ReadyPath string
+	// ReadyTimeout bounds the wait for ReadyURL or ReadyListener; default 20s.
 	ReadyTimeout time.Duration
+	// LogFile, if set, receives the process's output too (created or
+	// truncated), for a command such as the load tool that keeps logs.
+	LogFile string
 }
 
 // StartProcess starts bin and, if opts.ReadyURL is set, waits until it is ready. The
@@ -127,22 +152,54 @@ func StartProcess(tb testing.TB, name, bin string, opts ProcessOptions) *Process
 func NewProcess(name, bin string, opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(bin, opts.Args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, opts.Env...)
+	// The process dies with this one, so an interrupted test or load run
+	// leaves nothing behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &Process{Name: name, cmd: cmd, out: &LogBuffer{}, done: make(chan struct{})}
-	cmd.Stdout = p.out
-	cmd.Stderr = p.out
+	var out io.Writer = p.out
+	var logFile *os.File
+	if opts.LogFile != "" {
+		f, err := os.Create(opts.LogFile)
+		if err != nil {
+			return nil, fmt.Errorf("creating the log of %s: %v", name, err)
+		}
+		logFile, out = f, io.MultiWriter(p.out, f)
+	}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// A child of the process (a shell's) can hold the output pipe open after
+	// the process exits; don't wait for it for long.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
 		return nil, fmt.Errorf("starting %s: %v", name, err)
 	}
 	go func() {
 		p.err = cmd.Wait()
+		if logFile != nil {
+			logFile.Close()
+		}
 		close(p.done)
 	}()
-	if opts.ReadyURL != "" {
-		timeout := opts.ReadyTimeout
-		if timeout == 0 {
-			timeout = 20 * time.Second
+	timeout := opts.ReadyTimeout
+	if timeout == 0 {
+		timeout = 20 * time.Second
+	}
+	url := opts.ReadyURL
+	if opts.ReadyListener != "" {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		addr, err := p.Listening(ctx, opts.ReadyListener)
+		cancel()
+		if err != nil {
+			return p, err
 		}
-		if err := p.WaitReady(opts.ReadyURL, timeout); err != nil {
+		url, timeout = "http://"+addr+opts.ReadyPath, timeout-time.Since(start)
+	}
+	if url != "" {
+		if err := p.WaitReady(url, timeout); err != nil {
 			return p, fmt.Errorf("%s: %v\n%s", name, err, p.Output())
 		}
 	}
@@ -170,6 +227,46 @@ func (p *Process) WaitReady(url string, timeout time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Listening waits until the process logs that it listens for listener, the
+// variable naming the listen address (a JSON line {"msg":"listening",
+// "listener":"MCP_LISTEN","addr":"127.0.0.1:43125"}, as every binary here
+// logs once per listener), and returns the address bound. It fails when the
+// process exits first or ctx ends.
+func (p *Process) Listening(ctx context.Context, listener string) (string, error) {
+	for {
+		out, changed := p.out.next()
+		if addr, ok := ListeningAddr(out, listener); ok {
+			return addr, nil
+		}
+		select {
+		case <-changed:
+		case <-p.done:
+			out, _ = p.out.next()
+			if addr, ok := ListeningAddr(out, listener); ok {
+				return addr, nil
+			}
+			return "", fmt.Errorf("%s exited before listening on %s: %v\n%s", p.Name, listener, p.err, out)
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: no listening line for %s: %w\n%s", p.Name, listener, context.Cause(ctx), out)
+		}
+	}
+}
+
+// ListeningAddr finds in log, JSON lines, the address a binary logged it
+// listens on for listener.
+func ListeningAddr(log, listener string) (string, bool) {
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, `"listening"`) {
+			continue
+		}
+		var l struct{ Msg, Listener, Addr string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "listening" && l.Listener == listener && l.Addr != "" {
+			return l.Addr, true
+		}
+	}
+	return "", false
 }
 
 // Pid returns the process ID, e.g. to read its CPU time from /proc.
@@ -221,15 +318,31 @@ func (p *Process) Output() string { return p.out.String() }
 // to it, for capturing a logger's or a process's output and searching it for leaks.
 // The zero value is ready to use.
 type LogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed at the next Write
 }
 
 // Write appends p; it never fails.
 func (s *LogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
+}
+
+// next returns what was written so far and a channel closed at the next
+// Write.
+func (s *LogBuffer) next() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.b.String(), s.changed
 }
 
 // String returns everything written so far.

@@ -32,8 +32,9 @@ type Redis struct {
 	dir  string
 	port int
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
 }
 
 // URL returns a redis:// URL for database 0 of the server.
@@ -66,21 +67,33 @@ func StartRedis(tb testing.TB) *Redis {
 
 // NewRedis starts a redis-server whose working files live in dir. The caller must
 // call Stop. It is for TestMain, where no testing.TB exists yet.
+//
+// redis-server cannot listen on port 0 and report the port, so its port is
+// picked free with [FreePort]; should another process bind it first, the
+// start is retried on another port.
 func NewRedis(dir string) (*Redis, error) {
 	bin, err := RedisServerPath()
 	if err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		r := &Redis{bin: bin, dir: dir, port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		err = r.Start()
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == 5 {
+			return nil, err
+		}
 	}
-	r := &Redis{bin: bin, dir: dir, port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	if err := r.Start(); err != nil {
-		return nil, err
-	}
-	return r, nil
 }
+
+// errAddrInUse is returned by [Redis.Start] when the port was taken.
+var errAddrInUse = errors.New("address already in use")
 
 // Start (re)starts the server on its original port and waits until it answers PING.
 // Starting a running server is an error.
@@ -90,30 +103,45 @@ func (r *Redis) Start() error {
 	if r.cmd != nil {
 		return errors.New("redis-server already running")
 	}
+	logPath := filepath.Join(r.dir, "redis.log")
+	_ = os.Remove(logPath) // so that a failure's log is this start's
 	cmd := exec.Command(r.bin,
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", r.dir,
-		"--logfile", filepath.Join(r.dir, "redis.log"),
+		"--logfile", logPath,
 	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("running %s: %w", r.bin, err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := PingRedis(r.Addr); err == nil {
+		err := PingRedis(r.Addr)
+		if err == nil {
 			break
-		} else if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			logTail, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			return fmt.Errorf("redis-server on %s did not answer PING: %v\n%s", r.Addr, err, logTail)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-exited:
+		default:
+			if time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logTail, _ := os.ReadFile(logPath)
+		if strings.Contains(string(logTail), "Address already in use") {
+			return fmt.Errorf("redis-server on %s: %w", r.Addr, errAddrInUse)
+		}
+		return fmt.Errorf("redis-server on %s did not answer PING: %v\n%s", r.Addr, err, logTail)
 	}
-	r.cmd = cmd
+	r.cmd, r.exited = cmd, exited
 	return nil
 }
 
@@ -126,8 +154,18 @@ func (r *Redis) Stop() {
 		return
 	}
 	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
+	<-r.exited
 	r.cmd = nil
+}
+
+// Pid returns the server's process ID, or 0 when it is not running.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
 }
 
 // Pause freezes the server (SIGSTOP), as a host that stops answering would:

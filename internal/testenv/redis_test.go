@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"strconv"
 	"testing"
@@ -82,5 +83,33 @@ func TestFreePortBelowEphemeralRange(t *testing.T) {
 	}
 	if len(seen) != 20 {
 		t.Errorf("20 calls returned %d distinct ports; want no port twice (a test picks all its ports before binding them)", len(seen))
+	}
+}
+
+// TestRedisBusyPort: a port taken before redis-server binds it is reported
+// as such, which NewRedis retries on another port.
+func TestRedisBusyPort(t *testing.T) {
+	t.Parallel()
+	bin, err := RedisServerPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	port := busy.Addr().(*net.TCPAddr).Port
+	r := &Redis{bin: bin, dir: t.TempDir(), port: port, Addr: busy.Addr().String()}
+	if err := r.Start(); !errors.Is(err, errAddrInUse) {
+		r.Stop()
+		t.Fatalf("Start on a busy port: %v, want errAddrInUse", err)
+	}
+	if pid := r.Pid(); pid != 0 {
+		t.Errorf("Pid of a server that did not start = %d", pid)
+	}
+	ok := StartRedis(t)
+	if ok.Pid() == 0 {
+		t.Error("Pid of a running server = 0")
 	}
 }

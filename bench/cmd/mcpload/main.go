@@ -90,11 +90,29 @@ type options struct {
 	authzEnv       envList
 }
 
-// floorGOGC is the GOGC of the floors' process when mcpload's own environment
-// sets none: the gateway's default (services/mcp-gateway config.DefaultGOGC,
-// which this module cannot import; TestFloorGOGCIsTheGateways checks the two
-// agree), so an unauthenticated go-sdk server tuned the same way is the floor.
-const floorGOGC = 400
+// gatewayGOGC returns the GOGC the gateway binary at bin runs with when GOGC
+// is unset: the default it declares (mcp-gateway -list-env=json). The floors'
+// process runs with it when mcpload's own environment sets none, so an
+// unauthenticated go-sdk server tuned the same way is the floor.
+func gatewayGOGC(bin string) (int, error) {
+	out, err := exec.Command(bin, "-list-env=json").Output()
+	if err != nil {
+		return 0, fmt.Errorf("%s -list-env=json: %w", bin, err)
+	}
+	var vars []struct {
+		Name    string `json:"name"`
+		Default string `json:"default"`
+	}
+	if err := json.Unmarshal(out, &vars); err != nil {
+		return 0, fmt.Errorf("%s -list-env=json: %w", bin, err)
+	}
+	for _, v := range vars {
+		if v.Name == "GOGC" {
+			return strconv.Atoi(v.Default)
+		}
+	}
+	return 0, fmt.Errorf("%s declares no GOGC", bin)
+}
 
 // envList is a repeatable KEY=VALUE flag.
 type envList []string
@@ -252,6 +270,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		o.binDir = filepath.Join(root, "bin")
 	}
+	gogc := 0 // the gateway's default GOGC; 0 when no binary says (an external stack without -bin)
+	if o.binDir != "" {
+		if gogc, err = gatewayGOGC(filepath.Join(o.binDir, "mcp-gateway")); err != nil {
+			return fmt.Errorf("%w (run `make build`, or pass -bin)", err)
+		}
+	}
 	logDir, keepLogs := o.logDir, o.logDir != ""
 	if logDir == "" {
 		if logDir, err = os.MkdirTemp("", "mcpload-"); err != nil {
@@ -274,7 +298,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			go func() { _ = http.ListenAndServe(floorPprof, nil) }()
 		}
 	}
-	fl, err := startFloors(ctx, o.floors, floorPprof, logger)
+	fl, err := startFloors(ctx, o.floors, floorPprof, gogc, logger)
 	if err != nil {
 		return err
 	}
@@ -282,7 +306,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report.Report{Started: time.Now(), Command: "mcpload " + strings.Join(args, " "), Machine: machine()}
 	rep.Machine.LoadBefore = loadavg()
-	rep.Machine.Notes = append(rep.Machine.Notes, floorsGCNote(o.floors))
+	rep.Machine.Notes = append(rep.Machine.Notes, floorsGCNote(o.floors, gogc))
 	start := time.Now()
 	failed := false
 	var sweeps []*report.Scenario
@@ -454,7 +478,7 @@ type floors struct {
 
 // startFloors starts the floors, in a child process (the default) or in this
 // one.
-func startFloors(ctx context.Context, where, pprofAddr string, logger *slog.Logger) (*floors, error) {
+func startFloors(ctx context.Context, where, pprofAddr string, gogc int, logger *slog.Logger) (*floors, error) {
 	if where == "inprocess" {
 		mln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -481,10 +505,10 @@ func startFloors(ctx context.Context, where, pprofAddr string, logger *slog.Logg
 	}
 	cmd := exec.Command(self, "-serve-floors")
 	cmd.Env = os.Environ()
-	if os.Getenv("GOGC") == "" {
+	if os.Getenv("GOGC") == "" && gogc > 0 {
 		// The floors collect garbage as often as the gateway does, so the
 		// ratios measure authentication, not a GC setting.
-		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(floorGOGC))
+		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(gogc))
 	}
 	if pprofAddr != "" {
 		cmd.Env = append(cmd.Env, "PPROF_LISTEN="+pprofAddr)
@@ -552,14 +576,16 @@ func serveFloors(ctx context.Context, logger *slog.Logger, stdout io.Writer) err
 
 // floorsGCNote says how often the floors collect garbage, which moves their
 // cost as much as anything they do.
-func floorsGCNote(where string) string {
+func floorsGCNote(where string, gatewayDefault int) string {
 	gogc := os.Getenv("GOGC")
 	switch {
 	case gogc != "":
 	case where == "inprocess":
 		gogc = "100 (Go's default; the floors share the load tool's process)"
+	case gatewayDefault == 0:
+		gogc = "100 (Go's default; the gateway's is unknown without -bin)"
 	default:
-		gogc = strconv.Itoa(floorGOGC) + " (the gateway's default)"
+		gogc = strconv.Itoa(gatewayDefault) + " (the gateway's default)"
 	}
 	return "Floors' GOGC: " + gogc + "."
 }

@@ -93,7 +93,7 @@ func TestParseFlagsDefaultsAndLists(t *testing.T) {
 // one request.
 func TestInProcessFloorsServe(t *testing.T) {
 	t.Parallel()
-	fl, err := startFloors(t.Context(), "inprocess", "", slog.New(slog.DiscardHandler))
+	fl, err := startFloors(t.Context(), "inprocess", "", 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,24 +163,30 @@ func TestReplot(t *testing.T) {
 	}
 }
 
-// TestFloorGOGCIsTheGateways checks that floorGOGC, the floors' GOGC, is the
-// one the real gateway binary runs with when GOGC is unset (it reports it as
-// go_gc_gogc_percent), so the floors stay tuned like the gateway they are
+// TestFloorGOGCIsTheGateways checks that gatewayGOGC, the floors' GOGC, is
+// the one the real gateway binary runs with when GOGC is unset (it reports it
+// as go_gc_gogc_percent), so the floors stay tuned like the gateway they are
 // compared with.
 func TestFloorGOGCIsTheGateways(t *testing.T) {
 	t.Parallel()
-	addr, metricsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	url := "http://" + addr
-	testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+	bin := testenv.Binary(t, "mcp-gateway")
+	gogc, err := gatewayGOGC(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.StartProcess(t, "mcp-gateway", bin, testenv.ProcessOptions{
 		Env: []string{
-			"MCP_LISTEN=" + addr,
-			"MCP_METRICS_LISTEN=" + metricsAddr,
-			"MCP_SERVER_URL=" + url,
-			"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /metrics does not need authz
-			"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
+			"MCP_LISTEN=127.0.0.1:0",
+			"MCP_METRICS_LISTEN=127.0.0.1:0",
+			"AUTHZ_ADDR=127.0.0.1:9", // nobody: /metrics does not need authz
+			"PROPELAUTH_AUTH_URL=http://127.0.0.1:9",
 		},
-		ReadyURL: url + "/healthz",
+		ReadyListener: "MCP_METRICS_LISTEN", ReadyPath: "/healthz",
 	})
+	metricsAddr, err := p.Listening(t.Context(), "MCP_METRICS_LISTEN")
+	if err != nil {
+		t.Fatal(err)
+	}
 	res, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +196,7 @@ func TestFloorGOGCIsTheGateways(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("\ngo_gc_gogc_percent %d\n", floorGOGC); !bytes.Contains(body, []byte(want)) {
-		t.Errorf("the gateway's /metrics lacks %q: floorGOGC no longer matches the gateway's default GOGC", strings.TrimSpace(want))
+	if want := fmt.Sprintf("\ngo_gc_gogc_percent %d\n", gogc); !bytes.Contains(body, []byte(want)) {
+		t.Errorf("the gateway's /metrics lacks %q: gatewayGOGC does not read the gateway's default GOGC", strings.TrimSpace(want))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
 	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // wantUnavailable fails t unless r is the gateway's outage answer: 503 with
@@ -78,7 +79,7 @@ func TestAuthorizationServerDown(t *testing.T) {
 
 			c.fault(t, "ok", 0)
 			fresh := c.mint(t, nil)
-			took := eventually(t, 5*time.Second, "recovery", func() bool { return call(ctx, g, fresh).outcome == load.OK })
+			took := testenv.Eventually(t, 5*time.Second, "recovery", func() bool { return call(ctx, g, fresh).outcome == load.OK })
 			for _, tok := range warm[:4] {
 				if r := call(ctx, g, tok); r.outcome != load.OK {
 					t.Errorf("cached token after recovery: %s", r.outcome)

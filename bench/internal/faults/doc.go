@@ -12,5 +12,6 @@
 // what the document reports.
 //
 // The suite runs in `make test`. It is bounded: a few seconds of load at
-// modest concurrency per fault, tens of seconds in all on a 2-core machine.
+// modest concurrency per fault, tens of seconds in all on a 2-core machine;
+// `go test -short` skips it.
 package faults

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
-	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // TestExpiryAtBoundary mints tokens that expire 3s later and asks authz about
@@ -136,8 +135,8 @@ func TestClockSkew(t *testing.T) {
 	env := func(skew string) []string {
 		return []string{"INTROSPECTION_URL=" + srv.URL + "/oauth/2.1/introspect", "CLOCK_SKEW=" + skew}
 	}
-	tolerant := c.startReplica("authz-skew30s", testenv.FreeAddr(t), env("30s"))
-	strict := c.startReplica("authz-skew5s", testenv.FreeAddr(t), env("5s"))
+	tolerant := c.startReplica("authz-skew30s", env("30s")...)
+	strict := c.startReplica("authz-skew5s", env("5s")...)
 
 	const (
 		allowed     = authzv1.DenialReason_DENIAL_REASON_UNSPECIFIED

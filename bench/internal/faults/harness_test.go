@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -24,9 +22,9 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/bench/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
-	"github.com/mcpauthz/mcpauthz/bench/internal/stack"
 	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/stack"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
@@ -41,10 +39,10 @@ const (
 
 // options describes the processes a test starts.
 type options struct {
-	// replicas is the number of authz replicas (0, 1 or 2). Two replicas listen
-	// on 127.0.0.1:P and 127.0.0.2:P and the gateways reach both through the
-	// load tool's DNS shim, as they reach replicas behind one name in
-	// production (dns:/// round robin).
+	// replicas is the number of authz replicas (0, 1 or more). Several
+	// replicas listen on 127.0.0.1:P, 127.0.0.2:P, ... and the gateways reach
+	// them all through the stack's DNS shim, as they reach replicas behind one
+	// name in production (dns:/// round robin).
 	replicas int
 	// gateways is the number of gateways; all serve one public resource URL
 	// (the first gateway's), as behind one load balancer.
@@ -58,6 +56,7 @@ type options struct {
 // cluster is a running set of processes, stopped when the test ends.
 type cluster struct {
 	t           *testing.T
+	stack       *stack.Stack
 	redis       *testenv.Redis
 	devauthURL  string
 	dev         *devauth.Client
@@ -65,7 +64,6 @@ type cluster struct {
 	authzTarget string
 	authz       []*replica
 	gateways    []*gatewayProc
-	procs       []*testenv.Process
 
 	mu     sync.Mutex
 	minted []string
@@ -90,101 +88,49 @@ type gatewayProc struct {
 func (g *gatewayProc) mcp() string { return g.url + "/mcp" }
 
 // startCluster starts devauth (test API on), the authz replicas and the
-// gateways, each waited for until ready.
+// gateways with internal/stack, each waited for until ready.
 func startCluster(t *testing.T, o options) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
-	if o.redis {
-		c.redis = testenv.StartRedis(t)
+	if testing.Short() {
+		t.Skip("fault injection under load takes about a minute: go test without -short (make test) runs it")
 	}
-	devAddr := testenv.FreeAddr(t)
-	c.devauthURL = "http://" + devAddr
+	s := stack.New(t, stack.Options{
+		Redis: o.redis, Authz: o.replicas, Balance: o.replicas > 1, Gateways: o.gateways,
+		AuthzEnv: o.authzEnv, GatewayEnv: o.gatewayEnv,
+		Credentials: stack.Credentials{APIKey: apiKey, ClientID: clientID, ClientSecret: clientSecret},
+	})
+	c := &cluster{t: t, stack: s, redis: s.Redis, devauthURL: s.Devauth.URL, resource: s.Resource, authzTarget: s.AuthzTarget}
 	c.dev = &devauth.Client{BaseURL: c.devauthURL, APIKey: apiKey}
-	c.start("devauth", "devauth", append(c.common(), "DEVAUTH_LISTEN="+devAddr, "DEVAUTH_TEST_API=true"), c.devauthURL+"/healthz")
-
-	switch o.replicas {
-	case 0:
-	case 1:
-		c.authz = append(c.authz, c.startReplica("authz-1", testenv.FreeAddr(t), o.authzEnv))
-		c.authzTarget = c.authz[0].addr
-	case 2:
-		hosts := []string{"127.0.0.1", "127.0.0.2"}
-		port := freePortOn(t, hosts...)
-		var ips []netip.Addr
-		for i, h := range hosts {
-			c.authz = append(c.authz, c.startReplica(fmt.Sprintf("authz-%d", i+1), net.JoinHostPort(h, strconv.Itoa(port)), o.authzEnv))
-			ips = append(ips, netip.MustParseAddr(h))
-		}
-		dns, err := stack.StartDNS(ips...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { dns.Close() })
-		c.authzTarget = dns.Target("authz.faults.test", port)
-	default:
-		t.Fatalf("%d replicas: 0, 1 or 2 are supported", o.replicas)
-	}
-
-	addrs := make([]string, o.gateways)
-	for i := range addrs {
-		addrs[i] = testenv.FreeAddr(t)
-	}
-	if o.gateways > 0 {
-		c.resource = "http://" + addrs[0] + "/mcp"
-	} else {
+	if c.resource == "" {
 		c.resource = "http://127.0.0.1:8000/mcp"
 	}
-	for i, addr := range addrs {
-		metricsAddr := testenv.FreeAddr(t)
-		g := &gatewayProc{url: "http://" + addr, metricsURL: "http://" + metricsAddr}
-		env := append(c.common(),
-			"MCP_LISTEN="+addr,
-			"MCP_METRICS_LISTEN="+metricsAddr,
-			"MCP_SERVER_URL="+strings.TrimSuffix(c.resource, "/mcp"),
-			"AUTHZ_ADDR="+c.authzTarget,
-		)
-		g.proc = c.start(fmt.Sprintf("mcp-gateway-%d", i+1), "mcp-gateway", append(env, o.gatewayEnv...), g.metricsURL+"/readyz")
-		c.gateways = append(c.gateways, g)
+	for _, a := range s.Authz {
+		c.authz = append(c.authz, c.replica(a))
+	}
+	for _, g := range s.Gateways {
+		c.gateways = append(c.gateways, &gatewayProc{url: "http://" + g.Addr, metricsURL: g.MetricsURL, proc: g.Proc})
 	}
 	t.Cleanup(c.checkLogs)
 	return c
 }
 
-func (c *cluster) common() []string {
-	return []string{
-		"PROPELAUTH_AUTH_URL=" + c.devauthURL,
-		"REQUEST_VALIDATION_CLIENT_ID=" + clientID,
-		"REQUEST_VALIDATION_CLIENT_SECRET=" + clientSecret,
-		"PROPELAUTH_API_KEY=" + apiKey,
-	}
-}
-
-func (c *cluster) start(name, bin string, env []string, readyURL string) *testenv.Process {
+// replica opens a direct connection (not balanced) to a started replica,
+// for probes.
+func (c *cluster) replica(a *stack.Service) *replica {
 	c.t.Helper()
-	p := testenv.StartProcess(c.t, name, testenv.Binary(c.t, bin), testenv.ProcessOptions{Env: env, ReadyURL: readyURL})
-	c.procs = append(c.procs, p)
-	return p
-}
-
-// startReplica starts one authz listening on addr, with Redis if the cluster
-// has it, and opens a direct connection to it (not balanced) for probes.
-func (c *cluster) startReplica(name, addr string, extra []string) *replica {
-	c.t.Helper()
-	maddr := testenv.FreeAddr(c.t)
-	r := &replica{name: name, addr: addr, metricsURL: "http://" + maddr}
-	r.env = append(c.common(), "AUTHZ_LISTEN="+addr, "AUTHZ_METRICS_LISTEN="+maddr)
-	if c.redis != nil {
-		r.env = append(r.env, "REDIS_URL="+c.redis.URL())
-	}
-	r.env = append(r.env, extra...)
-	r.proc = c.start(name, "authz", r.env, r.metricsURL+"/healthz")
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(a.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { conn.Close() })
-	r.client = authzv1.NewAuthzServiceClient(conn)
-	return r
+	return &replica{name: a.Name, addr: a.Addr, metricsURL: a.MetricsURL, env: a.Env, proc: a.Proc, client: authzv1.NewAuthzServiceClient(conn)}
+}
+
+// startReplica starts one more authz (not behind the gateways), with extra
+// settings.
+func (c *cluster) startReplica(name string, extra ...string) *replica {
+	c.t.Helper()
+	return c.replica(c.stack.AddAuthz(c.t, name, extra...))
 }
 
 // checkLogs fails the test if any process logged a token it minted: fault
@@ -193,7 +139,7 @@ func (c *cluster) startReplica(name, addr string, extra []string) *replica {
 func (c *cluster) checkLogs() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range c.procs {
+	for _, p := range c.stack.Processes() {
 		out := p.Output()
 		for _, tok := range c.minted {
 			if strings.Contains(out, tok) {
@@ -202,33 +148,6 @@ func (c *cluster) checkLogs() {
 			}
 		}
 	}
-}
-
-// freePortOn returns a TCP port free a moment ago on every one of hosts.
-func freePortOn(t *testing.T, hosts ...string) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		ok := true
-		for _, h := range hosts[1:] {
-			l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatalf("no port free on all of %v", hosts)
-	return 0
 }
 
 // mint mints one token for alice with read:user_data on the cluster's
@@ -420,9 +339,24 @@ func summary(r load.Result) string {
 // with no sample yet counts as 0.
 func metric(t *testing.T, base, name string, parts ...string) float64 {
 	t.Helper()
+	sum, err := sumMetric(base, name, parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// authzCalls sums the authz.v1 calls (not health checks) a replica has
+// served, from its /metrics; unlike metric, it may run outside the test's
+// goroutine.
+func authzCalls(metricsURL string) (float64, error) {
+	return sumMetric(metricsURL, "authz_grpc_requests_total", `method="/authz.v1.`)
+}
+
+func sumMetric(base, name string, parts ...string) (float64, error) {
 	res, err := http.Get(base + "/metrics")
 	if err != nil {
-		t.Fatalf("reading %s/metrics: %v", base, err)
+		return 0, fmt.Errorf("reading %s/metrics: %w", base, err)
 	}
 	defer res.Body.Close()
 	var sum float64
@@ -454,14 +388,14 @@ func metric(t *testing.T, base, name string, parts ...string) float64 {
 		value, _, _ = strings.Cut(value, " ")
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil {
-			t.Fatalf("parsing %q: %v", line, err)
+			return 0, fmt.Errorf("parsing %q: %w", line, err)
 		}
 		sum += v
 	}
 	if err := sc.Err(); err != nil {
-		t.Fatalf("reading %s/metrics: %v", base, err)
+		return 0, fmt.Errorf("reading %s/metrics: %w", base, err)
 	}
-	return sum
+	return sum, nil
 }
 
 // countFDs counts the open file descriptors (sockets included) of process pid.
@@ -478,20 +412,6 @@ func openFDs(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// eventually polls cond every 20ms until it holds or timeout passes, and
-// returns how long it took; it fails t on timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func ptr[T any](v T) *T { return &v }

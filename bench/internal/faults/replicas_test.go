@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
-	"github.com/mcpauthz/mcpauthz/bench/internal/stack"
 	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
 )
@@ -31,7 +30,7 @@ func TestAuthzReplicaKilledUnderLoad(t *testing.T) {
 	res := runLoad(t.Context(), conc, 500*time.Millisecond, 3*time.Second, op.Do,
 		event{at: 1500 * time.Millisecond, do: func() {
 			for i, r := range c.authz {
-				n, err := stack.AuthzCalls(context.Background(), r.metricsURL)
+				n, err := authzCalls(r.metricsURL)
 				if err != nil {
 					t.Error(err)
 				}
@@ -48,7 +47,7 @@ func TestAuthzReplicaKilledUnderLoad(t *testing.T) {
 	if failed > conc {
 		t.Errorf("%d requests failed (%v); want at most the %d that can be in flight", failed, res.Outcomes, conc)
 	}
-	after, err := stack.AuthzCalls(t.Context(), survivor.metricsURL)
+	after, err := authzCalls(survivor.metricsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

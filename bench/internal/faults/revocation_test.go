@@ -7,6 +7,7 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // refused reports whether r refuses tok as inactive.
@@ -71,7 +72,7 @@ func TestRevocationWindow(t *testing.T) {
 			if !c.refused(t, a, tok) {
 				t.Fatal("the replica that invalidated still allows the token")
 			}
-			eventually(t, 2*time.Second, "the other replica to refuse the token", func() bool { return c.refused(t, b, tok) })
+			testenv.Eventually(t, 2*time.Second, "the other replica to refuse the token", func() bool { return c.refused(t, b, tok) })
 			worst = max(worst, time.Since(start))
 		}
 		c.wantInvalidToken(t, c.gateways[0], tok, 10)

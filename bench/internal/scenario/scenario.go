@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+	"github.com/mcpauthz/mcpauthz/internal/stack"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -45,7 +47,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/devauth"
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
 	"github.com/mcpauthz/mcpauthz/bench/internal/report"
-	"github.com/mcpauthz/mcpauthz/bench/internal/stack"
 	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 	"github.com/mcpauthz/mcpauthz/bench/internal/tokens"
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
@@ -141,6 +142,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// APIKey is the PROPELAUTH_API_KEY of the stacks the tool starts, a local
+// test value like their other credentials, never a real secret.
+const APIKey = "mcpload-api-key"
+
 // env is the system under test of one scenario.
 type env struct {
 	cfg        *Config
@@ -235,14 +240,18 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Replicas: top.replicas, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != "",
-			AuthzEnv: append([]string{"CACHE_TTL=" + cfg.cacheTTL().String()}, cfg.AuthzEnv...), GatewayEnv: cfg.GatewayEnv})
+		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Authz: top.replicas, Balance: top.replicas > 1, Gateways: 1, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != "",
+			Credentials: stack.Credentials{APIKey: APIKey, ClientID: "mcpload-validation", ClientSecret: "mcpload-validation-secret"},
+			AuthzEnv:    append([]string{"CACHE_TTL=" + cfg.cacheTTL().String()}, cfg.AuthzEnv...), GatewayEnv: cfg.GatewayEnv})
 		if err != nil {
 			return nil, fmt.Errorf("starting the stack: %w", err)
 		}
-		e.mcpURL = e.stack.Resource
+		// Load goes to the address bound (127.0.0.1), tokens are for the
+		// resource (http://localhost:<port>/mcp): every new connection to
+		// localhost would first try ::1, where nothing listens.
+		e.mcpURL = "http://" + e.stack.Gateways[0].Addr + "/mcp"
 		e.resource = e.stack.Resource
-		e.dev = &devauth.Client{BaseURL: e.stack.DevauthURL, APIKey: stack.APIKey}
+		e.dev = &devauth.Client{BaseURL: "http://" + e.stack.Devauth.Addr, APIKey: APIKey}
 		e.stackDesc = top.String()
 		if len(cfg.GatewayEnv) > 0 {
 			e.stackDesc += "; gateway with " + strings.Join(cfg.GatewayEnv, " ")
@@ -253,8 +262,8 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		if e.authz, err = target.DialGRPC(e.stack.AuthzTarget); err != nil {
 			return nil, err
 		}
-		for _, a := range e.stack.AuthzAddrs {
-			c, derr := target.DialGRPC(a)
+		for _, a := range e.stack.Authz {
+			c, derr := target.DialGRPC(a.Addr)
 			if derr != nil {
 				err = derr
 				return nil, err
@@ -319,7 +328,7 @@ func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
 	if e.stack != nil {
 		sc.RSSBytes = map[string]int64{}
 		for _, p := range e.stack.Processes() {
-			if p.Name == "redis" || p.Name == "devauth" {
+			if p.Name == "devauth" {
 				continue
 			}
 			if n, err := p.RSS(); err == nil {
@@ -402,7 +411,10 @@ func (e *env) pids() map[string]int {
 	}
 	if e.stack != nil {
 		for _, p := range e.stack.Processes() {
-			m[p.Name] = p.PID()
+			m[p.Name] = p.Pid()
+		}
+		if e.stack.Redis != nil {
+			m["redis"] = e.stack.Redis.Pid()
 		}
 	}
 	return m
@@ -444,13 +456,11 @@ func (e *env) profiled(target string) map[string]string {
 	if e.stack == nil {
 		return m
 	}
-	for _, p := range e.stack.Processes() {
+	for _, p := range append(slices.Clone(e.stack.Authz), e.stack.Gateways...) {
 		if p.PprofAddr == "" || (target != report.KindGateway && p.Name == "mcp-gateway") {
 			continue
 		}
-		if strings.HasPrefix(p.Name, "authz") || p.Name == "mcp-gateway" {
-			m[p.Name] = p.PprofAddr
-		}
+		m[p.Name] = p.PprofAddr
 	}
 	return m
 }
@@ -503,7 +513,7 @@ func (p *probe) profile(proc, addr, endpoint, suffix, what string) {
 func cpuTimes(pids map[string]int) map[string]time.Duration {
 	m := map[string]time.Duration{}
 	for name, pid := range pids {
-		if d, err := stack.CPUTime(pid); err == nil {
+		if d, err := testenv.CPUTime(pid); err == nil {
 			m[name] = d
 		}
 	}
@@ -533,8 +543,8 @@ func (e *env) authzCalls(ctx context.Context) (float64, bool) {
 		return 0, false
 	}
 	var sum float64
-	for _, u := range e.stack.AuthzMetrics {
-		n, err := stack.AuthzCalls(ctx, u)
+	for _, a := range e.stack.Authz {
+		n, err := AuthzCalls(ctx, a.MetricsURL)
 		if err != nil {
 			e.log.Warn("reading authz metrics", "error", err)
 			return 0, false
@@ -983,8 +993,10 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 		return err
 	}
 	src := tokens.NewChurn(active, reserve)
-	procs := []*stack.Process{e.stack.Gateway}
-	procs = append(procs, e.stack.Authz...)
+	var procs []*testenv.Process
+	for _, p := range append(slices.Clone(e.stack.Gateways), e.stack.Authz...) {
+		procs = append(procs, p.Proc)
+	}
 
 	sampleCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup

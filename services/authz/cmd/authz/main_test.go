@@ -39,16 +39,19 @@ func TestBinary(t *testing.T) {
 	as := propelauthfake.NewServer()
 	t.Cleanup(as.Close)
 	rd := testenv.StartRedis(t)
-	grpcAddr, httpAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	p := testenv.StartProcess(t, "authz", bin, testenv.ProcessOptions{
 		Env: append(baseEnv(as),
-			"AUTHZ_LISTEN="+grpcAddr,
-			"AUTHZ_METRICS_LISTEN="+httpAddr,
+			"AUTHZ_LISTEN=127.0.0.1:0",
+			"AUTHZ_METRICS_LISTEN=127.0.0.1:0",
 			"REDIS_URL="+rd.URL(),
 			"LOG_LEVEL=debug",
 		),
-		ReadyURL: "http://" + httpAddr + "/readyz",
+		ReadyListener: "AUTHZ_METRICS_LISTEN", ReadyPath: "/readyz",
 	})
+	grpcAddr, err := p.Listening(t.Context(), "AUTHZ_LISTEN")
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -233,21 +233,6 @@ func (a *App) probe(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// Run listens on the configured addresses and serves until ctx ends.
-func (a *App) Run(ctx context.Context) error {
-	var lc net.ListenConfig
-	gl, err := lc.Listen(ctx, "tcp", a.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on AUTHZ_LISTEN %s: %w", a.cfg.Listen, err)
-	}
-	hl, err := lc.Listen(ctx, "tcp", a.cfg.MetricsListen)
-	if err != nil {
-		gl.Close()
-		return fmt.Errorf("listening on AUTHZ_METRICS_LISTEN %s: %w", a.cfg.MetricsListen, err)
-	}
-	return a.Serve(ctx, gl, hl)
-}
-
 // sweepInterval is how often expired entries leave the in-process caches. Memory
 // is bounded by L1_MAX_ENTRIES regardless; sweeping keeps a churning cache from
 // sitting at that bound with dead entries.
@@ -362,5 +347,4 @@ func (a *App) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = a.http.Shutdown(ctx)
-	a.logger.Info("stopped")
 }

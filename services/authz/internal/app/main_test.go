@@ -246,16 +246,10 @@ func waitHTTP(t testing.TB, url string) {
 	}
 }
 
-// eventually polls cond every 10ms until it holds or timeout passes.
+// eventually polls cond until it holds or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, timeout, what, cond)
 }
 
 func authorizeReq(token string, scopes ...string) *authzv1.AuthorizeRequest {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/mcpauthz/mcpauthz/internal/envconf"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -33,7 +35,7 @@ func TestDefaults(t *testing.T) {
 		IntrospectionURL: "https://auth.example.com/oauth/2.1/introspect", IntrospectionAuth: "client_secret_basic",
 		CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second, UserCacheTTL: 30 * time.Second, UserNegativeCacheTTL: 5 * time.Second,
 		IntrospectTimeout: 5 * time.Second, MaxInFlight: 64, MaxConns: 128, ClockSkew: 30 * time.Second, RedisTimeout: 100 * time.Millisecond,
-		L1MaxEntries: 100000, Issuer: "https://auth.example.com/oauth/2.1", LogLevel: slog.LevelInfo,
+		L1MaxEntries: 100000, Issuer: "https://auth.example.com/oauth/2.1", Logging: envconf.Logging{LogLevel: slog.LevelInfo},
 	}
 	if diff := cmp.Diff(want, c, cmpopts.IgnoreFields(Config{}, "ScopeHierarchy")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -71,6 +73,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"no auth URL", "PROPELAUTH_AUTH_URL", "", "PROPELAUTH_AUTH_URL"},
 		{"auth URL relative", "PROPELAUTH_AUTH_URL", "/auth", "PROPELAUTH_AUTH_URL"},
 		{"auth URL with credentials", "PROPELAUTH_AUTH_URL", "https://u:p@auth", "PROPELAUTH_AUTH_URL"},
+		{"auth URL with a query", "PROPELAUTH_AUTH_URL", "https://auth.example.com?x=1", "PROPELAUTH_AUTH_URL"},
 		{"introspection URL", "INTROSPECTION_URL", "ftp://x", "INTROSPECTION_URL"},
 		{"client id", "REQUEST_VALIDATION_CLIENT_ID", "", "REQUEST_VALIDATION_CLIENT_ID"},
 		{"client secret", "REQUEST_VALIDATION_CLIENT_SECRET", "", "REQUEST_VALIDATION_CLIENT_SECRET"},
@@ -97,6 +100,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{"l1", "L1_MAX_ENTRIES", "lots", "L1_MAX_ENTRIES"},
 		{"issuer", "AUTHORIZATION_SERVER", "not a url", "AUTHORIZATION_SERVER"},
 		{"log level", "LOG_LEVEL", "chatty", "LOG_LEVEL"},
+		{"allow-list without TLS", "AUTHZ_GETUSER_CALLERS", "reporting", "AUTHZ_GETUSER_CALLERS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -261,13 +261,7 @@ func TestWaiterGivesUp(t *testing.T) {
 
 func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 2*time.Second, "the condition", cond)
 }
 
 func TestL2(t *testing.T) {
@@ -311,6 +305,9 @@ func TestL2(t *testing.T) {
 // realistic PropelAuth introspection results through the real insertion path. The
 // target is under 1 KiB per token.
 func TestL1BytesPerToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills the cache with 100,000 tokens: go test without -short runs it")
+	}
 	perToken := measureL1(t, 100_000)
 	t.Logf("L1: %.0f bytes per cached token", perToken)
 	if perToken >= 1024 {

@@ -1,7 +1,7 @@
 // Command devauth is a local OAuth 2.1 authorization server that speaks
 // PropelAuth's MCP endpoints and wire formats, so authz and mcp-gateway run
 // and are tested against it without a PropelAuth account. Point
-// PROPELAUTH_AUTH_URL at it. Run with -list-env to see the variables it reads.
+// PROPELAUTH_AUTH_URL at it. Run with -h to see the variables it reads.
 //
 // The settings of PropelAuth's MCP dashboard page (allowed redirect URIs,
 // scopes, DCR, OAuth clients) come from the YAML file DEVAUTH_CONFIG_FILE
@@ -17,79 +17,54 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
+	"github.com/mcpauthz/mcpauthz/internal/service"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/server"
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/store"
-	"github.com/mcpauthz/mcpauthz/services/devauth/internal/users"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "devauth:", err)
-		os.Exit(1)
-	}
+var devauth = service.Service[config.Config]{
+	Name:    "devauth",
+	Summary: "devauth is a local OAuth 2.1 authorization server that speaks PropelAuth's MCP endpoints and wire formats, so authz and mcp-gateway run and are tested without a PropelAuth account.",
+	Load:    config.Load,
+	Flags:   flags,
+	Serve:   serve,
 }
+
+func main() { service.Main(devauth) }
 
 // shutdownTimeout bounds graceful shutdown; requests held by fault injection
 // are released at once, so this only waits for ordinary requests.
 const shutdownTimeout = 10 * time.Second
 
-// run starts devauth and blocks until ctx is done or the server fails. It
-// builds its own logger because LOG_LEVEL is part of the configuration it
-// validates. Every error it returns is meant to be printed as one line.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("devauth", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listEnv := fs.Bool("list-env", false, "print the environment variables devauth reads, one per line, and exit")
-	healthcheck := fs.String("healthcheck", "", "GET `URL` and exit 0 if it answers 200, 1 otherwise (for container healthchecks)")
+// flags adds -print-mcp-json and -client, which print Cursor's mcp.json
+// instead of serving.
+func flags(fs *flag.FlagSet) func(context.Context, config.Config, io.Writer) (bool, error) {
 	printMCPJSON := fs.String("print-mcp-json", "", "print Cursor's mcp.json for a pre-registered client and the MCP server at `URL`, and exit")
 	clientID := fs.String("client", "", "with -print-mcp-json: the client `ID` (default: the first in the configuration)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if *healthcheck != "" {
-		return healthprobe.Probe(ctx, *healthcheck)
-	}
-	if *listEnv {
-		for _, name := range config.EnvNames() {
-			fmt.Fprintln(stdout, name)
+	return func(_ context.Context, cfg config.Config, stdout io.Writer) (bool, error) {
+		if *printMCPJSON == "" {
+			return false, nil
 		}
-		return nil
-	}
-
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
-	}
-	if *printMCPJSON != "" {
 		out, err := cursorMCPJSON(cfg.MCP.Clients, *clientID, *printMCPJSON)
 		if err != nil {
-			return err
+			return true, err
 		}
 		_, err = stdout.Write(out)
-		return err
+		return true, err
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+}
 
-	dir := users.Seed()
+// serve starts devauth on DEVAUTH_LISTEN and serves until ctx is done.
+func serve(ctx context.Context, cfg config.Config, env service.Env) error {
+	logger := env.Logger
+	dir := cfg.Users
 	opts := server.Options{
 		// Off by default: with it, anyone who can reach /authorize makes
 		// devauth fetch from its own machine. Tests turn it on to serve Client
@@ -100,20 +75,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if cfg.UsersFile != "" {
 		opts.LoginHint = ""
-		if dir, err = users.LoadFile(cfg.UsersFile); err != nil {
-			return fmt.Errorf("invalid configuration: %s: %w", config.EnvUsersFile, err)
-		}
-	}
-	if cfg.AutoApprove != "" {
-		if _, ok := dir.ByEmail(cfg.AutoApprove); !ok {
-			return fmt.Errorf("invalid configuration: %s: no user with email %q", config.EnvAutoApprove, cfg.AutoApprove)
-		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := env.Listen(ctx, "DEVAUTH_LISTEN", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("%s: %w", config.EnvListen, err)
+		return err
 	}
+	// With PROPELAUTH_AUTH_URL unset, the issuer names the port bound.
+	cfg.Bound(ln.Addr())
 	srv := server.New(cfg, dir, logger, opts)
 	httpSrv := srv.HTTPServer(logger)
 
@@ -121,8 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopSweep()
 	go srv.Store.Run(sweepCtx, 30*time.Second)
 
-	logger.Info("devauth starting", "addr", ln.Addr().String(), "issuer", cfg.Issuer(),
-		"users", dir.Len(), "config", cfg)
+	logger.Info("devauth serving", "addr", ln.Addr().String(), "issuer", cfg.Issuer(), "users", dir.Len())
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
@@ -143,7 +111,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving http: %w", err)
 	}
-	logger.Info("devauth stopped")
 	return nil
 }
 
@@ -157,7 +124,7 @@ func cursorMCPJSON(clients []config.Client, id, mcpURL string) ([]byte, error) {
 		return nil, fmt.Errorf("-print-mcp-json %q: not an http(s) URL", mcpURL)
 	}
 	if len(clients) == 0 {
-		return nil, fmt.Errorf("-print-mcp-json: no pre-registered client (mcp.clients in %s)", config.EnvConfigFile)
+		return nil, errors.New("-print-mcp-json: no pre-registered client (mcp.clients in DEVAUTH_CONFIG_FILE)")
 	}
 	c := clients[0]
 	if id != "" {

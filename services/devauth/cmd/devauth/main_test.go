@@ -30,24 +30,39 @@ const (
 	testRVSecret = "binary-test-rv-secret"
 )
 
+// baseEnv is devauth's environment listening on addr; on port 0 it leaves
+// PROPELAUTH_AUTH_URL unset, to follow the port bound.
 func baseEnv(addr string) []string {
-	return []string{
-		"DEVAUTH_LISTEN=" + addr,
-		"PROPELAUTH_AUTH_URL=http://" + addr,
-		"REQUEST_VALIDATION_CLIENT_ID=rv",
-		"REQUEST_VALIDATION_CLIENT_SECRET=" + testRVSecret,
-		"PROPELAUTH_API_KEY=" + testAPIKey,
-		"DEVAUTH_TEST_API=true",
+	env := []string{"DEVAUTH_LISTEN=" + addr}
+	if !strings.HasSuffix(addr, ":0") {
+		env = append(env, "PROPELAUTH_AUTH_URL=http://"+addr)
 	}
+	return append(env,
+		"REQUEST_VALIDATION_CLIENT_ID=rv",
+		"REQUEST_VALIDATION_CLIENT_SECRET="+testRVSecret,
+		"PROPELAUTH_API_KEY="+testAPIKey,
+		"DEVAUTH_TEST_API=true",
+	)
+}
+
+// startDevauth starts the binary on port 0 with env and returns it and the
+// address it bound.
+func startDevauth(t *testing.T, env ...string) (*testenv.Process, string) {
+	t.Helper()
+	p := testenv.StartProcess(t, "devauth", testenv.Binary(t, "devauth"), testenv.ProcessOptions{
+		Env: append(baseEnv("127.0.0.1:0"), env...), ReadyListener: "DEVAUTH_LISTEN", ReadyPath: "/healthz",
+	})
+	addr, err := p.Listening(t.Context(), "DEVAUTH_LISTEN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, addr
 }
 
 func TestBinaryServesAndStopsGracefully(t *testing.T) {
 	t.Parallel()
-	bin := testenv.Binary(t, "devauth")
-	addr := testenv.FreeAddr(t)
-	p := testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
-		Env: baseEnv(addr), ReadyURL: "http://" + addr + "/healthz",
-	})
+	p, addr := startDevauth(t)
+	_, port, _ := net.SplitHostPort(addr)
 
 	resp, err := http.Get("http://" + addr + "/.well-known/oauth-authorization-server/oauth/2.1")
 	if err != nil {
@@ -56,8 +71,9 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 	var md map[string]any
 	err = json.NewDecoder(resp.Body).Decode(&md)
 	resp.Body.Close()
-	if err != nil || md["issuer"] != "http://"+addr+"/oauth/2.1" {
-		t.Errorf("metadata issuer = %v (%v)", md["issuer"], err)
+	// PROPELAUTH_AUTH_URL is unset: the issuer names the port bound.
+	if want := "http://localhost:" + port + "/oauth/2.1"; err != nil || md["issuer"] != want {
+		t.Errorf("metadata issuer = %v (%v), want %s", md["issuer"], err, want)
 	}
 	req, _ := http.NewRequest("POST", "http://"+addr+"/dev/tokens", strings.NewReader(`{"email":"alice@example.com"}`))
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
@@ -95,7 +111,7 @@ func TestBinaryServesAndStopsGracefully(t *testing.T) {
 		t.Error("the hung request got an answer; want the connection dropped")
 	}
 	out := p.Output()
-	for _, want := range []string{`"msg":"devauth starting"`, `"msg":"devauth stopped"`, `"REQUEST_VALIDATION_CLIENT_SECRET":"***"`} {
+	for _, want := range []string{`"msg":"starting devauth"`, `"msg":"devauth serving"`, `"msg":"stopped"`, `"REQUEST_VALIDATION_CLIENT_SECRET":"<set>"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}
@@ -153,22 +169,23 @@ func TestBinaryBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name    string
-		env     []string
-		wantVar string
+		name       string
+		env        []string
+		wantVar    string
+		afterStart bool
 	}{
-		{"missing api key", without("PROPELAUTH_API_KEY"), "PROPELAUTH_API_KEY"},
-		{"missing rv secret", without("REQUEST_VALIDATION_CLIENT_SECRET"), "REQUEST_VALIDATION_CLIENT_SECRET"},
-		{"bad ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_TOKEN_TTL=soon"), "DEVAUTH_TOKEN_TTL"},
-		{"bad client ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CLIENT_TTL=10s"), "DEVAUTH_CLIENT_TTL"},
-		{"bad cimd switch", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CIMD_ALLOW_LOOPBACK=maybe"), "DEVAUTH_CIMD_ALLOW_LOOPBACK"},
-		{"bad url", append(baseEnv("127.0.0.1:0"), "PROPELAUTH_AUTH_URL=localhost"), "PROPELAUTH_AUTH_URL"},
-		{"unknown auto-approve user", append(baseEnv("127.0.0.1:0"), "DEVAUTH_AUTO_APPROVE=eve@example.com"), "DEVAUTH_AUTO_APPROVE"},
-		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE"},
-		{"missing users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE=/nonexistent/users.json"), "DEVAUTH_USERS_FILE"},
-		{"busy port", append(without("DEVAUTH_LISTEN"), "DEVAUTH_LISTEN="+busy.Addr().String()), "DEVAUTH_LISTEN"},
-		{"bad config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE="+badConfig), "DEVAUTH_CONFIG_FILE"},
-		{"missing config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE=/nonexistent/devauth.yaml"), "DEVAUTH_CONFIG_FILE"},
+		{"missing api key", without("PROPELAUTH_API_KEY"), "PROPELAUTH_API_KEY", false},
+		{"missing rv secret", without("REQUEST_VALIDATION_CLIENT_SECRET"), "REQUEST_VALIDATION_CLIENT_SECRET", false},
+		{"bad ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_TOKEN_TTL=soon"), "DEVAUTH_TOKEN_TTL", false},
+		{"bad client ttl", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CLIENT_TTL=10s"), "DEVAUTH_CLIENT_TTL", false},
+		{"bad cimd switch", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CIMD_ALLOW_LOOPBACK=maybe"), "DEVAUTH_CIMD_ALLOW_LOOPBACK", false},
+		{"bad url", append(baseEnv("127.0.0.1:0"), "PROPELAUTH_AUTH_URL=localhost"), "PROPELAUTH_AUTH_URL", false},
+		{"unknown auto-approve user", append(baseEnv("127.0.0.1:0"), "DEVAUTH_AUTO_APPROVE=eve@example.com"), "DEVAUTH_AUTO_APPROVE", false},
+		{"bad users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE="+usersFile), "DEVAUTH_USERS_FILE", false},
+		{"missing users file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_USERS_FILE=/nonexistent/users.json"), "DEVAUTH_USERS_FILE", false},
+		{"busy port", append(without("DEVAUTH_LISTEN"), "DEVAUTH_LISTEN="+busy.Addr().String()), "DEVAUTH_LISTEN", true},
+		{"bad config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE="+badConfig), "DEVAUTH_CONFIG_FILE", false},
+		{"missing config file", append(baseEnv("127.0.0.1:0"), "DEVAUTH_CONFIG_FILE=/nonexistent/devauth.yaml"), "DEVAUTH_CONFIG_FILE", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,9 +196,17 @@ func TestBinaryBadConfig(t *testing.T) {
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Fatalf("exit = %v, want status 1", err)
 			}
-			out := strings.TrimSpace(p.Output())
-			if strings.Count(out, "\n") != 0 || !strings.Contains(out, tt.wantVar) || !strings.HasPrefix(out, "devauth: ") {
-				t.Errorf("output is not one line naming %s:\n%s", tt.wantVar, out)
+			// A bad value stops devauth before it logs anything; a port
+			// that turns out busy, after the start line.
+			lines := strings.Split(strings.TrimSpace(p.Output()), "\n")
+			last := lines[len(lines)-1]
+			if !strings.Contains(last, tt.wantVar) || !strings.HasPrefix(last, "devauth: ") || (len(lines) > 1) != tt.afterStart {
+				t.Errorf("output does not end with one line naming %s (after the start line: %v):\n%s", tt.wantVar, tt.afterStart, p.Output())
+			}
+			for _, l := range lines[:len(lines)-1] {
+				if !json.Valid([]byte(l)) {
+					t.Errorf("line %q before the error is not a JSON log line", l)
+				}
 			}
 		})
 	}
@@ -210,16 +235,11 @@ func TestBinaryListEnv(t *testing.T) {
 
 func TestBinaryUsersFileAndAutoApprove(t *testing.T) {
 	t.Parallel()
-	bin := testenv.Binary(t, "devauth")
-	addr := testenv.FreeAddr(t)
 	usersFile := filepath.Join(t.TempDir(), "users.json")
 	if err := os.WriteFile(usersFile, []byte(`{"users":[{"user_id":"carol-1","email":"carol@example.com","password":"pw","first_name":"Carol"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
-		Env:      append(baseEnv(addr), "DEVAUTH_USERS_FILE="+usersFile, "DEVAUTH_AUTO_APPROVE=carol@example.com"),
-		ReadyURL: "http://" + addr + "/healthz",
-	})
+	_, addr := startDevauth(t, "DEVAUTH_USERS_FILE="+usersFile, "DEVAUTH_AUTO_APPROVE=carol@example.com")
 	req, _ := http.NewRequest("GET", "http://"+addr+"/api/backend/v1/user/carol-1", nil)
 	req.Header.Set("Authorization", "Bearer "+testAPIKey)
 	resp, err := http.DefaultClient.Do(req)
@@ -245,7 +265,6 @@ func TestBinaryUsersFileAndAutoApprove(t *testing.T) {
 // from a loopback address only with DEVAUTH_CIMD_ALLOW_LOOPBACK=true.
 func TestBinaryCIMDLoopbackSwitch(t *testing.T) {
 	t.Parallel()
-	bin := testenv.Binary(t, "devauth")
 	var fetches atomic.Int64
 	host := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
@@ -275,10 +294,7 @@ func TestBinaryCIMDLoopbackSwitch(t *testing.T) {
 		{"default: refused", nil, http.StatusBadRequest},
 		{"switched on", []string{"DEVAUTH_CIMD_ALLOW_LOOPBACK=true"}, http.StatusOK},
 	} {
-		addr := testenv.FreeAddr(t)
-		testenv.StartProcess(t, "devauth", bin, testenv.ProcessOptions{
-			Env: append(baseEnv(addr), tc.env...), ReadyURL: "http://" + addr + "/healthz",
-		})
+		_, addr := startDevauth(t, tc.env...)
 		before := fetches.Load()
 		status, body := authorize(addr)
 		if status != tc.status {

@@ -17,9 +17,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/devauth/internal/redirects"
 )
 
-// EnvConfigFile names the YAML file with devauth's MCP settings (see [MCP]).
-const EnvConfigFile = "DEVAUTH_CONFIG_FILE"
-
 // MCP holds the settings of PropelAuth's MCP dashboard page, one field per
 // dashboard section. They come from the file named by DEVAUTH_CONFIG_FILE
 // (devauth.example.yaml documents it); a section the file leaves out, or no
@@ -214,7 +211,7 @@ func ParseMCP(data []byte, envScopes []string, getenv func(string) string) (MCP,
 	var desc map[string]string
 	if fm.Scopes != nil {
 		if envScopes != nil {
-			return MCP{}, nil, fmt.Errorf("mcp.scopes: %s is set too; keep one of them", EnvScopes)
+			return MCP{}, nil, errors.New("mcp.scopes: DEVAUTH_SCOPES is set too; keep one of them")
 		}
 		var err error
 		if list, desc, err = parseScopes(fm.Scopes); err != nil {

@@ -187,7 +187,7 @@ func TestLoadConfigFile(t *testing.T) {
 		return p
 	}
 	good := write("good.yaml", "mcp: {dcr: false, clients: [{client_id: c, type: confidential, client_secret: \"${C_SECRET}\", redirect_uris: [cursor]}]}")
-	c, err := Load(env(with(EnvConfigFile, good, "C_SECRET", "s3cret-value")))
+	c, err := Load(env(with("DEVAUTH_CONFIG_FILE", good, "C_SECRET", "s3cret-value")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,13 +207,13 @@ func TestLoadConfigFile(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load(env(with(EnvConfigFile, tc.file)))
+			_, err := Load(env(with("DEVAUTH_CONFIG_FILE", tc.file)))
 			var ce *Error
-			if !errors.As(err, &ce) || ce.Var != EnvConfigFile {
-				t.Fatalf("err = %v, want an *Error naming %s", err, EnvConfigFile)
+			if !errors.As(err, &ce) || ce.Var != "DEVAUTH_CONFIG_FILE" {
+				t.Fatalf("err = %v, want an *Error naming %s", err, "DEVAUTH_CONFIG_FILE")
 			}
-			if msg := err.Error(); !strings.HasPrefix(msg, EnvConfigFile+": "+tc.file+": ") || !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
-				t.Errorf("error %q is not one line naming %s, the file and %q", msg, EnvConfigFile, tc.want)
+			if msg := err.Error(); !strings.HasPrefix(msg, "DEVAUTH_CONFIG_FILE"+": "+tc.file+": ") || !strings.Contains(msg, tc.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q is not one line naming %s, the file and %q", msg, "DEVAUTH_CONFIG_FILE", tc.want)
 			}
 		})
 	}

@@ -67,12 +67,12 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	base := "http://" + ts.Listener.Addr().String()
 	cfg, err := config.Load(func(k string) string {
 		return map[string]string{
-			config.EnvAuthURL:          base,
-			config.EnvValidationID:     rvID,
-			config.EnvValidationSecret: rvSecret,
-			config.EnvAPIKey:           apiKey,
-			config.EnvTestAPI:          "true",
-			config.EnvLogLevel:         "debug",
+			"PROPELAUTH_AUTH_URL":              base,
+			"REQUEST_VALIDATION_CLIENT_ID":     rvID,
+			"REQUEST_VALIDATION_CLIENT_SECRET": rvSecret,
+			"PROPELAUTH_API_KEY":               apiKey,
+			"DEVAUTH_TEST_API":                 "true",
+			"LOG_LEVEL":                        "debug",
 		}[k]
 	})
 	if err != nil {

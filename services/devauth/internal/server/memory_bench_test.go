@@ -29,8 +29,8 @@ func benchServer(b *testing.B) *server.Server {
 	b.Helper()
 	cfg, err := config.Load(func(k string) string {
 		return map[string]string{
-			config.EnvAuthURL: "http://127.0.0.1:9000", config.EnvValidationID: rvID,
-			config.EnvValidationSecret: rvSecret, config.EnvAPIKey: apiKey,
+			"PROPELAUTH_AUTH_URL": "http://127.0.0.1:9000", "REQUEST_VALIDATION_CLIENT_ID": rvID,
+			"REQUEST_VALIDATION_CLIENT_SECRET": rvSecret, "PROPELAUTH_API_KEY": apiKey,
 		}[k]
 	})
 	if err != nil {

@@ -16,6 +16,9 @@ import (
 // never push out a signed-in user's session: alice, signed in before the
 // flood, is still taken straight to consent after it.
 func TestAnonymousFloodKeepsSignedInSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods the server: go test without -short runs it")
+	}
 	t.Parallel()
 	e := newEnv(t)
 	const redirect = "http://localhost:5555/cb"

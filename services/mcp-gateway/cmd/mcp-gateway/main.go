@@ -1,28 +1,24 @@
 // Command mcp-gateway is the OAuth-protected MCP server: it serves MCP over
 // streamable HTTP at /mcp and asks the authz service to authorize every request.
-// Configuration comes from the environment; run with -list-env to see which
-// variables it reads.
+// Configuration comes from the environment; run with -h to see every variable
+// it reads.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/mcpauthz/mcpauthz/internal/healthprobe"
 	"github.com/mcpauthz/mcpauthz/internal/redisconn"
+	"github.com/mcpauthz/mcpauthz/internal/service"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
@@ -40,53 +36,55 @@ const drainTimeout = 8 * time.Second
 // once the public one has drained: its requests (a scrape, a probe) are short.
 const opsDrainTimeout = time.Second
 
-func main() {
-	if os.Getenv(config.EnvGOGC) == "" {
-		debug.SetGCPercent(config.DefaultGOGC)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	level := new(slog.LevelVar)
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(ctx, logger, level, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "mcp-gateway: %v\n", err)
-		os.Exit(1)
-	}
+var gatewayService = service.Service[config.Config]{
+	Name:    "mcp-gateway",
+	Summary: "mcp-gateway is the OAuth-protected MCP server: it serves MCP over streamable HTTP at /mcp and asks the authz service to authorize every request.",
+	Load:    config.Load,
+	Serve:   serve,
 }
 
-func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("mcp-gateway", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	listEnv := fs.Bool("list-env", false, "print every environment variable mcp-gateway reads, one per line, and exit")
-	healthcheck := fs.String("healthcheck", "", "GET `URL` and exit 0 if it answers 200, 1 otherwise (for container healthchecks)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q; configuration comes from the environment (see -list-env)", fs.Args())
-	}
-	if *listEnv {
-		_, err := fmt.Fprintln(stdout, strings.Join(config.EnvNames(), "\n"))
-		return err
-	}
-	if *healthcheck != "" {
-		return healthprobe.Probe(ctx, *healthcheck)
-	}
+func main() { service.Main(gatewayService) }
 
-	cfg, err := config.Load(getenv)
-	if err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
+// serve listens on MCP_LISTEN (and MCP_METRICS_LISTEN), builds the gateway
+// and serves until ctx is done.
+func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) {
+	// The runtime applies a GOGC that is set; unset, the declared default
+	// replaces Go's 100.
+	if strings.TrimSpace(env.Getenv("GOGC")) == "" {
+		if n, err := strconv.Atoi(cfg.GOGC); err == nil {
+			debug.SetGCPercent(n)
+		}
 	}
-	level.Set(cfg.LogLevel)
-	logger.Info("starting mcp-gateway", "config", cfg)
+	logger := env.Logger
+	ln, err := env.Listen(ctx, "MCP_LISTEN", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	var opsLn net.Listener
+	opsAddr := ln.Addr().String()
+	if cfg.OneListener() {
+		logger.Info("listening", "listener", "MCP_METRICS_LISTEN", "addr", opsAddr)
+	} else if opsLn, err = env.Listen(ctx, "MCP_METRICS_LISTEN", cfg.MetricsListen); err != nil {
+		ln.Close()
+		return err
+	} else {
+		opsAddr = opsLn.Addr().String()
+	}
+	defer func() {
+		if err != nil { // serve closes them otherwise
+			ln.Close()
+			if opsLn != nil {
+				opsLn.Close()
+			}
+		}
+	}()
+	// With MCP_SERVER_URL unset, the resource names the port bound.
+	cfg.Bound(ln.Addr())
 
 	m := metrics.New()
 	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
-		return fmt.Errorf("invalid configuration: %s: %w", config.EnvAuthzAddr, err)
+		return fmt.Errorf("invalid configuration: AUTHZ_ADDR: %w", err)
 	}
 	defer authz.Close()
 
@@ -94,7 +92,7 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	if cfg.RateLimit.Enabled() {
 		redis.SetLogger(redisconn.DriverLogger(logger))
 		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
-			return fmt.Errorf("invalid configuration: %s: %w", config.EnvRateLimit, err)
+			return fmt.Errorf("invalid configuration: RATE_LIMIT: %w", err)
 		}
 		defer limiter.Close()
 	}
@@ -110,36 +108,19 @@ func run(ctx context.Context, logger *slog.Logger, level *slog.LevelVar, args []
 	watched := make(chan struct{})
 	go func() { defer close(watched); gw.Watch(watchCtx) }()
 	defer func() { stopWatch(); <-watched }()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("%s: listening on %s: %w", config.EnvListen, cfg.Listen, err)
-	}
-	ln = gateway.LimitConnections(ln, cfg.MaxConnections)
-	var opsLn net.Listener
-	opsAddr := ln.Addr().String()
-	if !cfg.OneListener() {
-		if opsLn, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			ln.Close()
-			return fmt.Errorf("%s: listening on %s: %w", config.EnvMetricsListen, cfg.MetricsListen, err)
-		}
-		opsAddr = opsLn.Addr().String()
-	}
+	served := gateway.LimitConnections(ln, cfg.MaxConnections)
 	logger.Info("serving MCP", "addr", ln.Addr().String(), "metrics_addr", opsAddr, "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
 		"authz_tls", cfg.AuthzTLS != nil, "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
-	if err := serve(ctx, logger, gw, ln, opsLn); err != nil {
-		return err
-	}
-	logger.Info("stopped")
-	return nil
+	return serveListeners(ctx, logger, gw, served, opsLn)
 }
 
-// serve serves gw's public routes on ln and its operational routes on opsLn
-// (with opsLn nil, both on ln) until ctx is done. Then the public listener
-// closes and drains its requests while the operational one still answers
-// /metrics and /readyz, so the drain can be watched; it stops, with its own
-// short drain, once the public one has. Either server failing stops the other.
-// It returns the servers' errors, joined.
-func serve(ctx context.Context, logger *slog.Logger, gw *gateway.Gateway, ln, opsLn net.Listener) error {
+// serveListeners serves gw's public routes on ln and its operational routes
+// on opsLn (with opsLn nil, both on ln) until ctx is done. Then the public
+// listener closes and drains its requests while the operational one still
+// answers /metrics and /readyz, so the drain can be watched; it stops, with
+// its own short drain, once the public one has. Either server failing stops
+// the other. It returns the servers' errors, joined.
+func serveListeners(ctx context.Context, logger *slog.Logger, gw *gateway.Gateway, ln, opsLn net.Listener) error {
 	if opsLn == nil {
 		return gateway.Serve(ctx, ln, gw.OneHandler(), logger, drainTimeout)
 	}
@@ -149,11 +130,11 @@ func serve(ctx context.Context, logger *slog.Logger, gw *gateway.Gateway, ln, op
 	defer stopOps()
 	opsDone := make(chan error, 1)
 	go func() {
-		err := gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger.With("listener", config.EnvMetricsListen), opsDrainTimeout)
+		err := gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger.With("listener", "MCP_METRICS_LISTEN"), opsDrainTimeout)
 		stopPublic() // a failed operational listener takes the public one down
 		opsDone <- err
 	}()
-	err := gateway.Serve(publicCtx, ln, gw, logger.With("listener", config.EnvListen), drainTimeout)
+	err := gateway.Serve(publicCtx, ln, gw, logger.With("listener", "MCP_LISTEN"), drainTimeout)
 	stopOps()
 	return errors.Join(err, <-opsDone)
 }

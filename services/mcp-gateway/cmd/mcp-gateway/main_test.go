@@ -115,16 +115,16 @@ func TestBadConfiguration(t *testing.T) {
 // it serves, then sends SIGTERM while a request is in flight: the request
 // completes and the process exits 0.
 func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drains a slow request at SIGTERM: go test without -short runs it")
+	}
 	t.Parallel()
 	d := stacktest.NewDevauth(t)
 	az := stacktest.NewAuthz(t, d, "")
-	addr, opsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	url, opsURL := "http://"+addr, "http://"+opsAddr
 	p := testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
 		Env: []string{
-			"MCP_LISTEN=" + addr,
-			"MCP_METRICS_LISTEN=" + opsAddr,
-			"MCP_SERVER_URL=" + url,
+			"MCP_LISTEN=127.0.0.1:0",
+			"MCP_METRICS_LISTEN=127.0.0.1:0",
 			"AUTHZ_ADDR=" + az.Addr,
 			"PROPELAUTH_AUTH_URL=" + d.URL,
 			"LOG_LEVEL=debug",
@@ -133,8 +133,16 @@ func TestBinary(t *testing.T) {
 			// The watcher of the decision cache must not hold up shutdown.
 			"DECISION_CACHE_TTL=5s",
 		},
-		ReadyURL: url + "/healthz",
+		ReadyListener: "MCP_LISTEN", ReadyPath: "/healthz",
 	})
+	addr, opsAddr := listening(t, p, "MCP_LISTEN"), listening(t, p, "MCP_METRICS_LISTEN")
+	url, opsURL := "http://"+addr, "http://"+opsAddr
+	// MCP_SERVER_URL is unset: the resource names the port bound.
+	resource := "http://localhost:" + port(addr) + "/mcp"
+	var prm struct{ Resource string }
+	if err := json.Unmarshal([]byte(fetchBody(t, url+"/.well-known/oauth-protected-resource/mcp")), &prm); err != nil || prm.Resource != resource {
+		t.Errorf("resource %q (%v), want %q", prm.Resource, err, resource)
+	}
 	for _, tt := range []struct {
 		url  string
 		want int
@@ -173,7 +181,7 @@ func TestBinary(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	token := d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"read:user_data"}, Resource: url + "/mcp"})
+	token := d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{"read:user_data"}, Resource: resource})
 	d.Fault(t, "ok", 2000) // slow introspection: the next request stays in flight
 	done := make(chan int, 1)
 	go func() {
@@ -251,6 +259,21 @@ func TestBinary(t *testing.T) {
 	}
 }
 
+// listening returns the address p logged it listens on for listener.
+func listening(t *testing.T, p *testenv.Process, listener string) string {
+	t.Helper()
+	addr, err := p.Listening(t.Context(), listener)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
 func fetchBody(t *testing.T, url string) string {
 	t.Helper()
 	res, err := http.Get(url)
@@ -275,25 +298,22 @@ func TestGOGCDefault(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"unset", nil, fmt.Sprint(config.DefaultGOGC)},
+		{"unset", nil, config.Defaults().GOGC},
 		{"set", []string{"GOGC=150"}, "150"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			addr, opsAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
-			url := "http://" + addr
-			testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+			p := testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
 				Env: append([]string{
-					"MCP_LISTEN=" + addr,
-					"MCP_METRICS_LISTEN=" + opsAddr,
-					"MCP_SERVER_URL=" + url,
-					"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /metrics does not need authz
-					"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
+					"MCP_LISTEN=127.0.0.1:0",
+					"MCP_METRICS_LISTEN=127.0.0.1:0",
+					"AUTHZ_ADDR=127.0.0.1:9", // nobody: /metrics does not need authz
+					"PROPELAUTH_AUTH_URL=http://127.0.0.1:9",
 				}, tt.env...),
-				ReadyURL: "http://" + opsAddr + "/healthz",
+				ReadyListener: "MCP_METRICS_LISTEN", ReadyPath: "/healthz",
 			})
-			body := fetchBody(t, "http://"+opsAddr+"/metrics")
+			body := fetchBody(t, "http://"+listening(t, p, "MCP_METRICS_LISTEN")+"/metrics")
 			if want := "\ngo_gc_gogc_percent " + tt.want + "\n"; !strings.Contains(body, want) {
 				i := strings.Index(body, "\ngo_gc_gogc_percent")
 				t.Errorf("/metrics lacks %q; has %q", strings.TrimSpace(want), body[max(i, 0):min(max(i, 0)+40, len(body))])
@@ -307,6 +327,7 @@ func TestGOGCDefault(t *testing.T) {
 // before the operational ones had a port of their own.
 func TestOneListener(t *testing.T) {
 	t.Parallel()
+	// A port of its own: equal addresses with port 0 are two listeners.
 	addr := testenv.FreeAddr(t)
 	url := "http://" + addr
 	testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
@@ -314,8 +335,8 @@ func TestOneListener(t *testing.T) {
 			"MCP_LISTEN=" + addr,
 			"MCP_METRICS_LISTEN=" + addr,
 			"MCP_SERVER_URL=" + url,
-			"AUTHZ_ADDR=" + testenv.FreeAddr(t), // nobody: /readyz answers 503
-			"PROPELAUTH_AUTH_URL=http://" + testenv.FreeAddr(t),
+			"AUTHZ_ADDR=127.0.0.1:9", // nobody: /readyz answers 503
+			"PROPELAUTH_AUTH_URL=http://127.0.0.1:9",
 		},
 		ReadyURL: url + "/healthz",
 	})

@@ -5,111 +5,57 @@ package config
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
-	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
+	"github.com/mcpauthz/mcpauthz/internal/envconf"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 )
 
-// Names of every environment variable the gateway reads.
-const (
-	EnvListen              = "MCP_LISTEN"
-	EnvMetricsListen       = "MCP_METRICS_LISTEN"
-	EnvServerURL           = "MCP_SERVER_URL"
-	EnvAuthzAddr           = "AUTHZ_ADDR"
-	EnvScopes              = "SCOPES"
-	EnvAuthorizationServer = "AUTHORIZATION_SERVER"
-	EnvASMetadataURL       = "AUTHORIZATION_SERVER_METADATA_URL"
-	EnvPropelAuthAuthURL   = "PROPELAUTH_AUTH_URL"
-	EnvAuthzTimeout        = "AUTHZ_TIMEOUT"
-	EnvAllowedOrigins      = "MCP_ALLOWED_ORIGINS"
-	EnvToolsListAll        = "TOOLS_LIST_ALL"
-	EnvLogLevel            = "LOG_LEVEL"
-	EnvAuthzTLSCA          = "AUTHZ_TLS_CA"
-	EnvAuthzTLSCert        = "AUTHZ_TLS_CERT"
-	EnvAuthzTLSKey         = "AUTHZ_TLS_KEY"
-	EnvAuthzTLSServerName  = "AUTHZ_TLS_SERVER_NAME"
-	EnvRedisURL            = "REDIS_URL"
-	EnvRateLimit           = "RATE_LIMIT"
-	EnvRateLimitBurst      = "RATE_LIMIT_BURST"
-	EnvDecisionCacheTTL    = "DECISION_CACHE_TTL"
-	EnvMaxInFlight         = "MCP_MAX_IN_FLIGHT"
-	EnvBodyTimeout         = "MCP_BODY_TIMEOUT"
-	EnvMaxConnections      = "MCP_MAX_CONNECTIONS"
-)
-
-// EnvGOGC is the Go runtime's garbage-collection target, read by the runtime
-// itself; main sets [DefaultGOGC] when it is unset.
-const EnvGOGC = "GOGC"
-
-// DefaultGOGC is the gateway's garbage-collection target when GOGC is unset,
-// instead of Go's 100. The go-sdk allocates about 0.5 MB per tools/call (a
-// 32 KiB read buffer for each JSON document it decodes) against a live heap
-// of about 1 MB, so with 100 the gateway collects every few requests and
-// spends about half its CPU in the collector; 400 raises the heap goal to
-// 16 MB or more and, on the reference machine, the gateway's throughput by
-// 1.5 to 1.9 times (BENCHMARKS.md).
-const DefaultGOGC = 400
-
-// EnvNames returns the name of every environment variable [Load] reads, sorted.
-func EnvNames() []string {
-	names := []string{
-		EnvListen, EnvMetricsListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
-		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
-		EnvAuthzTLSCA, EnvAuthzTLSCert, EnvAuthzTLSKey, EnvAuthzTLSServerName,
-		EnvRedisURL, EnvRateLimit, EnvRateLimitBurst, EnvDecisionCacheTTL, EnvGOGC,
-		EnvMaxInFlight, EnvBodyTimeout, EnvMaxConnections,
-	}
-	slices.Sort(names)
-	return names
-}
-
-// Config is the gateway's validated configuration.
+// Config is the gateway's validated configuration. Every variable is
+// declared once, as a tag on one of its fields (package envconf explains the
+// tags).
 type Config struct {
 	// Listen is the HTTP listen address (MCP_LISTEN): MCP, the metadata
 	// documents and /healthz.
-	Listen string
+	Listen string `env:"MCP_LISTEN" envDefault:":8000" check:"listen" desc:"HTTP listen address of /mcp, the metadata documents and /healthz"`
 	// MetricsListen is the operational HTTP listen address
 	// (MCP_METRICS_LISTEN): /metrics, /healthz and /readyz, kept off the
-	// public listener. Equal to Listen, one listener serves everything.
-	MetricsListen string
+	// public listener. Equal to Listen (with a port other than 0), one
+	// listener serves everything.
+	MetricsListen string `env:"MCP_METRICS_LISTEN" envDefault:":9092" check:"listen" desc:"HTTP listen address of /metrics, /healthz and /readyz, kept off the public one; equal to MCP_LISTEN (with a port other than 0), one listener serves everything"`
 	// ServerURL is the public origin of the gateway, without a trailing slash
-	// (MCP_SERVER_URL). The protected resource is ServerURL + "/mcp".
-	ServerURL string
+	// (MCP_SERVER_URL). The protected resource is ServerURL + "/mcp". Unset,
+	// it is http://localhost:<port of MCP_LISTEN>; with port 0 it stays empty
+	// until [Config.Bound] learns the port.
+	ServerURL string `env:"MCP_SERVER_URL" check:"origin" defaultText:"http://localhost:<bound port of MCP_LISTEN>" desc:"public base URL (scheme://host[:port]); the protected resource, and every token's audience, is {}/mcp"`
 	// AuthzAddr is the gRPC target of the authz service (AUTHZ_ADDR).
-	AuthzAddr string
+	AuthzAddr string `env:"AUTHZ_ADDR" envDefault:"localhost:50051" desc:"gRPC target of authz; dns:///authz:50051 balances over replicas"`
 	// Scopes are required for every MCP request (SCOPES).
-	Scopes []string
+	Scopes []string `env:"SCOPES" envDefault:"read:user_data" check:"scopes" desc:"scopes every MCP request needs (space- or comma-separated), advertised in the metadata; at most 64 together with the tools' own scopes, each at most 256 bytes (authz's limits)"`
+	// AuthURL is PROPELAUTH_AUTH_URL, which AuthorizationServer defaults to.
+	AuthURL string `env:"PROPELAUTH_AUTH_URL" check:"baseurl" desc:"Auth URL of the authorization server; the issuer is {}/oauth/2.1 (required unless AUTHORIZATION_SERVER is set)"`
 	// AuthorizationServer is the issuer advertised in the protected resource
 	// metadata (AUTHORIZATION_SERVER, default {PROPELAUTH_AUTH_URL}/oauth/2.1).
-	AuthorizationServer string
+	AuthorizationServer string `env:"AUTHORIZATION_SERVER" check:"baseurl" defaultText:"{PROPELAUTH_AUTH_URL}/oauth/2.1" desc:"issuer advertised in the protected resource metadata (compared byte for byte: a trailing slash counts)"`
 	// ASMetadataURL, when set, is the one URL the authorization server's metadata
 	// is fetched from (AUTHORIZATION_SERVER_METADATA_URL), for deployments where
 	// the issuer's public host is not reachable from the gateway (the compose demo:
 	// the issuer is http://localhost:9000/oauth/2.1, devauth is http://devauth:9000).
 	// The document's issuer must still equal AuthorizationServer.
-	ASMetadataURL string
+	ASMetadataURL string `env:"AUTHORIZATION_SERVER_METADATA_URL" check:"baseurl" defaultText:"derived from AUTHORIZATION_SERVER (RFC 8414, then OpenID discovery)" desc:"the one URL to fetch the authorization server's metadata from, when the issuer's host is not reachable from the gateway; its issuer must still match"`
 	// AuthzTimeout bounds every call to authz (AUTHZ_TIMEOUT).
-	AuthzTimeout time.Duration
+	AuthzTimeout time.Duration `env:"AUTHZ_TIMEOUT" envDefault:"2s" min:"1ms" max:"1m" desc:"deadline of one call to authz"`
 	// AllowedOrigins are browser origins allowed to call /mcp besides the server's
 	// own origin (MCP_ALLOWED_ORIGINS), normalised to scheme://host[:port].
-	AllowedOrigins []string
+	AllowedOrigins []string `env:"MCP_ALLOWED_ORIGINS" check:"origin" desc:"browser origins allowed to call /mcp besides MCP_SERVER_URL's (comma-separated)"`
 	// ToolsListAll makes tools/list show every tool, not only those the caller's
 	// token may call (TOOLS_LIST_ALL).
-	ToolsListAll bool
-	// LogLevel is the minimum level logged (LOG_LEVEL).
-	LogLevel slog.Level
+	ToolsListAll bool `env:"TOOLS_LIST_ALL" envDefault:"false" desc:"true: tools/list shows every tool, not only those the caller's scopes allow"`
+	envconf.Logging
 
 	// AuthzTLS secures the connection to authz, nil for plaintext. It is set
 	// when any AUTHZ_TLS_* variable is: AuthzTLSCA is the CA that signed
@@ -117,264 +63,153 @@ type Config struct {
 	// AuthzTLSKey the gateway's client certificate for mutual TLS, and
 	// AuthzTLSServerName the name to verify instead of AUTHZ_ADDR's host.
 	AuthzTLS           *tls.Config
-	AuthzTLSCA         string
-	AuthzTLSCert       string
-	AuthzTLSKey        string
-	AuthzTLSServerName string
+	AuthzTLSCA         string `env:"AUTHZ_TLS_CA" defaultText:"the system roots" desc:"PEM CA certificate(s) that signed authz's certificate; setting any AUTHZ_TLS_* makes the gateway dial authz over TLS"`
+	AuthzTLSCert       string `env:"AUTHZ_TLS_CERT" desc:"the gateway's PEM client certificate, for mutual TLS with authz"`
+	AuthzTLSKey        string `env:"AUTHZ_TLS_KEY" desc:"PEM private key of AUTHZ_TLS_CERT"`
+	AuthzTLSServerName string `env:"AUTHZ_TLS_SERVER_NAME" defaultText:"the host of AUTHZ_ADDR" desc:"name to verify in authz's certificate"`
 	// RedisURL is the rate limiter's shared store (REDIS_URL); unset, each
 	// replica limits on its own.
-	RedisURL string
-	// RateLimit is every principal's request budget (RATE_LIMIT and
-	// RATE_LIMIT_BURST); the zero Limit is off.
-	RateLimit ratelimit.Limit
+	RedisURL string `env:"REDIS_URL" check:"redisurl" desc:"Redis where every replica keeps its RATE_LIMIT state (used only with RATE_LIMIT); unset: each replica limits on its own"`
+	// RateLimitSpec and RateLimitBurst are RATE_LIMIT and RATE_LIMIT_BURST
+	// as set; RateLimit is every principal's request budget they make (the
+	// zero Limit is off).
+	RateLimitSpec  string `env:"RATE_LIMIT" defaultText:"off" desc:"per-principal request budget: 600/m, 10/s or 36000/h (a bare number is per minute); beyond it, 429 with Retry-After"`
+	RateLimitBurst int    `env:"RATE_LIMIT_BURST" min:"1" max:"1000000000" defaultText:"the count of RATE_LIMIT" desc:"requests a principal may send at once before the steady rate applies"`
+	RateLimit      ratelimit.Limit
 	// DecisionCacheTTL is how long an allowed decision may be reused without
 	// asking authz again (DECISION_CACHE_TTL); zero, the default, asks authz
-	// on every request. Package decisioncache explains what keeps revocation
-	// immediate.
-	DecisionCacheTTL time.Duration
+	// on every request. It is at most a minute: the cache is meant to absorb
+	// bursts of requests, and a revocation the authorization server makes
+	// without telling authz can take up to this much longer to apply.
+	// Package decisioncache explains what keeps revocation immediate.
+	DecisionCacheTTL time.Duration `env:"DECISION_CACHE_TTL" envDefault:"0s" min:"0s" max:"1m" desc:"keep each allowed decision up to this long (never past the token's exp), so authz is asked at most once per token and scopes per TTL; InvalidateToken still applies at once; 0: ask authz on every request"`
 
 	// MaxInFlight bounds the MCP requests served at once past the token
 	// check (MCP_MAX_IN_FLIGHT), a stream for as long as it is open; beyond
-	// it a request gets 503 before its body is read.
-	MaxInFlight int
-	// BodyTimeout bounds the time from a request's headers to the end of
-	// its body (MCP_BODY_TIMEOUT); a slower body gets 408.
-	BodyTimeout time.Duration
-	// MaxConnections bounds the connections open at once
-	// (MCP_MAX_CONNECTIONS); beyond it new connections wait in the kernel's
-	// accept queue. Zero leaves them unbounded.
-	MaxConnections int
-}
-
-// Defaults for unset variables.
-const (
-	DefaultListen        = ":8000"
-	DefaultMetricsListen = ":9092"
-	DefaultServerURL     = "http://localhost:8000"
-	DefaultAuthzAddr     = "localhost:50051"
-	DefaultScopes        = "read:user_data"
-	DefaultAuthzTimeout  = 2 * time.Second
-	// MaxDecisionCacheTTL bounds DECISION_CACHE_TTL: the cache is meant to
-	// absorb bursts of requests, and a revocation the authorization server
-	// makes without telling authz can take up to this much longer to apply.
-	MaxDecisionCacheTTL = time.Minute
-	// DefaultMaxInFlight is MCP_MAX_IN_FLIGHT's default. On the reference
-	// machine (2 cores) the gateway saturates near 5,000 requests/s with 32
-	// clients, and at 128 every further request only waits longer
-	// (BENCHMARKS.md); but a burst of 500 requests at once (the load tool's
-	// stampede: one new token's first uses) drains in about a tenth of a
-	// second and should not be refused. 512 lets that through and still
+	// it a request gets 503 before its body is read. The default, 512, lets
+	// a burst of 500 requests at once through (the load tool's stampede: one
+	// new token's first uses drain in about a tenth of a second) and still
 	// bounds what requests with a token that merely looks valid can make the
 	// gateway hold in body buffers: 512 × 1 MiB at most, and only for bytes
 	// actually sent within MCP_BODY_TIMEOUT.
-	DefaultMaxInFlight = 512
-	// DefaultBodyTimeout is MCP_BODY_TIMEOUT's default: an MCP client sends
-	// its body (under a megabyte, usually under a kilobyte) right after its
-	// headers, so ten seconds leaves ample room for a slow link while
-	// freeing what a stalled or trickling client holds six times sooner than
-	// the server's former 60 s read timeout.
-	DefaultBodyTimeout = 10 * time.Second
-	// DefaultMaxConnections is MCP_MAX_CONNECTIONS's default. Once requests
-	// without a token cost no body, what an attacker without one can still
-	// make the gateway hold is connections: about 14 KiB each while idle
-	// (kept alive for up to two minutes), about 60 KiB while trickling the
-	// largest headers allowed (for up to five seconds). 4,096 of those is at
-	// most about 240 MiB; it is also Linux's default accept queue
-	// (net.core.somaxconn), where further connections wait.
-	DefaultMaxConnections = 4096
+	MaxInFlight int `env:"MCP_MAX_IN_FLIGHT" envDefault:"512" min:"1" max:"1000000" desc:"MCP requests served at once past the token check; beyond it, a fast 503 with Retry-After before the body is read; requests without a usable token do not count"`
+	// BodyTimeout bounds the time from a request's headers to the end of
+	// its body (MCP_BODY_TIMEOUT); a slower body gets 408. An MCP client
+	// sends its body (under a megabyte, usually under a kilobyte) right
+	// after its headers, so the default of ten seconds leaves ample room for
+	// a slow link and frees what a stalled client holds.
+	BodyTimeout time.Duration `env:"MCP_BODY_TIMEOUT" envDefault:"10s" min:"1ms" max:"5m" desc:"time from a request's headers to the end of its body; a slower body gets 408 and its connection is closed"`
+	// MaxConnections bounds the connections open at once
+	// (MCP_MAX_CONNECTIONS); beyond it new connections wait in the kernel's
+	// accept queue. Zero leaves them unbounded. Once requests without a
+	// token cost no body, what an attacker without one can still make the
+	// gateway hold is connections, tens of KiB each; the default of 4,096 is
+	// also Linux's default accept queue (net.core.somaxconn).
+	MaxConnections int `env:"MCP_MAX_CONNECTIONS" envDefault:"4096" min:"0" max:"10000000" desc:"connections open at once; beyond it new ones wait in the kernel's accept queue until one closes; 0: no bound"`
+	// GOGC is the Go runtime's garbage-collection target, read by the
+	// runtime itself. When it is unset the gateway sets its declared default
+	// instead of Go's 100: the go-sdk allocates about 0.5 MB per tools/call
+	// against a small live heap, so with 100 the gateway collects every few
+	// requests and spends much of its CPU in the collector (BENCHMARKS.md).
+	GOGC string `env:"GOGC" envDefault:"400" desc:"the Go runtime's garbage-collection target; unset, the gateway uses 400 instead of Go's 100 (the go-sdk allocates about 0.5 MB per tool call); set GOMEMLIMIT or a lower GOGC to bound memory"`
+}
+
+// Defaults of variables that code elsewhere falls back on, from the
+// declarations above.
+var (
+	DefaultMaxInFlight = Defaults().MaxInFlight
+	DefaultBodyTimeout = Defaults().BodyTimeout
 )
+
+// Defaults returns the declared defaults of the variables, as an empty
+// environment sets them (before the rules of [Load] that involve several).
+func Defaults() Config {
+	var c Config
+	if err := envconf.Load(&c, func(string) string { return "" }); err != nil {
+		panic(err) // no variable is required, and defaults are checked
+	}
+	return c
+}
+
+// EnvNames returns the name of every environment variable [Load] reads, sorted.
+func EnvNames() []string { return envconf.Names(Config{}) }
 
 // Error is a configuration error for one variable. Its message starts with the
 // variable's name so the one line a failed start prints says what to fix.
-type Error struct {
-	Var string
-	Msg string
-}
-
-func (e *Error) Error() string { return e.Var + ": " + e.Msg }
-
-func errorf(name, format string, args ...any) error {
-	return &Error{Var: name, Msg: fmt.Sprintf(format, args...)}
-}
+type Error = envconf.Error
 
 // Load reads and validates the configuration using getenv (os.Getenv in
 // production). An invalid or missing value returns an *[Error] naming the variable.
 func Load(getenv func(string) string) (Config, error) {
-	get := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return def
-	}
 	var c Config
-	var err error
-
-	c.Listen = get(EnvListen, DefaultListen)
-	if _, port, perr := net.SplitHostPort(c.Listen); perr != nil || port == "" {
-		return c, errorf(EnvListen, "must be host:port or :port, got %q", c.Listen)
+	if err := envconf.Load(&c, getenv); err != nil {
+		return c, err
 	}
-	c.MetricsListen = get(EnvMetricsListen, DefaultMetricsListen)
-	if _, port, perr := net.SplitHostPort(c.MetricsListen); perr != nil || port == "" {
-		return c, errorf(EnvMetricsListen, "must be host:port or :port (or equal to %s to serve everything on one listener), got %q", EnvListen, c.MetricsListen)
-	}
-
-	if c.ServerURL, err = origin(get(EnvServerURL, DefaultServerURL)); err != nil {
-		return c, errorf(EnvServerURL, "%v", err)
-	}
-
-	c.AuthzAddr = get(EnvAuthzAddr, DefaultAuthzAddr)
-
-	if c.Scopes, err = scopes.ParseNonEmpty(get(EnvScopes, DefaultScopes)); err != nil {
-		return c, errorf(EnvScopes, "%v", err)
+	if c.ServerURL == "" {
+		if port := envconf.Port(c.Listen); port > 0 {
+			c.ServerURL = "http://localhost:" + strconv.Itoa(port)
+		}
 	}
 	// SCOPES with the tools' own scopes are checked against authz's limit
 	// by gateway.New, which knows the tools.
-
-	as := get(EnvAuthorizationServer, "")
-	if as == "" {
-		base := get(EnvPropelAuthAuthURL, "")
-		if base == "" {
-			return c, errorf(EnvPropelAuthAuthURL, "must be set (or set %s to the issuer URL)", EnvAuthorizationServer)
+	if c.AuthorizationServer == "" {
+		if c.AuthURL == "" {
+			return c, envconf.Errorf("PROPELAUTH_AUTH_URL", "must be set (or set AUTHORIZATION_SERVER to the issuer URL)")
 		}
-		if _, err := absoluteURL(base); err != nil {
-			return c, errorf(EnvPropelAuthAuthURL, "%v", err)
-		}
-		as = strings.TrimRight(base, "/") + "/oauth/2.1"
+		c.AuthorizationServer = strings.TrimRight(c.AuthURL, "/") + "/oauth/2.1"
 	}
-	if c.AuthorizationServer, err = absoluteURL(as); err != nil {
-		return c, errorf(EnvAuthorizationServer, "%v", err)
-	}
-
-	if v := get(EnvASMetadataURL, ""); v != "" {
-		if c.ASMetadataURL, err = absoluteURL(v); err != nil {
-			return c, errorf(EnvASMetadataURL, "%v", err)
-		}
-	}
-
-	c.AuthzTimeout = DefaultAuthzTimeout
-	if v := get(EnvAuthzTimeout, ""); v != "" {
-		d, perr := time.ParseDuration(v)
-		if perr != nil || d <= 0 || d > time.Minute {
-			return c, errorf(EnvAuthzTimeout, "must be a duration between 1ms and 1m such as 2s, got %q", v)
-		}
-		c.AuthzTimeout = d
-	}
-
-	for _, o := range strings.FieldsFunc(get(EnvAllowedOrigins, ""), isListSep) {
-		n, oerr := origin(o)
-		if oerr != nil {
-			return c, errorf(EnvAllowedOrigins, "%q: %v", o, oerr)
-		}
-		if !slices.Contains(c.AllowedOrigins, n) {
-			c.AllowedOrigins = append(c.AllowedOrigins, n)
-		}
-	}
-
-	if v := get(EnvToolsListAll, ""); v != "" {
-		if c.ToolsListAll, err = strconv.ParseBool(v); err != nil {
-			return c, errorf(EnvToolsListAll, "must be true or false, got %q", v)
-		}
-	}
-
-	if v := get(EnvLogLevel, ""); v != "" {
-		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			return c, errorf(EnvLogLevel, "must be debug, info, warn or error, got %q", v)
-		}
-	}
-
-	if err := c.loadAuthzTLS(func(name string) string { return get(name, "") }); err != nil {
+	if err := c.loadAuthzTLS(); err != nil {
 		return c, err
 	}
-
-	if c.RedisURL = get(EnvRedisURL, ""); c.RedisURL != "" {
-		if _, err := redis.ParseURL(c.RedisURL); err != nil {
-			return c, errorf(EnvRedisURL, "%s", strings.ReplaceAll(err.Error(), c.RedisURL, MaskURL(c.RedisURL)))
-		}
+	var err error
+	if c.RateLimit, err = ratelimit.ParseRate(c.RateLimitSpec); err != nil {
+		return c, envconf.Errorf("RATE_LIMIT", "%v", err)
 	}
-	if c.RateLimit, err = ratelimit.ParseRate(get(EnvRateLimit, "")); err != nil {
-		return c, errorf(EnvRateLimit, "%v", err)
-	}
-	if v := get(EnvRateLimitBurst, ""); v != "" {
-		n, perr := strconv.Atoi(v)
-		switch {
-		case perr != nil || n < 1 || n > ratelimit.MaxCount:
-			return c, errorf(EnvRateLimitBurst, "must be a whole number of requests from 1 to %d, got %q", ratelimit.MaxCount, v)
-		case !c.RateLimit.Enabled():
-			return c, errorf(EnvRateLimitBurst, "set, but %s is off; set %s too (e.g. 600/m)", EnvRateLimit, EnvRateLimit)
+	if c.RateLimitBurst != 0 {
+		if !c.RateLimit.Enabled() {
+			return c, envconf.Errorf("RATE_LIMIT_BURST", "set, but RATE_LIMIT is off; set RATE_LIMIT too (e.g. 600/m)")
 		}
-		c.RateLimit.Burst = n
-	}
-	if v := get(EnvDecisionCacheTTL, ""); v != "" {
-		d, perr := time.ParseDuration(v)
-		if perr != nil || d < 0 || d > MaxDecisionCacheTTL {
-			return c, errorf(EnvDecisionCacheTTL, "must be a duration from 0 (off) to %s such as 1s, got %q", MaxDecisionCacheTTL, v)
-		}
-		c.DecisionCacheTTL = d
-	}
-	c.MaxInFlight = DefaultMaxInFlight
-	if v := get(EnvMaxInFlight, ""); v != "" {
-		n, perr := strconv.Atoi(v)
-		if perr != nil || n < 1 || n > 1_000_000 {
-			return c, errorf(EnvMaxInFlight, "must be a whole number of requests from 1 to 1000000, got %q", v)
-		}
-		c.MaxInFlight = n
-	}
-	c.BodyTimeout = DefaultBodyTimeout
-	if v := get(EnvBodyTimeout, ""); v != "" {
-		d, perr := time.ParseDuration(v)
-		if perr != nil || d < time.Millisecond || d > 5*time.Minute {
-			return c, errorf(EnvBodyTimeout, "must be a duration from 1ms to 5m such as 10s, got %q", v)
-		}
-		c.BodyTimeout = d
-	}
-	c.MaxConnections = DefaultMaxConnections
-	if v := get(EnvMaxConnections, ""); v != "" {
-		n, perr := strconv.Atoi(v)
-		if perr != nil || n < 0 || n > 10_000_000 {
-			return c, errorf(EnvMaxConnections, "must be a whole number of connections, 0 for no bound, got %q", v)
-		}
-		c.MaxConnections = n
+		c.RateLimit.Burst = c.RateLimitBurst
 	}
 	return c, nil
 }
 
+// Bound completes the configuration once MCP_LISTEN is bound to addr: with
+// MCP_SERVER_URL unset and port 0 asked for, the server URL becomes
+// http://localhost:<the port bound>.
+func (c *Config) Bound(addr net.Addr) {
+	if c.ServerURL != "" {
+		return
+	}
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		c.ServerURL = "http://localhost:" + strconv.Itoa(ta.Port)
+	}
+}
+
 // loadAuthzTLS reads the AUTHZ_TLS_* files now, so that a missing or mismatched
 // one stops the start with its variable's name instead of failing every call.
-func (c *Config) loadAuthzTLS(get func(string) string) error {
-	c.AuthzTLSCA, c.AuthzTLSCert, c.AuthzTLSKey, c.AuthzTLSServerName = get(EnvAuthzTLSCA), get(EnvAuthzTLSCert), get(EnvAuthzTLSKey), get(EnvAuthzTLSServerName)
+func (c *Config) loadAuthzTLS() error {
 	if c.AuthzTLSCA == "" && c.AuthzTLSCert == "" && c.AuthzTLSKey == "" && c.AuthzTLSServerName == "" {
 		return nil
 	}
 	// TLS 1.3 only: authz is ours and speaks it.
 	t := &tls.Config{MinVersion: tls.VersionTLS13, ServerName: c.AuthzTLSServerName}
 	if c.AuthzTLSCA != "" {
-		b, err := os.ReadFile(c.AuthzTLSCA)
+		pool, err := envconf.CertPool("AUTHZ_TLS_CA", c.AuthzTLSCA)
 		if err != nil {
-			return errorf(EnvAuthzTLSCA, "%v", err)
+			return err
 		}
-		t.RootCAs = x509.NewCertPool()
-		if !t.RootCAs.AppendCertsFromPEM(b) {
-			return errorf(EnvAuthzTLSCA, "%s holds no PEM certificate", c.AuthzTLSCA)
-		}
+		t.RootCAs = pool
 	}
 	switch {
 	case c.AuthzTLSCert == "" && c.AuthzTLSKey != "":
-		return errorf(EnvAuthzTLSCert, "must be set with %s: the gateway's client certificate (PEM file)", EnvAuthzTLSKey)
+		return envconf.Errorf("AUTHZ_TLS_CERT", "must be set with AUTHZ_TLS_KEY: the gateway's client certificate (PEM file)")
 	case c.AuthzTLSCert != "" && c.AuthzTLSKey == "":
-		return errorf(EnvAuthzTLSKey, "must be set with %s: its private key (PEM file)", EnvAuthzTLSCert)
+		return envconf.Errorf("AUTHZ_TLS_KEY", "must be set with AUTHZ_TLS_CERT: its private key (PEM file)")
 	case c.AuthzTLSCert != "":
-		certPEM, err := os.ReadFile(c.AuthzTLSCert)
+		pair, err := envconf.KeyPair("AUTHZ_TLS_CERT", c.AuthzTLSCert, "AUTHZ_TLS_KEY", c.AuthzTLSKey)
 		if err != nil {
-			return errorf(EnvAuthzTLSCert, "%v", err)
-		}
-		keyPEM, err := os.ReadFile(c.AuthzTLSKey)
-		if err != nil {
-			return errorf(EnvAuthzTLSKey, "%v", err)
-		}
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			// A fixed description, never key material.
-			return errorf(EnvAuthzTLSKey, "with %s %s: %v", EnvAuthzTLSCert, c.AuthzTLSCert, err)
+			return err
 		}
 		t.Certificates = []tls.Certificate{pair}
 	}
@@ -382,21 +217,10 @@ func (c *Config) loadAuthzTLS(get func(string) string) error {
 	return nil
 }
 
-// MaskURL hides the password of a URL such as redis://user:pass@host/0.
-func MaskURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparseable>"
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
 // OneListener reports whether MCP_METRICS_LISTEN equals MCP_LISTEN: one
-// listener then serves the public and the operational endpoints.
-func (c Config) OneListener() bool { return c.MetricsListen == c.Listen }
+// listener then serves the public and the operational endpoints. Two
+// addresses with port 0 are two listeners, each on a port of its own.
+func (c Config) OneListener() bool { return c.MetricsListen == c.Listen && envconf.Port(c.Listen) != 0 }
 
 // Resource is the protected resource identifier: exactly {MCP_SERVER_URL}/mcp.
 func (c Config) Resource() string { return c.ServerURL + "/mcp" }
@@ -410,84 +234,12 @@ func (c Config) ResourceMetadataURL() string {
 
 // LogValue prints the configuration at start, with REDIS_URL's password masked
 // (the TLS variables are file paths).
-func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String(EnvListen, c.Listen),
-		slog.String(EnvMetricsListen, c.MetricsListen),
-		slog.String(EnvServerURL, c.ServerURL),
-		slog.String(EnvAuthzAddr, c.AuthzAddr),
-		slog.String(EnvScopes, strings.Join(c.Scopes, " ")),
-		slog.String(EnvAuthorizationServer, c.AuthorizationServer),
-		slog.String(EnvASMetadataURL, c.ASMetadataURL),
-		slog.Duration(EnvAuthzTimeout, c.AuthzTimeout),
-		slog.String(EnvAllowedOrigins, strings.Join(c.AllowedOrigins, ",")),
-		slog.Bool(EnvToolsListAll, c.ToolsListAll),
-		slog.String(EnvLogLevel, c.LogLevel.String()),
-		slog.String(EnvAuthzTLSCA, c.AuthzTLSCA),
-		slog.String(EnvAuthzTLSCert, c.AuthzTLSCert),
-		slog.String(EnvAuthzTLSKey, c.AuthzTLSKey),
-		slog.String(EnvAuthzTLSServerName, c.AuthzTLSServerName),
-		slog.String(EnvRedisURL, MaskURL(c.RedisURL)),
-		slog.String(EnvRateLimit, c.RateLimit.String()),
-		slog.Duration(EnvDecisionCacheTTL, c.DecisionCacheTTL),
-		slog.Int(EnvMaxInFlight, c.MaxInFlight),
-		slog.Duration(EnvBodyTimeout, c.BodyTimeout),
-		slog.Int(EnvMaxConnections, c.MaxConnections),
-	)
-}
-
-func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }
-
-// origin validates an http(s) URL with no path, query or fragment and returns it
-// as scheme://host[:port], lowercased, default port dropped, as browsers send
-// it in the Origin header.
-func origin(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("not a URL: %v", err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("must be an http or https URL such as https://mcp.example.com, got %q", raw)
-	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return "", fmt.Errorf("must be scheme://host[:port] only, got %q", raw)
-	}
-	if u.Path != "" && u.Path != "/" {
-		return "", fmt.Errorf("must not have a path (the gateway serves /mcp at the root), got %q", raw)
-	}
-	scheme := strings.ToLower(u.Scheme)
-	host := strings.ToLower(u.Hostname())
-	port := u.Port()
-	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
-		port = ""
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	if port != "" {
-		host += ":" + port
-	}
-	return scheme + "://" + host, nil
-}
-
-// absoluteURL validates an absolute http(s) URL without query or fragment and
-// returns it unchanged: an issuer is compared byte for byte (RFC 8414 §3.3), so a
-// trailing slash is significant.
-func absoluteURL(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("not a URL: %v", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("must be an absolute http or https URL without query, got %q", raw)
-	}
-	return raw, nil
-}
+func (c Config) LogValue() slog.Value { return envconf.LogValue(c) }
 
 // NormalizeOrigin returns a browser Origin header value in the form
 // [Config.AllowedOrigins] uses (lowercase, default port dropped), or false when
 // it is not an http(s) origin (e.g. "null").
 func NormalizeOrigin(raw string) (string, bool) {
-	o, err := origin(raw)
+	o, err := envconf.Origin(raw)
 	return o, err == nil
 }

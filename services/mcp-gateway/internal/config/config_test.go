@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/mcpauthz/mcpauthz/internal/envconf"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +21,7 @@ func env(m map[string]string) func(string) string {
 
 func TestLoadDefaults(t *testing.T) {
 	t.Parallel()
-	got, err := Load(env(map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000/"}))
+	got, err := Load(env(map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:9000/"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,12 +31,14 @@ func TestLoadDefaults(t *testing.T) {
 		ServerURL:           "http://localhost:8000",
 		AuthzAddr:           "localhost:50051",
 		Scopes:              []string{"read:user_data"},
+		AuthURL:             "http://localhost:9000/",
 		AuthorizationServer: "http://localhost:9000/oauth/2.1",
 		AuthzTimeout:        2 * time.Second,
-		LogLevel:            slog.LevelInfo,
+		Logging:             envconf.Logging{LogLevel: slog.LevelInfo},
 		MaxInFlight:         512,
 		BodyTimeout:         10 * time.Second,
 		MaxConnections:      4096,
+		GOGC:                "400",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -53,20 +57,20 @@ func TestLoadDefaults(t *testing.T) {
 func TestLoadAll(t *testing.T) {
 	t.Parallel()
 	got, err := Load(env(map[string]string{
-		EnvListen:              "127.0.0.1:9999",
-		EnvMetricsListen:       "127.0.0.1:9999",
-		EnvServerURL:           "HTTPS://MCP.Example.com:443/",
-		EnvAuthzAddr:           "dns:///authz:50051",
-		EnvScopes:              "read:user_data, read:org_data read:user_data",
-		EnvAuthorizationServer: "https://auth.example.com/",
-		EnvPropelAuthAuthURL:   "https://ignored.example.com",
-		EnvAuthzTimeout:        "500ms",
-		EnvAllowedOrigins:      "http://localhost:6274, https://app.example.com:8443",
-		EnvToolsListAll:        "true",
-		EnvLogLevel:            "debug",
-		EnvMaxInFlight:         "64",
-		EnvBodyTimeout:         "2s",
-		EnvMaxConnections:      "5000",
+		"MCP_LISTEN":           "127.0.0.1:9999",
+		"MCP_METRICS_LISTEN":   "127.0.0.1:9999",
+		"MCP_SERVER_URL":       "HTTPS://MCP.Example.com:443/",
+		"AUTHZ_ADDR":           "dns:///authz:50051",
+		"SCOPES":               "read:user_data, read:org_data read:user_data",
+		"AUTHORIZATION_SERVER": "https://auth.example.com/",
+		"PROPELAUTH_AUTH_URL":  "https://ignored.example.com",
+		"AUTHZ_TIMEOUT":        "500ms",
+		"MCP_ALLOWED_ORIGINS":  "http://localhost:6274, https://app.example.com:8443",
+		"TOOLS_LIST_ALL":       "true",
+		"LOG_LEVEL":            "debug",
+		"MCP_MAX_IN_FLIGHT":    "64",
+		"MCP_BODY_TIMEOUT":     "2s",
+		"MCP_MAX_CONNECTIONS":  "5000",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -77,14 +81,16 @@ func TestLoadAll(t *testing.T) {
 		ServerURL:           "https://mcp.example.com",
 		AuthzAddr:           "dns:///authz:50051",
 		Scopes:              []string{"read:user_data", "read:org_data"},
+		AuthURL:             "https://ignored.example.com",
 		AuthorizationServer: "https://auth.example.com/",
 		AuthzTimeout:        500 * time.Millisecond,
 		AllowedOrigins:      []string{"http://localhost:6274", "https://app.example.com:8443"},
 		ToolsListAll:        true,
-		LogLevel:            slog.LevelDebug,
+		Logging:             envconf.Logging{LogLevel: slog.LevelDebug},
 		MaxInFlight:         64,
 		BodyTimeout:         2 * time.Second,
 		MaxConnections:      5000,
+		GOGC:                "400",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -96,42 +102,42 @@ func TestLoadAll(t *testing.T) {
 
 func TestLoadErrors(t *testing.T) {
 	t.Parallel()
-	base := map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000"}
+	base := map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:9000"}
 	tests := []struct {
 		name    string
 		set     map[string]string
 		wantVar string
 	}{
-		{"no auth server", map[string]string{EnvPropelAuthAuthURL: ""}, EnvPropelAuthAuthURL},
-		{"bad auth url", map[string]string{EnvPropelAuthAuthURL: "localhost:9000"}, EnvPropelAuthAuthURL},
-		{"bad issuer", map[string]string{EnvAuthorizationServer: "ftp://x"}, EnvAuthorizationServer},
-		{"relative metadata url", map[string]string{EnvASMetadataURL: "/.well-known/oauth-authorization-server"}, EnvASMetadataURL},
-		{"listen no port", map[string]string{EnvListen: "localhost"}, EnvListen},
-		{"metrics listen no port", map[string]string{EnvMetricsListen: "127.0.0.1"}, EnvMetricsListen},
-		{"server url relative", map[string]string{EnvServerURL: "/mcp"}, EnvServerURL},
-		{"server url with path", map[string]string{EnvServerURL: "https://x.example.com/mcp"}, EnvServerURL},
-		{"server url with query", map[string]string{EnvServerURL: "https://x.example.com?a=b"}, EnvServerURL},
-		{"scope with quote", map[string]string{EnvScopes: `read"x`}, EnvScopes},
-		{"scope only separators", map[string]string{EnvScopes: " , "}, EnvScopes},
-		{"scope over authz's length", map[string]string{EnvScopes: strings.Repeat("s", scopes.MaxLength+1)}, EnvScopes},
-		{"scope with a control byte", map[string]string{EnvScopes: "read:\x01x"}, EnvScopes},
-		{"scope with non-ASCII", map[string]string{EnvScopes: "lire:données"}, EnvScopes},
-		{"more scopes than authz takes", map[string]string{EnvScopes: scopeList(scopes.MaxCount + 1)}, EnvScopes},
-		{"timeout garbage", map[string]string{EnvAuthzTimeout: "soon"}, EnvAuthzTimeout},
-		{"timeout zero", map[string]string{EnvAuthzTimeout: "0s"}, EnvAuthzTimeout},
-		{"timeout huge", map[string]string{EnvAuthzTimeout: "1h"}, EnvAuthzTimeout},
-		{"origin with path", map[string]string{EnvAllowedOrigins: "http://a.example.com/x"}, EnvAllowedOrigins},
-		{"origin wildcard", map[string]string{EnvAllowedOrigins: "*"}, EnvAllowedOrigins},
-		{"list all", map[string]string{EnvToolsListAll: "yes please"}, EnvToolsListAll},
-		{"log level", map[string]string{EnvLogLevel: "loud"}, EnvLogLevel},
-		{"in flight zero", map[string]string{EnvMaxInFlight: "0"}, EnvMaxInFlight},
-		{"in flight garbage", map[string]string{EnvMaxInFlight: "many"}, EnvMaxInFlight},
-		{"body timeout garbage", map[string]string{EnvBodyTimeout: "10"}, EnvBodyTimeout},
-		{"body timeout zero", map[string]string{EnvBodyTimeout: "0s"}, EnvBodyTimeout},
-		{"body timeout huge", map[string]string{EnvBodyTimeout: "1h"}, EnvBodyTimeout},
-		{"connections negative", map[string]string{EnvMaxConnections: "-1"}, EnvMaxConnections},
-		{"connections fraction", map[string]string{EnvMaxConnections: "1.5"}, EnvMaxConnections},
-		{"connections garbage", map[string]string{EnvMaxConnections: "lots"}, EnvMaxConnections},
+		{"no auth server", map[string]string{"PROPELAUTH_AUTH_URL": ""}, "PROPELAUTH_AUTH_URL"},
+		{"bad auth url", map[string]string{"PROPELAUTH_AUTH_URL": "localhost:9000"}, "PROPELAUTH_AUTH_URL"},
+		{"bad issuer", map[string]string{"AUTHORIZATION_SERVER": "ftp://x"}, "AUTHORIZATION_SERVER"},
+		{"relative metadata url", map[string]string{"AUTHORIZATION_SERVER_METADATA_URL": "/.well-known/oauth-authorization-server"}, "AUTHORIZATION_SERVER_METADATA_URL"},
+		{"listen no port", map[string]string{"MCP_LISTEN": "localhost"}, "MCP_LISTEN"},
+		{"metrics listen no port", map[string]string{"MCP_METRICS_LISTEN": "127.0.0.1"}, "MCP_METRICS_LISTEN"},
+		{"server url relative", map[string]string{"MCP_SERVER_URL": "/mcp"}, "MCP_SERVER_URL"},
+		{"server url with path", map[string]string{"MCP_SERVER_URL": "https://x.example.com/mcp"}, "MCP_SERVER_URL"},
+		{"server url with query", map[string]string{"MCP_SERVER_URL": "https://x.example.com?a=b"}, "MCP_SERVER_URL"},
+		{"scope with quote", map[string]string{"SCOPES": `read"x`}, "SCOPES"},
+		{"scope only separators", map[string]string{"SCOPES": " , "}, "SCOPES"},
+		{"scope over authz's length", map[string]string{"SCOPES": strings.Repeat("s", scopes.MaxLength+1)}, "SCOPES"},
+		{"scope with a control byte", map[string]string{"SCOPES": "read:\x01x"}, "SCOPES"},
+		{"scope with non-ASCII", map[string]string{"SCOPES": "lire:données"}, "SCOPES"},
+		{"more scopes than authz takes", map[string]string{"SCOPES": scopeList(scopes.MaxCount + 1)}, "SCOPES"},
+		{"timeout garbage", map[string]string{"AUTHZ_TIMEOUT": "soon"}, "AUTHZ_TIMEOUT"},
+		{"timeout zero", map[string]string{"AUTHZ_TIMEOUT": "0s"}, "AUTHZ_TIMEOUT"},
+		{"timeout huge", map[string]string{"AUTHZ_TIMEOUT": "1h"}, "AUTHZ_TIMEOUT"},
+		{"origin with path", map[string]string{"MCP_ALLOWED_ORIGINS": "http://a.example.com/x"}, "MCP_ALLOWED_ORIGINS"},
+		{"origin wildcard", map[string]string{"MCP_ALLOWED_ORIGINS": "*"}, "MCP_ALLOWED_ORIGINS"},
+		{"list all", map[string]string{"TOOLS_LIST_ALL": "yes please"}, "TOOLS_LIST_ALL"},
+		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"in flight zero", map[string]string{"MCP_MAX_IN_FLIGHT": "0"}, "MCP_MAX_IN_FLIGHT"},
+		{"in flight garbage", map[string]string{"MCP_MAX_IN_FLIGHT": "many"}, "MCP_MAX_IN_FLIGHT"},
+		{"body timeout garbage", map[string]string{"MCP_BODY_TIMEOUT": "10"}, "MCP_BODY_TIMEOUT"},
+		{"body timeout zero", map[string]string{"MCP_BODY_TIMEOUT": "0s"}, "MCP_BODY_TIMEOUT"},
+		{"body timeout huge", map[string]string{"MCP_BODY_TIMEOUT": "1h"}, "MCP_BODY_TIMEOUT"},
+		{"connections negative", map[string]string{"MCP_MAX_CONNECTIONS": "-1"}, "MCP_MAX_CONNECTIONS"},
+		{"connections fraction", map[string]string{"MCP_MAX_CONNECTIONS": "1.5"}, "MCP_MAX_CONNECTIONS"},
+		{"connections garbage", map[string]string{"MCP_MAX_CONNECTIONS": "lots"}, "MCP_MAX_CONNECTIONS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,7 +183,7 @@ func TestScopeLimits(t *testing.T) {
 		"every printable class": "a!#[]~:/",
 		"most scopes":           scopeList(scopes.MaxCount),
 	} {
-		if _, err := Load(env(map[string]string{EnvPropelAuthAuthURL: "http://localhost:9000", EnvScopes: list})); err != nil {
+		if _, err := Load(env(map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:9000", "SCOPES": list})); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -187,9 +193,9 @@ func TestEnvNamesSorted(t *testing.T) {
 	t.Parallel()
 	names := EnvNames()
 	for _, want := range []string{
-		EnvListen, EnvMetricsListen, EnvServerURL, EnvAuthzAddr, EnvScopes, EnvAuthorizationServer, EnvASMetadataURL,
-		EnvPropelAuthAuthURL, EnvAuthzTimeout, EnvAllowedOrigins, EnvToolsListAll, EnvLogLevel,
-		EnvMaxInFlight, EnvBodyTimeout, EnvMaxConnections,
+		"MCP_LISTEN", "MCP_METRICS_LISTEN", "MCP_SERVER_URL", "AUTHZ_ADDR", "SCOPES", "AUTHORIZATION_SERVER", "AUTHORIZATION_SERVER_METADATA_URL",
+		"PROPELAUTH_AUTH_URL", "AUTHZ_TIMEOUT", "MCP_ALLOWED_ORIGINS", "TOOLS_LIST_ALL", "LOG_LEVEL",
+		"MCP_MAX_IN_FLIGHT", "MCP_BODY_TIMEOUT", "MCP_MAX_CONNECTIONS",
 	} {
 		if !slices.Contains(names, want) {
 			t.Errorf("EnvNames() = %v lacks %s", names, want)
@@ -198,6 +204,58 @@ func TestEnvNamesSorted(t *testing.T) {
 	for i := 1; i < len(names); i++ {
 		if names[i-1] >= names[i] {
 			t.Errorf("EnvNames() not sorted/unique at %d: %v", i, names)
+		}
+	}
+}
+
+// TestServerURLFollowsTheListenPort: unset, MCP_SERVER_URL is
+// http://localhost:<port of MCP_LISTEN>, the port bound when MCP_LISTEN asks
+// for port 0.
+func TestServerURLFollowsTheListenPort(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:9000"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{k: v}
+		for k, v := range base {
+			m[k] = v
+		}
+		return m
+	}
+	c, err := Load(env(with("MCP_LISTEN", "127.0.0.1:8123")))
+	if err != nil || c.ServerURL != "http://localhost:8123" {
+		t.Errorf("MCP_LISTEN=127.0.0.1:8123: ServerURL %q, %v; want http://localhost:8123", c.ServerURL, err)
+	}
+	c, err = Load(env(with("MCP_LISTEN", "127.0.0.1:0")))
+	if err != nil || c.ServerURL != "" {
+		t.Fatalf("MCP_LISTEN=127.0.0.1:0: ServerURL %q, %v; want it left for Bound", c.ServerURL, err)
+	}
+	c.Bound(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 43210})
+	if c.ServerURL != "http://localhost:43210" || c.Resource() != "http://localhost:43210/mcp" {
+		t.Errorf("after Bound: ServerURL %q, Resource %q", c.ServerURL, c.Resource())
+	}
+	c, err = Load(env(with("MCP_LISTEN", "127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ServerURL = "https://mcp.example.com"
+	c.Bound(&net.TCPAddr{Port: 1})
+	if c.ServerURL != "https://mcp.example.com" {
+		t.Errorf("Bound replaced a set MCP_SERVER_URL: %q", c.ServerURL)
+	}
+}
+
+// TestOneListenerNotWithPortZero: MCP_METRICS_LISTEN equal to MCP_LISTEN
+// shares its listener, except with port 0, where each asks for a port of its
+// own.
+func TestOneListenerNotWithPortZero(t *testing.T) {
+	t.Parallel()
+	for listen, want := range map[string]bool{"127.0.0.1:8000": true, "127.0.0.1:0": false, ":0": false} {
+		c, err := Load(env(map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:9000", "MCP_LISTEN": listen, "MCP_METRICS_LISTEN": listen}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.OneListener(); got != want {
+			t.Errorf("both %s: OneListener() = %v, want %v", listen, got, want)
 		}
 	}
 }

@@ -35,19 +35,19 @@ func TestDecisionCacheTTL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
 			t.Parallel()
-			c, err := Load(env(withBase(map[string]string{EnvDecisionCacheTTL: tt.value})))
+			c, err := Load(env(withBase(map[string]string{"DECISION_CACHE_TTL": tt.value})))
 			if tt.err {
 				var cerr *Error
-				if !errors.As(err, &cerr) || cerr.Var != EnvDecisionCacheTTL {
-					t.Fatalf("Load(%s=%q) error = %v, want a *config.Error naming %s", EnvDecisionCacheTTL, tt.value, err, EnvDecisionCacheTTL)
+				if !errors.As(err, &cerr) || cerr.Var != "DECISION_CACHE_TTL" {
+					t.Fatalf("Load(%s=%q) error = %v, want a *config.Error naming %s", "DECISION_CACHE_TTL", tt.value, err, "DECISION_CACHE_TTL")
 				}
-				if !strings.HasPrefix(err.Error(), EnvDecisionCacheTTL+": ") || strings.Contains(err.Error(), "\n") {
+				if !strings.HasPrefix(err.Error(), "DECISION_CACHE_TTL"+": ") || strings.Contains(err.Error(), "\n") {
 					t.Errorf("error %q is not one line starting with the variable", err)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("Load(%s=%q): %v", EnvDecisionCacheTTL, tt.value, err)
+				t.Fatalf("Load(%s=%q): %v", "DECISION_CACHE_TTL", tt.value, err)
 			}
 			if c.DecisionCacheTTL != tt.want {
 				t.Errorf("DecisionCacheTTL = %v, want %v", c.DecisionCacheTTL, tt.want)
@@ -58,14 +58,14 @@ func TestDecisionCacheTTL(t *testing.T) {
 
 func TestDecisionCacheTTLListedAndPrinted(t *testing.T) {
 	t.Parallel()
-	if !slices.Contains(EnvNames(), EnvDecisionCacheTTL) {
-		t.Errorf("EnvNames() lacks %s", EnvDecisionCacheTTL)
+	if !slices.Contains(EnvNames(), "DECISION_CACHE_TTL") {
+		t.Errorf("EnvNames() lacks %s", "DECISION_CACHE_TTL")
 	}
-	c, err := Load(env(withBase(map[string]string{EnvDecisionCacheTTL: "1500ms"})))
+	c, err := Load(env(withBase(map[string]string{"DECISION_CACHE_TTL": "1500ms"})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.LogValue().String(); !strings.Contains(got, EnvDecisionCacheTTL+"=1.5s") {
-		t.Errorf("printed config %s lacks %s=1.5s", got, EnvDecisionCacheTTL)
+	if got := c.LogValue().String(); !strings.Contains(got, "DECISION_CACHE_TTL"+"=1.5s") {
+		t.Errorf("printed config %s lacks %s=1.5s", got, "DECISION_CACHE_TTL")
 	}
 }

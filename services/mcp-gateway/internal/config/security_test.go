@@ -17,7 +17,7 @@ import (
 )
 
 func withBase(m map[string]string) map[string]string {
-	m[EnvPropelAuthAuthURL] = "http://localhost:9000"
+	m["PROPELAUTH_AUTH_URL"] = "http://localhost:9000"
 	return m
 }
 
@@ -36,7 +36,7 @@ func TestAuthzTLS(t *testing.T) {
 	if err != nil || c.AuthzTLS != nil {
 		t.Fatalf("default: %v, AuthzTLS %v; want plaintext", err, c.AuthzTLS)
 	}
-	c, err = Load(env(withBase(map[string]string{EnvAuthzTLSCA: ca.CertFile, EnvAuthzTLSCert: cert, EnvAuthzTLSKey: key, EnvAuthzTLSServerName: "authz.internal"})))
+	c, err = Load(env(withBase(map[string]string{"AUTHZ_TLS_CA": ca.CertFile, "AUTHZ_TLS_CERT": cert, "AUTHZ_TLS_KEY": key, "AUTHZ_TLS_SERVER_NAME": "authz.internal"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestAuthzTLS(t *testing.T) {
 		t.Errorf("AuthzTLS = %+v, want the CA, one client certificate, the server name, TLS 1.3", c.AuthzTLS)
 	}
 	// Server name alone: TLS with the system roots, no client certificate.
-	c, err = Load(env(withBase(map[string]string{EnvAuthzTLSServerName: "authz.example.com"})))
+	c, err = Load(env(withBase(map[string]string{"AUTHZ_TLS_SERVER_NAME": "authz.example.com"})))
 	if err != nil || c.AuthzTLS == nil || c.AuthzTLS.RootCAs != nil || len(c.AuthzTLS.Certificates) != 0 {
 		t.Errorf("server name only: %v, %+v; want TLS with the system roots", err, c.AuthzTLS)
 	}
@@ -54,13 +54,13 @@ func TestAuthzTLS(t *testing.T) {
 		env     map[string]string
 		wantVar string
 	}{
-		{"missing CA", map[string]string{EnvAuthzTLSCA: missing}, EnvAuthzTLSCA},
-		{"garbage CA", map[string]string{EnvAuthzTLSCA: garbage}, EnvAuthzTLSCA},
-		{"key without cert", map[string]string{EnvAuthzTLSCA: ca.CertFile, EnvAuthzTLSKey: key}, EnvAuthzTLSCert},
-		{"cert without key", map[string]string{EnvAuthzTLSCA: ca.CertFile, EnvAuthzTLSCert: cert}, EnvAuthzTLSKey},
-		{"missing cert", map[string]string{EnvAuthzTLSCert: missing, EnvAuthzTLSKey: key}, EnvAuthzTLSCert},
-		{"missing key", map[string]string{EnvAuthzTLSCert: cert, EnvAuthzTLSKey: missing}, EnvAuthzTLSKey},
-		{"key of another certificate", map[string]string{EnvAuthzTLSCert: cert, EnvAuthzTLSKey: otherKey}, EnvAuthzTLSKey},
+		{"missing CA", map[string]string{"AUTHZ_TLS_CA": missing}, "AUTHZ_TLS_CA"},
+		{"garbage CA", map[string]string{"AUTHZ_TLS_CA": garbage}, "AUTHZ_TLS_CA"},
+		{"key without cert", map[string]string{"AUTHZ_TLS_CA": ca.CertFile, "AUTHZ_TLS_KEY": key}, "AUTHZ_TLS_CERT"},
+		{"cert without key", map[string]string{"AUTHZ_TLS_CA": ca.CertFile, "AUTHZ_TLS_CERT": cert}, "AUTHZ_TLS_KEY"},
+		{"missing cert", map[string]string{"AUTHZ_TLS_CERT": missing, "AUTHZ_TLS_KEY": key}, "AUTHZ_TLS_CERT"},
+		{"missing key", map[string]string{"AUTHZ_TLS_CERT": cert, "AUTHZ_TLS_KEY": missing}, "AUTHZ_TLS_KEY"},
+		{"key of another certificate", map[string]string{"AUTHZ_TLS_CERT": cert, "AUTHZ_TLS_KEY": otherKey}, "AUTHZ_TLS_KEY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,7 +80,7 @@ func TestRateLimitConfig(t *testing.T) {
 	if err != nil || c.RateLimit.Enabled() {
 		t.Fatalf("default: %v, %+v; want rate limiting off", err, c.RateLimit)
 	}
-	c, err = Load(env(withBase(map[string]string{EnvRateLimit: "600/m", EnvRateLimitBurst: "50", EnvRedisURL: "redis://:hunter2@localhost:6379/1"})))
+	c, err = Load(env(withBase(map[string]string{"RATE_LIMIT": "600/m", "RATE_LIMIT_BURST": "50", "REDIS_URL": "redis://:hunter2@localhost:6379/1"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestRateLimitConfig(t *testing.T) {
 	}
 	var b strings.Builder
 	slog.New(slog.NewJSONHandler(&b, nil)).Info("config", "config", c)
-	if strings.Contains(b.String(), "hunter2") || !strings.Contains(b.String(), `"RATE_LIMIT":"600/m burst 50"`) {
+	if strings.Contains(b.String(), "hunter2") || !strings.Contains(b.String(), `"RATE_LIMIT":"600/m","RATE_LIMIT_BURST":50`) {
 		t.Errorf("logged config leaks the Redis password or lacks the limit: %s", b.String())
 	}
 
@@ -98,12 +98,12 @@ func TestRateLimitConfig(t *testing.T) {
 		env     map[string]string
 		wantVar string
 	}{
-		{"bad rate", map[string]string{EnvRateLimit: "lots"}, EnvRateLimit},
-		{"bad unit", map[string]string{EnvRateLimit: "5/d"}, EnvRateLimit},
-		{"burst without rate", map[string]string{EnvRateLimitBurst: "5"}, EnvRateLimitBurst},
-		{"zero burst", map[string]string{EnvRateLimit: "5/s", EnvRateLimitBurst: "0"}, EnvRateLimitBurst},
-		{"bad burst", map[string]string{EnvRateLimit: "5/s", EnvRateLimitBurst: "x"}, EnvRateLimitBurst},
-		{"bad redis URL", map[string]string{EnvRedisURL: "http://:hunter2@x"}, EnvRedisURL},
+		{"bad rate", map[string]string{"RATE_LIMIT": "lots"}, "RATE_LIMIT"},
+		{"bad unit", map[string]string{"RATE_LIMIT": "5/d"}, "RATE_LIMIT"},
+		{"burst without rate", map[string]string{"RATE_LIMIT_BURST": "5"}, "RATE_LIMIT_BURST"},
+		{"zero burst", map[string]string{"RATE_LIMIT": "5/s", "RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"},
+		{"bad burst", map[string]string{"RATE_LIMIT": "5/s", "RATE_LIMIT_BURST": "x"}, "RATE_LIMIT_BURST"},
+		{"bad redis URL", map[string]string{"REDIS_URL": "http://:hunter2@x"}, "REDIS_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

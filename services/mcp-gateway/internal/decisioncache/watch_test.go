@@ -96,13 +96,7 @@ func watch(t *testing.T, c *decisioncache.Cache, client *authzclient.Client) (do
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, what, cond)
 }
 
 func next(t *testing.T, f *fakeAuthz) *serverStream {

@@ -228,8 +228,8 @@ func startAnswering(t *testing.T, env map[string]string, set *tools.Set, az gate
 func loadConfig(t testing.TB, env map[string]string) config.Config {
 	t.Helper()
 	vars := map[string]string{
-		config.EnvServerURL:           "https://mcp.example.com",
-		config.EnvAuthorizationServer: "https://auth.example.com/oauth/2.1",
+		"MCP_SERVER_URL":       "https://mcp.example.com",
+		"AUTHORIZATION_SERVER": "https://auth.example.com/oauth/2.1",
 	}
 	for k, v := range env {
 		vars[k] = v

@@ -74,9 +74,9 @@ func (s *upStream) Recv() (*authzv1.WatchInvalidationsResponse, error) {
 // logging at debug level to logs.
 func newTestGateway(t *testing.T, az Authz, cached bool, logs *testenv.LogBuffer) *Gateway {
 	t.Helper()
-	vars := map[string]string{config.EnvServerURL: "https://mcp.example.com", config.EnvAuthorizationServer: "https://auth.example.com/oauth/2.1"}
+	vars := map[string]string{"MCP_SERVER_URL": "https://mcp.example.com", "AUTHORIZATION_SERVER": "https://auth.example.com/oauth/2.1"}
 	if cached {
-		vars[config.EnvDecisionCacheTTL] = "1m"
+		vars["DECISION_CACHE_TTL"] = "1m"
 	}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {

@@ -322,6 +322,9 @@ func TestDecisionCacheOff(t *testing.T) {
 // CACHE_TTL has passed), a refresh learns the denial and the gateway refuses
 // it; InvalidateToken still refuses at once.
 func TestDecisionCacheRefreshAhead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out cache lifetimes: go test without -short runs it")
+	}
 	t.Parallel()
 	d := stack.Devauth
 	az := stacktest.NewAuthz(t, d, "", "CACHE_TTL=500ms", "NEGATIVE_CACHE_TTL=0s")

@@ -80,7 +80,7 @@ func startScripted(t *testing.T, svc *scriptedAuthz) (string, *testenv.LogBuffer
 
 	web := httptest.NewUnstartedServer(nil)
 	url := "http://" + web.Listener.Addr().String()
-	vars := map[string]string{config.EnvServerURL: url, config.EnvAuthorizationServer: "http://127.0.0.1:9/oauth/2.1"}
+	vars := map[string]string{"MCP_SERVER_URL": url, "AUTHORIZATION_SERVER": "http://127.0.0.1:9/oauth/2.1"}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
 		t.Fatal(err)

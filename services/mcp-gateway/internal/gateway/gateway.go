@@ -216,7 +216,7 @@ func New(opts Options) (*Gateway, error) {
 	toolScopes := opts.Tools.Scopes()
 	supported := scopes.Union(cfg.Scopes, toolScopes)
 	if len(supported) > scopes.MaxCount {
-		return nil, fmt.Errorf("invalid configuration: %w", &config.Error{Var: config.EnvScopes, Msg: fmt.Sprintf("names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(cfg.Scopes), strings.Join(toolScopes, " "), len(supported), scopes.MaxCount)})
+		return nil, fmt.Errorf("invalid configuration: %w", &config.Error{Var: "SCOPES", Msg: fmt.Sprintf("names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(cfg.Scopes), strings.Join(toolScopes, " "), len(supported), scopes.MaxCount)})
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -149,12 +149,12 @@ func TestScopesWithTools(t *testing.T) {
 		return strings.Join(out, " ")
 	}
 	most := scopes.MaxCount - len(set.Scopes())
-	if _, err := gateway.New(gateway.Options{Config: loadConfig(t, map[string]string{config.EnvScopes: list(most)}), Authz: &scriptAuthz{}, Tools: set}); err != nil {
+	if _, err := gateway.New(gateway.Options{Config: loadConfig(t, map[string]string{"SCOPES": list(most)}), Authz: &scriptAuthz{}, Tools: set}); err != nil {
 		t.Errorf("SCOPES of %d scopes besides the tools' %d: %v", most, len(set.Scopes()), err)
 	}
-	_, err := gateway.New(gateway.Options{Config: loadConfig(t, map[string]string{config.EnvScopes: list(most + 1)}), Authz: &scriptAuthz{}, Tools: set})
-	if cerr, ok := errors.AsType[*config.Error](err); !ok || cerr.Var != config.EnvScopes {
-		t.Errorf("SCOPES of %d scopes besides the tools' %d: %v, want a config.Error naming %s", most+1, len(set.Scopes()), err, config.EnvScopes)
+	_, err := gateway.New(gateway.Options{Config: loadConfig(t, map[string]string{"SCOPES": list(most + 1)}), Authz: &scriptAuthz{}, Tools: set})
+	if cerr, ok := errors.AsType[*config.Error](err); !ok || cerr.Var != "SCOPES" {
+		t.Errorf("SCOPES of %d scopes besides the tools' %d: %v, want a config.Error naming %s", most+1, len(set.Scopes()), err, "SCOPES")
 	}
 	if _, err := gateway.New(gateway.Options{Config: loadConfig(t, nil), Authz: &scriptAuthz{}}); err == nil {
 		t.Error("New without Tools succeeded")

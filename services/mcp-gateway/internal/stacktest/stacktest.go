@@ -1,7 +1,9 @@
 // Package stacktest starts the real stack the gateway's tests run against: a
 // private redis-server, the devauth authorization server (test API on,
-// auto-approving alice@example.com), the authz binary, and the gateway itself
-// in-process on a loopback listener.
+// auto-approving alice@example.com) and the authz binary, started as
+// processes by internal/stack, and the gateway itself in-process on a
+// loopback listener, so that its tests see its metrics and count in its
+// coverage.
 //
 // A test package starts one shared [Stack] in TestMain with [Main] and its
 // tests and benchmarks use it; a test that must break something (stop authz,
@@ -21,12 +23,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
+	"github.com/mcpauthz/mcpauthz/internal/stack"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
@@ -61,6 +63,7 @@ type Stack struct {
 	Authz   *Authz
 	Gateway *Gateway
 
+	procs *stack.Stack
 	stops []func()
 }
 
@@ -82,6 +85,16 @@ func Main(m *testing.M, s **Stack) int {
 	return code
 }
 
+// options are the processes' settings: the shared credentials, and devauth
+// approving alice without pages.
+func options() stack.Options {
+	return stack.Options{
+		Credentials:  stack.Credentials{APIKey: APIKey, ClientID: ClientID, ClientSecret: ClientSecret},
+		DevauthEnv:   []string{"DEVAUTH_AUTO_APPROVE=" + AliceEmail},
+		ReadyTimeout: startupWait,
+	}
+}
+
 // Start starts redis, devauth, authz and a gateway with default settings. The
 // caller must Close the stack.
 func Start() (s *Stack, err error) {
@@ -91,24 +104,17 @@ func Start() (s *Stack, err error) {
 			s.Close()
 		}
 	}()
-	dir, err := os.MkdirTemp("", "mcp-gateway-stack-")
+	o := options()
+	o.Redis, o.Authz = true, 1
+	s.procs, err = stack.Start(context.Background(), o)
+	s.stops = append(s.stops, s.procs.Close)
 	if err != nil {
 		return nil, err
 	}
-	s.stops = append(s.stops, func() { os.RemoveAll(dir) })
-	if s.Redis, err = testenv.NewRedis(dir); err != nil {
-		return nil, fmt.Errorf("starting redis: %w", err)
-	}
-	s.stops = append(s.stops, s.Redis.Stop)
+	s.Redis = s.procs.Redis
+	s.Devauth = &Devauth{Proc: s.procs.Devauth.Proc, URL: s.procs.Devauth.URL, procs: s.procs}
+	s.Authz = newAuthz(s.procs.Authz[0])
 	var stop func()
-	if s.Devauth, stop, err = startDevauth(); err != nil {
-		return nil, err
-	}
-	s.stops = append(s.stops, stop)
-	if s.Authz, stop, err = startAuthz(s.Devauth.URL, s.Redis.URL(), nil); err != nil {
-		return nil, err
-	}
-	s.stops = append(s.stops, stop)
 	if s.Gateway, stop, err = startGateway(s.Authz.Addr, s.Devauth.URL, nil); err != nil {
 		return nil, err
 	}
@@ -127,62 +133,21 @@ func (s *Stack) Close() {
 // Devauth is a running devauth.
 type Devauth struct {
 	Proc *testenv.Process
-	// URL is its base URL (PROPELAUTH_AUTH_URL), e.g. http://127.0.0.1:9000.
+	// URL is its base URL (PROPELAUTH_AUTH_URL), e.g. http://localhost:9000.
 	URL string
+
+	procs *stack.Stack // the stack it is part of, to add authz replicas to
 }
 
 // Issuer is devauth's issuer identifier.
 func (d *Devauth) Issuer() string { return d.URL + "/oauth/2.1" }
 
-func startDevauth() (*Devauth, func(), error) {
-	bin, err := testenv.BuildBinary("devauth")
-	if err != nil {
-		return nil, nil, err
-	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, nil, err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	url := "http://" + addr
-	p, err := testenv.NewProcess("devauth", bin, testenv.ProcessOptions{
-		Env: []string{
-			"DEVAUTH_LISTEN=" + addr,
-			"PROPELAUTH_AUTH_URL=" + url,
-			"REQUEST_VALIDATION_CLIENT_ID=" + ClientID,
-			"REQUEST_VALIDATION_CLIENT_SECRET=" + ClientSecret,
-			"PROPELAUTH_API_KEY=" + APIKey,
-			"DEVAUTH_AUTO_APPROVE=" + AliceEmail,
-			"DEVAUTH_TEST_API=true",
-			"LOG_LEVEL=info",
-		},
-		ReadyURL:     url + "/healthz",
-		ReadyTimeout: startupWait,
-	})
-	if err != nil {
-		if p != nil {
-			p.Stop()
-		}
-		return nil, nil, err
-	}
-	return &Devauth{Proc: p, URL: url}, p.Stop, nil
-}
-
 // NewDevauth starts a devauth of tb's own (e.g. to inject faults) and stops it
 // when tb ends.
 func NewDevauth(tb testing.TB) *Devauth {
 	tb.Helper()
-	d, stop, err := startDevauth()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		stop()
-		if tb.Failed() {
-			tb.Logf("--- devauth output ---\n%s", d.Proc.Output())
-		}
-	})
-	return d
+	s := stack.New(tb, options())
+	return &Devauth{Proc: s.Devauth.Proc, URL: s.Devauth.URL, procs: s}
 }
 
 // MintRequest is the body of devauth's POST /dev/tokens.
@@ -240,13 +205,7 @@ func (d *Devauth) Stats(tb testing.TB) Stats {
 // a test knows a request is in flight.
 func (d *Devauth) WaitIntrospections(tb testing.TB, n int64) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for d.Stats(tb).Introspections < n {
-		if time.Now().After(deadline) {
-			tb.Fatalf("devauth saw fewer than %d introspections after 10s", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(tb, 10*time.Second, fmt.Sprintf("devauth to see %d introspections", n), func() bool { return d.Stats(tb).Introspections >= n })
 }
 
 func (d *Devauth) call(method, path string, body, out any) error {
@@ -287,65 +246,20 @@ type Authz struct {
 	MetricsURL string
 }
 
-func startAuthz(devauthURL, redisURL string, extraEnv []string) (*Authz, func(), error) {
-	bin, err := testenv.BuildBinary("authz")
-	if err != nil {
-		return nil, nil, err
-	}
-	grpcPort, err := testenv.FreePort()
-	if err != nil {
-		return nil, nil, err
-	}
-	metricsPort, err := testenv.FreePort()
-	if err != nil {
-		return nil, nil, err
-	}
-	a := &Authz{
-		Addr:       fmt.Sprintf("127.0.0.1:%d", grpcPort),
-		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d", metricsPort),
-	}
-	env := []string{
-		"AUTHZ_LISTEN=" + a.Addr,
-		"AUTHZ_METRICS_LISTEN=" + strings.TrimPrefix(a.MetricsURL, "http://"),
-		"PROPELAUTH_AUTH_URL=" + devauthURL,
-		"REQUEST_VALIDATION_CLIENT_ID=" + ClientID,
-		"REQUEST_VALIDATION_CLIENT_SECRET=" + ClientSecret,
-		"PROPELAUTH_API_KEY=" + APIKey,
-		"LOG_LEVEL=info",
-	}
-	if redisURL != "" {
-		env = append(env, "REDIS_URL="+redisURL)
-	}
-	p, err := testenv.NewProcess("authz", bin, testenv.ProcessOptions{
-		Env:          append(env, extraEnv...),
-		ReadyURL:     a.MetricsURL + "/healthz",
-		ReadyTimeout: startupWait,
-	})
-	if err != nil {
-		if p != nil {
-			p.Stop()
-		}
-		return nil, nil, err
-	}
-	a.Proc = p
-	return a, p.Stop, nil
+func newAuthz(a *stack.Service) *Authz {
+	return &Authz{Proc: a.Proc, Addr: a.Addr, MetricsURL: a.MetricsURL}
 }
 
 // NewAuthz starts an authz of tb's own against devauth (and redisURL, if not
-// empty) and stops it when tb ends. extraEnv adds or overrides variables.
+// empty) and stops it when tb ends. extraEnv adds or overrides variables
+// (AUTHZ_LISTEN=<an address> starts it where another one was).
 func NewAuthz(tb testing.TB, d *Devauth, redisURL string, extraEnv ...string) *Authz {
 	tb.Helper()
-	a, stop, err := startAuthz(d.URL, redisURL, extraEnv)
-	if err != nil {
-		tb.Fatal(err)
+	var env []string
+	if redisURL != "" {
+		env = append(env, "REDIS_URL="+redisURL)
 	}
-	tb.Cleanup(func() {
-		stop()
-		if tb.Failed() {
-			tb.Logf("--- authz output ---\n%s", a.Proc.Output())
-		}
-	})
-	return a
+	return newAuthz(d.procs.AddAuthz(tb, "authz", append(env, extraEnv...)...))
 }
 
 // Gateway is an in-process gateway serving on a loopback listener.
@@ -388,12 +302,12 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	}
 	url := "http://" + ln.Addr().String()
 	vars := map[string]string{
-		config.EnvListen:            ln.Addr().String(),
-		config.EnvMetricsListen:     opsLn.Addr().String(),
-		config.EnvServerURL:         url,
-		config.EnvAuthzAddr:         authzAddr,
-		config.EnvPropelAuthAuthURL: devauthURL,
-		config.EnvLogLevel:          "info",
+		"MCP_LISTEN":          ln.Addr().String(),
+		"MCP_METRICS_LISTEN":  opsLn.Addr().String(),
+		"MCP_SERVER_URL":      url,
+		"AUTHZ_ADDR":          authzAddr,
+		"PROPELAUTH_AUTH_URL": devauthURL,
+		"LOG_LEVEL":           "info",
 	}
 	for k, v := range env {
 		vars[k] = v
