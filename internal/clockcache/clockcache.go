@@ -164,10 +164,11 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 
 // Set stores v under k until exp, replacing any value k had, and evicts an
 // entry when k's shard is full. An exp that is not in the future deletes k
-// instead: the entry would already have expired.
-func (c *Cache[K, V]) Set(k K, v V, exp time.Time) {
+// instead: the entry would already have expired. Set reports whether it stored
+// v.
+func (c *Cache[K, V]) Set(k K, v V, exp time.Time) bool {
 	if c == nil {
-		return
+		return false
 	}
 	s := c.shard(k)
 	now := c.now()
@@ -175,9 +176,10 @@ func (c *Cache[K, V]) Set(k K, v V, exp time.Time) {
 	defer s.mu.Unlock()
 	if e := exp.UnixNano(); e > now {
 		c.store(s, k, v, e, now)
-	} else {
-		c.delete(s, k)
+		return true
 	}
+	c.delete(s, k)
+	return false
 }
 
 // Compute updates k's entry atomically: f is given the current value, if k has

@@ -73,8 +73,12 @@ func TestNeverPastExpiry(t *testing.T) {
 	clk := newClock()
 	c := newCache[string](t, 10, clk)
 	for _, exp := range []time.Time{clk.now(), clk.after(-time.Hour), {}} {
-		c.Set(key(1), "live", clk.after(time.Hour))
-		c.Set(key(1), "dead", exp)
+		if !c.Set(key(1), "live", clk.after(time.Hour)) {
+			t.Fatal("Set with an expiry ahead reported that it stored nothing")
+		}
+		if c.Set(key(1), "dead", exp) {
+			t.Errorf("Set with expiry %v reported that it stored", exp)
+		}
 		if v, ok := c.Get(key(1)); ok {
 			t.Errorf("Set with expiry %v: Get = %q, want nothing", exp, v)
 		}
@@ -314,7 +318,9 @@ func TestNilCacheStoresNothing(t *testing.T) {
 	if c != nil {
 		t.Fatal("New with MaxEntries 0 returned a cache")
 	}
-	c.Set(key(0), 1, time.Now().Add(time.Hour))
+	if c.Set(key(0), 1, time.Now().Add(time.Hour)) {
+		t.Error("a nil cache reported that it stored")
+	}
 	if _, ok := c.Get(key(0)); ok || c.Len() != 0 || c.Capacity() != 0 || c.Evictions() != 0 || c.Sweep() != 0 {
 		t.Fatal("a nil cache stored something")
 	}

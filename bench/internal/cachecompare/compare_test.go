@@ -189,7 +189,7 @@ func benchKey(i uint64) digest {
 
 type comparable32 interface {
 	Get(k digest) (*[600]byte, bool)
-	Set(k digest, v *[600]byte, exp time.Time)
+	Set(k digest, v *[600]byte, exp time.Time) bool
 }
 
 func newClockImpl(capacity int) comparable32 {
@@ -235,12 +235,13 @@ func (o *otterImpl) Get(k digest) (*[600]byte, bool) {
 	return it.v, ok
 }
 
-func (o *otterImpl) Set(k digest, v *[600]byte, exp time.Time) {
+func (o *otterImpl) Set(k digest, v *[600]byte, exp time.Time) bool {
 	if e := exp.UnixNano(); e > time.Now().UnixNano() {
 		o.c.Set(k, otterItem{v, e})
-	} else {
-		o.c.Invalidate(k)
+		return true
 	}
+	o.c.Invalidate(k)
+	return false
 }
 
 // cpuClock measures the process's CPU time over a benchmark's loop.
