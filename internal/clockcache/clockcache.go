@@ -183,15 +183,15 @@ func (c *Cache[K, V]) Set(k K, v V, exp time.Time) bool {
 }
 
 // Compute updates k's entry atomically: f is given the current value, if k has
-// one that has not expired, and returns the new value with its expiry, or
-// keep=false to leave the entry as it was (absent if it was). An expiry that is
-// not in the future deletes k. f runs under the lock of k's shard: it must be
-// quick and must not call the cache. Compute reports the value k holds
-// afterwards, if any.
-func (c *Cache[K, V]) Compute(k K, f func(old V, found bool) (v V, exp time.Time, keep bool)) (V, bool) {
+// one that has not expired, and the time ([Options.Now]) it was judged at, and
+// returns the new value with its expiry, or keep=false to leave the entry as
+// it was (absent if it was). An expiry that is not after now deletes k. f runs
+// under the lock of k's shard: it must be quick and must not call the cache.
+// Compute reports the value k holds afterwards, if any.
+func (c *Cache[K, V]) Compute(k K, f func(old V, found bool, now time.Time) (v V, exp time.Time, keep bool)) (V, bool) {
 	var zero V
 	if c == nil {
-		f(zero, false)
+		f(zero, false, time.Now())
 		return zero, false
 	}
 	s := c.shard(k)
@@ -202,8 +202,12 @@ func (c *Cache[K, V]) Compute(k K, f func(old V, found bool) (v V, exp time.Time
 	e := s.m[k]
 	if e != nil && e.exp > now {
 		old, found = e.val, true
+		// A use, as a hit is, whether f changes the entry or not.
+		if !e.ref.Load() {
+			e.ref.Store(true)
+		}
 	}
-	v, exp, keep := f(old, found)
+	v, exp, keep := f(old, found, time.Unix(0, now))
 	switch {
 	case !keep && found:
 		return old, true

@@ -98,7 +98,10 @@ func TestCompute(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	c := newCache[int](t, 10, clk)
-	incr := func(old int, found bool) (int, time.Time, bool) {
+	incr := func(old int, found bool, now time.Time) (int, time.Time, bool) {
+		if !now.Equal(clk.now()) {
+			t.Errorf("Compute gave f %v, want the cache's clock's %v", now, clk.now())
+		}
 		return old + 1, clk.after(time.Second), true
 	}
 	for want := 1; want <= 3; want++ {
@@ -106,7 +109,7 @@ func TestCompute(t *testing.T) {
 			t.Fatalf("Compute = %d, %v; want %d, true", v, ok, want)
 		}
 	}
-	leave := func(int, bool) (int, time.Time, bool) { return 100, clk.after(time.Hour), false }
+	leave := func(int, bool, time.Time) (int, time.Time, bool) { return 100, clk.after(time.Hour), false }
 	if v, ok := c.Compute(key(1), leave); !ok || v != 3 {
 		t.Fatalf("Compute that leaves the entry = %d, %v; want 3, true", v, ok)
 	}
@@ -114,18 +117,36 @@ func TestCompute(t *testing.T) {
 		t.Fatalf("Compute that leaves an absent key = %d, %v (Len %d); want nothing stored", v, ok, c.Len())
 	}
 	clk.advance(time.Second)
-	c.Compute(key(1), func(old int, found bool) (int, time.Time, bool) {
+	c.Compute(key(1), func(old int, found bool, _ time.Time) (int, time.Time, bool) {
 		if found {
 			t.Errorf("Compute was given an expired entry (%d)", old)
 		}
 		return 0, time.Time{}, false
 	})
 	c.Set(key(3), 3, clk.after(time.Hour))
-	if _, ok := c.Compute(key(3), func(int, bool) (int, time.Time, bool) { return 4, clk.now(), true }); ok {
+	if _, ok := c.Compute(key(3), func(_ int, _ bool, now time.Time) (int, time.Time, bool) { return 4, now, true }); ok {
 		t.Error("Compute with an expiry not ahead kept the entry")
 	}
 	if _, ok := c.Get(key(3)); ok {
 		t.Error("Compute with an expiry not ahead left the entry readable")
+	}
+}
+
+// TestComputeIsAUse: an entry Compute was given counts as read, even if f left
+// it as it was, so eviction passes it over.
+func TestComputeIsAUse(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	c := newCache[int](t, 2, clk)
+	c.Set(key(0), 0, clk.after(time.Hour))
+	c.Set(key(1), 1, clk.after(time.Hour))
+	c.Compute(key(0), func(old int, _ bool, _ time.Time) (int, time.Time, bool) { return old, time.Time{}, false })
+	c.Set(key(2), 2, clk.after(time.Hour))
+	if _, ok := c.Get(key(0)); !ok {
+		t.Error("the entry Compute used was evicted")
+	}
+	if _, ok := c.Get(key(1)); ok {
+		t.Error("the unused entry survived")
 	}
 }
 
@@ -254,7 +275,7 @@ func TestOnRemove(t *testing.T) {
 	c.Delete(key(1))
 	c.Set(key(2), "c", exp)
 	c.Set(key(3), "d", exp) // evicts c
-	c.Compute(key(3), func(string, bool) (string, time.Time, bool) { return "e", exp, true })
+	c.Compute(key(3), func(string, bool, time.Time) (string, time.Time, bool) { return "e", exp, true })
 	clk.advance(time.Second)
 	c.Sweep() // e expired
 	c.Set(key(4), "f", clk.after(time.Second))
@@ -325,7 +346,10 @@ func TestNilCacheStoresNothing(t *testing.T) {
 		t.Fatal("a nil cache stored something")
 	}
 	called := false
-	if _, ok := c.Compute(key(0), func(int, bool) (int, time.Time, bool) { called = true; return 1, time.Now().Add(time.Hour), true }); ok || !called {
+	if _, ok := c.Compute(key(0), func(int, bool, time.Time) (int, time.Time, bool) {
+		called = true
+		return 1, time.Now().Add(time.Hour), true
+	}); ok || !called {
 		t.Errorf("nil cache Compute: ok %v, f called %v; want false, true", ok, called)
 	}
 	for range c.All() {
@@ -347,7 +371,7 @@ func TestConcurrent(t *testing.T) {
 				k := key(g*10000 + i%3000)
 				c.Set(k, i, exp)
 				c.Get(k)
-				c.Compute(k, func(old int, _ bool) (int, time.Time, bool) { return old + 1, exp, i%2 == 0 })
+				c.Compute(k, func(old int, _ bool, _ time.Time) (int, time.Time, bool) { return old + 1, exp, i%2 == 0 })
 				if i%7 == 0 {
 					c.Delete(k)
 				}
