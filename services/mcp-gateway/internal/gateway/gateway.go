@@ -116,6 +116,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Authz is what the gateway needs from the authz service
@@ -149,6 +150,10 @@ type Options struct {
 	// Tools are the tools served (cmd/mcp-gateway passes tools.BuiltIn());
 	// required, and may be empty.
 	Tools *tools.Set
+	// Tracer, if set, traces each MCP request as a server span, child of
+	// the trace context the client sent (trace.go); nil, the default, traces
+	// nothing and costs nothing.
+	Tracer trace.Tracer
 	// Invalidations opens authz's invalidation stream
 	// (authzclient.Client.WatchInvalidations); required when
 	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
@@ -186,6 +191,8 @@ type Gateway struct {
 	maxInFlight int64
 	inFlight    atomic.Int64
 	bodyTimeout time.Duration
+
+	tracer trace.Tracer // nil: no spans
 
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
@@ -240,6 +247,7 @@ func New(opts Options) (*Gateway, error) {
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
+		tracer:   opts.Tracer,
 
 		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),
 		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),

@@ -21,6 +21,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Headers a browser client may send and read on /mcp.
@@ -54,6 +55,14 @@ type exchange struct {
 	// bodyRead: the body was read to its end. Until then an answer closes
 	// the connection (see fail).
 	bodyRead bool
+
+	// span is the request's span (trace.go), nil until started or without
+	// a tracer; decision, subject and clientID are what it records of the
+	// decision.
+	span     trace.Span
+	decision string
+	subject  string
+	clientID string
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -111,6 +120,8 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.bodyRead = true
 	x.info, x.parsed = info, true
 	x.op = g.ops.For(info)
+	g.startSpan(x)
+	r = x.r
 
 	c, ok := g.authorize(x)
 	if !ok || !g.withinRateLimit(x, c) {
@@ -139,6 +150,10 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	x.tokenRef = res.GetTokenRef()
 	o := judge(g.answers, question{op: x.op, clientGone: ctx.Err() != nil, check: g.checkFunc(x.token)}, res, err)
 	g.metrics.Decision(o.decision)
+	x.decision = o.decision
+	if o.caller != nil {
+		x.subject, x.clientID = o.caller.Principal.GetSubject(), o.caller.Principal.GetClientId()
+	}
 	for _, l := range o.logs {
 		g.logLine(x, l)
 	}
@@ -315,27 +330,37 @@ func (g *Gateway) fail(x *exchange, resp httperror.Response) {
 	resp.Write(x.w)
 }
 
-// finish records the request in metrics and the debug log.
+// labels are the method and tool of the request as metrics and spans name
+// them: a known method or "other" ("unknown" before the body is parsed),
+// and for tools/call a tool served or "unknown".
+func (g *Gateway) labels(x *exchange) (method, tool string) {
+	if !x.parsed {
+		return "unknown", ""
+	}
+	method = "other"
+	if slices.Contains(knownMethods, x.info.Method) {
+		method = x.info.Method
+	}
+	if t := x.info.Tool(); t != "" {
+		tool = "unknown"
+		if g.ops.IsTool(t) {
+			tool = t
+		}
+	}
+	return method, tool
+}
+
+// finish records the request in metrics, its span and the debug log.
 func (g *Gateway) finish(x *exchange) {
 	st := x.w.status
 	if st == 0 {
 		st = http.StatusOK
 	}
-	method, tool := "unknown", ""
-	if x.parsed {
-		method = "other"
-		if slices.Contains(knownMethods, x.info.Method) {
-			method = x.info.Method
-		}
-		if t := x.info.Tool(); t != "" {
-			tool = "unknown"
-			if g.ops.IsTool(t) {
-				tool = t
-			}
-		}
-	}
-	d := time.Since(x.start)
+	method, tool := g.labels(x)
+	end := time.Now()
+	d := end.Sub(x.start)
 	g.metrics.ObserveRequest(method, tool, strconv.Itoa(st), d)
+	g.endSpan(x, st, end)
 	if g.log.Enabled(x.r.Context(), slog.LevelDebug) {
 		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
 		if x.tokenRef != "" {
