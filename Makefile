@@ -21,11 +21,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-## build: compile bin/authz, bin/mcp-gateway, bin/devauth and the example bin/identity-upstream
+## build: compile bin/authz, bin/mcp-gateway, bin/devauth, the load tool's baseline bin/mcp-floor and the example bin/identity-upstream
 build:
 	go build -o $(BIN)/ \
 		./services/authz/cmd/authz \
 		./services/mcp-gateway/cmd/mcp-gateway \
+		./services/mcp-gateway/cmd/mcp-floor \
 		./services/devauth/cmd/devauth \
 		./examples/identity-upstream
 
