@@ -236,9 +236,10 @@ func New(opts Options) (*Signer, error) {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	// No Sweep runs: an expired assertion stays until its slot is needed,
-	// which a full cache looks for first, so MaxEntries bounds the memory
-	// and a Signer needs no goroutine or Close.
+	// No Sweep runs: an expired assertion stays until a full cache needs
+	// its slot (the clock hand takes an expired entry before one in use),
+	// so MaxEntries bounds the memory and a Signer needs no goroutine or
+	// Close.
 	s.cache = clockcache.New(clockcache.Options[cacheKey, string]{MaxEntries: maxEntries, Now: s.now})
 
 	prev := make([]string, 0, len(published)-1)
@@ -319,8 +320,9 @@ func (s *Signer) Assertion(p Principal, audience string) (string, error) {
 	return v.(string), nil
 }
 
-// sign signs the assertion for k, which [checkKey] accepted, and returns it with the time until which it
-// may be handed out again: when half its lifetime has passed.
+// sign signs the assertion for k, which [checkKey] accepted, and returns it
+// with the time until which it may be handed out again: when half its
+// lifetime has passed.
 func (s *Signer) sign(k cacheKey) (jws string, reuseUntil time.Time, err error) {
 	if s.signHook != nil {
 		s.signHook()
