@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run docs proto proto-check lint test test-race test-deps fuzz bench bench-soak tools vuln clean
+.PHONY: all build run docs proto proto-check proto-breaking lint test test-race test-deps fuzz bench bench-soak tools vuln clean
 
 all: build
 
@@ -58,6 +58,11 @@ proto-check: proto
 		git status --porcelain -- proto gen; git diff --stat -- proto gen; \
 		echo "generated code is stale: run 'make proto' and commit the result" >&2; exit 1; \
 	fi
+
+## proto-breaking: buf breaking over the history: every commit of the last PROTO_BREAKING_DEPTH (100) that changed proto/, against its parent, and uncommitted changes against HEAD
+PROTO_BREAKING_DEPTH ?= 100
+proto-breaking: tools
+	BUF=$(BUF) PROTO_BREAKING_DEPTH=$(PROTO_BREAKING_DEPTH) scripts/proto-breaking.sh
 
 ## lint: buf lint, gofmt, go vet and staticcheck over every module
 lint: tools
