@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,46 @@ func checkDocRecipes(t *testing.T, mcpURL string, env map[string]string) {
 	}
 	if s := desktop.MCPServers["mcpauthz"]; s.Command != "npx" || strings.Join(s.Args, " ") != "-y mcp-remote http://localhost:8000/mcp" {
 		t.Errorf("README.md's Claude Desktop snippet runs %q %q, want npx -y mcp-remote http://localhost:8000/mcp", s.Command, s.Args)
+	}
+}
+
+// TestReadmeQuickStart: the README's quick start gives the two commands a
+// newcomer needs, `make test` and `make run`, in its first shell block, and
+// the Makefile has both targets; the sections other pages and guides point at
+// (Quick start, Scaling, Documentation) exist.
+func TestReadmeQuickStart(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, h := range []string{"## Quick start", "## Scaling", "## Documentation"} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(h) + `$`).MatchString(readme) {
+			t.Errorf("README.md has no %q section", h)
+		}
+	}
+	_, quick, _ := strings.Cut(readme, "\n## Quick start\n")
+	quick, _, _ = strings.Cut(quick, "\n## ")
+	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(quick)
+	if block == nil {
+		t.Fatal("README.md's quick start has no ```sh block")
+	}
+	var commands []string
+	for _, line := range strings.Split(strings.TrimSpace(block[1]), "\n") {
+		cmd, _, _ := strings.Cut(line, "#")
+		commands = append(commands, strings.TrimSpace(cmd))
+	}
+	if want := []string{"make test", "make run"}; !slices.Equal(commands, want) {
+		t.Errorf("README.md's quick start runs %q, want %q", commands, want)
+	}
+	mk, err := os.ReadFile(filepath.Join(repoRoot, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"test", "run"} {
+		if !regexp.MustCompile(`(?m)^` + target + `:`).Match(mk) {
+			t.Errorf("the Makefile has no %q target, which README.md's quick start runs", target)
+		}
 	}
 }
