@@ -38,7 +38,7 @@ func TestMatches(t *testing.T) {
 		{"https://chatgpt.com/connector/oauth/*", "https://chatgpt.com:8443/connector/oauth/x", false},
 		{"https://chatgpt.com/connector/oauth/*", "http://chatgpt.com/connector/oauth/x", false},
 		{"https://chatgpt.com/connector/oauth/*", "https://user@chatgpt.com/connector/oauth/x", false},
-		{"https://chatgpt.com/connector/oauth/*", "https://chatgpt.com/connector/oauth/*", true},
+		{"https://chatgpt.com/connector/oauth/*", "https://chatgpt.com/connector/oauth/*", false},
 		{"http://localhost/*", "http://localhost:6274/oauth/callback", true},
 		{"http://localhost/*", "http://localhost:6274/oauth/callback/debug", true},
 		{"http://localhost/*", "http://localhost:6274/", false},
