@@ -88,7 +88,8 @@ func TestTemplatesAreValid(t *testing.T) {
 }
 
 // TestDefaultAllowList: the list devauth uses without a configuration file
-// admits the clients the README tells users to connect, and nothing else.
+// admits the clients the README and docs/clients.md tell users to connect,
+// and nothing else.
 func TestDefaultAllowList(t *testing.T) {
 	t.Parallel()
 	l, err := NewAllowList(DefaultAllowed)
