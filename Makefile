@@ -17,15 +17,16 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run docs proto proto-check proto-breaking lint test test-race test-deps fuzz bench bench-soak tools vuln clean
+.PHONY: all build run docs proto proto-check proto-breaking lint tidy test test-race test-deps fuzz bench bench-soak tools vuln clean
 
 all: build
 
-## build: compile bin/authz, bin/mcp-gateway, bin/devauth and the example bin/identity-upstream
+## build: compile bin/authz, bin/mcp-gateway, bin/devauth, the load tool's baseline bin/mcp-floor and the example bin/identity-upstream
 build:
 	go build -o $(BIN)/ \
 		./services/authz/cmd/authz \
 		./services/mcp-gateway/cmd/mcp-gateway \
+		./services/mcp-gateway/cmd/mcp-floor \
 		./services/devauth/cmd/devauth \
 		./examples/identity-upstream
 
@@ -71,6 +72,11 @@ lint: tools
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:" $$unformatted >&2; exit 1; fi
 	go vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
+
+## tidy: go work sync, then go mod tidy in every module (tools/ too), as e2e's TestModulesAreTidy and TestModulesBuildWhatTheWorkspaceTests expect
+tidy:
+	go work sync
+	@for d in $(MODDIRS) $(CURDIR)/tools; do echo "go mod tidy in $$d"; (cd $$d && go mod tidy); done
 
 ## test-deps: install what the tests need (redis-server, node and the npm packages of e2e/ts) when it is missing
 test-deps:

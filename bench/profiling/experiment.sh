@@ -24,5 +24,6 @@ out="$root/bin/x-$name"
 mkdir -p "$out"
 cd "$root"
 go build -overlay "$work/overlay.json" -o "$out/" \
-	./services/authz/cmd/authz ./services/mcp-gateway/cmd/mcp-gateway ./services/devauth/cmd/devauth
+	./services/authz/cmd/authz ./services/mcp-gateway/cmd/mcp-gateway ./services/devauth/cmd/devauth \
+	./services/mcp-gateway/cmd/mcp-floor
 echo "built $out with $target patched ($name)"

@@ -128,8 +128,8 @@ type Config struct {
 	// FloorMCPURL is the unauthenticated MCP floor's endpoint; FloorGRPCAddr
 	// the no-op gRPC floor's address.
 	FloorMCPURL, FloorGRPCAddr string
-	// FloorPID is the floors' process, for CPU accounting; 0 when they run in
-	// this process.
+	// FloorPID is the floors' process (package floor), for CPU accounting; 0
+	// leaves it out.
 	FloorPID int
 
 	// ProfileDir, if set, receives a CPU profile of every process serving

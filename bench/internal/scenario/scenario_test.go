@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,28 +15,17 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
-// config returns a tiny configuration against the real binaries and floors
-// served by this test process.
+// config returns a tiny configuration against the real binaries and floors.
 func config(t *testing.T) *Config {
 	t.Helper()
 	for _, name := range []string{"devauth", "authz", "mcp-gateway"} {
 		testenv.Binary(t, name)
 	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	fl, err := floor.Start(t.Context(), floor.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = floor.Serve(ctx, slog.New(slog.DiscardHandler), mln, gln)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(fl.Stop)
 	return &Config{
 		BinDir:         filepath.Dir(testenv.Binary(t, "authz")),
 		Dir:            t.TempDir(),
@@ -51,8 +39,9 @@ func config(t *testing.T) *Config {
 		ChurnShare:     0.1,
 		SweepClients:   []int{1, 2},
 		SweepDuration:  100 * time.Millisecond,
-		FloorMCPURL:    "http://" + mln.Addr().String() + "/mcp",
-		FloorGRPCAddr:  gln.Addr().String(),
+		FloorMCPURL:    fl.MCPURL,
+		FloorGRPCAddr:  fl.GRPCAddr,
+		FloorPID:       fl.Pid(),
 		Logger:         slog.New(slog.DiscardHandler),
 	}
 }
