@@ -149,6 +149,10 @@ func TestOpenSentinel(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	if u := os.Getenv(tlsChildEnv); u != "" {
+		tlsChild(u)
+		os.Exit(0)
+	}
 	// go-redis logs every refused dial during a failover on stderr; the
 	// services route those lines to their debug log, and so do the tests.
 	redis.SetLogger(DriverLogger(slog.New(slog.DiscardHandler)))

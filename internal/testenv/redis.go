@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -269,7 +270,7 @@ func (r *Redis) signal(sig os.Signal) error {
 	return r.cmd.Process.Signal(sig)
 }
 
-// Do sends one command in the inline protocol and returns the first reply line, for
+// Do sends one command and returns the first reply line, for
 // tests that want to look inside Redis without a client library (e.g. "DBSIZE").
 // It speaks TLS and authenticates as the server requires.
 func (r *Redis) Do(ctx context.Context, args ...string) (string, error) {
@@ -319,10 +320,16 @@ func (r *Redis) dial(ctx context.Context, timeout time.Duration) (net.Conn, *buf
 	return c, rd, nil
 }
 
-// command sends one inline command on c and returns the first line of the
-// reply, read from rd.
+// command sends one command on c, as a RESP array so that any argument
+// (a password with spaces) goes through intact, and returns the first line
+// of the reply, read from rd.
 func command(c net.Conn, rd *bufio.Reader, args ...string) (string, error) {
-	if _, err := fmt.Fprintf(c, "%s\r\n", strings.Join(args, " ")); err != nil {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
 		return "", err
 	}
 	line, err := rd.ReadString('\n')
