@@ -2,6 +2,7 @@ package redisconn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
@@ -106,4 +109,38 @@ func tlsChild(rawURL string) {
 		return
 	}
 	fmt.Println("ok")
+}
+
+// TestTLSServerNamePerServer: with rediss:// on a Cluster or with Sentinel,
+// no fixed name is set to verify certificates against, so crypto/tls checks
+// each server under the host it dials (go-redis alone would check every
+// node, and a Sentinel-named primary, against the URL's first host); a
+// single node keeps its own host.
+func TestTLSServerNamePerServer(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]string{
+		"rediss://app:pw@redis.example.com:6380/0":              "redis.example.com",
+		"rediss://h1.example.com:7000?addr=h2.example.com:7001": "",
+		"rediss://s1.example.com:26379?master_name=m":           "",
+	} {
+		c, err := Open(url, Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg *tls.Config
+		switch c := c.(type) {
+		case *redis.Client:
+			cfg = c.Options().TLSConfig
+		case *redis.ClusterClient:
+			cfg = c.Options().TLSConfig
+		}
+		c.Close()
+		if cfg == nil {
+			t.Errorf("%s: no TLS", url)
+			continue
+		}
+		if cfg.ServerName != want {
+			t.Errorf("%s: ServerName %q, want %q", url, cfg.ServerName, want)
+		}
+	}
 }
