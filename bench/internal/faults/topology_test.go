@@ -110,7 +110,18 @@ func redisFailover(t *testing.T, name, redisURL string, kill func(context.Contex
 		err                            error
 	}
 	recovered := make(chan recovery, 1)
-	events := []event{{at: time.Second, do: func() {
+	var introStart, addedStart, introAtKill, addedAtKill int64
+	stats := func() int64 {
+		st, err := c.dev.Stats(t.Context())
+		if err != nil {
+			t.Error(err)
+		}
+		return st.Introspections
+	}
+	events := []event{{at: 0, do: func() {
+		introStart, addedStart = stats(), int64(src.Added())
+	}}, {at: time.Second, do: func() {
+		introAtKill, addedAtKill = stats(), int64(src.Added())
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		wait, err := kill(ctx)
 		killed := time.Now()
@@ -148,11 +159,15 @@ func redisFailover(t *testing.T, name, redisURL string, kill func(context.Contex
 		events = append(events, event{at: at, do: func() { src.Rotate(3) }})
 	}
 	slices.SortStableFunc(events, func(a, b event) int { return int(a.at - b.at) })
-	introBefore := c.introspections(t)
 	res := runLoad(t.Context(), conc, 500*time.Millisecond, 5*time.Second, op.Do, events...)
-	introDuring := c.introspections(t) - introBefore
-	t.Logf("figure: redis failover (%s): %s; %d new tokens during the run, %d introspections",
-		name, summary(res), src.Added(), introDuring)
+	introEnd, addedEnd := c.introspections(t), int64(src.Added())
+	// Introspections per new token, before the kill and from the kill on:
+	// the cost of the misses the failover caused (one per token is the
+	// least; the probes after the promotion add a few).
+	t.Logf("figure: redis failover (%s): %s; introspections per new token: %.2f before the kill (%d for %d), %.2f from the kill on (%d for %d)",
+		name, summary(res),
+		float64(introAtKill-introStart)/float64(max(addedAtKill-addedStart, 1)), introAtKill-introStart, addedAtKill-addedStart,
+		float64(introEnd-introAtKill)/float64(max(addedEnd-addedAtKill, 1)), introEnd-introAtKill, addedEnd-addedAtKill)
 	if res.Requests < 100 {
 		t.Fatalf("only %d requests: the load did not run", res.Requests)
 	}
