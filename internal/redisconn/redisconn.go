@@ -39,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"runtime"
 	"strings"
@@ -172,7 +173,8 @@ func scrub(err error, u *url.URL) error {
 // a retry would blow the caller's budget, and the caller's fallback is the
 // retry. A Cluster client follows MOVED and ASK redirections (up to go-redis's
 // max_redirects, 3), and retries a failed node once, within the same deadline;
-// after a failure it reloads the slot map, so that a failover is seen when
+// after a failed command, or a failed connection to a node (a subscription
+// reconnecting), it reloads the slot map, so that a failover is seen when
 // the cluster has promoted a replica rather than at go-redis's next periodic
 // reload. The pool holds go-redis's default number of connections (per node)
 // unless the URL sets pool_size; see [PoolSize].
@@ -213,6 +215,10 @@ func Open(rawURL string, o Options) (redis.UniversalClient, error) {
 		}
 		c := redis.NewClusterClient(opt)
 		c.AddHook(reloadOnFailure{c})
+		// A subscription reconnects through a node's own client, not
+		// through the Cluster client's hooks: without this, one on a dead
+		// primary would keep dialling it until some command failed.
+		c.OnNewNode(func(node *redis.Client) { node.AddHook(reloadOnDialFailure{c}) })
 		return c, nil
 	case Sentinel:
 		opt := p.failover
@@ -281,6 +287,30 @@ func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 		}
 		return err
 	}
+}
+
+// reloadOnDialFailure is a hook of each node's client in a Cluster client
+// that reloads the slot map when a connection to the node cannot be made. A
+// subscription reconnects through the node's client, not through the
+// Cluster client's hooks, to the node its channel's slot pointed at: without
+// this, a subscription on a dead primary would keep dialling it until a
+// command failed somewhere or the periodic reload came.
+type reloadOnDialFailure struct{ c *redis.ClusterClient }
+
+func (h reloadOnDialFailure) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			h.c.ReloadState(ctx)
+		}
+		return conn, err
+	}
+}
+
+func (h reloadOnDialFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h reloadOnDialFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // topologyError reports whether err may mean a node died or the cluster

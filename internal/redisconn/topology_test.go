@@ -56,7 +56,8 @@ func exerciseOperations(t *testing.T, c redis.UniversalClient) {
 // TestOpenCluster: the Cluster form opens a Cluster client that serves
 // every operation over all slots, and sees a failover as soon as the cluster
 // has promoted a replica, not at go-redis's periodic reload of the slot map
-// (a minute): the commands that fail meanwhile reload it.
+// (a minute): the commands that fail meanwhile reload it, and so do the
+// failed reconnections of a client that only subscribes.
 func TestOpenCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 6-node Redis Cluster and fails one over (about 10s): go test without -short (make test) runs it")
@@ -83,6 +84,11 @@ func TestOpenCluster(t *testing.T) {
 	if err := c.Set(ctx, key, "v", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A second client that only subscribes, as an idle replica's
+	// invalidation subscription does, on a channel of the same slot as key:
+	// it sends no command whose failure would reload the slot map, so only
+	// its own failed reconnections can move it to the promoted replica.
+	msgs := subscribe(t, ctx, rc.URL(), key)
 	old.Stop()
 	killed := time.Now()
 	// Commands fail while the cluster notices; they go on failing as a
@@ -105,13 +111,15 @@ func TestOpenCluster(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("SET %s still failing 10s after the cluster promoted a replica", key)
 	}
-	t.Logf("primary of %q killed; replica promoted after %v; the client's SET worked again %v after the promotion",
-		key, promoted.Sub(killed).Round(time.Millisecond), time.Since(promoted).Round(time.Millisecond))
+	setAgain := time.Since(promoted)
+	heard := hear(t, ctx, c, key, msgs, promoted)
+	t.Logf("primary of %q killed; replica promoted after %v; after the promotion the client's SET worked again after %v, the subscriber heard a message after %v",
+		key, promoted.Sub(killed).Round(time.Millisecond), setAgain.Round(time.Millisecond), heard.Round(time.Millisecond))
 }
 
 // TestOpenSentinel: the Sentinel form opens a client of the primary the
 // Sentinels name, which serves every operation and, once they have promoted
-// a replica, reaches the new primary.
+// a replica, reaches the new primary, as does a subscription.
 func TestOpenSentinel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a primary, a replica and three Sentinels and fails over (about 10s): go test without -short (make test) runs it")
@@ -131,6 +139,7 @@ func TestOpenSentinel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	msgs := subscribe(t, ctx, rs.URL(), "k")
 	old.Stop()
 	killed := time.Now()
 	np, err := rs.WaitPromoted(ctx, old)
@@ -141,11 +150,50 @@ func TestOpenSentinel(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "a SET to reach the new primary", func() bool {
 		return c.Set(ctx, "k", "v", time.Minute).Err() == nil
 	})
+	setAgain := time.Since(promoted)
 	if v, err := np.Do(ctx, "GET", "k"); err != nil || v != "$1" {
 		t.Errorf("GET k on the new primary %s = %q, %v; want the value just set", np.Addr, v, err)
 	}
-	t.Logf("primary killed; replica promoted after %v; the client's SET worked again %v after the promotion",
-		promoted.Sub(killed).Round(time.Millisecond), time.Since(promoted).Round(time.Millisecond))
+	heard := hear(t, ctx, c, "k", msgs, promoted)
+	t.Logf("primary killed; replica promoted after %v; after the promotion the client's SET worked again after %v, the subscriber heard a message after %v",
+		promoted.Sub(killed).Round(time.Millisecond), setAgain.Round(time.Millisecond), heard.Round(time.Millisecond))
+}
+
+// subscribe opens a client of rawURL that only subscribes to channel, as an
+// idle replica's invalidation subscription does, and returns its messages.
+func subscribe(t *testing.T, ctx context.Context, rawURL, channel string) <-chan *redis.Message {
+	t.Helper()
+	sub, err := Open(rawURL, Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	ps := sub.Subscribe(ctx, channel)
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+		t.Fatalf("subscribing: %v", err)
+	}
+	return ps.Channel(redis.WithChannelHealthCheckInterval(time.Second))
+}
+
+// hear publishes on channel through c until msgs delivers a message, and
+// returns how long after since that took: messages published while the
+// subscriber reconnects are lost. It fails t after 10s.
+func hear(t *testing.T, ctx context.Context, c redis.UniversalClient, channel string, msgs <-chan *redis.Message, since time.Time) time.Duration {
+	t.Helper()
+	for {
+		if err := c.Publish(ctx, channel, "m").Err(); err != nil {
+			t.Fatalf("PUBLISH: %v", err)
+		}
+		select {
+		case <-msgs:
+			return time.Since(since)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Since(since) > 10*time.Second {
+			t.Fatalf("the subscriber heard nothing 10s after the promotion")
+		}
+	}
 }
 
 func TestMain(m *testing.M) {
