@@ -26,7 +26,8 @@
 //
 // A URL with master_name is Sentinel; with addr and no master_name it is a
 // Cluster; otherwise a single node. rediss:// means TLS, verified against the
-// system's roots (SSL_CERT_FILE adds a private CA).
+// system's roots (SSL_CERT_FILE or SSL_CERT_DIR can name a private CA), each
+// server under the host it is dialled at.
 //
 // Open returns a redis.UniversalClient, the interface go-redis's single-node,
 // Cluster and Sentinel clients share; callers use nothing else, and none of
