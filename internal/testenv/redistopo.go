@@ -426,13 +426,22 @@ func (r *Redis) slotOwner(ctx context.Context, key string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: CLUSTER KEYSLOT: %w", r.Addr, err)
 	}
-	slots, err := c.ClusterSlots(ctx).Result()
+	shards, err := c.ClusterShards(ctx).Result()
 	if err != nil {
-		return "", fmt.Errorf("%s: CLUSTER SLOTS: %w", r.Addr, err)
+		return "", fmt.Errorf("%s: CLUSTER SHARDS: %w", r.Addr, err)
 	}
-	for _, s := range slots {
-		if int64(s.Start) <= slot && slot <= int64(s.End) && len(s.Nodes) > 0 {
-			return s.Nodes[0].Addr, nil
+	for _, sh := range shards {
+		for _, rg := range sh.Slots {
+			if rg.Start > slot || slot > rg.End {
+				continue
+			}
+			for _, n := range sh.Nodes {
+				// A dead primary stays in its shard, marked failed, after
+				// its replica took over.
+				if n.Role == "master" && n.Health == "online" {
+					return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10)), nil
+				}
+			}
 		}
 	}
 	return "", fmt.Errorf("%s: no node serves slot %d", r.Addr, slot)
