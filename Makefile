@@ -78,13 +78,17 @@ tidy:
 	go work sync
 	@for d in $(MODDIRS) $(CURDIR)/tools; do echo "go mod tidy in $$d"; (cd $$d && go mod tidy); done
 
-## test-deps: install what the tests need (redis-server, node and the npm packages of e2e/ts) when it is missing
+## test-deps: install what the tests need (redis-server, redis-sentinel, node and the npm packages of e2e/ts) when it is missing
 test-deps:
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	@redis-server --version
+	@if ! command -v redis-sentinel >/dev/null; then \
+		echo "installing redis-sentinel"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-sentinel >/dev/null; \
+	fi
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 		echo "installing nodejs and npm"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \

@@ -1,8 +1,9 @@
 // Package faults is the fault-injection suite of docs/reliability.md: it starts
 // the real binaries (devauth, one or two authz replicas, one or two gateways,
-// optionally a private redis-server) on loopback, drives them with the load
-// tool's closed-loop load (packages load, target and tokens) and breaks one
-// thing at a time: Redis killed and restarted, the authorization server down,
+// optionally a private redis-server, a Redis Cluster or a Sentinel setup) on
+// loopback, drives them with the load tool's closed-loop load (packages load,
+// target and tokens) and breaks one thing at a time: Redis killed and
+// restarted, a Redis primary killed and failed over, the authorization server down,
 // erroring, talking garbage or hanging, an authz replica or a gateway killed,
 // tokens revoked, tokens expiring, clocks disagreeing.
 //

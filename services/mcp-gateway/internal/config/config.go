@@ -69,7 +69,7 @@ type Config struct {
 	AuthzTLSServerName string `env:"AUTHZ_TLS_SERVER_NAME" defaultText:"the host of AUTHZ_ADDR" desc:"name to verify in authz's certificate"`
 	// RedisURL is the rate limiter's shared store (REDIS_URL); unset, each
 	// replica limits on its own.
-	RedisURL string `env:"REDIS_URL" check:"redisurl" desc:"Redis where every replica keeps its RATE_LIMIT state (used only with RATE_LIMIT); unset: each replica limits on its own"`
+	RedisURL string `env:"REDIS_URL" check:"redisurl" desc:"Redis where every replica keeps its RATE_LIMIT state (used only with RATE_LIMIT): one node, a Cluster or a Sentinel-managed primary, as authz's REDIS_URL; unset: each replica limits on its own"`
 	// RateLimitSpec and RateLimitBurst are RATE_LIMIT and RATE_LIMIT_BURST
 	// as set; RateLimit is every principal's request budget they make (the
 	// zero Limit is off).
