@@ -164,7 +164,8 @@ func TestCopyTruncate(t *testing.T) {
 	for range 10 {
 		l.Log(event("before"))
 	}
-	waitSize(t, path, func(n int64) bool { return n > 0 })
+	line, _ := json.Marshal(event("before"))
+	waitSize(t, path, func(n int64) bool { return n == 10*int64(len(line)+1) })
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
