@@ -28,8 +28,8 @@
 //
 // # Bounded
 //
-// [Logger.Log] never waits for the disk: events go through a bounded buffer to
-// one writer goroutine. When the buffer is full (the disk or the pipe behind
+// [Logger.Log] never waits for the disk: events go through a buffer bounded
+// in events and in bytes to one writer goroutine. When the buffer is full (the disk or the pipe behind
 // stdout is slower than the requests), the event is dropped, counted in
 // mcp_gateway_audit_events_dropped_total, and a WARN line in the operational
 // log says so, at most once per [dropLogEvery] with the count left out.
@@ -114,6 +114,11 @@ type Event struct {
 // are dropped: about a second of a busy gateway's requests, a few hundred KiB.
 const DefaultBuffer = 4096
 
+// DefaultBufferBytes bounds the bytes of the events waiting for the writer,
+// whatever their count: with AUDIT_LOG_ARGUMENTS an event holds arguments of
+// up to the body bound (1 MiB).
+const DefaultBufferBytes = 8 << 20
+
 // dropLogEvery is the least time between two WARN lines about dropped events.
 const dropLogEvery = 10 * time.Second
 
@@ -122,6 +127,9 @@ type Options struct {
 	// Buffer bounds the events waiting for the writer; [DefaultBuffer] when
 	// zero or less.
 	Buffer int
+	// BufferBytes bounds the bytes of the events waiting for the writer;
+	// [DefaultBufferBytes] when zero or less.
+	BufferBytes int64
 	// Logger is the operational log, for dropped events and write errors;
 	// discarded when nil.
 	Logger *slog.Logger
@@ -145,6 +153,9 @@ type Logger struct {
 	dropLog ratelog.Limiter
 	// lost counts events dropped since the last WARN line, for that line.
 	lost atomic.Int64
+	// queued is the bytes of the events in the buffer, at most maxQueued.
+	queued    atomic.Int64
+	maxQueued int64
 
 	// Owned by the writer goroutine once started.
 	w    io.Writer
@@ -186,6 +197,9 @@ func newLogger(opts Options) *Logger {
 	if opts.Buffer <= 0 {
 		opts.Buffer = DefaultBuffer
 	}
+	if opts.BufferBytes <= 0 {
+		opts.BufferBytes = DefaultBufferBytes
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -200,6 +214,8 @@ func newLogger(opts Options) *Logger {
 		log:     opts.Logger,
 		dropped: opts.Dropped,
 		dropLog: ratelog.Limiter{Every: dropLogEvery},
+
+		maxQueued: opts.BufferBytes,
 	}
 }
 
@@ -229,9 +245,16 @@ func (l *Logger) Log(e *Event) {
 		return
 	default:
 	}
+	n := int64(len(b))
+	if l.queued.Add(n) > l.maxQueued {
+		l.queued.Add(-n)
+		l.drop("buffer full", nil)
+		return
+	}
 	select {
 	case l.events <- b:
 	default:
+		l.queued.Add(-n)
 		l.drop("buffer full", nil)
 	}
 }
@@ -291,6 +314,7 @@ func (l *Logger) run() {
 	defer close(l.stopped)
 	bw := bufio.NewWriterSize(l.w, 64<<10)
 	write := func(b []byte) {
+		l.queued.Add(-int64(len(b)))
 		if _, err := bw.Write(b); err != nil {
 			l.drop("write failed", err)
 		}

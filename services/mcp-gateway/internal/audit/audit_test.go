@@ -325,3 +325,27 @@ func TestUnencodableArgumentsKeepEvent(t *testing.T) {
 		t.Errorf("events %+v, want one with the hash and no arguments", got)
 	}
 }
+
+// TestBoundedInBytes: large events (arguments opted in) are bounded by the
+// bytes waiting, not only by their count.
+func TestBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	w := &blockingWriter{release: make(chan struct{})}
+	var dropped atomic.Int64
+	l := audit.New(w, audit.Options{Buffer: 1000, BufferBytes: 64 << 10, Dropped: func() { dropped.Add(1) }})
+	big := event("big")
+	big.Arguments = json.RawMessage(`"` + strings.Repeat("a", 16<<10) + `"`)
+	const n = 50
+	for range n {
+		l.Log(big)
+	}
+	// 64 KiB holds three 16 KiB events; the writer may hold the batch it
+	// took before it blocked (at most as many).
+	if got := dropped.Load(); got < n-2*4 {
+		t.Errorf("dropped %d of %d 16 KiB events with 64 KiB of buffer, want at least %d", got, n, n-2*4)
+	}
+	close(w.release)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
