@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -139,7 +140,7 @@ func openAuditLog(ctx context.Context, cfg config.Config, env service.Env, m *me
 	case "":
 		return nil, nil
 	case config.AuditStdout:
-		return audit.New(env.Stdout, opts), nil
+		return audit.New(cmp.Or[io.Writer](env.Stdout, os.Stdout), opts), nil
 	}
 	l, err := audit.Open(cfg.AuditLog, opts)
 	if err != nil {
