@@ -201,10 +201,18 @@ func waitSize(t *testing.T, path string, ok func(int64) bool) {
 // blockingWriter is a disk that stops answering until released.
 type blockingWriter struct {
 	release chan struct{}
+	// entered, when set, is sent to (without blocking) on each Write.
+	entered chan struct{}
 	buf     bytes.Buffer
 }
 
 func (w *blockingWriter) Write(p []byte) (int, error) {
+	if w.entered != nil {
+		select {
+		case w.entered <- struct{}{}:
+		default:
+		}
+	}
 	<-w.release
 	return w.buf.Write(p)
 }
@@ -347,5 +355,42 @@ func TestBoundedInBytes(t *testing.T) {
 	close(w.release)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAnonymousEventsFillHalf: with the writer stuck, events naming no token
+// (which anyone can cause) stop at half the buffer; events of requests with
+// a token still get the other half.
+func TestAnonymousEventsFillHalf(t *testing.T) {
+	t.Parallel()
+	w := &blockingWriter{release: make(chan struct{}), entered: make(chan struct{}, 1)}
+	l := audit.New(w, audit.Options{Buffer: 16})
+	// The writer takes the first event and blocks writing it: from then on
+	// the buffer's count is exact.
+	l.Log(event("first"))
+	<-w.entered
+	for range 100 {
+		l.Log(&audit.Event{Time: t0, ClientIP: "192.0.2.1", Decision: audit.Deny, Reason: "no_token", Status: 401})
+	}
+	for range 100 {
+		e := event("with-token")
+		e.TokenRef = "0123456789ab"
+		l.Log(e)
+	}
+	close(w.release)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var anon, withToken int
+	for _, e := range decodeEvents(t, w.buf.Bytes()) {
+		switch e.Tool {
+		case "":
+			anon++
+		case "with-token":
+			withToken++
+		}
+	}
+	if anon != 8 || withToken != 8 {
+		t.Errorf("%d anonymous and %d events with a token written from a buffer of 16, want 8 and 8", anon, withToken)
 	}
 }
