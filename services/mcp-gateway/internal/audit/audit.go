@@ -33,9 +33,10 @@
 // stdout is slower than the requests), the event is dropped, counted in
 // mcp_gateway_audit_events_dropped_total, and a WARN line in the operational
 // log says so, at most once per [dropLogEvery] with the count left out.
-// Events that name no token (no token_ref: requests refused before authz
-// answered, which anyone can send) may fill only half the buffer, so that a
-// flood of them cannot crowd out the events of requests made with a token.
+// Events that name no caller (neither subject nor client: requests without a
+// token or with one authz refused, which anyone can send) may fill only half
+// the buffer, so that a flood of them cannot crowd out the events of
+// identified callers.
 //
 // # Rotation
 //
@@ -249,7 +250,7 @@ func (l *Logger) Log(e *Event) {
 	default:
 	}
 	n := int64(len(b))
-	if e.TokenRef == "" && e.Subject == "" && len(l.events) >= cap(l.events)/2 {
+	if e.Subject == "" && e.ClientID == "" && len(l.events) >= cap(l.events)/2 {
 		l.drop("buffer half full: anonymous event", nil)
 		return
 	}

@@ -358,9 +358,9 @@ func TestBoundedInBytes(t *testing.T) {
 	}
 }
 
-// TestAnonymousEventsFillHalf: with the writer stuck, events naming no token
-// (which anyone can cause) stop at half the buffer; events of requests with
-// a token still get the other half.
+// TestAnonymousEventsFillHalf: with the writer stuck, events naming no caller
+// (which anyone can cause, with no token or a made-up one) stop at half the
+// buffer; events of identified callers still get the other half.
 func TestAnonymousEventsFillHalf(t *testing.T) {
 	t.Parallel()
 	w := &blockingWriter{release: make(chan struct{}), entered: make(chan struct{}, 1)}
@@ -371,11 +371,11 @@ func TestAnonymousEventsFillHalf(t *testing.T) {
 	<-w.entered
 	for range 100 {
 		l.Log(&audit.Event{Time: t0, ClientIP: "192.0.2.1", Decision: audit.Deny, Reason: "no_token", Status: 401})
+		// A made-up token: authz named it, but no caller.
+		l.Log(&audit.Event{Time: t0, TokenRef: "fedcba987654", Decision: audit.Deny, Reason: "token_inactive", Status: 401})
 	}
 	for range 100 {
-		e := event("with-token")
-		e.TokenRef = "0123456789ab"
-		l.Log(e)
+		l.Log(event("with-token"))
 	}
 	close(w.release)
 	if err := l.Close(); err != nil {
