@@ -98,8 +98,10 @@ func options() stack.Options {
 
 // Start starts redis, devauth, authz and a gateway with default settings. The
 // caller must Close the stack.
-func Start() (s *Stack, err error) {
-	s = &Stack{}
+func Start() (_ *Stack, err error) {
+	// s is not the named result: "return nil, err" must not nil it before
+	// the deferred Close runs.
+	s := &Stack{}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -107,8 +109,11 @@ func Start() (s *Stack, err error) {
 	}()
 	o := options()
 	o.Redis, o.Authz = true, 1
+	// On error stack.Start returns what it started so far, to Close.
 	s.procs, err = stack.Start(context.Background(), o)
-	s.stops = append(s.stops, s.procs.Close)
+	if s.procs != nil {
+		s.stops = append(s.stops, s.procs.Close)
+	}
 	if err != nil {
 		return nil, err
 	}
