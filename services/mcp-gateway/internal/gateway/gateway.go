@@ -65,6 +65,11 @@
 //     ratelimit, shared across replicas through Redis); over it: 429 with
 //     Retry-After. Only authorized requests are charged, so nobody can spend
 //     another user's budget without their token.
+//  7. With AUDIT_LOG set, a request that reached a decision in steps 2, 5 or
+//     6 (allowed, or denied with 400, 401, 403, 429, 500 or 503) is written to
+//     the audit log once answered (package audit); an allowed request's
+//     context carries an [audit.Record] on which routing code names the
+//     upstream.
 //
 // # Scopes
 //
@@ -104,6 +109,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
@@ -154,6 +160,10 @@ type Options struct {
 	// the trace context the client sent (trace.go); nil, the default, traces
 	// nothing and costs nothing.
 	Tracer trace.Tracer
+	// Audit, when set, receives one event per MCP request that reached a
+	// decision (AUDIT_LOG); with Config.AuditLogArguments the events carry
+	// the arguments themselves, not only their hash.
+	Audit *audit.Logger
 	// Invalidations opens authz's invalidation stream
 	// (authzclient.Client.WatchInvalidations); required when
 	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
@@ -184,6 +194,7 @@ type Gateway struct {
 	mux      *http.ServeMux // public routes
 	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
+	audit    *audit.Logger // nil: AUDIT_LOG is off
 
 	// answers builds the challenged answers; its supported scopes are
 	// scopes_supported, what 401 challenges ask for.
@@ -248,6 +259,7 @@ func New(opts Options) (*Gateway, error) {
 		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
 		tracer:   opts.Tracer,
+		audit:    opts.Audit,
 
 		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),
 		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),

@@ -68,14 +68,16 @@ func (g *Gateway) endSpan(x *exchange, status int, end time.Time) {
 	g.startSpan(x)
 	attrs := make([]attribute.KeyValue, 0, 4)
 	attrs = append(attrs, attrHTTPStatus.Int(status))
-	if x.decision != "" {
-		attrs = append(attrs, attrDecision.String(x.decision))
+	if x.outcome != "" {
+		attrs = append(attrs, attrDecision.String(x.outcome))
 	}
-	if x.subject != "" {
-		attrs = append(attrs, attrSubject.String(x.subject))
+	// The principal authz named, allowed or refused for scope: the subject
+	// is the only person a span names.
+	if sub := x.principal.GetSubject(); sub != "" {
+		attrs = append(attrs, attrSubject.String(sub))
 	}
-	if x.clientID != "" {
-		attrs = append(attrs, attrClientID.String(x.clientID))
+	if id := x.principal.GetClientId(); id != "" {
+		attrs = append(attrs, attrClientID.String(id))
 	}
 	x.span.SetAttributes(attrs...)
 	if status >= http.StatusInternalServerError {
