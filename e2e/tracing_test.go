@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -199,11 +201,12 @@ func TestTracing(t *testing.T) {
 	slow(t)
 	t.Parallel()
 	col := startCollector(t)
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
 	otel := []string{"OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_TRACES_SAMPLER=parentbased_always_on"}
 	s := procstack.New(t, procstack.Options{
 		Authz: 1, Gateways: 1,
 		AuthzEnv:   append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.grpcAddr),
-		GatewayEnv: append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT="+col.httpURL),
+		GatewayEnv: append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT="+col.httpURL, "AUDIT_LOG="+auditFile),
 	})
 	token := mintToken(t, s)
 	endpoint := "http://" + s.Gateways[0].Addr + "/mcp"
@@ -363,6 +366,22 @@ func TestTracing(t *testing.T) {
 		if _, ok := findSpan(col.trace(metaTrace), "authz", "authz.v1.AuthzService/Authorize", ""); !ok {
 			t.Errorf("authz's span is not in the client's trace:\n%s", dump(col.trace(metaTrace)))
 		}
+		// The audit log's trace_id is the span's: the _meta one too, which
+		// the audit log cannot read from the headers.
+		testenv.Eventually(t, 10*time.Second, "audit events in both client traces", func() bool {
+			b, _ := os.ReadFile(auditFile)
+			found := map[string]bool{}
+			for line := range strings.Lines(string(b)) {
+				var ev struct {
+					Method  string `json:"method"`
+					TraceID string `json:"trace_id"`
+				}
+				if json.Unmarshal([]byte(line), &ev) == nil && ev.Method == "tools/call" {
+					found[ev.TraceID] = true
+				}
+			}
+			return found[headerTrace] && found[metaTrace]
+		})
 	})
 
 	t.Run("no token or secret exported", func(t *testing.T) {
