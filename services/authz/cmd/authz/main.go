@@ -11,6 +11,7 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/internal/service"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/app"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
 )
@@ -28,6 +29,13 @@ func main() { service.Main(authz) }
 // metrics and health on AUTHZ_METRICS_LISTEN until ctx is done.
 func serve(ctx context.Context, cfg config.Config, env service.Env) error {
 	redis.SetLogger(redisconn.DriverLogger(env.Logger))
+	// Before app.New: the clients and the server it builds are traced only
+	// if tracing is on by then.
+	tr, err := tracing.Start(ctx, cfg.OTel, "authz", env.Logger)
+	if err != nil {
+		return err
+	}
+	defer tracing.Flush(ctx, tr, env.Logger)
 	a, err := app.New(cfg, app.Options{Logger: env.Logger})
 	if err != nil {
 		return err

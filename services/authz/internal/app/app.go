@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/ashttp"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/config"
@@ -42,6 +43,12 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokencache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/watch"
+)
+
+// Names of the client spans of the calls to the authorization server.
+const (
+	SpanIntrospect = "introspect token"
+	SpanFetchUser  = "fetch user"
 )
 
 // Options are knobs that are not configuration: tests use them.
@@ -93,13 +100,15 @@ func New(cfg config.Config, o Options) (*App, error) {
 	// One transport for both APIs of the authorization server: INTROSPECTION_MAX_CONNS
 	// bounds the connections to its host, whichever API they serve.
 	transport := ashttp.NewTransport(cfg.IntrospectTimeout, cfg.MaxConns)
+	// With tracing on, each client's requests are spans of their own name
+	// over the one shared pool.
 	ic, err := introspect.NewClient(introspect.Config{
 		Endpoint:     cfg.IntrospectionURL,
 		ClientID:     cfg.ClientID,
 		ClientSecret: cfg.ClientSecret,
 		AuthMethod:   introspect.AuthMethod(cfg.IntrospectionAuth),
 		Timeout:      cfg.IntrospectTimeout,
-		Transport:    transport,
+		Transport:    tracing.Transport(transport, SpanIntrospect),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating introspection client: %w", err)
@@ -148,7 +157,7 @@ func New(cfg config.Config, o Options) (*App, error) {
 		Timeout:      cfg.IntrospectTimeout,
 		BaseBackoff:  o.UserRetryBackoff,
 		MaxRetryWait: o.UserMaxRetryWait,
-		Transport:    transport,
+		Transport:    tracing.Transport(transport, SpanFetchUser),
 		Logger:       a.logger,
 		Metrics:      a.Metrics,
 	})
@@ -194,15 +203,18 @@ func New(cfg config.Config, o Options) (*App, error) {
 		u, st := mtls.Interceptors(mtls.Options{Restricted: restricted, Logger: a.logger, Metrics: a.Metrics})
 		unary, stream = append(unary, u), append(stream, st)
 	}
-	opts := []grpc.ServerOption{
+	// Traced (when on): every RPC but WatchInvalidations, a stream as long
+	// as the gateway's connection rather than a request.
+	opts := tracing.GRPCServerOptions(authzv1.AuthzService_WatchInvalidations_FullMethodName)
+	opts = append(opts,
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(256 << 10),
+		grpc.MaxRecvMsgSize(256<<10),
 		// Clients (the gateway pings a connection silent for 10s, to find a
 		// frozen replica fast) keep connections alive with pings; allow them
 		// rather than closing the connection with ENHANCE_YOUR_CALM.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
-	}
+	)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}

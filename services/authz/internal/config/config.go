@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/envconf"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/decision"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/mtls"
 )
@@ -51,6 +52,8 @@ type Config struct {
 	L1MaxEntries       int    `env:"L1_MAX_ENTRIES" envDefault:"100000" min:"0" max:"100000000" desc:"entries in the in-process (L1) cache; 0 turns it off"`
 	Issuer             string `env:"AUTHORIZATION_SERVER" check:"baseurl" defaultText:"{PROPELAUTH_AUTH_URL}/oauth/2.1" desc:"issuer expected in introspection's iss (when it returns one)"`
 	envconf.Logging
+	// OTel is tracing's OTEL_* variables (package tracing).
+	tracing.OTel
 
 	// TLSCert, TLSKey and TLSClientCA are the PEM files of AUTHZ_TLS_*; TLS is
 	// the server configuration built from them, nil for plaintext gRPC.
@@ -101,6 +104,9 @@ func Load(getenv func(string) string) (Config, error) {
 		return c, envconf.Errorf("AUTHORIZATION_SERVER", "required when PROPELAUTH_AUTH_URL is unset (the expected iss)")
 	}
 	if err := c.loadTLS(); err != nil {
+		return c, err
+	}
+	if err := c.OTel.Check(); err != nil {
 		return c, err
 	}
 	return c, nil

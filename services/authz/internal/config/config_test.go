@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/mcpauthz/mcpauthz/internal/envconf"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -36,6 +37,7 @@ func TestDefaults(t *testing.T) {
 		CacheTTL: time.Minute, NegativeCacheTTL: 10 * time.Second, UserCacheTTL: 30 * time.Second, UserNegativeCacheTTL: 5 * time.Second,
 		IntrospectTimeout: 5 * time.Second, MaxInFlight: 64, MaxConns: 128, ClockSkew: 30 * time.Second, RedisTimeout: 100 * time.Millisecond,
 		L1MaxEntries: 100000, Issuer: "https://auth.example.com/oauth/2.1", Logging: envconf.Logging{LogLevel: slog.LevelInfo},
+		OTel: tracing.OTel{Protocol: "http/protobuf", Sampler: "parentbased_always_on"},
 	}
 	if diff := cmp.Diff(want, c, cmpopts.IgnoreFields(Config{}, "ScopeHierarchy")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -154,7 +156,11 @@ func TestEnvVars(t *testing.T) {
 		"AUTHZ_TLS_CERT", "AUTHZ_TLS_CLIENT_CA", "AUTHZ_TLS_KEY", "CACHE_TTL", "CLOCK_SKEW",
 		"INTROSPECTION_AUTH_METHOD", "INTROSPECTION_MAX_CONNS", "INTROSPECTION_MAX_IN_FLIGHT", "INTROSPECTION_TIMEOUT",
 		"INTROSPECTION_URL", "L1_MAX_ENTRIES", "LOG_LEVEL",
-		"NEGATIVE_CACHE_TTL", "PROPELAUTH_API_KEY", "PROPELAUTH_AUTH_URL", "REDIS_TIMEOUT", "REDIS_URL",
+		"NEGATIVE_CACHE_TTL",
+		"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_PROTOCOL",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+		"OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_TRACES_EXPORTER", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+		"PROPELAUTH_API_KEY", "PROPELAUTH_AUTH_URL", "REDIS_TIMEOUT", "REDIS_URL",
 		"REQUEST_VALIDATION_CLIENT_ID", "REQUEST_VALIDATION_CLIENT_SECRET", "SCOPE_HIERARCHY", "USER_CACHE_TTL",
 		"USER_NEGATIVE_CACHE_TTL",
 	}

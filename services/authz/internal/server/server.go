@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -58,6 +60,13 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/users"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/watch"
+)
+
+// Attributes authz adds to an Authorize span (tracing on): where the token's
+// introspection came from and what was decided, never the token.
+const (
+	attrCacheTier = attribute.Key("mcpauthz.cache_tier")
+	attrDecision  = attribute.Key("mcpauthz.decision")
 )
 
 // Input limits.
@@ -206,6 +215,11 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 	}
 	out := s.policy.Decide(r, res, required, s.now())
 	s.decisions[out.Reason].Inc()
+	// The RPC's span (tracing on) says where the answer came from: a miss is
+	// the one with an introspection span below it.
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(attrCacheTier.String(tier.String()), attrDecision.String(out.Reason.String()))
+	}
 	resp := &authzv1.AuthorizeResponse{Allowed: out.Allowed(), TokenRef: tokencache.FullRef(k)}
 	if s.logger.Enabled(ctx, slog.LevelDebug) {
 		s.logger.DebugContext(ctx, "authorize", tokenref.Attr(resp.TokenRef),

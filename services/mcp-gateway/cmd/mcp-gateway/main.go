@@ -21,9 +21,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
+	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/internal/service"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
@@ -99,7 +102,22 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 	// recorded by then, and Close writes what is still buffered.
 	defer auditLog.Close()
 
-	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
+	// Before the clients and the gateway are built: they are traced only if
+	// tracing is on by then.
+	tr, err := tracing.Start(ctx, cfg.OTel, "mcp-gateway", logger)
+	if err != nil {
+		return err
+	}
+	defer tracing.Flush(ctx, tr, logger)
+	var tracer trace.Tracer
+	if tr.Enabled() {
+		tracer = tracing.Tracer("github.com/mcpauthz/mcpauthz/services/mcp-gateway")
+	}
+
+	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS,
+		// The trace context goes to authz in the calls' metadata; the
+		// invalidation stream, as long as the connection, is no request.
+		DialOptions: tracing.GRPCClientOptions(authzv1.AuthzService_WatchInvalidations_FullMethodName)})
 	if err != nil {
 		return fmt.Errorf("invalid configuration: AUTHZ_ADDR: %w", err)
 	}
@@ -114,7 +132,7 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 		defer limiter.Close()
 	}
 
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(), Audit: auditLog,
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(), Audit: auditLog, Tracer: tracer,
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return authz.WatchInvalidations(ctx) }})
 	if err != nil {
 		return err

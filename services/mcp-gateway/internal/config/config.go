@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mcpauthz/mcpauthz/internal/envconf"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 )
 
@@ -57,6 +58,8 @@ type Config struct {
 	// token may call (TOOLS_LIST_ALL).
 	ToolsListAll bool `env:"TOOLS_LIST_ALL" envDefault:"false" desc:"true: tools/list shows every tool, not only those the caller's scopes allow"`
 	envconf.Logging
+	// OTel is tracing's OTEL_* variables (package tracing).
+	tracing.OTel
 
 	// AuthzTLS secures the connection to authz, nil for plaintext. It is set
 	// when any AUTHZ_TLS_* variable is: AuthzTLSCA is the CA that signed
@@ -182,6 +185,9 @@ func Load(getenv func(string) string) (Config, error) {
 		c.RateLimit.Burst = c.RateLimitBurst
 	}
 	if err := c.checkAuditLog(); err != nil {
+		return c, err
+	}
+	if err := c.OTel.Check(); err != nil {
 		return c, err
 	}
 	return c, nil

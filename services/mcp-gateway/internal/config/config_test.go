@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/mcpauthz/mcpauthz/internal/envconf"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"log/slog"
 	"net"
 	"slices"
@@ -39,6 +40,7 @@ func TestLoadDefaults(t *testing.T) {
 		BodyTimeout:         10 * time.Second,
 		MaxConnections:      4096,
 		GOGC:                "400",
+		OTel:                tracing.OTel{Protocol: "http/protobuf", Sampler: "parentbased_always_on"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -57,20 +59,23 @@ func TestLoadDefaults(t *testing.T) {
 func TestLoadAll(t *testing.T) {
 	t.Parallel()
 	got, err := Load(env(map[string]string{
-		"MCP_LISTEN":           "127.0.0.1:9999",
-		"MCP_METRICS_LISTEN":   "127.0.0.1:9999",
-		"MCP_SERVER_URL":       "HTTPS://MCP.Example.com:443/",
-		"AUTHZ_ADDR":           "dns:///authz:50051",
-		"SCOPES":               "read:user_data, read:org_data read:user_data",
-		"AUTHORIZATION_SERVER": "https://auth.example.com/",
-		"PROPELAUTH_AUTH_URL":  "https://ignored.example.com",
-		"AUTHZ_TIMEOUT":        "500ms",
-		"MCP_ALLOWED_ORIGINS":  "http://localhost:6274, https://app.example.com:8443",
-		"TOOLS_LIST_ALL":       "true",
-		"LOG_LEVEL":            "debug",
-		"MCP_MAX_IN_FLIGHT":    "64",
-		"MCP_BODY_TIMEOUT":     "2s",
-		"MCP_MAX_CONNECTIONS":  "5000",
+		"MCP_LISTEN":                  "127.0.0.1:9999",
+		"MCP_METRICS_LISTEN":          "127.0.0.1:9999",
+		"MCP_SERVER_URL":              "HTTPS://MCP.Example.com:443/",
+		"AUTHZ_ADDR":                  "dns:///authz:50051",
+		"SCOPES":                      "read:user_data, read:org_data read:user_data",
+		"AUTHORIZATION_SERVER":        "https://auth.example.com/",
+		"PROPELAUTH_AUTH_URL":         "https://ignored.example.com",
+		"AUTHZ_TIMEOUT":               "500ms",
+		"MCP_ALLOWED_ORIGINS":         "http://localhost:6274, https://app.example.com:8443",
+		"TOOLS_LIST_ALL":              "true",
+		"LOG_LEVEL":                   "debug",
+		"MCP_MAX_IN_FLIGHT":           "64",
+		"MCP_BODY_TIMEOUT":            "2s",
+		"MCP_MAX_CONNECTIONS":         "5000",
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318",
+		"OTEL_TRACES_SAMPLER":         "parentbased_traceidratio",
+		"OTEL_TRACES_SAMPLER_ARG":     "0.25",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +96,7 @@ func TestLoadAll(t *testing.T) {
 		BodyTimeout:         2 * time.Second,
 		MaxConnections:      5000,
 		GOGC:                "400",
+		OTel:                tracing.OTel{Endpoint: "http://otel-collector:4318", Protocol: "http/protobuf", Sampler: "parentbased_traceidratio", SamplerArg: "0.25"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -138,6 +144,10 @@ func TestLoadErrors(t *testing.T) {
 		{"connections negative", map[string]string{"MCP_MAX_CONNECTIONS": "-1"}, "MCP_MAX_CONNECTIONS"},
 		{"connections fraction", map[string]string{"MCP_MAX_CONNECTIONS": "1.5"}, "MCP_MAX_CONNECTIONS"},
 		{"connections garbage", map[string]string{"MCP_MAX_CONNECTIONS": "lots"}, "MCP_MAX_CONNECTIONS"},
+		{"trace exporter unknown", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"},
+		{"trace endpoint relative", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "otel-collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"trace protocol http/json", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
+		{"trace sampler arg", map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -122,6 +122,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Authz is what the gateway needs from the authz service
@@ -155,6 +156,10 @@ type Options struct {
 	// Tools are the tools served (cmd/mcp-gateway passes tools.BuiltIn());
 	// required, and may be empty.
 	Tools *tools.Set
+	// Tracer, if set, traces each MCP request as a server span, child of
+	// the trace context the client sent (trace.go); nil, the default, traces
+	// nothing and costs nothing.
+	Tracer trace.Tracer
 	// Audit, when set, receives one event per MCP request that reached a
 	// decision (AUDIT_LOG); with Config.AuditLogArguments the events carry
 	// the arguments themselves, not only their hash.
@@ -197,6 +202,8 @@ type Gateway struct {
 	maxInFlight int64
 	inFlight    atomic.Int64
 	bodyTimeout time.Duration
+
+	tracer trace.Tracer // nil: no spans
 
 	decisions     *decisioncache.Cache // nil: DECISION_CACHE_TTL is off
 	invalidations decisioncache.OpenFunc
@@ -251,6 +258,7 @@ func New(opts Options) (*Gateway, error) {
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
+		tracer:   opts.Tracer,
 		audit:    opts.Audit,
 
 		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),

@@ -23,6 +23,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Headers a browser client may send and read on /mcp.
@@ -57,6 +58,10 @@ type exchange struct {
 	// the connection (see fail).
 	bodyRead bool
 
+	// span is the request's span (trace.go), nil until started or without
+	// a tracer; outcome is the decision as metrics label it, for the span.
+	span    trace.Span
+	outcome string
 	// For the audit log (AUDIT_LOG). decision is audit.Allow or audit.Deny
 	// once the request has reached one, "" until then (no event); reason
 	// says why a request was denied.
@@ -133,6 +138,8 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	if g.audit != nil {
 		x.body = body
 	}
+	g.startSpan(x)
+	r = x.r
 
 	c, ok := g.authorize(x)
 	if !ok || !g.withinRateLimit(x, c) {
@@ -167,6 +174,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	x.principal = res.GetPrincipal()
 	o := judge(g.answers, question{op: x.op, clientGone: ctx.Err() != nil, check: g.checkFunc(x.token)}, res, err)
 	g.metrics.Decision(o.decision)
+	x.outcome = o.decision
 	for _, l := range o.logs {
 		g.logLine(x, l)
 	}
@@ -345,28 +353,38 @@ func (g *Gateway) fail(x *exchange, resp httperror.Response) {
 	resp.Write(x.w)
 }
 
-// finish records the request in metrics, the debug log and, once it has
-// reached a decision, the audit log.
+// labels are the method and tool of the request as metrics and spans name
+// them: a known method or "other" ("unknown" before the body is parsed),
+// and for tools/call a tool served or "unknown".
+func (g *Gateway) labels(x *exchange) (method, tool string) {
+	if !x.parsed {
+		return "unknown", ""
+	}
+	method = "other"
+	if slices.Contains(knownMethods, x.info.Method) {
+		method = x.info.Method
+	}
+	if t := x.info.Tool(); t != "" {
+		tool = "unknown"
+		if g.ops.IsTool(t) {
+			tool = t
+		}
+	}
+	return method, tool
+}
+
+// finish records the request in metrics, its span, the debug log and, once
+// it has reached a decision, the audit log.
 func (g *Gateway) finish(x *exchange) {
 	st := x.w.status
 	if st == 0 {
 		st = http.StatusOK
 	}
-	method, tool := "unknown", ""
-	if x.parsed {
-		method = "other"
-		if slices.Contains(knownMethods, x.info.Method) {
-			method = x.info.Method
-		}
-		if t := x.info.Tool(); t != "" {
-			tool = "unknown"
-			if g.ops.IsTool(t) {
-				tool = t
-			}
-		}
-	}
-	d := time.Since(x.start)
+	method, tool := g.labels(x)
+	end := time.Now()
+	d := end.Sub(x.start)
 	g.metrics.ObserveRequest(method, tool, strconv.Itoa(st), d)
+	g.endSpan(x, st, end)
 	if g.log.Enabled(x.r.Context(), slog.LevelDebug) {
 		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
 		if x.tokenRef != "" {

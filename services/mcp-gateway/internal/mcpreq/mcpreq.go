@@ -66,7 +66,23 @@ type Info struct {
 	// IsCall reports whether the message has an id (a request, not a
 	// notification).
 	IsCall bool
+	// Trace is the W3C trace context the client sent in params._meta.
+	Trace TraceContext
 }
+
+// TraceContext is the W3C trace context of a message: the string values of
+// params._meta's traceparent and tracestate keys, which MCP reserves for it
+// (2026-07-28, "_meta"), as sent, unvalidated (an invalid one is ignored
+// where it is used, as W3C Trace Context asks). A value that is not a string,
+// or longer than [MaxTraceValue], is left empty.
+type TraceContext struct {
+	Parent string
+	State  string
+}
+
+// MaxTraceValue bounds the trace context values kept: a traceparent is 55
+// bytes and W3C asks that at least 512 of a tracestate be propagated.
+const MaxTraceValue = 4 << 10
 
 // Tool returns the tool name when the request is a tools/call, else "".
 func (i Info) Tool() string {
@@ -302,6 +318,7 @@ func (p *parser) message() (Info, error) {
 		version2   bool
 		paramsKind jsontext.Kind // 0 when absent
 		name, uri  member
+		trace      TraceContext
 	)
 	for {
 		// The decoder itself refuses a repeated name and a name that is not
@@ -334,7 +351,7 @@ func (p *parser) message() (Info, error) {
 		case "params":
 			paramsKind = dec.PeekKind()
 			if paramsKind == '{' {
-				err = p.params(&name, &uri)
+				err = p.params(&name, &uri, &trace)
 			} else {
 				err = dec.SkipValue()
 			}
@@ -356,6 +373,7 @@ func (p *parser) message() (Info, error) {
 	if !hasMethod || info.Method == "" {
 		return Info{}, badRequest("message has no method; only JSON-RPC requests and notifications are accepted")
 	}
+	info.Trace = trace
 	if !hasName(info.Method) {
 		return info, nil
 	}
@@ -382,9 +400,10 @@ func (p *parser) message() (Info, error) {
 	return info, nil
 }
 
-// params reads the params object, keeping its name and uri members: the
-// method, which says which one counts, may come after params.
-func (p *parser) params(name, uri *member) error {
+// params reads the params object, keeping its name and uri members (the
+// method, which says which one counts, may come after params) and the trace
+// context in its _meta.
+func (p *parser) params(name, uri *member, trace *TraceContext) error {
 	dec := &p.dec
 	if _, err := dec.ReadToken(); err != nil { // opening brace
 		return err
@@ -403,6 +422,19 @@ func (p *parser) params(name, uri *member) error {
 			m = name
 		case "uri":
 			m = uri
+		case "_meta":
+			// Read here, while the body is parsed anyway, rather than
+			// decoded again later: a request without _meta costs nothing
+			// more, and one with it only the reading of its keys.
+			if dec.PeekKind() == '{' {
+				err = p.meta(trace)
+			} else {
+				err = dec.SkipValue()
+			}
+			if err != nil {
+				return err
+			}
+			continue
 		default:
 			if err := dec.SkipValue(); err != nil {
 				return err
@@ -420,6 +452,60 @@ func (p *parser) params(name, uri *member) error {
 		}
 		m.value = tok.String()
 	}
+}
+
+// meta reads params._meta, keeping its traceparent and tracestate strings.
+func (p *parser) meta(trace *TraceContext) error {
+	dec := &p.dec
+	if _, err := dec.ReadToken(); err != nil { // opening brace
+		return err
+	}
+	for {
+		if dec.PeekKind() == '}' {
+			_, err := dec.ReadToken()
+			return err
+		}
+		// The name as raw bytes: the other keys of _meta (the client's
+		// protocol version and info) are longer than the conversion to a
+		// string can make without allocating.
+		name, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		var v *string
+		switch {
+		case isKey(name, "traceparent"):
+			v = &trace.Parent
+		case isKey(name, "tracestate"):
+			v = &trace.State
+		}
+		if v == nil || dec.PeekKind() != '"' {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		if s := tok.String(); len(s) <= MaxTraceValue {
+			*v = s
+		}
+	}
+}
+
+// isKey reports whether raw, an object name as read, is name: byte for
+// byte (which allocates nothing), or once unescaped.
+func isKey(raw jsontext.Value, name string) bool {
+	if len(raw) == len(name)+2 && string(raw[1:len(raw)-1]) == name {
+		return true
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return false
+	}
+	s, err := jsontext.AppendUnquote(nil, raw)
+	return err == nil && string(s) == name
 }
 
 // stringToken reads the value of key, which must be a string.

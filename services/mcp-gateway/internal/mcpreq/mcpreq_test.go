@@ -50,6 +50,15 @@ var parseCases = []struct {
 	{"invalid UTF-8 in name", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"who_am_i\xff\xfe\"}}", nil, Info{Method: "tools/call", Name: "who_am_i\uFFFD\uFFFD", IsCall: true}},
 	{"lone surrogate in name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\ud800b"}}`, nil, Info{Method: "tools/call", Name: "a\uFFFDb", IsCall: true}},
 	{"invalid UTF-8 in key", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"na\xffme\":\"who_am_i\"}}", nil, Info{Method: "tools/call", IsCall: true}},
+	// W3C trace context in params._meta (MCP 2026-07-28 reserves the keys),
+	// kept as sent for any method; anything but a string is ignored.
+	{"trace context in _meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","_meta":{"progressToken":1,"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"congo=t61rcWkgMzE"}}}`, nil, Info{Method: "tools/call", Name: "who_am_i", IsCall: true, Trace: TraceContext{Parent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", State: "congo=t61rcWkgMzE"}}},
+	{"trace context, params before method", `{"params":{"_meta":{"traceparent":"tp"}},"id":0,"method":"tools/list","jsonrpc":"2.0"}`, nil, Info{Method: "tools/list", IsCall: true, Trace: TraceContext{Parent: "tp"}}},
+	{"escaped trace key", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"trace\u0070arent":"tp"}}}`, nil, Info{Method: "ping", IsCall: true, Trace: TraceContext{Parent: "tp"}}},
+	{"trace values not strings", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":{"traceparent":"x"},"tracestate":["a"]}}}`, nil, Info{Method: "ping", IsCall: true}},
+	{"_meta not an object", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":"traceparent"}}`, nil, Info{Method: "ping", IsCall: true}},
+	{"trace context outside params._meta", `{"jsonrpc":"2.0","id":1,"method":"ping","_meta":{"traceparent":"tp"},"params":{"traceparent":"tp","arguments":{"_meta":{"traceparent":"tp"}}}}`, nil, Info{Method: "ping", IsCall: true}},
+	{"trace value too long", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"tp","tracestate":"` + strings.Repeat("a", MaxTraceValue+1) + `"}}}`, nil, Info{Method: "ping", IsCall: true, Trace: TraceContext{Parent: "tp"}}},
 	// Numbers are checked for syntax only (encoding/json's Token API refused
 	// 1e400 in members it skipped).
 	{"huge number in arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{"n":1e400}}}`, nil, Info{Method: "tools/call", Name: "who_am_i", IsCall: true}},
@@ -102,6 +111,7 @@ var refuseCases = []struct {
 	{"method header twice", `{"jsonrpc":"2.0","id":1,"method":"ping"}`, hdr(HeaderMethod, "ping", HeaderMethod, "ping")},
 	{"bad base64 name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}`, hdr(HeaderName, "=?base64?!!?=")},
 	{"repeated escaped key", `{"jsonrpc":"2.0","id":1,"method":"ping","\u006dethod":"tools/call"}`, nil},
+	{"repeated traceparent", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"a","trace\u0070arent":"b"}}}`, nil},
 	{"repeated uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a","uri":"b"}}`, nil},
 	{"repeated key as invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\xff\":1,\"x\xfe\":2}", nil},
 	{"jsonrpc not a string", `{"jsonrpc":2.0,"id":1,"method":"ping"}`, nil},
