@@ -1,6 +1,7 @@
 package charttest
 
 import (
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -204,8 +205,12 @@ func checkPods(t *testing.T, m *manifest) {
 			continue
 		}
 		sleep := c.Lifecycle.PreStop.Sleep.Seconds
-		if spec.TerminationGracePeriodSeconds == nil || *spec.TerminationGracePeriodSeconds <= sleep+own {
-			t.Errorf("Deployment %s: terminationGracePeriodSeconds %v does not exceed preStop %ds + the service's own shutdown %ds", d.Name, spec.TerminationGracePeriodSeconds, sleep, own)
+		grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+		if spec.TerminationGracePeriodSeconds != nil {
+			grace = *spec.TerminationGracePeriodSeconds
+		}
+		if grace <= sleep+own {
+			t.Errorf("Deployment %s: terminationGracePeriodSeconds %d does not exceed preStop %ds + the service's own shutdown %ds", d.Name, grace, sleep, own)
 		}
 		if sleep < 1 {
 			t.Errorf("Deployment %s: preStop sleeps %ds", d.Name, sleep)
@@ -445,6 +450,9 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 	gateway := m.deployment(t, "gateway")
 	caller := pod{ns: namespace, labels: map[string]string{"mcpauthz.io/authz-client": "true"}}
 	stranger := pod{ns: namespace, labels: map[string]string{"app": "other"}}
+	// A pod of the same release that is neither authz nor the gateway.
+	sibling := pod{ns: namespace, labels: maps.Clone(authz.Spec.Template.Labels)}
+	sibling.labels["app.kubernetes.io/component"] = "other"
 	authzPod := pod{ns: namespace, labels: authz.Spec.Template.Labels}
 	gatewayPod := pod{ns: namespace, labels: gateway.Spec.Template.Labels}
 	pods := []pod{authzPod, gatewayPod}
@@ -498,7 +506,7 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 	if !allows(authzPolicy, gatewayPod, grpc) {
 		t.Errorf("NetworkPolicy %s keeps the gateway out of authz's gRPC port", authzPolicy.Name)
 	}
-	for name, p := range map[string]pod{"an unlabelled pod": stranger, "an unlabelled pod elsewhere": {ns: "elsewhere"}} {
+	for name, p := range map[string]pod{"an unlabelled pod": stranger, "an unlabelled pod elsewhere": {ns: "elsewhere"}, "another pod of the release": sibling} {
 		if allows(authzPolicy, p, grpc) {
 			t.Errorf("NetworkPolicy %s lets %s call authz", authzPolicy.Name, name)
 		}
@@ -513,7 +521,7 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 				t.Errorf("NetworkPolicy %s keeps %s out of Redis", redisPolicy.Name, p.labels["app.kubernetes.io/component"])
 			}
 		}
-		others := []pod{stranger, caller, {ns: redisPolicy.Namespace}}
+		others := []pod{stranger, caller, sibling, {ns: redisPolicy.Namespace}}
 		if devauthPod != nil {
 			others = append(others, *devauthPod)
 		}
