@@ -412,9 +412,7 @@ func checkNoSecretInConfigMaps(t *testing.T, m *manifest) {
 			secretValues = append(secretValues, string(v))
 		}
 	}
-	for _, v := range []string{clientSecret, apiKey, redisURL, "redis-password-51aa"} {
-		secretValues = append(secretValues, v)
-	}
+	secretValues = append(secretValues, clientSecret, apiKey, redisURL, "redis-password-51aa")
 	for _, cm := range m.ConfigMaps {
 		for k, v := range cm.Data {
 			if secretNames[k] {
