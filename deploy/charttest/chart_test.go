@@ -18,11 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// shutdown is how long each service may take after SIGTERM, from its source:
-// authz's app.Options.ShutdownTimeout (5s) then 1s for its HTTP server;
-// the gateway's drainTimeout (8s) then opsDrainTimeout (1s).
-var shutdown = map[string]int64{"authz": 5 + 1, "gateway": 8 + 1}
-
 // binaryOf is the binary each container runs.
 var binaryOf = map[string]string{"authz": "authz", "mcp-gateway": "mcp-gateway", "devauth": "devauth"}
 
@@ -177,6 +172,7 @@ func checkSelectors(t *testing.T, m *manifest) {
 func checkPods(t *testing.T, m *manifest) {
 	t.Helper()
 	known := declaredEnv(t)
+	shutdown := shutdownSeconds(t)
 	for _, d := range m.Deployments {
 		spec := d.Spec.Template.Spec
 		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
