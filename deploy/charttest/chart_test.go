@@ -74,6 +74,9 @@ func TestRefusedValues(t *testing.T) {
 		{"a variable the chart sets", `{gateway: {env: {AUTHZ_ADDR: "authz:50051"}}}`, "gateway.env.AUTHZ_ADDR: set by the chart"},
 		{"an ingress without a host", `{gateway: {ingress: {enabled: true}}}`, "gateway.ingress.host is required"},
 		{"two sources of REDIS_URL", `{redis: {url: "redis://r:6379", existingSecret: r}}`, "redis.url and redis.existingSecret"},
+		{"a misspelt key (values.schema.json)", `{gatway: {replicaCount: 3}}`, "gatway"},
+		{"a misspelt nested key", `{authz: {autoscaling: {enable: true}}}`, "enable"},
+		{"a count that is not a number", `{authz: {replicaCount: "two"}}`, "replicaCount"},
 		{"a grace period shorter than preStop", `{authz: {terminationGracePeriodSeconds: 5, preStopSleepSeconds: 5}}`, "authz.terminationGracePeriodSeconds must exceed"},
 	}
 	for _, tt := range tests {
