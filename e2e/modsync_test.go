@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,4 +68,68 @@ func moduleVersions(t *testing.T, dir, gowork, pattern string) map[string]string
 		}
 	}
 	return vs
+}
+
+// TestModulesAreTidy: every module of the repository (the workspace's and
+// tools/, which is not in it) has the go.mod and go.sum `go mod tidy` would
+// write: no requirement missing or left over, none marked direct or indirect
+// wrongly, no checksum missing or unused. When this fails, run `make tidy`
+// and commit the result.
+//
+// It runs `go mod tidy -diff`, which changes nothing and fails with the diff
+// when a module is untidy. It judges by that diff, not by stderr: with an
+// empty module cache (CI's) the go command reports every download there.
+func TestModulesAreTidy(t *testing.T) {
+	slow(t)
+	t.Parallel()
+	dirs := moduleDirs(t)
+	if len(dirs) < 5 {
+		t.Fatalf("found only %d modules under %s: %q", len(dirs), repoRoot, dirs)
+	}
+	for _, dir := range dirs {
+		rel, _ := filepath.Rel(repoRoot, dir)
+		t.Run(rel, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command("go", "mod", "tidy", "-diff")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "GOWORK=off")
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			switch {
+			case err == nil:
+			case errors.As(err, &exit) && stdout.Len() > 0:
+				t.Errorf("%s is not tidy (run `make tidy`); go mod tidy would change:\n%s", rel, stdout.String())
+			default:
+				t.Errorf("go mod tidy -diff in %s: %v\n%s", rel, err, stderr.String())
+			}
+		})
+	}
+}
+
+// moduleDirs returns the directory of every go.mod in the repository, outside
+// dependencies (node_modules), test data and build output.
+func moduleDirs(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != repoRoot {
+			switch name := d.Name(); {
+			case name == "node_modules", name == "testdata", name == "bin", strings.HasPrefix(name, "."):
+				return filepath.SkipDir
+			}
+		}
+		if !d.IsDir() && d.Name() == "go.mod" {
+			dirs = append(dirs, filepath.Dir(path))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds authz, mcp-gateway and devauth into DIR (default bin/pprof) with a
-# net/http/pprof endpoint on $PPROF_LISTEN. The services' sources are not
-# touched: `go build -overlay` adds bench/profiling/pprof.go.in to each
-# command's package main. Use with `mcpload -bin bin/pprof -pprof DIR`.
+# Builds authz, mcp-gateway, devauth and mcp-floor (the load tool's floors)
+# into DIR (default bin/pprof) with a net/http/pprof endpoint on
+# $PPROF_LISTEN. The services' sources are not touched: `go build -overlay`
+# adds bench/profiling/pprof.go.in to each command's package main. Use with
+# `mcpload -bin bin/pprof -pprof DIR`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/bin/pprof}
@@ -14,10 +15,12 @@ cat >"$overlay" <<JSON
 {"Replace": {
   "$root/services/authz/cmd/authz/zz_pprof_overlay.go": "$src",
   "$root/services/mcp-gateway/cmd/mcp-gateway/zz_pprof_overlay.go": "$src",
+  "$root/services/mcp-gateway/cmd/mcp-floor/zz_pprof_overlay.go": "$src",
   "$root/services/devauth/cmd/devauth/zz_pprof_overlay.go": "$src"
 }}
 JSON
 cd "$root"
 go build -overlay "$overlay" -o "$out/" \
-	./services/authz/cmd/authz ./services/mcp-gateway/cmd/mcp-gateway ./services/devauth/cmd/devauth
-echo "built $out/{authz,mcp-gateway,devauth} with pprof on \$PPROF_LISTEN"
+	./services/authz/cmd/authz ./services/mcp-gateway/cmd/mcp-gateway ./services/devauth/cmd/devauth \
+	./services/mcp-gateway/cmd/mcp-floor
+echo "built $out/{authz,mcp-gateway,devauth,mcp-floor} with pprof on \$PPROF_LISTEN"

@@ -1,7 +1,7 @@
 // Package clockcache is the one in-process cache of the services: a map of at
 // most a fixed number of entries, each with an absolute expiry. authz keeps its
-// L1 of introspection results and users in it, the gateway its decisions and
-// its in-process rate limiter's state.
+// L1 of introspection results and users in it, the gateway its decisions, its
+// in-process rate limiter's state and the identity assertions it signs.
 //
 // # Expiry
 //

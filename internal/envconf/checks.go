@@ -12,8 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 )
 
@@ -53,7 +52,8 @@ var Checks = map[string]Check{
 			return out, nil
 		},
 	},
-	// redisurl: a URL go-redis's ParseURL accepts; an error never shows the
+	// redisurl: a Redis URL in one of the forms redisconn opens (a single
+	// node, a Cluster, a Sentinel-managed primary); an error never shows a
 	// password.
 	"redisurl": {String: func(v string) (string, error) { return v, RedisURL(v) }},
 	// scopes: at least one RFC 6749 scope-token, within authz's limits
@@ -158,19 +158,24 @@ func Origin(raw string) (string, error) {
 	return scheme + "://" + host, nil
 }
 
-// RedisURL returns an error unless go-redis's ParseURL accepts v
-// (redis[s]://[user:password@]host:port[/db]). The error never holds the
-// password. Opening the connection is the Redis client's job.
+// RedisURL returns an error unless v is a Redis URL that redisconn.Open
+// takes: a single node (redis[s]://[user:password@]host:port[/db]), a
+// Cluster (addr parameters) or a Sentinel-managed primary (master_name), in
+// go-redis's URL forms, so that a URL passes this check exactly when the
+// service can open it. The error never holds a password. Connecting is the
+// Redis client's job.
 func RedisURL(v string) error {
-	if _, err := redis.ParseURL(v); err != nil {
+	if _, err := redisconn.Parse(v); err != nil {
 		return errors.New(strings.ReplaceAll(err.Error(), v, MaskURL(v)))
 	}
 	return nil
 }
 
-// MaskURL hides the password of a URL such as redis://user:pass@host/0, for
-// printing it. An unparseable URL is shown as "<unparseable>", since where
-// its password is cannot be told.
+// MaskURL hides the passwords of a URL for printing it: the user info's, as
+// in redis://user:pass@host/0, and a password parameter's, which is where
+// go-redis's Sentinel form takes the primary's password
+// (redis://s1:26379?master_name=m&password=pass). An unparseable URL is shown
+// as "<unparseable>", since where its password is cannot be told.
 func MaskURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -178,6 +183,21 @@ func MaskURL(raw string) string {
 	}
 	if _, has := u.User.Password(); has {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	if u.RawQuery != "" {
+		// Parameter by parameter, so that the others keep their order and
+		// spelling.
+		params := strings.Split(u.RawQuery, "&")
+		for i, p := range params {
+			k, _, _ := strings.Cut(p, "=")
+			switch name, err := url.QueryUnescape(k); {
+			case err != nil:
+				params[i] = "xxxxx" // go-redis would refuse it; whose value is it?
+			case name == "password":
+				params[i] = "password=xxxxx"
+			}
+		}
+		u.RawQuery = strings.Join(params, "&")
 	}
 	return u.String()
 }

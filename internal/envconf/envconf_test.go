@@ -173,6 +173,38 @@ func TestRedisURLErrorHidesPassword(t *testing.T) {
 	}
 }
 
+// TestRedisURLForms: the check accepts every form redisconn opens (single
+// node, Cluster, Sentinel; TLS; ACL user) and rejects what it would not,
+// without quoting a password, the Sentinel form's password parameter
+// included.
+func TestRedisURLForms(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{
+		"redis://localhost:6379/0",
+		"rediss://app:pw@redis.example.com:6380/2",
+		"redis://h1:7000?addr=h2:7001&addr=h3:7002",
+		"rediss://app:pw@h1:7000?addr=h2:7001",
+		"redis://s1:26379?master_name=mymaster&addr=s2:26379&addr=s3:26379",
+		"redis://sentinel-user:spw@s1:26379/3?master_name=mymaster&username=app&password=pw",
+	} {
+		if err := RedisURL(v); err != nil {
+			t.Errorf("RedisURL(%q) = %v, want nil", v, err)
+		}
+	}
+	for _, v := range []string{
+		"redis://h1:7000/3?addr=h2:7001",                      // a Cluster has database 0 only
+		"redis://h1:7000?addr=h2",                             // no port
+		"redis://s1:26379?master_name=&addr=s2:26379",         // no name
+		"redis://s1:26379?master_name=m&password=hunter2&x=1", // unknown parameter
+		"redis://:hunter2@h1:7000?addr=h2:7001&bogus=1",
+	} {
+		err := RedisURL(v)
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("RedisURL(%q) = %v; want an error without the password", v, err)
+		}
+	}
+}
+
 func TestVars(t *testing.T) {
 	t.Parallel()
 	vars := Vars(sample{})
@@ -290,8 +322,11 @@ func TestMaskURL(t *testing.T) {
 		"redis://user:pass@host/0": "redis://user:xxxxx@host/0",
 		"redis://:pass@host:1/0":   "redis://:xxxxx@host:1/0",
 		"redis://host/0":           "redis://host/0",
-		"":                         "",
-		"redis://%zz":              "<unparseable>",
+		"redis://s1:26379?master_name=m&password=pass&addr=s2:26379": "redis://s1:26379?master_name=m&password=xxxxx&addr=s2:26379",
+		"redis://u:spw@s1:26379?password=p%26ss&master_name=m":       "redis://u:xxxxx@s1:26379?password=xxxxx&master_name=m",
+		"rediss://h1:7000?addr=h2:7001&addr=h3:7002":                 "rediss://h1:7000?addr=h2:7001&addr=h3:7002",
+		"":            "",
+		"redis://%zz": "<unparseable>",
 	} {
 		if got := MaskURL(in); got != want {
 			t.Errorf("MaskURL(%q) = %q, want %q", in, got, want)

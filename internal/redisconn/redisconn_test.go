@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
@@ -32,16 +33,44 @@ func TestOpenTalksToRedis(t *testing.T) {
 	}
 }
 
+func TestParse(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]Topology{
+		"redis://localhost:6379/0":                                                        Single,
+		"rediss://app:pw@redis.example.com:6380/2":                                        Single,
+		"redis://localhost:6379/0?pool_size=3":                                            Single,
+		"unix:///run/redis.sock":                                                          Single,
+		"redis://h1:7000?addr=h2:7001&addr=h3:7002":                                       Cluster,
+		"rediss://app:pw@h1:7000/0?addr=h2:7001":                                          Cluster,
+		"redis://h1:7000?addr=h1:7000":                                                    Cluster, // one seed node, named twice
+		"redis://s1:26379?master_name=mymaster":                                           Sentinel,
+		"redis://s1:26379?master_name=m&addr=s2:26379":                                    Sentinel,
+		"rediss://su:spw@s1:26379/3?master_name=m&username=app&password=pw&addr=s2:26379": Sentinel,
+	} {
+		got, err := Parse(url)
+		if err != nil || got != want {
+			t.Errorf("Parse(%q) = %v, %v; want %v", url, got, err, want)
+		}
+	}
+}
+
 func TestOpenRejects(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
 		url     string
 		timeout time.Duration
 	}{
-		"not a Redis URL":   {"http://localhost:6379", time.Second},
-		"bad port":          {"redis://user:s3cret-password@localhost:port/0", time.Second},
-		"unknown parameter": {"redis://localhost:6379?bogus=1", time.Second},
-		"no timeout":        {"redis://localhost:6379", 0},
+		"not a Redis URL":            {"http://localhost:6379", time.Second},
+		"bad port":                   {"redis://user:s3cret-password@localhost:port/0", time.Second},
+		"unknown parameter":          {"redis://localhost:6379?bogus=1", time.Second},
+		"no timeout":                 {"redis://localhost:6379", 0},
+		"cluster: database 3":        {"redis://:s3cret-password@h1:7000/3?addr=h2:7001", time.Second},
+		"cluster: addr without port": {"redis://:s3cret-password@h1:7000?addr=h2", time.Second},
+		"cluster: unknown parameter": {"redis://:s3cret-password@h1:7000?addr=h2:7001&bogus=1", time.Second},
+		"sentinel: empty name":       {"redis://s1:26379?master_name=&password=s3cret-password", time.Second},
+		"sentinel: bad database":     {"redis://s1:26379/x?master_name=m&password=s3cret-password", time.Second},
+		"sentinel: unknown param":    {"redis://s1:26379?master_name=m&password=s3cret-password&bogus=1", time.Second},
+		"sentinel: bad scheme":       {"http://s1:26379?master_name=m&password=s3cret-password", time.Second},
 	} {
 		_, err := Open(tc.url, Options{Timeout: tc.timeout})
 		if err == nil {
@@ -110,12 +139,65 @@ func TestOpenBoundsEveryCommand(t *testing.T) {
 	}
 }
 
+// TestOpenSettings: whatever the topology, commands are bounded by
+// Options.Timeout, a server that refuses a connection is dialled once, and
+// no command is retried on a single node or a Sentinel-managed primary.
+func TestOpenSettings(t *testing.T) {
+	t.Parallel()
+	const timeout = 150 * time.Millisecond
+	type settings struct {
+		ContextTimeout          bool
+		Dial, Read, Write, Pool time.Duration
+		DialerRetries           int
+		NoRetry, NoIdentity     bool
+	}
+	want := settings{true, minDialTimeout, timeout, timeout, timeout, 1, true, true}
+	for url, topology := range map[string]Topology{
+		"redis://localhost:6379/0?dial_timeout=10s&max_retries=5": Single,
+		"redis://h1:7000?addr=h2:7001&read_timeout=10s":           Cluster,
+		"redis://s1:26379?master_name=m&max_retries=5":            Sentinel,
+	} {
+		c, err := Open(url, Options{Timeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got settings
+		switch c := c.(type) {
+		case *redis.ClusterClient:
+			if topology != Cluster {
+				t.Errorf("%s: a Cluster client", url)
+			}
+			o := c.Options()
+			// go-redis spells "no retry" -1 before it normalises the
+			// options, 0 after.
+			got = settings{o.ContextTimeoutEnabled, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.DialerRetries, o.MaxRetries <= 0, o.DisableIdentity}
+		case *redis.Client:
+			if topology == Cluster {
+				t.Errorf("%s: not a Cluster client", url)
+			}
+			o := c.Options()
+			// go-redis spells "no retry" -1 before it normalises the
+			// options, 0 after.
+			got = settings{o.ContextTimeoutEnabled, o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout, o.DialerRetries, o.MaxRetries <= 0, o.DisableIdentity}
+		default:
+			t.Fatalf("%s: client of type %T", url, c)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: settings (-want +got):\n%s", url, diff)
+		}
+		c.Close()
+	}
+}
+
 func TestPoolSize(t *testing.T) {
 	t.Parallel()
 	for url, want := range map[string]int{
-		"redis://localhost:6379/0":              defaultPoolSize(),
-		"redis://localhost:6379/0?pool_size=3":  3,
-		"rediss://localhost:6379/0?pool_size=7": 7,
+		"redis://localhost:6379/0":                                 defaultPoolSize(),
+		"redis://localhost:6379/0?pool_size=3":                     3,
+		"rediss://localhost:6379/0?pool_size=7":                    7,
+		"redis://h1:7000?addr=h2:7001":                             defaultPoolSize(),
+		"redis://h1:7000?addr=h2:7001&pool_size=4":                 4,
+		"redis://s1:26379?master_name=m&addr=s2:26379&pool_size=6": 6,
 	} {
 		c, err := Open(url, Options{Timeout: time.Second})
 		if err != nil {

@@ -82,6 +82,9 @@ type Env struct {
 	// Getenv is the environment the configuration was read from, for what
 	// the runtime reads itself (GOGC).
 	Getenv func(string) string
+	// Stdout is the process's standard output, which the log leaves free:
+	// the gateway's audit log may go there (AUDIT_LOG=stdout).
+	Stdout io.Writer
 }
 
 // Listen binds addr, the value of variable name (e.g. "MCP_LISTEN"), and
@@ -182,7 +185,7 @@ func (s Service[C]) Run(ctx context.Context, args []string, getenv func(string) 
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.Level()}))
 	logger.Info("starting "+s.Name, "config", cfg)
-	if err := s.Serve(ctx, cfg, Env{Logger: logger, Getenv: getenv}); err != nil {
+	if err := s.Serve(ctx, cfg, Env{Logger: logger, Getenv: getenv, Stdout: stdout}); err != nil {
 		return err
 	}
 	logger.Info("stopped")

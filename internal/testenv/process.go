@@ -22,6 +22,9 @@ var commands = map[string]string{
 	"authz":       "github.com/mcpauthz/mcpauthz/services/authz/cmd/authz",
 	"mcp-gateway": "github.com/mcpauthz/mcpauthz/services/mcp-gateway/cmd/mcp-gateway",
 	"devauth":     "github.com/mcpauthz/mcpauthz/services/devauth/cmd/devauth",
+	// The load tool's baselines: the gateway's tools without authentication,
+	// and a no-op gRPC call.
+	"mcp-floor": "github.com/mcpauthz/mcpauthz/services/mcp-gateway/cmd/mcp-floor",
 	// The example upstream of federation, which verifies the gateway's
 	// identity assertions.
 	"identity-upstream": "github.com/mcpauthz/mcpauthz/examples/identity-upstream",
@@ -33,9 +36,9 @@ var (
 )
 
 // Binary returns the path of one of this repository's commands ("authz",
-// "mcp-gateway", "devauth", "identity-upstream"). With $MCPAUTHZ_BIN_DIR set
-// (`make test` sets it after `make build`) it uses the binary there; otherwise
-// it builds it, so plain `go test` works too.
+// "mcp-gateway", "devauth", "mcp-floor", "identity-upstream"). With
+// $MCPAUTHZ_BIN_DIR set (`make test` sets it after `make build`) it uses the
+// binary there; otherwise it builds it, so plain `go test` works too.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
 	p, err := BuildBinary(name)

@@ -8,10 +8,14 @@ package testenv
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +27,8 @@ import (
 	"time"
 )
 
-// Redis is a redis-server process owned by one test (or one test package).
+// Redis is a redis-server (or redis-sentinel) process owned by one test (or
+// one test package).
 type Redis struct {
 	// Addr is host:port of the server.
 	Addr string
@@ -31,14 +36,55 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	opts RedisOptions
+	// conf, if set, is a configuration file passed before the other
+	// arguments (redis-sentinel needs one it can rewrite).
+	conf string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
 }
 
-// URL returns a redis:// URL for database 0 of the server.
-func (r *Redis) URL() string { return "redis://" + r.Addr + "/0" }
+// RedisOptions configure a redis-server started by [StartRedisWith] or
+// [NewRedisWith]. The zero value is a plain server: no TLS, no password.
+type RedisOptions struct {
+	// Args are extra redis-server arguments, such as "--cluster-enabled",
+	// "yes". The port, bind address, working directory, log file and
+	// persistence (off) are set already.
+	Args []string
+	// TLS, if set, makes the server speak only TLS on its port (rediss://).
+	TLS *RedisTLS
+	// User and Password, if set, are an ACL user allowed everything; the
+	// default user is then disabled, so every client must authenticate.
+	User, Password string
+}
+
+// RedisTLS are the PEM files of a TLS server. Clients are not asked for a
+// certificate (tls-auth-clients no).
+type RedisTLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// URL returns a redis:// URL for database 0 of the server: rediss:// with
+// TLS, with the ACL user and password when set.
+func (r *Redis) URL() string {
+	u := url.URL{Scheme: "redis", Host: r.Addr, Path: "/0"}
+	if r.opts.TLS != nil {
+		u.Scheme = "rediss"
+	}
+	if r.opts.User != "" {
+		u.User = url.UserPassword(r.opts.User, r.opts.Password)
+	}
+	return u.String()
+}
+
+// Port returns the server's port.
+func (r *Redis) Port() int { return r.port }
+
+// Dir returns the server's working directory, which holds its log
+// (redis.log) and any files it writes.
+func (r *Redis) Dir() string { return r.dir }
 
 // RedisServerPath returns the redis-server binary to use: $REDIS_SERVER if set, else
 // the one on PATH.
@@ -57,7 +103,13 @@ func RedisServerPath() (string, error) {
 // port and stops it when tb ends. It fails tb if the server cannot start.
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
-	r, err := NewRedis(tb.TempDir())
+	return StartRedisWith(tb, RedisOptions{})
+}
+
+// StartRedisWith is [StartRedis] with options.
+func StartRedisWith(tb testing.TB, o RedisOptions) *Redis {
+	tb.Helper()
+	r, err := NewRedisWith(tb.TempDir(), o)
 	if err != nil {
 		tb.Fatalf("starting redis-server: %v", err)
 	}
@@ -71,17 +123,28 @@ func StartRedis(tb testing.TB) *Redis {
 // redis-server cannot listen on port 0 and report the port, so its port is
 // picked free with [FreePort]; should another process bind it first, the
 // start is retried on another port.
-func NewRedis(dir string) (*Redis, error) {
+func NewRedis(dir string) (*Redis, error) { return NewRedisWith(dir, RedisOptions{}) }
+
+// NewRedisWith is [NewRedis] with options.
+func NewRedisWith(dir string, o RedisOptions) (*Redis, error) {
 	bin, err := RedisServerPath()
 	if err != nil {
 		return nil, err
 	}
+	return startOnFreePort(func(port int) *Redis {
+		return &Redis{bin: bin, dir: dir, port: port, opts: o, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	})
+}
+
+// startOnFreePort starts the server newServer describes for a port picked
+// free, trying another port when that one was taken meanwhile.
+func startOnFreePort(newServer func(port int) *Redis) (*Redis, error) {
 	for attempt := 1; ; attempt++ {
 		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		r := &Redis{bin: bin, dir: dir, port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		r := newServer(port)
 		err = r.Start()
 		if err == nil {
 			return r, nil
@@ -95,6 +158,34 @@ func NewRedis(dir string) (*Redis, error) {
 // errAddrInUse is returned by [Redis.Start] when the port was taken.
 var errAddrInUse = errors.New("address already in use")
 
+// args returns the server's command line after the binary.
+func (r *Redis) args(logPath string) []string {
+	var a []string
+	if r.conf != "" {
+		a = append(a, r.conf)
+	}
+	port := strconv.Itoa(r.port)
+	if r.opts.TLS != nil {
+		a = append(a, "--port", "0", "--tls-port", port,
+			"--tls-cert-file", r.opts.TLS.CertFile,
+			"--tls-key-file", r.opts.TLS.KeyFile,
+			"--tls-ca-cert-file", r.opts.TLS.CAFile,
+			"--tls-auth-clients", "no")
+	} else {
+		a = append(a, "--port", port)
+	}
+	a = append(a, "--bind", "127.0.0.1", "--dir", r.dir, "--logfile", logPath)
+	if r.conf == "" { // a sentinel keeps nothing on disk but its configuration
+		a = append(a, "--save", "", "--appendonly", "no")
+	}
+	if r.opts.User != "" {
+		a = append(a,
+			"--user", r.opts.User, "on", ">"+r.opts.Password, "~*", "&*", "+@all",
+			"--user", "default", "off")
+	}
+	return append(a, r.opts.Args...)
+}
+
 // Start (re)starts the server on its original port and waits until it answers PING.
 // Starting a running server is an error.
 func (r *Redis) Start() error {
@@ -105,14 +196,7 @@ func (r *Redis) Start() error {
 	}
 	logPath := filepath.Join(r.dir, "redis.log")
 	_ = os.Remove(logPath) // so that a failure's log is this start's
-	cmd := exec.Command(r.bin,
-		"--port", strconv.Itoa(r.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", r.dir,
-		"--logfile", logPath,
-	)
+	cmd := exec.Command(r.bin, r.args(logPath)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("running %s: %w", r.bin, err)
@@ -121,7 +205,7 @@ func (r *Redis) Start() error {
 	go func() { _ = cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := PingRedis(r.Addr)
+		err := r.ping()
 		if err == nil {
 			break
 		}
@@ -139,7 +223,7 @@ func (r *Redis) Start() error {
 		if strings.Contains(string(logTail), "Address already in use") {
 			return fmt.Errorf("redis-server on %s: %w", r.Addr, errAddrInUse)
 		}
-		return fmt.Errorf("redis-server on %s did not answer PING: %v\n%s", r.Addr, err, logTail)
+		return fmt.Errorf("%s on %s did not answer PING: %v\n%s", filepath.Base(r.bin), r.Addr, err, logTail)
 	}
 	r.cmd, r.exited = cmd, exited
 	return nil
@@ -186,43 +270,93 @@ func (r *Redis) signal(sig os.Signal) error {
 	return r.cmd.Process.Signal(sig)
 }
 
-// Do sends one command in the inline protocol and returns the first reply line, for
+// Do sends one command and returns the first reply line, for
 // tests that want to look inside Redis without a client library (e.g. "DBSIZE").
+// It speaks TLS and authenticates as the server requires.
 func (r *Redis) Do(ctx context.Context, args ...string) (string, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", r.Addr)
+	c, rd, err := r.dial(ctx, 5*time.Second)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(c, "%s\r\n", strings.Join(args, " ")); err != nil {
+	return command(c, rd, args...)
+}
+
+// dial connects to the server, over TLS and authenticated when it needs
+// that, with a deadline timeout from now on the connection.
+func (r *Redis) dial(ctx context.Context, timeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	d := net.Dialer{Timeout: min(timeout, 200*time.Millisecond)}
+	c, err := d.DialContext(ctx, "tcp", r.Addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if r.opts.TLS != nil {
+		pool := x509.NewCertPool()
+		pem, err := os.ReadFile(r.opts.TLS.CAFile)
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		pool.AppendCertsFromPEM(pem)
+		tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		c = tc
+	}
+	rd := bufio.NewReader(c)
+	if r.opts.User != "" {
+		line, err := command(c, rd, "AUTH", r.opts.User, r.opts.Password)
+		if err == nil && line != "+OK" {
+			err = fmt.Errorf("AUTH: %s", line)
+		}
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	}
+	return c, rd, nil
+}
+
+// command sends one command on c, as a RESP array so that any argument
+// (a password with spaces) goes through intact, and returns the first line
+// of the reply, read from rd.
+func command(c net.Conn, rd *bufio.Reader, args ...string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
 		return "", err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := rd.ReadString('\n')
 	return strings.TrimRight(line, "\r\n"), err
+}
+
+// ping returns nil if the server answers PING within a second.
+func (r *Redis) ping() error {
+	c, rd, err := r.dial(context.Background(), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	line, err := command(c, rd, "PING")
+	if err != nil {
+		return err
+	}
+	if line != "+PONG" {
+		return fmt.Errorf("unexpected reply %q", line)
+	}
+	return nil
 }
 
 // PingRedis sends PING to the Redis server at addr and returns nil if it answers
 // PONG within a second, for code that starts a redis-server without [NewRedis].
 func PingRedis(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", line)
-	}
-	return nil
+	return (&Redis{Addr: addr}).ping()
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a

@@ -1,8 +1,9 @@
 // Command mcpload measures the cost of authentication on every MCP tool call:
 // it drives the gateway (tools/call who_am_i over stateless streamable HTTP)
 // and authz (Authorize over gRPC) with N concurrent clients and M distinct
-// tokens for a bounded time, and measures in the same run an unauthenticated
-// go-sdk server with the same tool and a no-op gRPC call as floors.
+// tokens for a bounded time, and measures in the same run, as floors, the
+// gateway's own tools without authentication and a no-op gRPC call
+// (bin/mcp-floor, started by package floor).
 //
 // By default it starts the stack itself for every scenario, from bin/ (`make
 // build`): devauth with its test API, one or two authz replicas, a private
@@ -13,14 +14,13 @@
 // results.json, results.md and, when the sweep ran, an SVG chart of
 // throughput and p99 against concurrency.
 //
-//	mcpload -scenarios warm,cold -duration 5s -out bench/results
-//	mcpload -as-latency 0,30ms -out bench/results
+//	mcpload -scenarios warm,cold -duration 5s -out /tmp/bench
+//	mcpload -as-latency 0,30ms -out /tmp/bench/as
 //	mcpload -gateway http://127.0.0.1:8000 -authz 127.0.0.1:50051 \
 //	        -devauth http://127.0.0.1:9000 -api-key KEY -scenarios warm
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,9 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	_ "net/http/pprof" // -pprof: profiles of the floors
 	"os"
 	"os/exec"
 	"os/signal"
@@ -80,10 +77,8 @@ type options struct {
 	soakNew        int
 	asLatency      []time.Duration
 	maxTime        time.Duration
-	floors         string
 	pprofDir       string
 	ext            scenario.External
-	serveFloors    bool
 	replot         string
 	protocol       string
 	gatewayEnv     envList
@@ -92,8 +87,8 @@ type options struct {
 
 // gatewayGOGC returns the GOGC the gateway binary at bin runs with when GOGC
 // is unset: the default it declares (mcp-gateway -list-env=json). The floors'
-// process runs with it when mcpload's own environment sets none, so an
-// unauthenticated go-sdk server tuned the same way is the floor.
+// process runs with it when mcpload's own environment sets none, so that the
+// floor is the gateway's tools on a server tuned the same way.
 func gatewayGOGC(bin string) (int, error) {
 	out, err := exec.Command(bin, "-list-env=json").Output()
 	if err != nil {
@@ -162,7 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("mcpload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	scen := fs.String("scenarios", strings.Join(scenario.All, ","), "comma-separated scenarios: "+strings.Join(scenario.Known, ", ")+" (soak only when named)")
-	fs.StringVar(&o.binDir, "bin", "", "directory of the service binaries (default: bin/ at the repository root)")
+	fs.StringVar(&o.binDir, "bin", "", "directory of the service binaries and mcp-floor (default: bin/ at the repository root)")
 	fs.StringVar(&o.out, "out", "", "directory to write results.json, results.md and the SVG chart to")
 	fs.StringVar(&o.logDir, "logs", "", "directory for the services' logs (default: a temporary directory, removed after a successful run)")
 	clients := fs.String("clients", "4,32", "concurrent clients of the throughput scenarios")
@@ -181,7 +176,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.soakNew, "soak-new", 10, "new tokens brought in each second during the soak")
 	asl := fs.String("as-latency", "0", "comma-separated delays devauth adds to every introspection and user fetch (e.g. 0,30ms); every scenario runs once per value")
 	fs.DurationVar(&o.maxTime, "max-time", 15*time.Minute, "hard cap on the whole run")
-	fs.StringVar(&o.floors, "floors", "process", "where the floors run: process (a child process, like the services) or inprocess")
 	fs.StringVar(&o.ext.GatewayURL, "gateway", "", "drive this running gateway (base URL) instead of starting stacks")
 	fs.StringVar(&o.ext.AuthzTarget, "authz", "", "gRPC target of the running authz (with -gateway)")
 	fs.StringVar(&o.ext.DevauthURL, "devauth", "", "base URL of the running devauth, for tokens and counters (with -gateway)")
@@ -192,7 +186,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.replot, "replot", "", "rewrite the Markdown (stdout, and -out) and SVG (-out) from this results.json without measuring")
 	fs.Var(&o.gatewayEnv, "gateway-env", "KEY=VALUE added to the started gateway's environment (repeatable), e.g. DECISION_CACHE_TTL=1s")
 	fs.Var(&o.authzEnv, "authz-env", "KEY=VALUE added to every started authz replica's environment (repeatable)")
-	fs.BoolVar(&o.serveFloors, "serve-floors", false, "internal: serve the floors and print their addresses")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -229,8 +222,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-soak-duration must be positive")
 	case o.churn <= 0 || o.churn > 1:
 		return nil, errors.New("-churn must be in (0, 1]")
-	case o.floors != "process" && o.floors != "inprocess":
-		return nil, errors.New("-floors must be process or inprocess")
 	case (o.ext.GatewayURL == "") != (o.ext.AuthzTarget == ""):
 		return nil, errors.New("-gateway and -authz go together")
 	}
@@ -254,9 +245,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if o.serveFloors {
-		return serveFloors(ctx, logger, stdout)
-	}
 	if o.replot != "" {
 		return replot(o.replot, o.out, stdout)
 	}
@@ -283,30 +271,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	var floorPprof string
 	if o.pprofDir != "" {
 		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		floorPprof = ln.Addr().String()
-		ln.Close()
-		if o.floors == "inprocess" {
-			go func() { _ = http.ListenAndServe(floorPprof, nil) }()
+	}
+	floorOpts := floor.Options{GOGC: floorGOGC(gogc), Pprof: o.pprofDir != "", LogFile: filepath.Join(logDir, "floors.log")}
+	if o.binDir != "" {
+		floorOpts.Bin = filepath.Join(o.binDir, "mcp-floor")
+		if _, err := os.Stat(floorOpts.Bin); err != nil {
+			return fmt.Errorf("%s is missing: run `make build`, or pass -bin", floorOpts.Bin)
 		}
 	}
-	fl, err := startFloors(ctx, o.floors, floorPprof, gogc, logger)
+	fl, err := floor.Start(ctx, floorOpts)
 	if err != nil {
 		return err
 	}
-	defer fl.stop()
+	defer fl.Stop()
 
 	rep := &report.Report{Started: time.Now(), Command: "mcpload " + strings.Join(args, " "), Machine: machine()}
 	rep.Machine.LoadBefore = loadavg()
-	rep.Machine.Notes = append(rep.Machine.Notes, floorsGCNote(o.floors, gogc))
+	rep.Machine.Notes = append(rep.Machine.Notes, floorsGCNote(gogc))
 	start := time.Now()
 	failed := false
 	var sweeps []*report.Scenario
@@ -320,8 +305,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			SoakDuration: o.soak, SoakClients: o.soakClients, SoakNewPerSec: o.soakNew,
 			ASLatency:   lat,
 			Protocol:    o.protocol,
-			FloorMCPURL: fl.mcpURL, FloorGRPCAddr: fl.grpcAddr, FloorPID: fl.pid,
-			ProfileDir: o.pprofDir, FloorPprof: floorPprof,
+			FloorMCPURL: fl.MCPURL, FloorGRPCAddr: fl.GRPCAddr, FloorPID: fl.Pid(),
+			ProfileDir: o.pprofDir, FloorPprof: fl.PprofAddr,
 			GatewayEnv: o.gatewayEnv, AuthzEnv: o.authzEnv,
 			Logger: logger,
 		}
@@ -468,120 +453,26 @@ func repoRoot() (string, error) {
 	}
 }
 
-// floors are the running floor servers.
-type floors struct {
-	mcpURL   string // MCP endpoint
-	grpcAddr string // gRPC address
-	pid      int    // the child process; 0 when in this process
-	stop     func()
-}
-
-// startFloors starts the floors, in a child process (the default) or in this
-// one.
-func startFloors(ctx context.Context, where, pprofAddr string, gogc int, logger *slog.Logger) (*floors, error) {
-	if where == "inprocess" {
-		mln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		gln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			mln.Close()
-			return nil, err
-		}
-		fctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := floor.Serve(fctx, slog.New(slog.DiscardHandler), mln, gln); err != nil {
-				logger.Error("floors", "error", err)
-			}
-		}()
-		return &floors{mcpURL: "http://" + mln.Addr().String() + "/mcp", grpcAddr: gln.Addr().String(), stop: func() { cancel(); <-done }}, nil
+// floorGOGC returns the floors' GOGC: the one set where mcpload runs, else
+// the gateway's default ("" when unknown: Go's default), so that the floors
+// collect garbage as often as the gateway does and the ratios measure
+// authentication, not a GC setting.
+func floorGOGC(gatewayDefault int) string {
+	if gogc := os.Getenv("GOGC"); gogc != "" {
+		return gogc
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
+	if gatewayDefault > 0 {
+		return strconv.Itoa(gatewayDefault)
 	}
-	cmd := exec.Command(self, "-serve-floors")
-	cmd.Env = os.Environ()
-	if os.Getenv("GOGC") == "" && gogc > 0 {
-		// The floors collect garbage as often as the gateway does, so the
-		// ratios measure authentication, not a GC setting.
-		cmd.Env = append(cmd.Env, "GOGC="+strconv.Itoa(gogc))
-	}
-	if pprofAddr != "" {
-		cmd.Env = append(cmd.Env, "PPROF_LISTEN="+pprofAddr)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the floors: %w", err)
-	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	lines := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		lines <- line
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	select {
-	case line := <-lines:
-		var m, g string
-		if _, err := fmt.Sscanf(strings.TrimSpace(line), "mcpload-floors mcp=%s grpc=%s", &m, &g); err != nil {
-			stop()
-			return nil, fmt.Errorf("floors process said %q: %v", line, err)
-		}
-		return &floors{mcpURL: "http://" + m + "/mcp", grpcAddr: g, pid: cmd.Process.Pid, stop: stop}, nil
-	case <-time.After(20 * time.Second):
-		stop()
-		return nil, errors.New("the floors process did not start in 20s")
-	case <-ctx.Done():
-		stop()
-		return nil, ctx.Err()
-	}
-}
-
-// serveFloors is the child process: it serves both floors on free loopback
-// ports, prints them, and serves until told to stop.
-func serveFloors(ctx context.Context, logger *slog.Logger, stdout io.Writer) error {
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	if addr := os.Getenv("PPROF_LISTEN"); addr != "" {
-		go func() { _ = http.ListenAndServe(addr, nil) }()
-	}
-	fmt.Fprintf(stdout, "mcpload-floors mcp=%s grpc=%s\n", mln.Addr(), gln.Addr())
-	return floor.Serve(ctx, slog.New(slog.DiscardHandler), mln, gln)
+	return ""
 }
 
 // floorsGCNote says how often the floors collect garbage, which moves their
 // cost as much as anything they do.
-func floorsGCNote(where string, gatewayDefault int) string {
+func floorsGCNote(gatewayDefault int) string {
 	gogc := os.Getenv("GOGC")
 	switch {
 	case gogc != "":
-	case where == "inprocess":
-		gogc = "100 (Go's default; the floors share the load tool's process)"
 	case gatewayDefault == 0:
 		gogc = "100 (Go's default; the gateway's is unknown without -bin)"
 	default:

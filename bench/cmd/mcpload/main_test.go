@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,12 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/mcpauthz/mcpauthz/bench/internal/load"
 	"github.com/mcpauthz/mcpauthz/bench/internal/report"
 	"github.com/mcpauthz/mcpauthz/bench/internal/scenario"
-	"github.com/mcpauthz/mcpauthz/bench/internal/target"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 func TestParseFlagsRejectsBadInput(t *testing.T) {
@@ -40,7 +35,6 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{"no rounds", []string{"-rounds", "0"}, "-rounds"},
 		{"bad protocol", []string{"-protocol", "latest"}, "-protocol"},
 		{"churn too big", []string{"-churn", "1.5"}, "-churn"},
-		{"bad floors", []string{"-floors", "cloud"}, "-floors"},
 		{"gateway without authz", []string{"-gateway", "http://127.0.0.1:8000"}, "-gateway and -authz"},
 		{"stray argument", []string{"warm"}, "unexpected arguments"},
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
@@ -86,32 +80,6 @@ func TestParseFlagsDefaultsAndLists(t *testing.T) {
 	}
 	if diff := cmp.Diff(scenario.All, def.scenarios); diff != "" {
 		t.Errorf("default scenarios (-want +got):\n%s", diff)
-	}
-}
-
-// TestInProcessFloorsServe starts the floors in this process and sends each
-// one request.
-func TestInProcessFloorsServe(t *testing.T) {
-	t.Parallel()
-	fl, err := startFloors(t.Context(), "inprocess", "", 0, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.stop()
-	mcpURL, grpcAddr := fl.mcpURL, fl.grpcAddr
-	m := &target.MCPCall{URL: mcpURL, Client: target.NewHTTPClient(1)}
-	if got := m.Do(t.Context(), 0); got != load.OK {
-		t.Errorf("MCP floor: outcome %q, want ok", got)
-	}
-	conn, err := target.DialGRPC(grpcAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if got := (&target.HealthCheck{Client: healthpb.NewHealthClient(conn)}).Do(ctx, 0); got != load.OK {
-		t.Errorf("gRPC floor: outcome %q, want ok", got)
 	}
 }
 

@@ -212,17 +212,26 @@ func (c *cluster) introspections(t *testing.T) int64 {
 // revoke revokes tok at devauth (RFC 7009) as the request-validation client.
 func (c *cluster) revoke(t *testing.T, tok string) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, c.devauthURL+"/oauth/2.1/revoke", strings.NewReader("token="+tok))
+	if err := c.revokeErr(t.Context(), tok); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// revokeErr is revoke returning its error, for use outside the test's
+// goroutine.
+func (c *cluster) revokeErr(ctx context.Context, tok string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.devauthURL+"/oauth/2.1/revoke", strings.NewReader("token="+tok))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(clientID, clientSecret)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		t.Fatalf("revoke: %s", res.Status)
+		return fmt.Errorf("revoke: %s", res.Status)
 	}
+	return nil
 }
 
 // authorize asks replica r about tok for the cluster's resource.

@@ -40,38 +40,7 @@ func redisFault(t *testing.T, name string, break_, repair func(c *cluster) error
 	op := mcpOp(c.gateways[0], conc, src)
 
 	a, b := c.authz[0], c.authz[1]
-	// sharedViaL2 reports whether a token replica a introspects is answered by
-	// replica b without another introspection. Each attempt uses a fresh
-	// token, since attempts made while clients reconnect fall back to
-	// introspection.
-	sharedViaL2 := func() bool {
-		tok, err := c.dev.Mint(t.Context(), devauth.TokenRequest{Email: aliceEmail, Scopes: []string{scopeUser}, Resource: c.resource})
-		if err != nil {
-			t.Error(err)
-			return false
-		}
-		c.remember(tok)
-		if res, err := c.authorize(t.Context(), a, tok); err != nil || !res.GetAllowed() {
-			t.Errorf("replica 1: Authorize = %v, %v", res, err)
-			return false
-		}
-		before, err := c.dev.Stats(t.Context())
-		if err != nil {
-			t.Error(err)
-			return false
-		}
-		if res, err := c.authorize(t.Context(), b, tok); err != nil || !res.GetAllowed() {
-			t.Errorf("replica 2: Authorize = %v, %v", res, err)
-			return false
-		}
-		after, err := c.dev.Stats(t.Context())
-		if err != nil {
-			t.Error(err)
-			return false
-		}
-		return after.Introspections == before.Introspections
-	}
-	if !sharedViaL2() {
+	if !c.sharedViaL2(t, a, b) {
 		t.Fatal("replicas do not share results through Redis even before the fault")
 	}
 
@@ -92,7 +61,7 @@ func redisFault(t *testing.T, name string, break_, repair func(c *cluster) error
 			// Measure, under the load, how long until L2 is shared again.
 			go func() {
 				for time.Since(repaired) < 10*time.Second {
-					if sharedViaL2() {
+					if c.sharedViaL2(t, a, b) {
 						recovered <- time.Since(repaired)
 						return
 					}
@@ -131,4 +100,36 @@ func redisFault(t *testing.T, name string, break_, repair func(c *cluster) error
 		t.Fatal("replicas did not share results through Redis again within 10s of its repair")
 	}
 	t.Logf("figure: redis %s: L2 shared again %v after the repair, under load; %v Redis errors counted", name, rec.Round(time.Millisecond), redisErrs)
+}
+
+// sharedViaL2 reports whether a token replica a introspects is answered by
+// replica b without another introspection. Each attempt uses a fresh token,
+// since attempts made while clients reconnect fall back to introspection.
+// It may run outside the test's goroutine.
+func (c *cluster) sharedViaL2(t *testing.T, a, b *replica) bool {
+	tok, err := c.dev.Mint(t.Context(), devauth.TokenRequest{Email: aliceEmail, Scopes: []string{scopeUser}, Resource: c.resource})
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	c.remember(tok)
+	if res, err := c.authorize(t.Context(), a, tok); err != nil || !res.GetAllowed() {
+		t.Errorf("%s: Authorize = %v, %v", a.name, res, err)
+		return false
+	}
+	before, err := c.dev.Stats(t.Context())
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	if res, err := c.authorize(t.Context(), b, tok); err != nil || !res.GetAllowed() {
+		t.Errorf("%s: Authorize = %v, %v", b.name, res, err)
+		return false
+	}
+	after, err := c.dev.Stats(t.Context())
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return after.Introspections == before.Introspections
 }

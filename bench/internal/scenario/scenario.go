@@ -128,8 +128,8 @@ type Config struct {
 	// FloorMCPURL is the unauthenticated MCP floor's endpoint; FloorGRPCAddr
 	// the no-op gRPC floor's address.
 	FloorMCPURL, FloorGRPCAddr string
-	// FloorPID is the floors' process, for CPU accounting; 0 when they run in
-	// this process.
+	// FloorPID is the floors' process (package floor), for CPU accounting; 0
+	// leaves it out.
 	FloorPID int
 
 	// ProfileDir, if set, receives a CPU profile of every process serving
@@ -356,7 +356,7 @@ func describe(name string, cfg *Config) string {
 	case Sweep:
 		return fmt.Sprintf("Concurrency sweep, warm cache (%d tokens), %v per point.", cfg.Tokens, cfg.SweepDuration)
 	case Soak:
-		return fmt.Sprintf("Soak: %v of gateway who_am_i at %d clients over %d tokens, %d new tokens each second (cached entries expire and are evicted), RSS of the gateway and authz sampled every 10 s.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.SoakNewPerSec)
+		return fmt.Sprintf("Soak: %v of gateway who_am_i at %d clients over %d tokens, %d new tokens each second (cached entries expire and are evicted), RSS of the gateway and authz sampled every %v.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.SoakNewPerSec, soakSample)
 	}
 	return name
 }

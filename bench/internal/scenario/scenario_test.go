@@ -2,8 +2,8 @@ package scenario
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,28 +15,17 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
-// config returns a tiny configuration against the real binaries and floors
-// served by this test process.
+// config returns a tiny configuration against the real binaries and floors.
 func config(t *testing.T) *Config {
 	t.Helper()
 	for _, name := range []string{"devauth", "authz", "mcp-gateway"} {
 		testenv.Binary(t, name)
 	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
+	fl, err := floor.Start(t.Context(), floor.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = floor.Serve(ctx, slog.New(slog.DiscardHandler), mln, gln)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(fl.Stop)
 	return &Config{
 		BinDir:         filepath.Dir(testenv.Binary(t, "authz")),
 		Dir:            t.TempDir(),
@@ -50,8 +39,9 @@ func config(t *testing.T) *Config {
 		ChurnShare:     0.1,
 		SweepClients:   []int{1, 2},
 		SweepDuration:  100 * time.Millisecond,
-		FloorMCPURL:    "http://" + mln.Addr().String() + "/mcp",
-		FloorGRPCAddr:  gln.Addr().String(),
+		FloorMCPURL:    fl.MCPURL,
+		FloorGRPCAddr:  fl.GRPCAddr,
+		FloorPID:       fl.Pid(),
 		Logger:         slog.New(slog.DiscardHandler),
 	}
 }
@@ -173,4 +163,16 @@ func deref(p *float64) any {
 		return nil
 	}
 	return *p
+}
+
+// TestSoakDescriptionNamesItsSampling: the soak's description, which every
+// report prints, states the RSS sampling interval the soak really uses (it
+// once said 10 s while sampling every 2 s).
+func TestSoakDescriptionNamesItsSampling(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{SoakDuration: 10 * time.Minute, SoakClients: 2, Tokens: 1000, SoakNewPerSec: 10}
+	got := describe(Soak, cfg)
+	if want := fmt.Sprintf("sampled every %v.", soakSample); !strings.HasSuffix(got, want) {
+		t.Errorf("describe(Soak) = %q, want it to end with %q", got, want)
+	}
 }

@@ -2,7 +2,6 @@ package target
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,11 +13,21 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// startFloors starts the floors (bin/mcp-floor) for the test.
+func startFloors(t *testing.T) *floor.Floors {
+	t.Helper()
+	fl, err := floor.Start(t.Context(), floor.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fl.Stop)
+	return fl
+}
+
 func TestMCPCallAgainstFloor(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(floor.MCPHandler(slog.New(slog.DiscardHandler), "http://x/mcp", "http://x/oauth/2.1"))
-	t.Cleanup(srv.Close)
-	m := &MCPCall{URL: srv.URL, Client: NewHTTPClient(2)}
+	url := startFloors(t).MCPURL
+	m := &MCPCall{URL: url, Client: NewHTTPClient(2)}
 	if got := m.Do(t.Context(), 0); got != load.OK {
 		t.Errorf("floor who_am_i: outcome %q, want ok", got)
 	}
@@ -31,7 +40,7 @@ func TestMCPCallAgainstFloor(t *testing.T) {
 		t.Errorf("exhausted tokens: outcome %q, want Stop", got)
 	}
 	for _, proto := range []string{"2025-06-18", "2025-11-25", ProtocolVersion} {
-		old := &MCPCall{URL: srv.URL, Client: NewHTTPClient(1), Protocol: proto}
+		old := &MCPCall{URL: url, Client: NewHTTPClient(1), Protocol: proto}
 		if got := old.Do(t.Context(), 0); got != load.OK {
 			t.Errorf("protocol %s: outcome %q, want ok", proto, got)
 		}
@@ -93,14 +102,8 @@ func TestMCPCallTransportErrors(t *testing.T) {
 
 func TestHealthCheckAgainstGRPCFloor(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := floor.NewGRPCServer()
-	go s.Serve(ln)
-	t.Cleanup(s.Stop)
-	conn, err := DialGRPC(ln.Addr().String())
+	fl := startFloors(t)
+	conn, err := DialGRPC(fl.GRPCAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +112,7 @@ func TestHealthCheckAgainstGRPCFloor(t *testing.T) {
 	if got := h.Do(t.Context(), 0); got != load.OK {
 		t.Errorf("outcome %q, want ok", got)
 	}
-	s.Stop()
+	fl.Stop()
 	if got := h.Do(t.Context(), 0); got != "grpc Unavailable" {
 		t.Errorf("stopped server: outcome %q, want grpc Unavailable", got)
 	}

@@ -30,7 +30,7 @@ type Config struct {
 	IntrospectionURL  string        `env:"INTROSPECTION_URL" check:"url" defaultText:"{PROPELAUTH_AUTH_URL}/oauth/2.1/introspect" desc:"RFC 7662 introspection endpoint, for providers other than PropelAuth"`
 	IntrospectionAuth string        `env:"INTROSPECTION_AUTH_METHOD" envDefault:"client_secret_basic" desc:"how authz authenticates to the introspection endpoint: client_secret_basic or client_secret_post"`
 	APIKey            string        `env:"PROPELAUTH_API_KEY" secret:"true" desc:"backend API key of the user API (GetUser)"`
-	RedisURL          string        `env:"REDIS_URL" check:"redisurl" desc:"Redis shared by every replica as the second cache tier (redis[s]://[user:password@]host:port[/db]); unset: the in-process cache only"`
+	RedisURL          string        `env:"REDIS_URL" check:"redisurl" desc:"Redis shared by every replica as the second cache tier: one node (redis[s]://[user:password@]host:port[/db]), a Cluster (?addr=...) or a Sentinel-managed primary (?master_name=...), see docs/redis.md; unset: the in-process cache only"`
 	RedisTimeout      time.Duration `env:"REDIS_TIMEOUT" envDefault:"100ms" min:"1ms" max:"10s" desc:"deadline of one Redis operation; past it the read counts as a miss, Redis is skipped for 500 ms and the request goes on to the authorization server"`
 	CacheTTL          time.Duration `env:"CACHE_TTL" envDefault:"60s" min:"1ms" max:"24h" desc:"upper bound on a cached introspection; never past the token's exp"`
 	NegativeCacheTTL  time.Duration `env:"NEGATIVE_CACHE_TTL" envDefault:"10s" min:"0s" max:"1h" desc:"how long an inactive or unknown token's answer is cached"`

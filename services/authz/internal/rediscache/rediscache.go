@@ -65,7 +65,8 @@ type Store struct {
 	breaker *redisconn.Breaker
 }
 
-// New returns a store for the redis:// (or rediss://) URL. It does not connect:
+// New returns a store for a Redis URL in any form redisconn.Open takes (a
+// single node, a Cluster, a Sentinel-managed primary). It does not connect:
 // Redis being down at start is an outage like any other. It returns an error if
 // the URL is invalid.
 func New(url string, o Options) (*Store, error) {
@@ -186,7 +187,10 @@ func (s *Store) set(ctx context.Context, key string, value []byte, ttl time.Dura
 }
 
 // SetAndPublish stores value under key for ttl, whether or not key exists, and
-// publishes msg on channel, in one round trip (MULTI/EXEC). It does not skip
+// publishes msg on channel, in one round trip (MULTI/EXEC). The transaction
+// has one key, so on a Redis Cluster it runs on that key's node, which
+// forwards the message to every node (PUBLISH, unlike SPUBLISH, is
+// cluster-wide): subscribers hear it wherever they are connected. It does not skip
 // while backing off: an invalidation must be attempted. It waits for a turn
 // within its own, longer timeout. The error is non-nil if Redis did not confirm
 // both.

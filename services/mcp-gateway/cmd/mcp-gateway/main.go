@@ -5,20 +5,26 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/internal/service"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
@@ -82,6 +88,17 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 	cfg.Bound(ln.Addr())
 
 	m := metrics.New()
+	// The SIGHUP handler stops when serve returns, however it returns.
+	auditCtx, stopAudit := context.WithCancel(ctx)
+	defer stopAudit()
+	auditLog, err := openAuditLog(auditCtx, cfg, env, m)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so closed last: every request has been answered and
+	// recorded by then, and Close writes what is still buffered.
+	defer auditLog.Close()
+
 	authz, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
 		return fmt.Errorf("invalid configuration: AUTHZ_ADDR: %w", err)
@@ -97,7 +114,7 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 		defer limiter.Close()
 	}
 
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(),
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(), Audit: auditLog,
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return authz.WatchInvalidations(ctx) }})
 	if err != nil {
 		return err
@@ -110,8 +127,43 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 	defer func() { stopWatch(); <-watched }()
 	served := gateway.LimitConnections(ln, cfg.MaxConnections)
 	logger.Info("serving MCP", "addr", ln.Addr().String(), "metrics_addr", opsAddr, "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
-		"authz_tls", cfg.AuthzTLS != nil, "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
+		"authz_tls", cfg.AuthzTLS != nil, "audit_log", cmp.Or(cfg.AuditLog, "off"), "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
 	return serveListeners(ctx, logger, gw, served, opsLn)
+}
+
+// openAuditLog opens AUDIT_LOG: nil when it is off, standard output, or a
+// file, which SIGHUP reopens (for logrotate) until ctx is done. It returns an
+// error naming AUDIT_LOG when the file cannot be opened.
+func openAuditLog(ctx context.Context, cfg config.Config, env service.Env, m *metrics.Metrics) (*audit.Logger, error) {
+	opts := audit.Options{Logger: env.Logger, Dropped: m.AuditDropped}
+	switch cfg.AuditLog {
+	case "":
+		return nil, nil
+	case config.AuditStdout:
+		return audit.New(cmp.Or[io.Writer](env.Stdout, os.Stdout), opts), nil
+	}
+	l, err := audit.Open(cfg.AuditLog, opts)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: AUDIT_LOG: %w", err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				if err := l.Reopen(); err != nil {
+					env.Logger.Error("reopening the audit log on SIGHUP; still writing to the old file", "path", cfg.AuditLog, "error", err)
+				} else {
+					env.Logger.Info("audit log reopened on SIGHUP", "path", cfg.AuditLog)
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return l, nil
 }
 
 // serveListeners serves gw's public routes on ln and its operational routes

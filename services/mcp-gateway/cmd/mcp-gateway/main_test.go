@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -94,6 +95,9 @@ func TestBadConfiguration(t *testing.T) {
 		{"busy metrics port", []string{ok, "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=" + busy.Addr().String()}, nil, "MCP_METRICS_LISTEN"},
 		{"bad metrics address", []string{ok, "MCP_METRICS_LISTEN=metrics"}, nil, "MCP_METRICS_LISTEN"},
 		{"stray argument", []string{ok}, []string{"serve"}, "-list-env"},
+		{"relative audit log", []string{ok, "AUDIT_LOG=audit.log"}, nil, "AUDIT_LOG"},
+		{"audit log in a missing directory", []string{ok, "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=127.0.0.1:0", "AUDIT_LOG=/nonexistent-dir-for-mcp-gateway-tests/audit.log"}, nil, "AUDIT_LOG"},
+		{"audit arguments without an audit log", []string{ok, "AUDIT_LOG_ARGUMENTS=true"}, nil, "AUDIT_LOG_ARGUMENTS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,6 +358,91 @@ func TestOneListener(t *testing.T) {
 		res.Body.Close()
 		if res.StatusCode != want {
 			t.Errorf("GET %s: %d, want %d", path, res.StatusCode, want)
+		}
+	}
+}
+
+// TestAuditLogFile: the real binary appends an audit event for a request
+// without a token to AUDIT_LOG, created 0600; after the file is moved away,
+// SIGHUP makes it write to a new file at the path (logrotate), and SIGTERM
+// leaves every event written.
+func TestAuditLogFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	p := testenv.StartProcess(t, "mcp-gateway", testenv.Binary(t, "mcp-gateway"), testenv.ProcessOptions{
+		Env: []string{
+			"MCP_LISTEN=127.0.0.1:0",
+			"MCP_METRICS_LISTEN=127.0.0.1:0",
+			// Requests without a token are decided without authz.
+			"PROPELAUTH_AUTH_URL=http://127.0.0.1:9",
+			"AUDIT_LOG=" + path,
+		},
+		ReadyListener: "MCP_LISTEN", ReadyPath: "/healthz",
+	})
+	url := "http://" + listening(t, p, "MCP_LISTEN") + "/mcp"
+	noToken := func() {
+		t.Helper()
+		res, err := http.Post(url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401", res.StatusCode)
+		}
+	}
+	// lines waits until the file at path holds n lines: the writer is
+	// asynchronous.
+	lines := func(path string, n int) []string {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			b, _ := os.ReadFile(path)
+			got := strings.Split(strings.TrimSpace(string(b)), "\n")
+			if len(b) > 0 && len(got) == n {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %q, want %d lines", path, b, n)
+			}
+		}
+	}
+
+	noToken()
+	lines(path, 1)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit log mode %v, want 0600", fi.Mode().Perm())
+	}
+	rotated := filepath.Join(dir, "audit.log.1")
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "audit log reopened on SIGHUP"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reopen logged after SIGHUP:\n%s", p.Output())
+		}
+	}
+	noToken()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v, want 0", err)
+	}
+	for _, f := range []string{rotated, path} {
+		var e struct {
+			Decision, Reason string
+			Status           int
+		}
+		if err := json.Unmarshal([]byte(lines(f, 1)[0]), &e); err != nil || e.Decision != "deny" || e.Reason != "no_token" || e.Status != 401 {
+			t.Errorf("%s: %+v (%v), want the 401 without a token", f, e, err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -69,7 +70,7 @@ type Config struct {
 	AuthzTLSServerName string `env:"AUTHZ_TLS_SERVER_NAME" defaultText:"the host of AUTHZ_ADDR" desc:"name to verify in authz's certificate"`
 	// RedisURL is the rate limiter's shared store (REDIS_URL); unset, each
 	// replica limits on its own.
-	RedisURL string `env:"REDIS_URL" check:"redisurl" desc:"Redis where every replica keeps its RATE_LIMIT state (used only with RATE_LIMIT); unset: each replica limits on its own"`
+	RedisURL string `env:"REDIS_URL" check:"redisurl" desc:"Redis where every replica keeps its RATE_LIMIT state (used only with RATE_LIMIT): one node, a Cluster or a Sentinel-managed primary, as authz's REDIS_URL; unset: each replica limits on its own"`
 	// RateLimitSpec and RateLimitBurst are RATE_LIMIT and RATE_LIMIT_BURST
 	// as set; RateLimit is every principal's request budget they make (the
 	// zero Limit is off).
@@ -83,6 +84,14 @@ type Config struct {
 	// without telling authz can take up to this much longer to apply.
 	// Package decisioncache explains what keeps revocation immediate.
 	DecisionCacheTTL time.Duration `env:"DECISION_CACHE_TTL" envDefault:"0s" min:"0s" max:"1m" desc:"keep each allowed decision up to this long (never past the token's exp), so authz is asked at most once per token and scopes per TTL; InvalidateToken still applies at once; 0: ask authz on every request"`
+
+	// AuditLog is where the audit log goes (AUDIT_LOG): empty (off),
+	// "stdout", or the absolute path of a file to append to. Package audit
+	// describes the events.
+	AuditLog string `env:"AUDIT_LOG" defaultText:"off" desc:"audit log of every MCP request that reached a decision, as JSON lines: stdout, or the absolute path of a file (appended to, created 0600, reopened on SIGHUP); see docs/audit.md"`
+	// AuditLogArguments puts tool and prompt arguments in the audit log as
+	// sent (canonical JSON) besides their hash (AUDIT_LOG_ARGUMENTS).
+	AuditLogArguments bool `env:"AUDIT_LOG_ARGUMENTS" envDefault:"false" desc:"true: audit events carry tools/call and prompts/get arguments themselves, not only their SHA-256 (they may hold personal data or secrets)"`
 
 	// MaxInFlight bounds the MCP requests served at once past the token
 	// check (MCP_MAX_IN_FLIGHT), a stream for as long as it is open; beyond
@@ -108,10 +117,11 @@ type Config struct {
 	MaxConnections int `env:"MCP_MAX_CONNECTIONS" envDefault:"4096" min:"0" max:"10000000" desc:"connections open at once; beyond it new ones wait in the kernel's accept queue until one closes; 0: no bound"`
 	// GOGC is the Go runtime's garbage-collection target, read by the
 	// runtime itself. When it is unset the gateway sets its declared default
-	// instead of Go's 100: the go-sdk allocates about 0.5 MB per tools/call
-	// against a small live heap, so with 100 the gateway collects every few
-	// requests and spends much of its CPU in the collector (BENCHMARKS.md).
-	GOGC string `env:"GOGC" envDefault:"400" desc:"the Go runtime's garbage-collection target; unset, the gateway uses 400 instead of Go's 100 (the go-sdk allocates about 0.5 MB per tool call); set GOMEMLIMIT or a lower GOGC to bound memory"`
+	// instead of Go's 100: the go-sdk makes much short-lived garbage per
+	// tools/call against a small live heap, so with 100 the gateway collects
+	// every few requests and spends much of its CPU in the collector
+	// (docs/performance.md).
+	GOGC string `env:"GOGC" envDefault:"400" desc:"the Go runtime's garbage-collection target; unset, the gateway uses 400 instead of Go's 100 (the go-sdk makes much short-lived garbage per tool call); set GOMEMLIMIT or a lower GOGC to bound memory"`
 }
 
 // Defaults of variables that code elsewhere falls back on, from the
@@ -171,7 +181,29 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.RateLimit.Burst = c.RateLimitBurst
 	}
+	if err := c.checkAuditLog(); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// AuditStdout is the value of AUDIT_LOG that sends the audit log to standard
+// output.
+const AuditStdout = "stdout"
+
+// checkAuditLog refuses an AUDIT_LOG that is neither stdout nor an absolute
+// path: a relative one would depend on the working directory, and a word
+// like "off" or "stderr" would silently become a file of that name.
+func (c *Config) checkAuditLog() error {
+	switch {
+	case c.AuditLog == "" && c.AuditLogArguments:
+		return envconf.Errorf("AUDIT_LOG_ARGUMENTS", "set, but AUDIT_LOG is off; set AUDIT_LOG too (stdout or a file path)")
+	case c.AuditLog == "" || c.AuditLog == AuditStdout:
+		return nil
+	case !filepath.IsAbs(c.AuditLog):
+		return envconf.Errorf("AUDIT_LOG", "%q is neither stdout nor an absolute file path (unset it to turn the audit log off)", c.AuditLog)
+	}
+	return nil
 }
 
 // Bound completes the configuration once MCP_LISTEN is bound to addr: with

@@ -65,6 +65,11 @@
 //     ratelimit, shared across replicas through Redis); over it: 429 with
 //     Retry-After. Only authorized requests are charged, so nobody can spend
 //     another user's budget without their token.
+//  7. With AUDIT_LOG set, a request that reached a decision in steps 2, 5 or
+//     6 (allowed, or denied with 400, 401, 403, 429, 500 or 503) is written to
+//     the audit log once answered (package audit); an allowed request's
+//     context carries an [audit.Record] on which routing code names the
+//     upstream.
 //
 // # Scopes
 //
@@ -104,6 +109,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/asmeta"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
@@ -149,6 +155,10 @@ type Options struct {
 	// Tools are the tools served (cmd/mcp-gateway passes tools.BuiltIn());
 	// required, and may be empty.
 	Tools *tools.Set
+	// Audit, when set, receives one event per MCP request that reached a
+	// decision (AUDIT_LOG); with Config.AuditLogArguments the events carry
+	// the arguments themselves, not only their hash.
+	Audit *audit.Logger
 	// Invalidations opens authz's invalidation stream
 	// (authzclient.Client.WatchInvalidations); required when
 	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
@@ -179,6 +189,7 @@ type Gateway struct {
 	mux      *http.ServeMux // public routes
 	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
+	audit    *audit.Logger // nil: AUDIT_LOG is off
 
 	// answers builds the challenged answers; its supported scopes are
 	// scopes_supported, what 401 challenges ask for.
@@ -240,6 +251,7 @@ func New(opts Options) (*Gateway, error) {
 		origins:  append([]string{cfg.ServerURL}, cfg.AllowedOrigins...),
 		ops:      operation.NewTable(cfg.Scopes, opts.Tools.All()),
 		limiter:  opts.RateLimiter,
+		audit:    opts.Audit,
 
 		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),
 		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),

@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/tokenref"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
@@ -54,7 +56,21 @@ type exchange struct {
 	// bodyRead: the body was read to its end. Until then an answer closes
 	// the connection (see fail).
 	bodyRead bool
+
+	// For the audit log (AUDIT_LOG). decision is audit.Allow or audit.Deny
+	// once the request has reached one, "" until then (no event); reason
+	// says why a request was denied.
+	decision, reason string
+	// principal is whom authz said the token represents, when it did.
+	principal *authzv1.Principal
+	// body is the request body, kept for the arguments' hash.
+	body []byte
+	// record is in an allowed request's context, for the upstream.
+	record *audit.Record
 }
+
+// deny records that the request was denied for reason, for the audit log.
+func (x *exchange) deny(reason string) { x.decision, x.reason = audit.Deny, reason }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: time.Now(), w: &statusWriter{ResponseWriter: w}, r: r}
@@ -81,12 +97,15 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.op = g.ops.Base()
 	switch {
 	case tokenErr != nil:
+		x.deny("invalid_request")
 		g.fail(x, g.answers.challenged(http.StatusBadRequest, challenge.ErrInvalidRequest, tokenErr.Error(), g.answers.supported))
 		return
 	case !hasBearer:
+		x.deny("no_token")
 		g.fail(x, g.answers.noToken)
 		return
 	case !validToken(token):
+		x.deny("malformed_token")
 		g.fail(x, g.answers.malformed)
 		return
 	}
@@ -99,7 +118,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.inFlight.Add(-1)
 
-	info, err := g.readBody(w, r)
+	info, body, err := g.readBody(w, r)
 	if err != nil {
 		var perr *mcpreq.Error
 		if !errors.As(err, &perr) {
@@ -111,13 +130,21 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	x.bodyRead = true
 	x.info, x.parsed = info, true
 	x.op = g.ops.For(info)
+	if g.audit != nil {
+		x.body = body
+	}
 
 	c, ok := g.authorize(x)
 	if !ok || !g.withinRateLimit(x, c) {
 		return
 	}
-	r = r.WithContext(caller.NewContext(r.Context(), c))
-	g.mcp.ServeHTTP(x.w, r)
+	x.decision = audit.Allow
+	ctx := caller.NewContext(r.Context(), c)
+	if g.audit != nil {
+		x.record = &audit.Record{}
+		ctx = audit.NewContext(ctx, x.record)
+	}
+	g.mcp.ServeHTTP(x.w, r.WithContext(ctx))
 }
 
 // authorize asks authz, or the decision cache, and does what [judge] makes
@@ -137,6 +164,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	}
 	res, err := g.decide(ctx, req)
 	x.tokenRef = res.GetTokenRef()
+	x.principal = res.GetPrincipal()
 	o := judge(g.answers, question{op: x.op, clientGone: ctx.Err() != nil, check: g.checkFunc(x.token)}, res, err)
 	g.metrics.Decision(o.decision)
 	for _, l := range o.logs {
@@ -151,6 +179,7 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	case o.clientGone:
 		x.w.status = clientClosedRequest
 	default:
+		x.deny(o.reason)
 		g.fail(x, o.answer)
 	}
 	return nil, false
@@ -234,6 +263,7 @@ func (g *Gateway) withinRateLimit(x *exchange, c *caller.Caller) bool {
 	if res.Allowed {
 		return true
 	}
+	x.deny("rate_limited")
 	g.log.DebugContext(x.r.Context(), "rate limited", "method", x.info.Method, "tool", x.info.Tool(), tokenRefAttr(x.tokenRef), "retry_after", res.RetryAfter.String())
 	g.fail(x, httperror.Response{
 		Status:      http.StatusTooManyRequests,
@@ -274,22 +304,22 @@ func tokenRefAttr(ref string) slog.Attr {
 // readBody reads and parses the request within MCP_BODY_TIMEOUT of now
 // (just after the headers), through the connection's read deadline, so that
 // a client trickling its body gets 408 (mcpreq.ReadBody). It returns what
-// [mcpreq.Read] returns.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (mcpreq.Info, error) {
+// [mcpreq.ReadWithBody] returns.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (mcpreq.Info, []byte, error) {
 	rc := http.NewResponseController(w)
 	// Only a ResponseWriter that cannot set deadlines (not net/http's)
 	// refuses; the body is then bounded by the server's ReadTimeout alone.
 	_ = rc.SetReadDeadline(time.Now().Add(g.bodyTimeout))
-	info, err := mcpreq.Read(r, g.maxBody)
+	info, body, err := mcpreq.ReadWithBody(r, g.maxBody)
 	if err != nil {
 		// The deadline stays: the connection is closed after the answer.
-		return info, err
+		return info, nil, err
 	}
 	// No deadline once the body is in: the server's background read for
 	// the next request would otherwise fail when it passes and cancel this
 	// request's context, cutting off a slow tool call or a stream.
 	_ = rc.SetReadDeadline(time.Time{})
-	return info, nil
+	return info, body, nil
 }
 
 // checkFunc lets handlers ask whether the same token holds more scopes without
@@ -315,7 +345,8 @@ func (g *Gateway) fail(x *exchange, resp httperror.Response) {
 	resp.Write(x.w)
 }
 
-// finish records the request in metrics and the debug log.
+// finish records the request in metrics, the debug log and, once it has
+// reached a decision, the audit log.
 func (g *Gateway) finish(x *exchange) {
 	st := x.w.status
 	if st == 0 {
@@ -343,6 +374,59 @@ func (g *Gateway) finish(x *exchange) {
 		}
 		g.log.DebugContext(x.r.Context(), "mcp request", attrs...)
 	}
+	if g.audit != nil && x.decision != "" {
+		g.audit.Log(g.auditEvent(x, st, d))
+	}
+}
+
+// maxAuditName bounds the method, tool, prompt and resource names an audit
+// event carries: they are the client's, and only the body bound limits them.
+const maxAuditName = 512
+
+// auditEvent is the audit log's event for x, answered with status after d.
+func (g *Gateway) auditEvent(x *exchange, status int, d time.Duration) *audit.Event {
+	e := &audit.Event{
+		Time:       x.start.UTC(),
+		Subject:    x.principal.GetSubject(),
+		ClientID:   x.principal.GetClientId(),
+		TokenRef:   tokenref.Short(x.tokenRef),
+		ClientIP:   clientIP(x.r),
+		Method:     clip(x.info.Method, maxAuditName),
+		Upstream:   x.record.Upstream(),
+		Decision:   x.decision,
+		Reason:     x.reason,
+		Status:     status,
+		DurationMS: float64(d.Microseconds()) / 1000,
+		TraceID:    audit.TraceID(x.r.Context(), x.r.Header),
+	}
+	name := clip(x.info.Name, maxAuditName)
+	switch x.info.Method {
+	case "tools/call":
+		e.Tool = name
+	case "prompts/get":
+		e.Prompt = name
+	case "resources/read":
+		e.Resource = name
+	}
+	if x.body != nil && (e.Tool != "" || e.Prompt != "") {
+		args, sum := audit.Arguments(x.body)
+		e.ArgumentsSHA256 = sum
+		if g.cfg.AuditLogArguments {
+			e.Arguments = args
+		}
+	}
+	return e
+}
+
+// clip cuts s to at most n bytes, at a character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // bearerToken returns the credentials of the request's one Authorization

@@ -87,6 +87,9 @@ type outcome struct {
 	clientGone bool
 	// decision labels mcp_gateway_authz_decisions_total.
 	decision string
+	// reason is the audit log's reason for a request that does not go on
+	// (package audit); empty when allowed or the client is gone.
+	reason string
 	// logs are written in order.
 	logs []logLine
 }
@@ -126,7 +129,7 @@ func judge(a answers, q question, res *authzv1.AuthorizeResponse, err error) out
 		o := outcome{decision: "error"}
 		switch {
 		case status.Code(err) == codes.InvalidArgument && tokenViolation(err):
-			o.answer = a.malformed
+			o.answer, o.reason = a.malformed, "malformed_token"
 		case status.Code(err) == codes.InvalidArgument:
 			// authz refused a part of the question the gateway wrote (the
 			// resource, the scopes): the gateway's fault, not the token's. A
@@ -137,7 +140,7 @@ func judge(a answers, q question, res *authzv1.AuthorizeResponse, err error) out
 				attrs:   []slog.Attr{slog.Any("error", err), slog.Any("violations", violations(err))},
 				limited: true,
 			}}
-			o.answer = badQuestionAnswer
+			o.answer, o.reason = badQuestionAnswer, "authz_invalid_argument"
 		case q.clientGone:
 			// Nobody reads the answer.
 			o.clientGone = true
@@ -147,7 +150,7 @@ func judge(a answers, q question, res *authzv1.AuthorizeResponse, err error) out
 				msg:   "authz unavailable",
 				attrs: []slog.Attr{slog.Any("error", err), slog.String("code", status.Code(err).String())},
 			}}
-			o.answer = unavailableAnswer
+			o.answer, o.reason = unavailableAnswer, "authz_unavailable"
 		}
 		return o
 	}
@@ -169,11 +172,11 @@ func judge(a answers, q question, res *authzv1.AuthorizeResponse, err error) out
 	if ref := res.GetTokenRef(); ref != "" {
 		attrs = append(attrs, tokenref.Attr(ref))
 	}
-	o := outcome{decision: reason, logs: []logLine{{level: slog.LevelInfo, msg: "denied", attrs: attrs, request: true}}}
+	o := outcome{decision: reason, reason: reason, logs: []logLine{{level: slog.LevelInfo, msg: "denied", attrs: attrs, request: true}}}
 	switch {
 	case reason == "malformed":
 		o.logs = append(o.logs, logLine{level: slog.LevelError, msg: "authz returned an incomplete decision", attrs: []slog.Attr{slog.Bool("allowed", res.GetAllowed())}})
-		o.answer = incompleteAnswer
+		o.answer, o.reason = incompleteAnswer, "authz_incomplete"
 	case d.GetReason() == authzv1.DenialReason_DENIAL_REASON_INSUFFICIENT_SCOPE:
 		desc := d.GetDescription()
 		if desc == "" {

@@ -41,25 +41,28 @@
 // so [Signer.Assertion] keeps what it signed per (subject, client_id, scopes,
 // audience) and hands the same assertion out while more than half of its
 // lifetime remains; the upstream therefore always receives an assertion valid
-// for at least TTL/2. At most [Options.MaxEntries] are kept (otter's
-// frequency-and-recency eviction), and concurrent requests that miss for one
-// key wait for a single signing.
+// for at least TTL/2. At most [Options.MaxEntries] are kept, in the services'
+// one in-process cache (internal/clockcache: an assertion expires from it at
+// half its lifetime, and a full cache evicts one not used lately), and
+// concurrent requests that miss for one key wait for a single signing
+// (golang.org/x/sync/singleflight).
 package identity
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"github.com/maypok86/otter/v2"
+	"golang.org/x/sync/singleflight"
 
+	"github.com/mcpauthz/mcpauthz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 )
 
@@ -149,8 +152,9 @@ type Signer struct {
 	signer    jose.Signer
 	ephemeral bool
 	jwks      []byte
-	cache     *otter.Cache[cacheKey, cached]
-	loader    otter.Loader[cacheKey, cached]
+	// cache holds each assertion until half its lifetime has passed.
+	cache  *clockcache.Cache[cacheKey, string]
+	flight singleflight.Group
 
 	// signHook, when set by a test, runs before every signing.
 	signHook func()
@@ -162,10 +166,16 @@ type cacheKey struct {
 	subject, clientID, scope, audience string
 }
 
-type cached struct {
-	jws string
-	// reuseUntil is when half the assertion's lifetime has passed.
-	reuseUntil time.Time
+// flightKey is k as a singleflight key: each field prefixed with its length,
+// so that no two keys collide whatever bytes the fields hold.
+func (k cacheKey) flightKey() string {
+	b := make([]byte, 0, len(k.subject)+len(k.clientID)+len(k.scope)+len(k.audience)+4*5)
+	for _, f := range [...]string{k.subject, k.clientID, k.scope, k.audience} {
+		b = strconv.AppendInt(b, int64(len(f)), 10)
+		b = append(b, ':')
+		b = append(b, f...)
+	}
+	return string(b)
 }
 
 // New loads the keys opts names (or generates one) and returns a Signer. The
@@ -226,18 +236,11 @@ func New(opts Options) (*Signer, error) {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	copts := &otter.Options[cacheKey, cached]{
-		MaximumSize: maxEntries,
-		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[cacheKey, cached]) time.Duration {
-			return e.Value.reuseUntil.Sub(s.now())
-		}),
-		Clock:  otterClock{s.now},
-		Logger: otterLogger{logger},
-	}
-	if s.cache, err = otter.New(copts); err != nil {
-		return nil, fmt.Errorf("identity: making the assertion cache: %w", err)
-	}
-	s.loader = otter.LoaderFunc[cacheKey, cached](s.load)
+	// No Sweep runs: an expired assertion stays until a full cache needs
+	// its slot (the clock hand takes an expired entry before one in use),
+	// so MaxEntries bounds the memory and a Signer needs no goroutine or
+	// Close.
+	s.cache = clockcache.New(clockcache.Options[cacheKey, string]{MaxEntries: maxEntries, Now: s.now})
 
 	prev := make([]string, 0, len(published)-1)
 	for _, k := range published[1:] {
@@ -290,21 +293,37 @@ func (s *Signer) Assertion(p Principal, audience string) (string, error) {
 	default:
 		k.scope = strings.Join(p.Scopes, " ")
 	}
-	// The context only matters to a Get that waits for another's load, and a
-	// signing does not block.
-	v, err := s.cache.Get(context.Background(), k, s.loader)
+	if jws, ok := s.cache.Get(k); ok {
+		return jws, nil
+	}
+	// Only valid keys are stored, so checking on a miss is enough; checking
+	// before Do bounds the flight key built from the fields.
+	if err := checkKey(k); err != nil {
+		return "", err
+	}
+	v, err, _ := s.flight.Do(k.flightKey(), func() (any, error) {
+		// A flight for k that ended between the Get above and Do stored
+		// its assertion: use it rather than sign again.
+		if jws, ok := s.cache.Get(k); ok {
+			return jws, nil
+		}
+		jws, reuseUntil, err := s.sign(k)
+		if err != nil {
+			return "", err
+		}
+		s.cache.Set(k, jws, reuseUntil)
+		return jws, nil
+	})
 	if err != nil {
 		return "", err
 	}
-	return v.jws, nil
+	return v.(string), nil
 }
 
-// load signs the assertion for k: the cache's loader, run once for
-// concurrent misses of one key.
-func (s *Signer) load(_ context.Context, k cacheKey) (cached, error) {
-	if err := checkKey(k); err != nil {
-		return cached{}, err
-	}
+// sign signs the assertion for k, which [checkKey] accepted, and returns it
+// with the time until which it may be handed out again: when half its
+// lifetime has passed.
+func (s *Signer) sign(k cacheKey) (jws string, reuseUntil time.Time, err error) {
 	if s.signHook != nil {
 		s.signHook()
 	}
@@ -322,17 +341,16 @@ func (s *Signer) load(_ context.Context, k cacheKey) (cached, error) {
 		ID:       base64.RawURLEncoding.EncodeToString(id[:]),
 	})
 	if err != nil {
-		return cached{}, fmt.Errorf("identity: encoding claims: %w", err)
+		return "", time.Time{}, fmt.Errorf("identity: encoding claims: %w", err)
 	}
 	sig, err := s.signer.Sign(payload)
 	if err != nil {
-		return cached{}, fmt.Errorf("identity: signing: %w", err)
+		return "", time.Time{}, fmt.Errorf("identity: signing: %w", err)
 	}
-	jws, err := sig.CompactSerialize()
-	if err != nil {
-		return cached{}, fmt.Errorf("identity: serializing: %w", err)
+	if jws, err = sig.CompactSerialize(); err != nil {
+		return "", time.Time{}, fmt.Errorf("identity: serializing: %w", err)
 	}
-	return cached{jws: jws, reuseUntil: iat.Add(s.ttl / 2)}, nil
+	return jws, iat.Add(s.ttl / 2), nil
 }
 
 func checkKey(k cacheKey) error {
@@ -354,25 +372,4 @@ func checkKey(k cacheKey) error {
 		}
 	}
 	return nil
-}
-
-// otterClock makes otter measure expiry with [Options.Now]. It gives no
-// ticks, so the cache runs no goroutine of its own (a Signer needs no Close):
-// expired entries are removed during the cache's writes and reads, and
-// MaximumSize bounds them meanwhile.
-type otterClock struct{ now func() time.Time }
-
-func (c otterClock) NowNano() int64                      { return c.now().UnixNano() }
-func (c otterClock) Tick(time.Duration) <-chan time.Time { return nil }
-
-// otterLogger sends otter's own warnings and errors (a panicking loader) to
-// the gateway's logger instead of slog.Default.
-type otterLogger struct{ l *slog.Logger }
-
-func (o otterLogger) Warn(ctx context.Context, msg string, err error) {
-	o.l.WarnContext(ctx, "identity cache: "+msg, "err", err)
-}
-
-func (o otterLogger) Error(ctx context.Context, msg string, err error) {
-	o.l.ErrorContext(ctx, "identity cache: "+msg, "err", err)
 }

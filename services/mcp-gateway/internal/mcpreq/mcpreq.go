@@ -40,7 +40,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 
@@ -96,14 +95,23 @@ func badRequest(format string, args ...any) error {
 // (415), for anything [ReadBody] refuses (408, 413, 400) or for anything
 // [Parse] refuses (400).
 func Read(r *http.Request, maxBody int64) (Info, error) {
+	info, _, err := ReadWithBody(r, maxBody)
+	return info, err
+}
+
+// ReadWithBody is [Read] that also returns the body it read (r.Body reads
+// the same bytes; the caller must not change them), for the audit log's
+// argument hash.
+func ReadWithBody(r *http.Request, maxBody int64) (Info, []byte, error) {
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
-		return Info{}, &Error{Status: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
+		return Info{}, nil, &Error{Status: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
 	}
 	body, err := ReadBody(r, maxBody)
 	if err != nil {
-		return Info{}, err
+		return Info{}, nil, err
 	}
-	return Parse(body, r.Header)
+	info, err := Parse(body, r.Header)
+	return info, body, err
 }
 
 // initialBodyBuffer bounds the buffer a body with a declared length is first
@@ -154,7 +162,12 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 				// there, so only another reader gets here.
 				limit = maxBody + 1
 			}
-			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit-int64(len(buf)))))
+			// An exact allocation, not slices.Grow: append's growth rounds
+			// up to a size class after growing by 1.25x steps, which can
+			// land past twice what arrived.
+			grown := make([]byte, len(buf), int64(len(buf))+min(int64(cap(buf)), limit-int64(len(buf))))
+			copy(grown, buf)
+			buf = grown
 		}
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

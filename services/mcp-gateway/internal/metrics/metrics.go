@@ -17,6 +17,8 @@
 //     token check (what MCP_MAX_IN_FLIGHT bounds).
 //   - mcp_gateway_in_flight_rejected_total: requests refused with 503 because
 //     MCP_MAX_IN_FLIGHT were in flight.
+//   - mcp_gateway_audit_events_dropped_total: audit events (AUDIT_LOG) lost
+//     because the writer fell behind or a write failed (package audit).
 //
 // With DECISION_CACHE_TTL set (package decisioncache):
 //
@@ -64,6 +66,7 @@ type Metrics struct {
 
 	inFlight         atomic.Pointer[func() int64]
 	inFlightRejected prometheus.Counter
+	auditDropped     prometheus.Counter
 
 	dcLookups       *prometheus.CounterVec
 	dcInvalidations prometheus.Counter
@@ -112,6 +115,10 @@ func New() *Metrics {
 			Name: "mcp_gateway_in_flight_rejected_total",
 			Help: "MCP requests refused with 503 because MCP_MAX_IN_FLIGHT requests were in flight.",
 		}),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mcp_gateway_audit_events_dropped_total",
+			Help: "Audit events (AUDIT_LOG) lost because the writer fell behind (a slow disk or stdout) or a write failed.",
+		}),
 		dcLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcp_gateway_decision_cache_lookups_total",
 			Help: `Decision cache lookups by result: "hit" (authz not called), "miss", "stream_down" (cache unusable).`,
@@ -151,7 +158,7 @@ func New() *Metrics {
 		return 0
 	})
 	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions, m.rateLimits, m.rateLimitErrors,
-		inFlight, m.inFlightRejected,
+		inFlight, m.inFlightRejected, m.auditDropped,
 		m.dcLookups, m.dcInvalidations, m.dcResets, m.dcRefreshes, m.dcEvictions, m.dcEntries, m.dcStreamUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -197,6 +204,9 @@ func (m *Metrics) ObserveInFlight(f func() int64) { m.inFlight.Store(&f) }
 
 // InFlightRejected records one request refused at MCP_MAX_IN_FLIGHT.
 func (m *Metrics) InFlightRejected() { m.inFlightRejected.Inc() }
+
+// AuditDropped counts an audit event that was lost.
+func (m *Metrics) AuditDropped() { m.auditDropped.Inc() }
 
 // DecisionCacheLookup records one decision cache lookup: "hit", "miss" or
 // "stream_down".

@@ -8,7 +8,9 @@
 // once and then one every Period/Count. With a Redis URL the state lives in Redis
 // (github.com/go-redis/redis_rate, one Lua script per request using Redis's own
 // clock), so replicas share one budget per principal; without one, each replica
-// keeps its own state in process.
+// keeps its own state in process. The script touches one key, the principal's,
+// so on a Redis Cluster it runs on whichever node holds that key and needs no
+// hash tag.
 //
 // # Redis failures
 //
@@ -117,7 +119,8 @@ type Result struct {
 type Options struct {
 	// Limit is the rate every principal gets; it must be enabled.
 	Limit Limit
-	// RedisURL, if set, is the shared store (redis://host:port/db); unset keeps
+	// RedisURL, if set, is the shared store, in any form redisconn.Open takes
+	// (a single node, a Cluster, a Sentinel-managed primary); unset keeps
 	// state per replica.
 	RedisURL string
 	// Logger receives Redis outages (rate-limited); discarded when nil.

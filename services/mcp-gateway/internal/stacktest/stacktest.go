@@ -30,6 +30,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
 	"github.com/mcpauthz/mcpauthz/internal/stack"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
@@ -97,8 +98,10 @@ func options() stack.Options {
 
 // Start starts redis, devauth, authz and a gateway with default settings. The
 // caller must Close the stack.
-func Start() (s *Stack, err error) {
-	s = &Stack{}
+func Start() (_ *Stack, err error) {
+	// s is not the named result: "return nil, err" must not nil it before
+	// the deferred Close runs.
+	s := &Stack{}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -106,8 +109,11 @@ func Start() (s *Stack, err error) {
 	}()
 	o := options()
 	o.Redis, o.Authz = true, 1
+	// On error stack.Start returns what it started so far, to Close.
 	s.procs, err = stack.Start(context.Background(), o)
-	s.stops = append(s.stops, s.procs.Close)
+	if s.procs != nil {
+		s.stops = append(s.stops, s.procs.Close)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -332,9 +338,19 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	m := metrics.New()
+	// As in main, AUDIT_LOG (a file path here: stdout is the test binary's)
+	// is opened before anything else and closed after everything else.
+	var auditLog *audit.Logger
+	if cfg.AuditLog != "" {
+		if auditLog, err = audit.Open(cfg.AuditLog, audit.Options{Logger: logger, Dropped: m.AuditDropped}); err != nil {
+			closeListeners()
+			return nil, nil, err
+		}
+	}
 	az, err := authzclient.New(cfg.AuthzAddr, authzclient.Options{Timeout: cfg.AuthzTimeout, Observe: m.ObserveAuthz, TLS: cfg.AuthzTLS})
 	if err != nil {
 		closeListeners()
+		auditLog.Close()
 		return nil, nil, err
 	}
 	var limiter *ratelimit.Limiter
@@ -342,14 +358,19 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		if limiter, err = ratelimit.New(ratelimit.Options{Limit: cfg.RateLimit, RedisURL: cfg.RedisURL, Logger: logger, Metrics: m}); err != nil {
 			closeListeners()
 			az.Close()
+			auditLog.Close()
 			return nil, nil, err
 		}
 	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(),
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(), Audit: auditLog,
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return az.WatchInvalidations(ctx) }})
 	if err != nil {
 		closeListeners()
 		az.Close()
+		auditLog.Close()
+		if limiter != nil {
+			limiter.Close()
+		}
 		return nil, nil, err
 	}
 	// As in main: the public listener drains first, the operational one after.
@@ -384,13 +405,17 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		if limiter != nil {
 			limiter.Close()
 		}
+		if err := auditLog.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "stacktest: gateway audit log:", err)
+		}
 	})
 	return &Gateway{URL: cfg.ServerURL, Addr: ln.Addr().String(), MetricsURL: metricsURL, Config: cfg, Metrics: m, logs: logs, stop: stop}, stop, nil
 }
 
 // NewGateway starts a gateway of tb's own talking to authzAddr, with env
 // overriding the defaults (MCP_SERVER_URL is its own loopback URL), and stops
-// it when tb ends.
+// it when tb ends. With AUDIT_LOG (a file path) in env, the file is complete
+// once [Gateway.Stop] returns.
 func NewGateway(tb testing.TB, authzAddr, devauthURL string, env map[string]string) *Gateway {
 	tb.Helper()
 	g, stop, err := startGateway(authzAddr, devauthURL, env)
