@@ -73,6 +73,7 @@ func TestRefusedValues(t *testing.T) {
 		{"REDIS_URL in gateway.env", `{gateway: {env: {REDIS_URL: "redis://:pw@r:6379"}}}`, "gateway.env.REDIS_URL: a secret"},
 		{"a variable the chart sets", `{gateway: {env: {AUTHZ_ADDR: "authz:50051"}}}`, "gateway.env.AUTHZ_ADDR: set by the chart"},
 		{"an ingress without a host", `{gateway: {ingress: {enabled: true}}}`, "gateway.ingress.host is required"},
+		{"two sources of the client secret", `{credentials: {existingSecret: creds, clientSecret: s}}`, "credentials.existingSecret and credentials.clientSecret"},
 		{"two sources of REDIS_URL", `{redis: {url: "redis://r:6379", existingSecret: r}}`, "redis.url and redis.existingSecret"},
 		{"a misspelt key (values.schema.json)", `{gatway: {replicaCount: 3}}`, "gatway"},
 		{"a misspelt nested key", `{authz: {autoscaling: {enable: true}}}`, "enable"},

@@ -19,6 +19,9 @@
 {{- if and .Values.gateway.ingress.enabled (not .Values.gateway.ingress.host) }}
 {{- fail "gateway.ingress.enabled: gateway.ingress.host is required" }}
 {{- end }}
+{{- if and .Values.credentials.existingSecret (or .Values.credentials.clientSecret .Values.credentials.apiKey) }}
+{{- fail "credentials.existingSecret and credentials.clientSecret or apiKey: set the Secret or the values, not both" }}
+{{- end }}
 {{- if and .Values.redis.url .Values.redis.existingSecret }}
 {{- fail "redis.url and redis.existingSecret: set one" }}
 {{- end }}
