@@ -655,6 +655,7 @@ var notPassedThrough = map[string]map[string]string{
 		"AUTHZ_TLS_KEY":         "a file in the container: the mutual-TLS overlay sets it",
 		"AUTHZ_TLS_SERVER_NAME": "meaningful with mutual TLS only: the overlay sets it",
 		"PROPELAUTH_AUTH_URL":   "the gateway only derives AUTHORIZATION_SERVER from it, which compose sets",
+		"UPSTREAMS_FILE":        "a file in the container (with the upstreams it names): an overlay mounts and sets it",
 	},
 	devauth: {
 		"DEVAUTH_USERS_FILE": "a file on the host: make run only, as .env.example says",
