@@ -8,6 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +28,10 @@ import (
 // URL while the issuer it expects is devauth's public one (the split that solves
 // the issuer-URL problem in containers), and who_am_i fetches the user through the
 // same internal URL. A variable naming a file the service mounts (devauth's
-// DEVAUTH_CONFIG_FILE) is given the mounted file's path on the host.
+// DEVAUTH_CONFIG_FILE) is given the mounted file's path on the host; the
+// gateway's upstreams file is rewritten the same way, with server-everything
+// and the identity key made as the everything and identity-key services make
+// them.
 func TestComposeEnvironmentServes(t *testing.T) {
 	slow(t)
 	t.Parallel()
@@ -84,9 +91,37 @@ func TestComposeEnvironmentServes(t *testing.T) {
 	testenv.StartProcess(t, authz, testenv.Binary(t, authz), testenv.ProcessOptions{
 		Env: environ(authz), ReadyURL: "http://" + listen[authz]["AUTHZ_METRICS_LISTEN"] + "/healthz",
 	})
+	// The example upstream: server-everything from e2e/ts's lockfile, as its
+	// image runs it, and the identity key made by the identity-key service's
+	// script; the gateway gets the mounted upstreams file with the stack's
+	// names rewritten.
+	ev := testenv.StartEverything(t)
+	evPort, err := everythingPort(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evURL, _ := url.Parse(ev.URL)
+	addr[fmt.Sprintf("%s:%d", everything, evPort)] = evURL.Host
+	keyFile := filepath.Join(t.TempDir(), "identity.pem")
+	argv, err := identityKeyCommand(p, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("identity-key: %v\n%s", err, out)
+	}
+	upstreams, err := composeUpstreamsFile(p, addr, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstreamsFile := filepath.Join(t.TempDir(), "upstreams.yaml")
+	if err := os.WriteFile(upstreamsFile, upstreams, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	gwAddr := listen[gateway]["MCP_LISTEN"]
 	testenv.StartProcess(t, gateway, testenv.Binary(t, gateway), testenv.ProcessOptions{
-		Env: environ(gateway), ReadyURL: "http://" + gwAddr + "/healthz",
+		Env: environ(gateway, "UPSTREAMS_FILE="+upstreamsFile), ReadyURL: "http://" + gwAddr + "/healthz",
 	})
 
 	mcpServerURL := rewrite(env(p.Services[gateway], "MCP_SERVER_URL"), addr)
