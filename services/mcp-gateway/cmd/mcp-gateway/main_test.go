@@ -93,6 +93,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"busy port", []string{ok, "MCP_LISTEN=" + busy.Addr().String()}, nil, "MCP_LISTEN"},
 		{"busy metrics port", []string{ok, "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=" + busy.Addr().String()}, nil, "MCP_METRICS_LISTEN"},
 		{"bad metrics address", []string{ok, "MCP_METRICS_LISTEN=metrics"}, nil, "MCP_METRICS_LISTEN"},
+		{"missing upstreams file", []string{ok, "UPSTREAMS_FILE=/nonexistent/upstreams.yaml"}, nil, "UPSTREAMS_FILE"},
 		{"stray argument", []string{ok}, []string{"serve"}, "-list-env"},
 	}
 	for _, tt := range tests {

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
@@ -51,6 +53,10 @@ type exchange struct {
 	// answered: the only name of the token logs carry (package tokenref).
 	tokenRef string
 	op       operation.Operation
+	// body is the request as read; route, when set, the upstream it is
+	// forwarded to (package federation).
+	body  []byte
+	route *federation.Route
 	// bodyRead: the body was read to its end. Until then an answer closes
 	// the connection (see fail).
 	bodyRead bool
@@ -99,7 +105,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.inFlight.Add(-1)
 
-	info, err := g.readBody(w, r)
+	info, body, err := g.readBody(w, r)
 	if err != nil {
 		var perr *mcpreq.Error
 		if !errors.As(err, &perr) {
@@ -109,15 +115,37 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.bodyRead = true
-	x.info, x.parsed = info, true
+	x.info, x.parsed, x.body = info, true, body
 	x.op = g.ops.For(info)
+	if g.fed != nil {
+		if x.route = g.fed.Route(info, body); x.route != nil {
+			x.op = operation.Operation{Scopes: scopes.Union(g.cfg.Scopes, x.route.Scopes)}
+		}
+	}
 
 	c, ok := g.authorize(x)
 	if !ok || !g.withinRateLimit(x, c) {
 		return
 	}
+	if x.route != nil {
+		g.forward(x, c)
+		return
+	}
 	r = r.WithContext(caller.NewContext(r.Context(), c))
 	g.mcp.ServeHTTP(x.w, r)
+}
+
+// forward sends a routed request to its upstream and writes the answer
+// (package federation): never a 401, 403 or 5xx of the upstream's making.
+func (g *Gateway) forward(x *exchange, c *caller.Caller) {
+	out := g.fed.Serve(x.w, x.r, x.route, x.body, c, x.tokenRef)
+	switch {
+	case out.ClientGone:
+		x.w.status = clientClosedRequest
+	case out.Err != nil:
+		g.log.LogAttrs(x.r.Context(), slog.LevelWarn, "upstream request failed", x.route.LogAttrs(),
+			slog.String("method", x.info.Method), slog.String("name", x.info.Name), tokenRefAttr(x.tokenRef), slog.String("error", out.Err.Error()))
+	}
 }
 
 // authorize asks authz, or the decision cache, and does what [judge] makes
@@ -166,6 +194,9 @@ func (g *Gateway) logLine(x *exchange, l logLine) {
 	attrs := l.attrs
 	if l.request {
 		attrs = append(attrs, slog.String("method", x.info.Method), slog.String("tool", x.info.Tool()), slog.String("client_ip", clientIP(x.r)))
+	}
+	if x.route != nil {
+		attrs = append(attrs, x.route.LogAttrs())
 	}
 	if l.limited {
 		ok, unlogged := g.badArgLog.Allow()
@@ -275,21 +306,21 @@ func tokenRefAttr(ref string) slog.Attr {
 // (just after the headers), through the connection's read deadline, so that
 // a client trickling its body gets 408 (mcpreq.ReadBody). It returns what
 // [mcpreq.Read] returns.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (mcpreq.Info, error) {
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (mcpreq.Info, []byte, error) {
 	rc := http.NewResponseController(w)
 	// Only a ResponseWriter that cannot set deadlines (not net/http's)
 	// refuses; the body is then bounded by the server's ReadTimeout alone.
 	_ = rc.SetReadDeadline(time.Now().Add(g.bodyTimeout))
-	info, err := mcpreq.Read(r, g.maxBody)
+	info, body, err := mcpreq.ReadWithBody(r, g.maxBody)
 	if err != nil {
 		// The deadline stays: the connection is closed after the answer.
-		return info, err
+		return info, nil, err
 	}
 	// No deadline once the body is in: the server's background read for
 	// the next request would otherwise fail when it passes and cancel this
 	// request's context, cutting off a slow tool call or a stream.
 	_ = rc.SetReadDeadline(time.Time{})
-	return info, nil
+	return info, body, nil
 }
 
 // checkFunc lets handlers ask whether the same token holds more scopes without
@@ -329,7 +360,7 @@ func (g *Gateway) finish(x *exchange) {
 		}
 		if t := x.info.Tool(); t != "" {
 			tool = "unknown"
-			if g.ops.IsTool(t) {
+			if g.ops.IsTool(t) || (g.fed != nil && g.fed.IsTool(t)) {
 				tool = t
 			}
 		}
@@ -340,6 +371,9 @@ func (g *Gateway) finish(x *exchange) {
 		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
 		if x.tokenRef != "" {
 			attrs = append(attrs, tokenref.Attr(x.tokenRef))
+		}
+		if x.route != nil {
+			attrs = append(attrs, x.route.LogAttrs())
 		}
 		g.log.DebugContext(x.r.Context(), "mcp request", attrs...)
 	}

@@ -96,14 +96,23 @@ func badRequest(format string, args ...any) error {
 // (415), for anything [ReadBody] refuses (408, 413, 400) or for anything
 // [Parse] refuses (400).
 func Read(r *http.Request, maxBody int64) (Info, error) {
+	info, _, err := ReadWithBody(r, maxBody)
+	return info, err
+}
+
+// ReadWithBody is [Read] that also returns the body read (for a request the
+// gateway forwards itself). The body is shared with r.Body's reader: it must
+// not be modified.
+func ReadWithBody(r *http.Request, maxBody int64) (Info, []byte, error) {
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
-		return Info{}, &Error{Status: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
+		return Info{}, nil, &Error{Status: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type must be application/json, got %q", ct)}
 	}
 	body, err := ReadBody(r, maxBody)
 	if err != nil {
-		return Info{}, err
+		return Info{}, nil, err
 	}
-	return Parse(body, r.Header)
+	info, err := Parse(body, r.Header)
+	return info, body, err
 }
 
 // initialBodyBuffer bounds the buffer a body with a declared length is first
