@@ -3,7 +3,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -151,6 +156,17 @@ func TestComposeEnvironmentServes(t *testing.T) {
 	if want := `"issuer":"` + rewrite(env(p.Services[authz], "AUTHORIZATION_SERVER"), addr) + `"`; !bytes.Contains(raw, []byte(want)) {
 		t.Errorf("who_am_i does not report the public issuer (%s):\n%s", want, raw)
 	}
+
+	// The example upstream answers through the gateway, under its prefix,
+	// signed with the key identity-key made.
+	echo := mcpRequest(ctx, t, "http://"+gwAddr+"/mcp", tok.AccessToken, "tools/call", `{"name":"everything_echo","arguments":{"message":"from compose"}}`)
+	if !bytes.Contains(echo, []byte("Echo: from compose")) {
+		t.Errorf("everything_echo through the gateway: %s", echo)
+	}
+	code, jwks := get(t, "http://"+gwAddr+"/.well-known/jwks.json")
+	if x := publicX(t, keyFile); code != http.StatusOK || !bytes.Contains(jwks, []byte(`"x":"`+x+`"`)) {
+		t.Errorf("JWKS: %d %s, want the key identity-key made (x %s)", code, jwks, x)
+	}
 }
 
 func rewrite(s string, addr map[string]string) string {
@@ -185,4 +201,32 @@ func post(ctx context.Context, t *testing.T, url, bearer string, hdr http.Header
 		}
 	}
 	return raw
+}
+
+// publicX returns the base64url x coordinate of the EC P-256 private key in
+// the PKCS #8 PEM file, as a JWK writes it.
+func publicX(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		t.Fatalf("%s: not a PKCS #8 PEM key", file)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		t.Fatalf("%s: %T, want an EC P-256 key", file, k)
+	}
+	pub, err := ec.PublicKey.ECDH()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Uncompressed point: 0x04, X (32 bytes), Y (32 bytes).
+	return base64.RawURLEncoding.EncodeToString(pub.Bytes()[1:33])
 }
