@@ -62,6 +62,9 @@ type goUpstream struct {
 	srv    *httptest.Server
 	cap    *capture
 	server *mcp.Server
+	// blocked and cancelled are signalled when the block tool starts, and
+	// when its context ends.
+	blocked, cancelled chan struct{}
 }
 
 func newGoUpstream(t *testing.T, tag string) *goUpstream {
@@ -96,7 +99,17 @@ func newGoUpstream(t *testing.T, tag string) *goUpstream {
 	s.AddPrompt(&mcp.Prompt{Name: "greet", Arguments: []*mcp.PromptArgument{{Name: "who"}}}, func(_ context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello " + req.Params.Arguments["who"]}}}}, nil
 	})
-	u := &goUpstream{cap: &capture{}, server: s}
+	u := &goUpstream{cap: &capture{}, server: s, blocked: make(chan struct{}, 1), cancelled: make(chan struct{}, 1)}
+	mcp.AddTool(s, &mcp.Tool{Name: "block", Description: "waits until cancelled"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		u.blocked <- struct{}{}
+		select {
+		case <-ctx.Done():
+			u.cancelled <- struct{}{}
+			return nil, nil, ctx.Err()
+		case <-time.After(time.Minute):
+			return nil, nil, errors.New("never cancelled")
+		}
+	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	u.srv = httptest.NewServer(u.cap.wrap(h))
 	t.Cleanup(u.srv.Close)
@@ -199,12 +212,12 @@ upstreams:
 	full, narrow := mintFor(scopeUser, scopeOrg), mintFor(scopeUser)
 
 	r, _, _ := rpc(t, gw.MCP(), full, "tools/list", map[string]any{})
-	want := []string{"alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_echo", "beta_odd_name_", "gamma_echo", "list_my_orgs", "who_am_i"}
+	want := []string{"alpha_block", "alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_block", "beta_echo", "beta_odd_name_", "gamma_echo", "list_my_orgs", "who_am_i"}
 	if diff := cmp.Diff(want, toolNames(t, r)); diff != "" {
 		t.Errorf("tools/list, every scope (-want +got):\n%s", diff)
 	}
 	r, _, _ = rpc(t, gw.MCP(), narrow, "tools/list", map[string]any{})
-	want = []string{"alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_odd_name_", "who_am_i"}
+	want = []string{"alpha_block", "alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_block", "beta_odd_name_", "who_am_i"}
 	if diff := cmp.Diff(want, toolNames(t, r)); diff != "" {
 		t.Errorf("tools/list without %s (-want +got):\n%s", scopeOrg, diff)
 	}
@@ -339,6 +352,32 @@ upstreams:
 		r, _, _ := rpc(t, gw.MCP(), full, "tools/list", map[string]any{})
 		return slices.Contains(toolNames(t, r), "alpha_late")
 	})
+
+	// A client that goes away cancels the call upstream.
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw.MCP(), strings.NewReader(`{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"alpha_block","arguments":{}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+full)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	select {
+	case <-alpha.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("alpha_block never started")
+	}
+	cancel()
+	select {
+	case <-alpha.cancelled:
+	case <-time.After(10 * time.Second):
+		t.Error("the upstream call was not cancelled when the client went away")
+	}
+	<-done
 
 	// Per-upstream metrics.
 	mres, err := http.Get(gw.MetricsURL + "/metrics")
