@@ -136,6 +136,9 @@ func New(opts Options) (*Federation, error) {
 			Logger:           opts.Logger,
 			Metrics:          upMetrics{m: opts.Metrics, name: u.Name},
 		}
+		if m.jwt && u.HTTP() {
+			uo.GatewayIdentity = f.gatewayIdentity(m)
+		}
 		if u.Sessions == upstreamconf.SessionsShared {
 			uo.Sessions = upstream.SessionsShared
 		}
@@ -158,6 +161,28 @@ func New(opts Options) (*Federation, error) {
 		opts.Metrics.UpstreamUp(u.Name, false)
 	}
 	return f, nil
+}
+
+// The principal the gateway names itself with in the identity assertions of
+// the requests it makes of its own toward an HTTP upstream (discovery,
+// catalog, session setup and teardown), so that an upstream verifying every
+// request serves them too. An upstream tells them from a user's by this
+// subject, and has no reason to let it call tools: the gateway never does.
+const (
+	GatewaySubject  = "mcpauthz:gateway"
+	GatewayClientID = "mcpauthz-gateway"
+)
+
+// gatewayIdentity returns the assertion of the gateway itself toward m.
+func (f *Federation) gatewayIdentity(m *member) func() string {
+	return func() string {
+		a, err := f.signer.Assertion(identity.Principal{Subject: GatewaySubject, ClientID: GatewayClientID}, m.audience)
+		if err != nil {
+			m.log.Error("signing the gateway's own identity assertion", "error", err)
+			return ""
+		}
+		return a
+	}
 }
 
 // Signer returns the identity signer, or nil when no upstream uses

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/identity"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
@@ -58,8 +59,12 @@ func (c *capture) all() []captured {
 // goUpstream is a go-sdk MCP server over streamable HTTP with sessions: a
 // real server the gateway fronts, with a tool of each kind the tests need.
 type goUpstream struct {
-	srv *httptest.Server
-	cap *capture
+	srv    *httptest.Server
+	cap    *capture
+	server *mcp.Server
+	// blocked and cancelled are signalled when the block tool starts, and
+	// when its context ends.
+	blocked, cancelled chan struct{}
 }
 
 func newGoUpstream(t *testing.T, tag string) *goUpstream {
@@ -94,7 +99,17 @@ func newGoUpstream(t *testing.T, tag string) *goUpstream {
 	s.AddPrompt(&mcp.Prompt{Name: "greet", Arguments: []*mcp.PromptArgument{{Name: "who"}}}, func(_ context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello " + req.Params.Arguments["who"]}}}}, nil
 	})
-	u := &goUpstream{cap: &capture{}}
+	u := &goUpstream{cap: &capture{}, server: s, blocked: make(chan struct{}, 1), cancelled: make(chan struct{}, 1)}
+	mcp.AddTool(s, &mcp.Tool{Name: "block", Description: "waits until cancelled"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		u.blocked <- struct{}{}
+		select {
+		case <-ctx.Done():
+			u.cancelled <- struct{}{}
+			return nil, nil, ctx.Err()
+		case <-time.After(time.Minute):
+			return nil, nil, errors.New("never cancelled")
+		}
+	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	u.srv = httptest.NewServer(u.cap.wrap(h))
 	t.Cleanup(u.srv.Close)
@@ -172,7 +187,7 @@ func toolNames(t *testing.T, r rpcResult) []string {
 // identity) and an upstream that went away.
 func TestFederation(t *testing.T) {
 	t.Parallel()
-	alpha, beta := newGoUpstream(t, "alpha"), newGoUpstream(t, "beta")
+	alpha, beta, gamma := newGoUpstream(t, "alpha"), newGoUpstream(t, "beta"), newGoUpstream(t, "gamma")
 	file := writeFile(t, "upstreams.yaml", fmt.Sprintf(`
 upstreams:
   - name: alpha
@@ -183,7 +198,13 @@ upstreams:
     tools:
       echo: {scopes: [%s]}
     exclude: [slow]
-`, alpha.url(), beta.url(), scopeOrg))
+  - name: gamma
+    url: %s
+    identity: none
+    headers: {X-Api-Key: static-key}
+    scopes: [%s]
+    include: [echo]
+`, alpha.url(), beta.url(), scopeOrg, gamma.url(), scopeOrg))
 	gw := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": file})
 	mintFor := func(scopes ...string) string {
 		return stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: scopes, Resource: gw.MCP()})
@@ -191,12 +212,12 @@ upstreams:
 	full, narrow := mintFor(scopeUser, scopeOrg), mintFor(scopeUser)
 
 	r, _, _ := rpc(t, gw.MCP(), full, "tools/list", map[string]any{})
-	want := []string{"alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_echo", "beta_odd_name_", "list_my_orgs", "who_am_i"}
+	want := []string{"alpha_block", "alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_block", "beta_echo", "beta_odd_name_", "gamma_echo", "list_my_orgs", "who_am_i"}
 	if diff := cmp.Diff(want, toolNames(t, r)); diff != "" {
 		t.Errorf("tools/list, every scope (-want +got):\n%s", diff)
 	}
 	r, _, _ = rpc(t, gw.MCP(), narrow, "tools/list", map[string]any{})
-	want = []string{"alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_odd_name_", "who_am_i"}
+	want = []string{"alpha_block", "alpha_echo", "alpha_odd_name_", "alpha_slow", "beta_block", "beta_odd_name_", "who_am_i"}
 	if diff := cmp.Diff(want, toolNames(t, r)); diff != "" {
 		t.Errorf("tools/list without %s (-want +got):\n%s", scopeOrg, diff)
 	}
@@ -210,8 +231,27 @@ upstreams:
 		t.Errorf("alpha_odd_name_: %+v %s", r.Error, r.Result)
 	}
 
+	// An upstream's own scopes cover its prompts and resources too: hidden
+	// from lists, and refused with the step-up challenge.
+	r, _, _ = rpc(t, gw.MCP(), narrow, "prompts/list", map[string]any{})
+	if strings.Contains(string(r.Result), "gamma_greet") || !strings.Contains(string(r.Result), "alpha_greet") {
+		t.Errorf("prompts/list without %s: %s", scopeOrg, r.Result)
+	}
+	r, _, _ = rpc(t, gw.MCP(), narrow, "resources/list", map[string]any{})
+	if strings.Contains(string(r.Result), "test://gamma/doc") || !strings.Contains(string(r.Result), "test://alpha/doc") || !strings.Contains(string(r.Result), `"cacheScope":"private"`) {
+		t.Errorf("resources/list without %s: %s", scopeOrg, r.Result)
+	}
+	_, _, res := rpc(t, gw.MCP(), narrow, "resources/read", map[string]any{"uri": "test://gamma/doc"})
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(res.Header.Get("WWW-Authenticate"), scopeOrg) {
+		t.Errorf("resources/read of gamma without its scope: %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
+	}
+	r, _, _ = rpc(t, gw.MCP(), full, "resources/read", map[string]any{"uri": "test://gamma/doc"})
+	if r.Error != nil || !strings.Contains(string(r.Result), "the doc") {
+		t.Errorf("resources/read of gamma: %+v %s", r.Error, r.Result)
+	}
+
 	// Step-up: the tool's scope is missing.
-	_, _, res := rpc(t, gw.MCP(), narrow, "tools/call", map[string]any{"name": "beta_echo", "arguments": map[string]any{"text": "hi"}})
+	_, _, res = rpc(t, gw.MCP(), narrow, "tools/call", map[string]any{"name": "beta_echo", "arguments": map[string]any{"text": "hi"}})
 	if res.StatusCode != http.StatusForbidden || !strings.Contains(res.Header.Get("WWW-Authenticate"), `error="insufficient_scope"`) || !strings.Contains(res.Header.Get("WWW-Authenticate"), scopeOrg) {
 		t.Errorf("beta_echo without its scope: %d %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
 	}
@@ -294,6 +334,66 @@ upstreams:
 		}
 		if asserted == 0 {
 			t.Errorf("%s never received an identity assertion", name)
+		}
+	}
+	// identity: none and static headers.
+	for _, c := range gamma.cap.all() {
+		if c.header.Get(identity.HeaderName) != "" || c.header.Get("X-Api-Key") != "static-key" || c.header.Get("Authorization") != "" {
+			t.Errorf("gamma (identity: none, a static header) received %v", c.header)
+		}
+	}
+
+	// A tool added upstream: list_changed on the gateway's own session's
+	// stream refreshes the catalog.
+	alpha.server.AddTool(&mcp.Tool{Name: "late", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "late"}}}, nil
+	})
+	testenv.Eventually(t, 10*time.Second, "alpha_late listed after list_changed", func() bool {
+		r, _, _ := rpc(t, gw.MCP(), full, "tools/list", map[string]any{})
+		return slices.Contains(toolNames(t, r), "alpha_late")
+	})
+
+	// A client that goes away cancels the call upstream.
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw.MCP(), strings.NewReader(`{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"alpha_block","arguments":{}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+full)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+		}
+	}()
+	select {
+	case <-alpha.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("alpha_block never started")
+	}
+	cancel()
+	select {
+	case <-alpha.cancelled:
+	case <-time.After(10 * time.Second):
+		t.Error("the upstream call was not cancelled when the client went away")
+	}
+	<-done
+
+	// Per-upstream metrics.
+	mres, err := http.Get(gw.MetricsURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	for _, want := range []string{
+		`mcp_gateway_upstream_calls_total{method="tools/call",outcome="ok",upstream="beta"}`,
+		`mcp_gateway_upstream_catalog_entries{kind="tool",upstream="gamma"} 1`,
+		`mcp_gateway_upstream_up{upstream="alpha"} 1`,
+		`mcp_gateway_upstream_sessions{upstream="alpha"}`,
+	} {
+		if !strings.Contains(string(mb), want) {
+			t.Errorf("metrics lack %s", want)
 		}
 	}
 

@@ -491,6 +491,14 @@ func (t *httpTransport) setHeaders(h http.Header, s *session, version string) {
 	if s != nil && s.id != "" {
 		h["Mcp-Session-Id"] = []string{s.id}
 	}
+	// The gateway names itself on what it sends of its own (discovery, the
+	// catalog, session setup and teardown); a caller's identity replaces it
+	// on that caller's requests.
+	if t.c.opts.GatewayIdentity != nil {
+		if id := t.c.opts.GatewayIdentity(); id != "" {
+			h[IdentityHeader] = []string{id}
+		}
+	}
 }
 
 // request is one POST.

@@ -216,6 +216,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, if set, is told about calls, sessions and restarts.
 	Metrics Metrics
+	// GatewayIdentity, if set, returns an identity assertion naming the
+	// gateway itself, sent to an HTTP upstream with the requests the
+	// gateway makes of its own (server/discover, the catalog, initialize,
+	// the GET stream, DELETE), so that an upstream that verifies every
+	// request serves them. Requests made for a caller carry the caller's
+	// identity instead. "" sends none.
+	GatewayIdentity func() string
 }
 
 // Metrics receives what a Conn measures. Implementations must be safe for
