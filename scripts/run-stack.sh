@@ -332,30 +332,6 @@ start mcp-gateway
 # authz works, so a request sent right after "ready:" is not a 503.
 health[mcp-gateway]="http://$(host_of MCP_METRICS_LISTEN):$(port_of MCP_METRICS_LISTEN)/readyz"
 
-deadline=$((SECONDS + timeout_s))
-for name in devauth identity-upstream authz mcp-gateway; do
-	[[ -n ${health[$name]:-} ]] || continue
-	until healthy "${health[$name]}"; do
-		if ! kill -0 "${pids[$name]}" 2>/dev/null; then
-			die "$name exited at start: $(last_log_line "$name") (log: $log_dir/$name.log)"
-		fi
-		if ((SECONDS >= deadline)); then
-			die "RUN_TIMEOUT=$timeout_s: $name not healthy at ${health[$name]} (log: $log_dir/$name.log)"
-		fi
-		sleep 0.1
-	done
-done
-
-mcp_url=$MCP_SERVER_URL/mcp
-
-# The pre-registered client devauth serves (its configuration's first one), as
-# the mcp.json of PropelAuth's MCP guide: devauth prints it from the same
-# configuration it runs with. No client configured: nothing to show.
-guide_json=""
-if $demo; then
-	guide_json=$("$bin_dir/devauth" -print-mcp-json "$mcp_url" 2>/dev/null) || guide_json=""
-fi
-
 # upstream_summary prints one line per upstream the gateway fronts, in the
 # order it logged them, from the latest catalog line of each: what it offers,
 # or that it did not answer.
@@ -386,6 +362,41 @@ upstream_summary() {
 		echo "$name: ${state[$name]}"
 	done
 }
+
+deadline=$((SECONDS + timeout_s))
+for name in devauth identity-upstream authz mcp-gateway; do
+	[[ -n ${health[$name]:-} ]] || continue
+	until healthy "${health[$name]}"; do
+		if ! kill -0 "${pids[$name]}" 2>/dev/null; then
+			die "$name exited at start: $(last_log_line "$name") (log: $log_dir/$name.log)"
+		fi
+		if ((SECONDS >= deadline)); then
+			die "RUN_TIMEOUT=$timeout_s: $name not healthy at ${health[$name]} (log: $log_dir/$name.log)"
+		fi
+		sleep 0.1
+	done
+done
+
+# Upstreams that did not answer the gateway's first catalog request (an
+# upstream that verifies the identity assertions cannot before the gateway
+# serves its JWKS) are retried with backoff: wait for them too, within
+# RUN_TIMEOUT, so the banner shows what they offer.
+if [[ -n ${UPSTREAMS_FILE:-} ]]; then
+	# Not `| grep -q`: under pipefail, grep quitting early can fail the pipe.
+	while [[ $(upstream_summary) == *": unavailable"* ]] && ((SECONDS < deadline)); do
+		sleep 0.2
+	done
+fi
+
+mcp_url=$MCP_SERVER_URL/mcp
+
+# The pre-registered client devauth serves (its configuration's first one), as
+# the mcp.json of PropelAuth's MCP guide: devauth prints it from the same
+# configuration it runs with. No client configured: nothing to show.
+guide_json=""
+if $demo; then
+	guide_json=$("$bin_dir/devauth" -print-mcp-json "$mcp_url" 2>/dev/null) || guide_json=""
+fi
 
 exec {err_fd}>&2 2>/dev/null
 
