@@ -59,7 +59,7 @@ type Config struct {
 	// UpstreamsFile names the YAML file of upstream MCP servers the gateway
 	// fronts (UPSTREAMS_FILE); Upstreams is that file, read and validated by
 	// [Load] (nil when unset). Package upstreamconf documents it.
-	UpstreamsFile string `env:"UPSTREAMS_FILE" defaultText:"none: only the built-in tools" desc:"YAML file of upstream MCP servers to front (streamable HTTP or stdio), their scopes, prefixes and identity assertions; ${VAR} in it reads the gateway's environment (docs/configuration.md, Upstreams file)"`
+	UpstreamsFile string `env:"UPSTREAMS_FILE" defaultText:"none: only the built-in tools" desc:"YAML file of upstream MCP servers to front (streamable HTTP or stdio), their scopes, prefixes and identity assertions; ${VAR} in it reads the gateway's environment (docs/configuration.md, UPSTREAMS_FILE)"`
 	Upstreams     *upstreamconf.File
 	envconf.Logging
 

@@ -18,9 +18,8 @@ type request struct {
 	params jsontext.Value
 }
 
-// maxDepth bounds the nesting the parsers accept (as package mcpreq does).
-const maxDepth = 10000
-
+// The decoders bound nesting themselves (jsontext refuses more than 10000
+// levels, as package mcpreq does), and the body was bounded when read.
 func decoder(b []byte) *jsontext.Decoder {
 	return jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(false))
 }

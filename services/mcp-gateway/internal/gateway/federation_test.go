@@ -430,7 +430,7 @@ func fetchJWKS(t *testing.T, url string) jose.JSONWebKeySet {
 
 func verifyAssertion(t *testing.T, set jose.JSONWebKeySet, a string) identity.Claims {
 	t.Helper()
-	jws, err := jose.ParseSigned(a, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
+	jws, err := jose.ParseSignedCompact(a, []jose.SignatureAlgorithm{jose.ES256, jose.RS256})
 	if err != nil {
 		t.Fatalf("assertion does not parse: %v", err)
 	}
