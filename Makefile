@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run node-deps docs proto proto-check lint test test-race test-deps fuzz bench bench-soak tools vuln clean
+.PHONY: all build run node-deps docs proto proto-check proto-breaking lint test test-race test-deps fuzz bench bench-soak tools vuln clean
 
 all: build
 
@@ -65,6 +65,11 @@ proto-check: proto
 		echo "generated code is stale: run 'make proto' and commit the result" >&2; exit 1; \
 	fi
 
+## proto-breaking: buf breaking over the history: every commit of the last PROTO_BREAKING_DEPTH (100) that changed proto/, against its parent, and uncommitted changes against HEAD
+PROTO_BREAKING_DEPTH ?= 100
+proto-breaking: tools
+	BUF=$(BUF) PROTO_BREAKING_DEPTH=$(PROTO_BREAKING_DEPTH) scripts/proto-breaking.sh
+
 ## lint: buf lint, gofmt, go vet and staticcheck over every module
 lint: tools
 	$(BUF) lint
@@ -93,7 +98,8 @@ node-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
 	@[ -f e2e/ts/node_modules/@modelcontextprotocol/sdk/package.json ] && \
-		[ -f e2e/ts/node_modules/@modelcontextprotocol/server-everything/package.json ] || \
+		[ -f e2e/ts/node_modules/@modelcontextprotocol/server-everything/package.json ] && \
+		[ -f e2e/ts/node_modules/jose/package.json ] || \
 		(cd e2e/ts && npm ci --no-audit --no-fund --loglevel=error)
 
 ## test: every test of every module, against real Redis, gRPC and HTTP on loopback
@@ -109,20 +115,21 @@ FUZZTIME ?= 5s
 fuzz: test-deps
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
-## bench: Go benchmarks of every module, then the load tool over the real stack (~10 min); results in bench/results/
+## bench: Go benchmarks of every module, then the load tool over the real stack (~10 min); results in BENCH_DIR
+BENCH_DIR ?= bench/results/$(shell date -u +%F)-make-bench
 bench: test-deps build
-	mkdir -p bench/results
-	MCPAUTHZ_BIN_DIR=$(BIN) go test -run '^$$' -bench . -benchmem -count=1 -timeout 15m $(PKGS) | tee bench/results/gobench.txt
+	mkdir -p $(BENCH_DIR)
+	MCPAUTHZ_BIN_DIR=$(BIN) go test -run '^$$' -bench . -benchmem -count=1 -timeout 15m $(PKGS) | tee $(BENCH_DIR)/gobench.txt
 	go build -o $(BIN)/mcpload ./bench/cmd/mcpload
-	$(BIN)/mcpload -bin $(BIN) -out bench/results
-	$(BIN)/mcpload -bin $(BIN) -as-latency 30ms -scenarios warm,cold,stampede -out bench/results/as30ms
-	$(BIN)/mcpload -bin $(BIN) -protocol 2025-06-18 -scenarios warm -out bench/results/mcp2025-06-18
-	$(BIN)/mcpload -bin $(BIN) -gateway-env DECISION_CACHE_TTL=1s -as-latency 0,30ms -scenarios warm,two-replicas -out bench/results/decision-cache
+	$(BIN)/mcpload -bin $(BIN) -out $(BENCH_DIR)
+	$(BIN)/mcpload -bin $(BIN) -as-latency 30ms -scenarios warm,cold,stampede -out $(BENCH_DIR)/as30ms
+	$(BIN)/mcpload -bin $(BIN) -protocol 2025-06-18 -scenarios warm -out $(BENCH_DIR)/mcp2025-06-18
+	$(BIN)/mcpload -bin $(BIN) -gateway-env DECISION_CACHE_TTL=1s -as-latency 0,30ms -scenarios warm,two-replicas -out $(BENCH_DIR)/decision-cache
 
-## bench-soak: 10 minutes of churning load, sampling gateway and authz RSS
+## bench-soak: 10 minutes of churning load, sampling gateway and authz RSS; results in BENCH_DIR/soak
 bench-soak: build
 	go build -o $(BIN)/mcpload ./bench/cmd/mcpload
-	$(BIN)/mcpload -bin $(BIN) -scenarios soak -soak-duration 10m -soak-clients 2 -out bench/results/soak
+	$(BIN)/mcpload -bin $(BIN) -scenarios soak -soak-duration 10m -soak-clients 2 -out $(BENCH_DIR)/soak
 
 ## vuln: govulncheck over every module (needs its database, which these machines cannot reach)
 vuln:

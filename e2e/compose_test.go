@@ -154,7 +154,7 @@ func loadProject(t *testing.T, dotEnv, override string) (*types.Project, error) 
 }
 
 // propelAuthEnv returns .env.example with its "PropelAuth mode" block uncommented
-// and filled in, as the README tells a PropelAuth user to do.
+// and filled in, as docs/propelauth.md tells a PropelAuth user to do.
 func propelAuthEnv(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot, ".env.example"))
@@ -677,12 +677,12 @@ func checkEnv(c *checkCtx) []string {
 }
 
 // notPassedThrough lists, per service, the variables its binary reads that
-// docker-compose.yml deliberately leaves unset, and why. .env.example and the
-// README promise that every other variable passes through from .env (or is
-// fixed by compose).
+// docker-compose.yml deliberately leaves unset, and why. .env.example and
+// docs/configuration.md promise that every other variable passes through from
+// .env (or is fixed by compose).
 var notPassedThrough = map[string]map[string]string{
 	authz: {
-		"AUTHZ_TLS_CERT":           "a file in the container: the mutual-TLS overlay in README.md mounts and sets it",
+		"AUTHZ_TLS_CERT":           "a file in the container: the mutual-TLS overlay in docs/security.md mounts and sets it",
 		"AUTHZ_TLS_KEY":            "a file in the container: the mutual-TLS overlay sets it",
 		"AUTHZ_TLS_CLIENT_CA":      "a file in the container: the mutual-TLS overlay sets it",
 		"AUTHZ_GETUSER_CALLERS":    "meaningful with mutual TLS only: the overlay sets it",

@@ -600,7 +600,7 @@ func TestRunStack(t *testing.T) {
 		}
 	})
 
-	t.Run("DEVAUTH_TEST_API: the banner says so, and the README's recipes work", func(t *testing.T) {
+	t.Run("DEVAUTH_TEST_API: the banner says so, and the docs' recipes work", func(t *testing.T) {
 		t.Parallel()
 		s, mcpURL := startReadyStack(t, binDir, func(env map[string]string) { env["DEVAUTH_TEST_API"] = "true" })
 		env := s.env
@@ -608,7 +608,7 @@ func TestRunStack(t *testing.T) {
 		if want := "devauth test API is ON (DEVAUTH_TEST_API): anyone who reaches http://localhost:" + devauthPort + "/dev/"; !strings.Contains(s.stdout.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, s.stdout)
 		}
-		checkReadmeRecipes(t, mcpURL, env)
+		checkDocRecipes(t, mcpURL, env)
 	})
 
 	t.Run("a crashed service stops the rest", func(t *testing.T) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the stack into bin/x-NAME with one experiment of BENCHMARKS.md ("What would
-# close the gaps") applied, without touching the services' sources: the patch is applied
+# Builds the stack into bin/x-NAME with one experiment applied (each is described in
+# bench/results/2026-11-30-make-bench/README.md, "What would close the gaps"), without
+# touching the services' sources: the patch is applied
 # to a copy of the file, which `go build -overlay` then substitutes.
 #
 #   bench/profiling/experiment.sh gateway-header-fast-path

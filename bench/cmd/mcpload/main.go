@@ -13,8 +13,8 @@
 // results.json, results.md and, when the sweep ran, an SVG chart of
 // throughput and p99 against concurrency.
 //
-//	mcpload -scenarios warm,cold -duration 5s -out bench/results
-//	mcpload -as-latency 0,30ms -out bench/results
+//	mcpload -scenarios warm,cold -duration 5s -out /tmp/bench
+//	mcpload -as-latency 0,30ms -out /tmp/bench/as
 //	mcpload -gateway http://127.0.0.1:8000 -authz 127.0.0.1:50051 \
 //	        -devauth http://127.0.0.1:9000 -api-key KEY -scenarios warm
 package main

@@ -1,6 +1,6 @@
 // Package report turns load results into the load tool's outputs: one JSON
-// document with everything measured, Markdown tables per scenario (pasted
-// into BENCHMARKS.md), and an SVG chart of throughput and p99 latency against
+// document with everything measured, Markdown tables per scenario (kept beside
+// the dated notes under bench/results/), and an SVG chart of throughput and p99 latency against
 // concurrency, drawn by hand so the tool needs no charting library.
 package report
 

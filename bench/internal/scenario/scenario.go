@@ -356,7 +356,7 @@ func describe(name string, cfg *Config) string {
 	case Sweep:
 		return fmt.Sprintf("Concurrency sweep, warm cache (%d tokens), %v per point.", cfg.Tokens, cfg.SweepDuration)
 	case Soak:
-		return fmt.Sprintf("Soak: %v of gateway who_am_i at %d clients over %d tokens, %d new tokens each second (cached entries expire and are evicted), RSS of the gateway and authz sampled every 10 s.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.SoakNewPerSec)
+		return fmt.Sprintf("Soak: %v of gateway who_am_i at %d clients over %d tokens, %d new tokens each second (cached entries expire and are evicted), RSS of the gateway and authz sampled every %v.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.SoakNewPerSec, soakSample)
 	}
 	return name
 }

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -173,4 +174,16 @@ func deref(p *float64) any {
 		return nil
 	}
 	return *p
+}
+
+// TestSoakDescriptionNamesItsSampling: the soak's description, which every
+// report prints, states the RSS sampling interval the soak really uses (it
+// once said 10 s while sampling every 2 s).
+func TestSoakDescriptionNamesItsSampling(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{SoakDuration: 10 * time.Minute, SoakClients: 2, Tokens: 1000, SoakNewPerSec: 10}
+	got := describe(Soak, cfg)
+	if want := fmt.Sprintf("sampled every %v.", soakSample); !strings.HasSuffix(got, want) {
+		t.Errorf("describe(Soak) = %q, want it to end with %q", got, want)
+	}
 }

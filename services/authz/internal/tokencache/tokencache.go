@@ -1,5 +1,6 @@
 // Package tokencache caches introspection results in two tiers: an in-process
-// [clockcache] (L1) in front of Redis (L2) shared by every replica.
+// [clockcache] (L1, at most L1_MAX_ENTRIES results) in front of Redis (L2)
+// shared by every replica.
 //
 // # What is cached, and for how long
 //
@@ -60,10 +61,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
 	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/flight"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
@@ -158,7 +159,7 @@ type Options struct {
 type Cache struct {
 	fetcher     Fetcher
 	prefix      []byte // endpoint + "\n": the start of every hashed key
-	l1          *clockcache.Cache[*tokeninfo.Result]
+	l1          *clockcache.Cache[Key, *tokeninfo.Result]
 	store       *rediscache.Store
 	cacheTTL    time.Duration
 	negativeTTL time.Duration
@@ -172,7 +173,7 @@ type Cache struct {
 	now         func() time.Time
 	// flights coalesces misses and knows, per key, which fetch an invalidation
 	// overtook.
-	flights   flight.Group[clockcache.Key, fetched]
+	flights   flight.Group[Key, fetched]
 	bufPool   sync.Pool
 	errLogs   ratelog.Limiter
 	busyLogs  ratelog.Limiter
@@ -233,7 +234,7 @@ func New(o Options) (*Cache, error) {
 		onInvalidate: o.OnInvalidate,
 		onReset:      o.OnReset,
 	}
-	c.l1 = clockcache.New[*tokeninfo.Result](o.L1Max, clockcache.Options{Now: func() int64 { return c.now().UnixNano() }})
+	c.l1 = clockcache.New(clockcache.Options[Key, *tokeninfo.Result]{MaxEntries: o.L1Max, Now: o.Now, Hash: clockcache.DigestHash})
 	lookups := o.Metrics.CacheLookups
 	c.l1Hit = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultHit)
 	c.l1Miss = lookups.WithLabelValues(metrics.CacheToken, metrics.TierL1, metrics.ResultMiss)
@@ -247,10 +248,13 @@ func New(o Options) (*Cache, error) {
 	return c, nil
 }
 
+// Key is a token's cache key (see [Cache.Key]).
+type Key = [sha256.Size]byte
+
 // Key returns the cache key of token: SHA-256 over the endpoint, a newline and the
 // token. Tokens are printable ASCII and endpoints contain no newline, so distinct
 // pairs never share an input.
-func (c *Cache) Key(token string) clockcache.Key {
+func (c *Cache) Key(token string) Key {
 	bp := c.bufPool.Get().(*[]byte)
 	b := append(append((*bp)[:0], c.prefix...), token...)
 	k := sha256.Sum256(b)
@@ -262,7 +266,7 @@ func (c *Cache) Key(token string) clockcache.Key {
 // FullRef is the reference callers and watchers use for a token (AuthorizeResponse
 // token_ref): its whole cache key in lowercase hex, which is also the payload of
 // the invalidation channel. Logs carry the part of it internal/tokenref says.
-func FullRef(k clockcache.Key) string {
+func FullRef(k Key) string {
 	var b [2 * len(k)]byte
 	hex.Encode(b[:], k[:])
 	return string(b[:]) // one allocation per Authorize, not two
@@ -286,13 +290,13 @@ func (c *Cache) Lookup(ctx context.Context, token string) (*tokeninfo.Result, Ti
 
 // LookupKeyed is [Cache.Lookup] for a caller that already has token's key k
 // (from [Cache.Key]), saving a second hash. Its errors are Lookup's.
-func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string) (*tokeninfo.Result, Tier, error) {
+func (c *Cache) LookupKeyed(ctx context.Context, k Key, token string) (*tokeninfo.Result, Tier, error) {
 	if r, ok := c.l1.Get(k); ok {
 		c.l1Hit.Inc()
 		return r, TierL1, nil
 	}
 	c.l1Miss.Inc()
-	f, joined, err := c.flights.Do(ctx, k, func(call *flight.Call[clockcache.Key, fetched]) (fetched, error) {
+	f, joined, err := c.flights.Do(ctx, k, func(call *flight.Call[Key, fetched]) (fetched, error) {
 		return c.fetch(call, k, token)
 	})
 	if joined {
@@ -307,7 +311,7 @@ func (c *Cache) LookupKeyed(ctx context.Context, k clockcache.Key, token string)
 // fetch runs once per key at a time: L1 again (a flight may have just finished),
 // then L2, then, given a slot, the introspection endpoint. Until the
 // introspection starts, it stops as soon as every caller has gone.
-func (c *Cache) fetch(call *flight.Call[clockcache.Key, fetched], k clockcache.Key, token string) (fetched, error) {
+func (c *Cache) fetch(call *flight.Call[Key, fetched], k Key, token string) (fetched, error) {
 	ctx := call.Context()
 	if r, ok := c.l1.Get(k); ok {
 		return fetched{r, TierL1}, nil
@@ -316,7 +320,7 @@ func (c *Cache) fetch(call *flight.Call[clockcache.Key, fetched], k clockcache.K
 	if c.store != nil {
 		redisKey = c.keyPrefix + hex.EncodeToString(k[:])
 		if r, exp, ok := c.getL2(ctx, k, redisKey); ok {
-			call.Keep(func() { c.l1.Set(k, r, exp) })
+			call.Keep(func() { c.l1.Set(k, r, time.Unix(0, exp)) })
 			return fetched{r, TierL2}, nil
 		}
 	}
@@ -351,7 +355,7 @@ func (c *Cache) fetch(call *flight.Call[clockcache.Key, fetched], k clockcache.K
 		return fetched{res, TierOrigin}, nil
 	}
 	exp := now.Add(ttl)
-	if !call.Keep(func() { c.l1.Set(k, res, exp.UnixNano()) }) {
+	if !call.Keep(func() { c.l1.Set(k, res, exp) }) {
 		return fetched{res, TierOrigin}, nil // invalidated meanwhile
 	}
 	if c.store != nil {
@@ -386,7 +390,7 @@ func (c *Cache) ttl(r *tokeninfo.Result, now time.Time) time.Duration {
 }
 
 // getL2 reads and decodes an L2 entry: "<expiry unix ms>\n<introspection JSON>".
-func (c *Cache) getL2(ctx context.Context, k clockcache.Key, redisKey string) (*tokeninfo.Result, int64, bool) {
+func (c *Cache) getL2(ctx context.Context, k Key, redisKey string) (*tokeninfo.Result, int64, bool) {
 	v, ok, err := c.store.Get(ctx, redisKey)
 	switch {
 	case errors.Is(err, rediscache.ErrSkipped), errors.Is(err, rediscache.ErrBusy):
@@ -435,7 +439,7 @@ func decodeL2(v []byte, now int64) (*tokeninfo.Result, int64, error) {
 	return nil, 0, errors.New("no expiry header")
 }
 
-func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
+func (c *Cache) introspectionFailed(k Key, err error) {
 	kind := "unknown"
 	var ie *introspect.Error
 	if errors.As(err, &ie) {
@@ -454,7 +458,7 @@ func (c *Cache) introspectionFailed(k clockcache.Key, err error) {
 }
 
 // busy logs, at a limited rate, that an introspection found no free slot.
-func (c *Cache) busy(k clockcache.Key) {
+func (c *Cache) busy(k Key) {
 	if ok, suppressed := c.busyLogs.Allow(); ok {
 		c.logger.Warn("introspection refused: INTROSPECTION_MAX_IN_FLIGHT reached", tokenref.Attr(FullRef(k)), "suppressed_since_last", suppressed)
 	}
@@ -489,7 +493,7 @@ func (c *Cache) Invalidate(ctx context.Context, token string) error {
 }
 
 // dropLocal drops k from L1 and keeps a fetch of k in flight from storing.
-func (c *Cache) dropLocal(k clockcache.Key) {
+func (c *Cache) dropLocal(k Key) {
 	c.flights.Invalidate(k, func() { c.l1.Delete(k) })
 }
 
@@ -514,7 +518,7 @@ func (c *Cache) reset() {
 }
 
 func (c *Cache) applyRemote(payload string) {
-	var k clockcache.Key
+	var k Key
 	if len(payload) != 2*len(k) {
 		return
 	}

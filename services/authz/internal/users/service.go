@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/admission"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/flight"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
@@ -51,10 +51,13 @@ type ServiceOptions struct {
 // call started stops there. It is safe for concurrent use.
 type Service struct {
 	o       ServiceOptions
-	l1      *clockcache.Cache[*authzv1.User]
-	flights flight.Group[clockcache.Key, *authzv1.User]
+	l1      *clockcache.Cache[key, *authzv1.User]
+	flights flight.Group[key, *authzv1.User]
 	salt    string
 }
+
+// key is a user's cache key: SHA-256 over the user API's URL and the user ID.
+type key = [sha256.Size]byte
 
 // notFound is the cached answer for a user the user API does not know. Only its
 // identity matters; it never leaves this package.
@@ -76,7 +79,7 @@ func NewService(o ServiceOptions) (*Service, error) {
 	}
 	s := &Service{o: o, salt: o.Client.cfg.AuthURL + "\n"}
 	if o.TTL > 0 || o.NegativeTTL > 0 {
-		s.l1 = clockcache.New[*authzv1.User](o.L1Max, clockcache.Options{})
+		s.l1 = clockcache.New(clockcache.Options[key, *authzv1.User]{MaxEntries: o.L1Max, Hash: clockcache.DigestHash})
 	}
 	o.Metrics.RegisterL1(metrics.CacheUser, s.l1.Len, s.l1.Evictions)
 	return s, nil
@@ -104,7 +107,7 @@ func (s *Service) Get(ctx context.Context, userID string, includeOrgs bool) (*au
 		lookups.WithLabelValues(metrics.CacheUser, metrics.TierL1, metrics.ResultMiss).Inc()
 		var joined bool
 		var err error
-		u, joined, err = s.flights.Do(ctx, k, func(call *flight.Call[clockcache.Key, *authzv1.User]) (*authzv1.User, error) {
+		u, joined, err = s.flights.Do(ctx, k, func(call *flight.Call[key, *authzv1.User]) (*authzv1.User, error) {
 			return s.fetch(call, k, userID)
 		})
 		if joined {
@@ -126,7 +129,7 @@ func (s *Service) Get(ctx context.Context, userID string, includeOrgs bool) (*au
 
 // fetch runs once per user at a time: L1 again, L2, then, given a slot, the user
 // API. It returns notFound, not an error, for a user cached as unknown.
-func (s *Service) fetch(call *flight.Call[clockcache.Key, *authzv1.User], k clockcache.Key, userID string) (*authzv1.User, error) {
+func (s *Service) fetch(call *flight.Call[key, *authzv1.User], k key, userID string) (*authzv1.User, error) {
 	ctx, cancel := context.WithTimeout(call.Context(), s.o.FetchTimeout)
 	defer cancel()
 	if u, ok := s.l1.Get(k); ok {
@@ -145,7 +148,7 @@ func (s *Service) fetch(call *flight.Call[clockcache.Key, *authzv1.User], k cloc
 		case ok:
 			if u, exp, err := decode(v); err == nil && exp > time.Now().UnixNano() {
 				lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultHit).Inc()
-				call.Keep(func() { s.l1.Set(k, u, exp) })
+				call.Keep(func() { s.l1.Set(k, u, time.Unix(0, exp)) })
 				return u, nil
 			}
 			lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultMiss).Inc()
@@ -177,7 +180,7 @@ func (s *Service) fetch(call *flight.Call[clockcache.Key, *authzv1.User], k cloc
 		return u, nil
 	}
 	exp := time.Now().Add(ttl)
-	call.Keep(func() { s.l1.Set(k, u, exp.UnixNano()) })
+	call.Keep(func() { s.l1.Set(k, u, exp) })
 	if redisKey != "" {
 		if v, err := encode(u, exp); err == nil {
 			_ = s.o.Store.Set(ctx, redisKey, v, ttl)

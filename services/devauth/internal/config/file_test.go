@@ -16,7 +16,7 @@ import (
 
 var defaultScopes = []string{"read:user_data", "read:org_data"}
 
-// TestExampleFileIsTheDefault: devauth.example.yaml, which README and the guide
+// TestExampleFileIsTheDefault: devauth.example.yaml, which docs/devauth.md and the guide
 // tell users to copy, says exactly what devauth does without a file.
 func TestExampleFileIsTheDefault(t *testing.T) {
 	t.Parallel()

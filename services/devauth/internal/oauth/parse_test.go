@@ -28,6 +28,9 @@ func TestValidateRedirectURI(t *testing.T) {
 		{"http://localhost.evil.example/cb", false},
 		{"http://127.0.0.1.nip.io/cb", false},
 		{"https:///cb", false},
+		// A client registering "*" would get a pattern's wildcard.
+		{"https://app.example/cb/*", false},
+		{"A://aAaaaaaa*", false},
 		{"https://app.example/cb#frag", false},
 		{"https://app.example/cb#", false},
 		{"https://u:p@app.example/cb", false},
@@ -135,7 +138,7 @@ var scopes = []string{"read:user_data", "read:org_data"}
 
 func FuzzValidateRedirectURI(f *testing.F) {
 	for _, s := range []string{"https://a.example/cb", "http://127.0.0.1:1/cb", "cursor://x/y", "javascript:x",
-		"http://[::1]/", "https://a.example/#", "http://localhost%2eevil.example/", "myapp:", "HTTP://LOCALHOST/cb"} {
+		"http://[::1]/", "https://a.example/#", "http://localhost%2eevil.example/", "myapp:", "HTTP://LOCALHOST/cb", "A://aAaaaaaa*", "https://a.example/cb/*"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -43,7 +43,8 @@ var forbiddenSchemes = map[string]bool{
 // such as cursor://anysphere.cursor-mcp/oauth/callback. It returns an error
 // describing why any other URI is refused: relative, with a fragment or user
 // info, too long, plain http to a remote host, or a scheme that can run code
-// (javascript:, data:, ...).
+// (javascript:, data:, ...), or containing "*", which only an operator's
+// pattern may.
 func Validate(s string) error {
 	if s == "" {
 		return errors.New("redirect URI is empty")
@@ -53,6 +54,11 @@ func Validate(s string) error {
 	}
 	if strings.ContainsAny(s, " \t\r\n\x00\\") {
 		return errors.New("redirect URI contains whitespace, a backslash or NUL")
+	}
+	if strings.Contains(s, "*") {
+		// "*" ends an operator's pattern; in a URI a client registers it
+		// would turn the URI into one.
+		return errors.New("redirect URI must not contain \"*\"")
 	}
 	u, err := url.Parse(s)
 	if err != nil {

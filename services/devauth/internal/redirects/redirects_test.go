@@ -38,7 +38,7 @@ func TestMatches(t *testing.T) {
 		{"https://chatgpt.com/connector/oauth/*", "https://chatgpt.com:8443/connector/oauth/x", false},
 		{"https://chatgpt.com/connector/oauth/*", "http://chatgpt.com/connector/oauth/x", false},
 		{"https://chatgpt.com/connector/oauth/*", "https://user@chatgpt.com/connector/oauth/x", false},
-		{"https://chatgpt.com/connector/oauth/*", "https://chatgpt.com/connector/oauth/*", true},
+		{"https://chatgpt.com/connector/oauth/*", "https://chatgpt.com/connector/oauth/*", false},
 		{"http://localhost/*", "http://localhost:6274/oauth/callback", true},
 		{"http://localhost/*", "http://localhost:6274/oauth/callback/debug", true},
 		{"http://localhost/*", "http://localhost:6274/", false},
@@ -88,7 +88,8 @@ func TestTemplatesAreValid(t *testing.T) {
 }
 
 // TestDefaultAllowList: the list devauth uses without a configuration file
-// admits the clients the README tells users to connect, and nothing else.
+// admits the clients the README and docs/clients.md tell users to connect,
+// and nothing else.
 func TestDefaultAllowList(t *testing.T) {
 	t.Parallel()
 	l, err := NewAllowList(DefaultAllowed)

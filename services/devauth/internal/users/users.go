@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"unicode"
 
 	"github.com/mcpauthz/mcpauthz/internal/propelauthfake"
 	"github.com/mcpauthz/mcpauthz/internal/seedusers"
@@ -94,7 +95,8 @@ func Seed() *Directory {
 }
 
 // New builds a directory. It returns an error if a user lacks an id or email,
-// or if an id or email (case-insensitively) appears twice.
+// or if an email has whitespace, or if an id or email (case-insensitively)
+// appears twice.
 func New(list []User) (*Directory, error) {
 	d := &Directory{byID: map[string]int{}, byEmail: map[string]int{}}
 	for i, u := range list {
@@ -103,6 +105,11 @@ func New(list []User) (*Directory, error) {
 		}
 		if !strings.Contains(u.Email, "@") {
 			return nil, fmt.Errorf("user %q: email %q is not an email address", u.ID, u.Email)
+		}
+		if strings.IndexFunc(u.Email, unicode.IsSpace) >= 0 {
+			// ByEmail trims what a login form sends; a stored address with
+			// spaces could never be found.
+			return nil, fmt.Errorf("user %q: email %q contains whitespace", u.ID, u.Email)
 		}
 		email := strings.ToLower(u.Email)
 		if _, dup := d.byID[u.ID]; dup {

@@ -88,6 +88,7 @@ func TestParse(t *testing.T) {
 		{"no users", `{"users":[]}`, "no users"},
 		{"missing id", `{"users":[{"email":"a@b.example"}]}`, "user_id"},
 		{"bad email", `{"users":[{"user_id":"1","email":"ab"}]}`, "email"},
+		{"email with a space", `{"users":[{"user_id":"1","email":"a@b.example "}]}`, "whitespace"},
 		{"duplicate id", `{"users":[{"user_id":"1","email":"a@b.example"},{"user_id":"1","email":"c@b.example"}]}`, "duplicate user_id"},
 		{"duplicate email", `{"users":[{"user_id":"1","email":"a@b.example"},{"user_id":"2","email":"A@b.example"}]}`, "duplicate email"},
 		{"org without id", `{"users":[{"user_id":"1","email":"a@b.example","orgs":[{"org_name":"x"}]}]}`, "org_id"},

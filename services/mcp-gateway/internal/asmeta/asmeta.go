@@ -7,7 +7,9 @@
 // OpenID Connect discovery URLs, checked (a JSON object whose issuer is exactly
 // the configured one, RFC 8414 §3.3) and cached: fresh for TTL, and served stale
 // for up to StaleFor more while the authorization server cannot be reached.
-// Concurrent misses share one fetch.
+// Concurrent misses share one fetch (golang.org/x/sync/singleflight), which
+// runs on without a caller that stops waiting. There is one document, so it is
+// held in a field rather than in a cache of entries.
 package asmeta
 
 import (
@@ -23,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 )
@@ -67,14 +71,13 @@ type Options struct {
 
 // Proxy fetches, caches and serves the metadata. It is safe for concurrent use.
 type Proxy struct {
-	opts Options
-	urls []string
+	opts   Options
+	urls   []string
+	flight singleflight.Group
 
-	mu       sync.Mutex
-	doc      []byte
-	fetched  time.Time
-	inflight chan struct{}
-	lastErr  error
+	mu      sync.Mutex
+	doc     []byte
+	fetched time.Time
 }
 
 // New returns a Proxy for opts.Issuer; it fetches nothing until first asked.
@@ -134,60 +137,56 @@ func MetadataURLs(issuer string) []string {
 // Get returns the metadata document. Errors wrap [ErrUnavailable] or
 // [ErrInvalid].
 func (p *Proxy) Get(ctx context.Context) ([]byte, error) {
-	for {
-		p.mu.Lock()
-		now := p.opts.Now()
-		if p.doc != nil && now.Sub(p.fetched) < p.opts.TTL {
-			doc := p.doc
-			p.mu.Unlock()
-			return doc, nil
+	if doc := p.fresh(); doc != nil {
+		return doc, nil
+	}
+	// The fetch outlives an impatient caller: others may be waiting for it.
+	ch := p.flight.DoChan("", func() (any, error) {
+		return p.refetch(context.WithoutCancel(ctx))
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
 		}
-		if wait := p.inflight; wait != nil {
-			p.mu.Unlock()
-			select {
-			case <-wait:
-				p.mu.Lock()
-				doc, err := p.usable(p.opts.Now())
-				p.mu.Unlock()
-				if doc != nil || err != nil {
-					return doc, err
-				}
-				continue
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
-			}
-		}
-		done := make(chan struct{})
-		p.inflight = done
-		p.mu.Unlock()
-
-		// The fetch outlives an impatient caller: others may be waiting for it.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.FetchTimeout)
-		doc, err := p.fetch(fctx)
-		cancel()
-
-		p.mu.Lock()
-		if err == nil {
-			p.doc, p.fetched, p.lastErr = doc, p.opts.Now(), nil
-		} else {
-			p.lastErr = err
-			p.opts.Logger.WarnContext(ctx, "fetching authorization server metadata failed", "issuer", p.opts.Issuer, "error", err, "serving_stale", p.doc != nil && p.opts.Now().Sub(p.fetched) < p.opts.TTL+p.opts.StaleFor)
-		}
-		p.inflight = nil
-		close(done)
-		doc, err = p.usable(p.opts.Now())
-		p.mu.Unlock()
-		return doc, err
+		return r.Val.([]byte), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
 	}
 }
 
-// usable returns the cached document if it may still be served, else the last
-// fetch error. p.mu must be held.
-func (p *Proxy) usable(now time.Time) ([]byte, error) {
-	if p.doc != nil && now.Sub(p.fetched) < p.opts.TTL+p.opts.StaleFor {
+// fresh returns the cached document if it is younger than the TTL.
+func (p *Proxy) fresh() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.doc != nil && p.opts.Now().Sub(p.fetched) < p.opts.TTL {
+		return p.doc
+	}
+	return nil
+}
+
+// refetch fetches the document and returns it, or when that fails the cached
+// one if it may still be served, else the error.
+func (p *Proxy) refetch(ctx context.Context) ([]byte, error) {
+	if doc := p.fresh(); doc != nil {
+		return doc, nil // fetched while this caller looked
+	}
+	fctx, cancel := context.WithTimeout(ctx, p.opts.FetchTimeout)
+	doc, err := p.fetch(fctx)
+	cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.opts.Now()
+	if err == nil {
+		p.doc, p.fetched = doc, now
+		return doc, nil
+	}
+	stale := p.doc != nil && now.Sub(p.fetched) < p.opts.TTL+p.opts.StaleFor
+	p.opts.Logger.WarnContext(ctx, "fetching authorization server metadata failed", "issuer", p.opts.Issuer, "error", err, "serving_stale", stale)
+	if stale {
 		return p.doc, nil
 	}
-	return nil, p.lastErr
+	return nil, err
 }
 
 func (p *Proxy) fetch(ctx context.Context) ([]byte, error) {

@@ -1,6 +1,7 @@
 package asmeta
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,7 @@ type as struct {
 	status atomic.Int32 // 0: serve the document
 	hits   atomic.Int64
 	delay  time.Duration
+	gate   chan struct{} // if set, each request waits until it is closed
 }
 
 func newAS(t *testing.T, path string) *as {
@@ -57,6 +59,9 @@ func newAS(t *testing.T, path string) *as {
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.hits.Add(1)
 		time.Sleep(a.delay)
+		if a.gate != nil {
+			<-a.gate
+		}
 		if s := a.status.Load(); s != 0 {
 			w.WriteHeader(int(s))
 			return
@@ -161,6 +166,48 @@ func TestCacheCoalesceAndStale(t *testing.T) {
 	a.status.Store(0)
 	if _, err := p.Get(t.Context()); err != nil {
 		t.Errorf("after recovery: %v", err)
+	}
+}
+
+// TestCallerStopsWaiting: a caller whose context ends stops waiting at once,
+// also the one whose miss started the fetch, and the fetch runs on for the
+// others.
+func TestCallerStopsWaiting(t *testing.T) {
+	t.Parallel()
+	a := newAS(t, "/.well-known/oauth-authorization-server/oauth/2.1")
+	a.gate = make(chan struct{})
+	open := sync.OnceFunc(func() { close(a.gate) })
+	t.Cleanup(open) // before the server's Close, which waits for its handlers
+	p := New(Options{Issuer: a.issuer, FetchTimeout: time.Minute})
+	ctx, cancel := context.WithCancel(t.Context())
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.Get(ctx)
+		first <- err
+	}()
+	for a.hits.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-first:
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("Get with an ended context = %v, want ErrUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Get did not return 5s after its context ended: it waits for the fetch it started")
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, err := p.Get(t.Context())
+		second <- err
+	}()
+	open()
+	if err := <-second; err != nil {
+		t.Errorf("a caller waiting for the fetch in flight: %v", err)
+	}
+	if n := a.hits.Load(); n != 1 {
+		t.Errorf("%d fetches, want the one in flight", n)
 	}
 }
 

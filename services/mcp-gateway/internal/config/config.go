@@ -114,10 +114,11 @@ type Config struct {
 	MaxConnections int `env:"MCP_MAX_CONNECTIONS" envDefault:"4096" min:"0" max:"10000000" desc:"connections open at once; beyond it new ones wait in the kernel's accept queue until one closes; 0: no bound"`
 	// GOGC is the Go runtime's garbage-collection target, read by the
 	// runtime itself. When it is unset the gateway sets its declared default
-	// instead of Go's 100: the go-sdk allocates about 0.5 MB per tools/call
-	// against a small live heap, so with 100 the gateway collects every few
-	// requests and spends much of its CPU in the collector (BENCHMARKS.md).
-	GOGC string `env:"GOGC" envDefault:"400" desc:"the Go runtime's garbage-collection target; unset, the gateway uses 400 instead of Go's 100 (the go-sdk allocates about 0.5 MB per tool call); set GOMEMLIMIT or a lower GOGC to bound memory"`
+	// instead of Go's 100: the go-sdk makes much short-lived garbage per
+	// tools/call against a small live heap, so with 100 the gateway collects
+	// every few requests and spends much of its CPU in the collector
+	// (docs/performance.md).
+	GOGC string `env:"GOGC" envDefault:"400" desc:"the Go runtime's garbage-collection target; unset, the gateway uses 400 instead of Go's 100 (the go-sdk makes much short-lived garbage per tool call); set GOMEMLIMIT or a lower GOGC to bound memory"`
 }
 
 // Defaults of variables that code elsewhere falls back on, from the

@@ -77,12 +77,14 @@
 // The cost: a token in steady use makes about two calls to authz per TTL
 // instead of one, none of them on a request's path.
 //
-// # Size
+// # Size and concurrency
 //
-// At most [Options.MaxEntries] decisions. Expired ones are swept by a [Cache.Put]
-// at most once per TTL; a Put into a full cache evicts one arbitrary decision
-// (Go's randomized map iteration order), which costs at worst one more call to
-// authz.
+// At most about [Options.MaxEntries] decisions, in an internal/clockcache:
+// a Put into a full cache evicts a decision not used lately (CLOCK), which
+// costs at worst one more call to authz, and expired decisions are swept by
+// a Put at most once per TTL. [Cache.Get] takes no lock of the cache's own,
+// only a read lock of one of the clockcache's shards; everything that changes
+// the decisions or their index runs under the cache's lock.
 package decisioncache
 
 import (
@@ -92,10 +94,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/internal/ratelog"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -133,7 +138,8 @@ type RefreshFunc func(ctx context.Context, req *authzv1.AuthorizeRequest) (*auth
 type Options struct {
 	// TTL is the longest a decision is kept; it must be positive.
 	TTL time.Duration
-	// MaxEntries bounds the decisions kept; [DefaultMaxEntries] when 0.
+	// MaxEntries bounds the decisions kept (see the package documentation);
+	// [DefaultMaxEntries] when 0.
 	MaxEntries int
 	// Metrics records lookups, invalidations, resets and the stream's state;
 	// a private set when nil.
@@ -185,12 +191,12 @@ type grace struct {
 }
 
 type entry struct {
-	res     *authzv1.AuthorizeResponse
-	ref     string
-	expires time.Time
-	// refreshAt is when a hit may start a refresh; zero when a refresh is
-	// pointless (the token expires before the TTL). Guarded by Cache.mu.
-	refreshAt time.Time
+	res *authzv1.AuthorizeResponse
+	ref string
+	// refreshAt is when a hit may start a refresh (unix nanoseconds); zero
+	// when a refresh is pointless (the token expires before the TTL). Read by
+	// Get, written under Cache.mu.
+	refreshAt atomic.Int64
 }
 
 // Cache holds allowed decisions. It is safe for concurrent use. It starts
@@ -207,19 +213,24 @@ type Cache struct {
 	// [invalidationLogEvery], with a count of those left out.
 	invalLog ratelog.Limiter
 
-	mu         sync.RWMutex
+	// up and seq are read by Get without c.mu and written under it. seq is
+	// bumped by every invalidation, reset and stream end; a ticket carries its
+	// value at issue.
+	up  atomic.Bool
+	seq atomic.Uint64
+	// entries is changed only under mu, which its OnRemove (unindex) relies
+	// on to keep refs in step.
+	entries *clockcache.Cache[Key, *entry]
+
+	mu         sync.Mutex
 	refreshCtx context.Context  // what refreshes run under: Watch's ctx, or Background
 	refreshing map[Key]struct{} // keys whose refresh is in flight
 	refreshWG  sync.WaitGroup   // refreshes in flight, waited for by Watch
-	up         bool
-	// seq is bumped by every invalidation, reset and stream end; a ticket
-	// carries its value at issue. floor is the lowest ticket seq that may
-	// still store: raised to seq by a reset or stream end, and to a forgotten
-	// invalidation's seq when its grace is swept.
-	seq       uint64
+	// floor is the lowest ticket seq that may still store: raised to seq by a
+	// reset or stream end, and to a forgotten invalidation's seq when its
+	// grace is swept.
 	floor     uint64
-	entries   map[Key]*entry
-	refs      map[string][]Key
+	refs      map[string][]Key // token_ref to the keys of its decisions
 	graces    map[string]grace
 	noneUntil time.Time // no decision is kept before then (too many graces to track)
 	lastSweep time.Time
@@ -255,13 +266,19 @@ func New(opts Options) *Cache {
 		log:     opts.Logger,
 		now:     opts.Now,
 		refresh: opts.Refresh,
-		entries: make(map[Key]*entry),
 		refs:    make(map[string][]Key),
 		graces:  make(map[string]grace),
 
 		refreshCtx: context.Background(),
 		refreshing: make(map[Key]struct{}),
 	}
+	c.entries = clockcache.New(clockcache.Options[Key, *entry]{
+		MaxEntries: opts.MaxEntries,
+		Now:        opts.Now,
+		// All decisions of one token share a shard; SHA-256 spreads tokens.
+		Hash:     func(k Key) uint64 { return clockcache.DigestHash(k.token) },
+		OnRemove: c.unindex,
+	})
 	c.lastSweep = c.now()
 	c.invalLog.Every = invalidationLogEvery
 	c.metrics.DecisionCacheStreamUp(false)
@@ -278,20 +295,21 @@ func (c *Cache) TTL() time.Duration { return c.ttl }
 // included, held only until authz answers).
 func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, Ticket) {
 	k := KeyOf(req)
-	now := c.now()
-	c.mu.RLock()
-	if !c.up {
-		c.mu.RUnlock()
+	if !c.up.Load() {
 		c.metrics.DecisionCacheLookup("stream_down")
 		return nil, Ticket{}
 	}
-	e, seq := c.entries[k], c.seq
-	stale := e != nil && c.refresh != nil && !e.refreshAt.IsZero() && !now.Before(e.refreshAt)
-	c.mu.RUnlock()
-	if e != nil && now.Before(e.expires) {
+	// seq before the lookup: a ticket must not be newer than the miss it
+	// answers, or a Put could store past an invalidation it did not see.
+	seq := c.seq.Load()
+	if e, ok := c.entries.Get(k); ok {
 		c.metrics.DecisionCacheLookup("hit")
-		if stale {
-			c.startRefresh(k, e, req, now)
+		if c.refresh != nil {
+			if at := e.refreshAt.Load(); at != 0 {
+				if now := c.now(); now.UnixNano() >= at {
+					c.startRefresh(k, e, req, now)
+				}
+			}
 		}
 		return e.res, Ticket{}
 	}
@@ -305,12 +323,12 @@ func (c *Cache) Get(req *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, 
 func (c *Cache) startRefresh(k Key, e *entry, req *authzv1.AuthorizeRequest, now time.Time) {
 	c.mu.Lock()
 	_, inFlight := c.refreshing[k]
-	if !c.up || c.entries[k] != e || now.Before(e.refreshAt) || inFlight {
+	if cur, _ := c.entries.Get(k); !c.up.Load() || cur != e || now.UnixNano() < e.refreshAt.Load() || inFlight {
 		c.mu.Unlock()
 		return
 	}
 	// Whether it starts or not, this decision's next attempt waits.
-	e.refreshAt = now.Add(c.ttl / RefreshRetryDivisor)
+	e.refreshAt.Store(now.Add(c.ttl / RefreshRetryDivisor).UnixNano())
 	if len(c.refreshing) >= MaxRefreshes {
 		c.mu.Unlock()
 		c.metrics.DecisionCacheRefresh("skipped")
@@ -318,7 +336,7 @@ func (c *Cache) startRefresh(k Key, e *entry, req *authzv1.AuthorizeRequest, now
 	}
 	c.refreshing[k] = struct{}{}
 	c.refreshWG.Add(1)
-	t := Ticket{key: k, seq: c.seq, valid: true}
+	t := Ticket{key: k, seq: c.seq.Load(), valid: true}
 	ctx, ref := c.refreshCtx, e.ref
 	c.mu.Unlock()
 
@@ -333,7 +351,7 @@ func (c *Cache) startRefresh(k Key, e *entry, req *authzv1.AuthorizeRequest, now
 		res, err := c.refresh(ctx, req)
 		if err != nil {
 			c.metrics.DecisionCacheRefresh("error")
-			c.log.DebugContext(ctx, "decision refresh failed; the decision expires as usual", "token_ref", ref, "error", err, "code", status.Code(err).String())
+			c.log.DebugContext(ctx, "decision refresh failed; the decision expires as usual", tokenref.Attr(ref), "error", err, "code", status.Code(err).String())
 			return
 		}
 		c.metrics.DecisionCacheRefresh(c.put(t, res).String())
@@ -383,9 +401,9 @@ func (c *Cache) put(t Ticket, res *authzv1.AuthorizeResponse) putResult {
 		return denied
 	}
 	ref := res.GetTokenRef()
-	var refreshAt time.Time
+	e := &entry{res: res, ref: ref}
 	if expires.Equal(full) {
-		refreshAt = now.Add(c.ttl / RefreshAfterDivisor)
+		e.refreshAt.Store(now.Add(c.ttl / RefreshAfterDivisor).UnixNano())
 	}
 
 	c.mu.Lock()
@@ -395,7 +413,7 @@ func (c *Cache) put(t Ticket, res *authzv1.AuthorizeResponse) putResult {
 	if now.Sub(c.lastSweep) >= c.ttl {
 		c.sweep(now)
 	}
-	if !c.up || t.seq < c.floor || now.Before(c.noneUntil) {
+	if !c.up.Load() || t.seq < c.floor || now.Before(c.noneUntil) {
 		// A reset or stream end since t was issued, or an invalidation that
 		// is no longer remembered: it already dropped whatever it had to.
 		return discarded
@@ -404,31 +422,27 @@ func (c *Cache) put(t Ticket, res *authzv1.AuthorizeResponse) putResult {
 		// This token was invalidated recently, or after t was issued.
 		return discarded
 	}
-	if old := c.entries[t.key]; old != nil {
-		c.remove(t.key, old)
-	} else if len(c.entries) >= c.max {
-		for k, e := range c.entries {
-			c.remove(k, e)
-			break
-		}
-		c.metrics.DecisionCacheEvictions(1)
+	// Set drops the decision held for the question, and any it evicts, from
+	// the index (unindex); an expiry that has just passed stores nothing.
+	kept := c.entries.Set(t.key, e, expires)
+	if kept {
+		c.refs[ref] = append(c.refs[ref], t.key)
 	}
-	c.entries[t.key] = &entry{res: res, ref: ref, expires: expires, refreshAt: refreshAt}
-	c.refs[ref] = append(c.refs[ref], t.key)
-	c.metrics.DecisionCacheEntries(len(c.entries))
+	c.metrics.DecisionCacheEntries(c.entries.Len())
+	if !kept {
+		return denied
+	}
 	return stored
 }
 
 // drop drops the decision for k, if any.
 func (c *Cache) drop(k Key) {
 	c.mu.Lock()
-	e := c.entries[k]
-	if e != nil {
-		c.remove(k, e)
-	}
-	n := len(c.entries)
+	before := c.entries.Len()
+	c.entries.Delete(k)
+	n := c.entries.Len()
 	c.mu.Unlock()
-	if e != nil {
+	if n != before {
 		c.metrics.DecisionCacheEntries(n)
 	}
 }
@@ -450,23 +464,24 @@ func keepable(k Key, res *authzv1.AuthorizeResponse) bool {
 func (c *Cache) Invalidate(ref string) {
 	now := c.now()
 	c.mu.Lock()
-	c.seq++
-	for _, k := range c.refs[ref] {
-		delete(c.entries, k)
+	seq := c.seq.Add(1)
+	// Deleting unindexes, which changes c.refs[ref] under the loop.
+	for _, k := range slices.Clone(c.refs[ref]) {
+		c.entries.Delete(k)
 	}
 	delete(c.refs, ref)
 	if _, known := c.graces[ref]; !known && len(c.graces) >= c.max {
 		c.sweep(now)
 	}
 	if _, known := c.graces[ref]; known || len(c.graces) < c.max {
-		c.graces[ref] = grace{until: now.Add(InvalidationGrace), seq: c.seq}
+		c.graces[ref] = grace{until: now.Add(InvalidationGrace), seq: seq}
 	} else {
 		// Too many invalidations to track one by one: keep nothing for a
 		// while, and nothing fetched before this one.
 		c.noneUntil = now.Add(InvalidationGrace)
-		c.floor = c.seq
+		c.floor = seq
 	}
-	n := len(c.entries)
+	n := c.entries.Len()
 	c.mu.Unlock()
 	c.metrics.DecisionCacheInvalidation()
 	c.metrics.DecisionCacheEntries(n)
@@ -477,9 +492,11 @@ func (c *Cache) Invalidate(ref string) {
 // was down before.
 func (c *Cache) Reset() (wasDown bool) {
 	c.mu.Lock()
-	wasDown = !c.up
-	c.up = true
+	wasDown = !c.up.Load()
 	c.clear()
+	// Up only once cleared: Get, which takes no lock, must not serve a
+	// decision from before.
+	c.up.Store(true)
 	c.mu.Unlock()
 	c.metrics.DecisionCacheReset("reset")
 	c.metrics.DecisionCacheEntries(0)
@@ -491,8 +508,8 @@ func (c *Cache) Reset() (wasDown bool) {
 // [Cache.Reset]: the stream has ended. It reports whether the cache was up.
 func (c *Cache) Down() (wasUp bool) {
 	c.mu.Lock()
-	wasUp = c.up
-	c.up = false
+	wasUp = c.up.Load()
+	c.up.Store(false)
 	c.clear()
 	c.mu.Unlock()
 	if wasUp {
@@ -504,35 +521,22 @@ func (c *Cache) Down() (wasUp bool) {
 }
 
 // Up reports whether the cache is in use (the invalidation stream is up).
-func (c *Cache) Up() bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.up
-}
+func (c *Cache) Up() bool { return c.up.Load() }
 
 // Len returns the number of decisions held, expired or not.
-func (c *Cache) Len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.entries)
-}
+func (c *Cache) Len() int { return c.entries.Len() }
 
 // clear drops every entry and voids every ticket issued so far; c.mu must be
 // held.
 func (c *Cache) clear() {
-	c.seq++
-	c.floor = c.seq
-	clear(c.entries)
+	c.floor = c.seq.Add(1)
+	c.entries.Clear()
 	clear(c.refs)
 }
 
 // sweep drops expired entries and graces; c.mu must be held.
 func (c *Cache) sweep(now time.Time) {
-	for k, e := range c.entries {
-		if !now.Before(e.expires) {
-			c.remove(k, e)
-		}
-	}
+	c.entries.Sweep()
 	for ref, g := range c.graces {
 		if !now.Before(g.until) {
 			// Once forgotten, it can no longer void the tickets issued
@@ -544,10 +548,17 @@ func (c *Cache) sweep(now time.Time) {
 	c.lastSweep = now
 }
 
-// remove drops one entry and its index entry; c.mu must be held.
-func (c *Cache) remove(k Key, e *entry) {
-	delete(c.entries, k)
-	keys := slices.DeleteFunc(c.refs[e.ref], func(x Key) bool { return x == k })
+// unindex drops k, whose decision e left the entries, from the index, and
+// counts an eviction. It is the entries' OnRemove: it runs within the
+// entries' methods, which are called only under c.mu.
+func (c *Cache) unindex(k Key, e *entry, evicted bool) {
+	if evicted {
+		c.metrics.DecisionCacheEvictions(1)
+	}
+	keys := c.refs[e.ref]
+	if i := slices.Index(keys, k); i >= 0 {
+		keys = slices.Delete(keys, i, i+1)
+	}
 	if len(keys) == 0 {
 		delete(c.refs, e.ref)
 	} else {

@@ -40,11 +40,16 @@ func newCache(tb testing.TB, max int) (*Cache, *clock, *metrics.Metrics) {
 	return c, clk, m
 }
 
-// checkIndex fails tb unless the token_ref index lists exactly the entries.
+// checkIndex fails tb unless the token_ref index lists exactly the entries,
+// each once.
 func checkIndex(tb testing.TB, c *Cache) {
 	tb.Helper()
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	entries := map[Key]*entry{}
+	for k, e := range c.entries.All() {
+		entries[k] = e
+	}
 	n := 0
 	for ref, keys := range c.refs {
 		if len(keys) == 0 {
@@ -52,13 +57,13 @@ func checkIndex(tb testing.TB, c *Cache) {
 		}
 		for _, k := range keys {
 			n++
-			if e := c.entries[k]; e == nil || e.ref != ref {
+			if e := entries[k]; e == nil || e.ref != ref {
 				tb.Errorf("index lists a key under %s that has no entry of that ref", ref)
 			}
 		}
 	}
-	if n != len(c.entries) {
-		tb.Errorf("index lists %d keys, cache holds %d entries", n, len(c.entries))
+	if n != len(entries) || n != c.entries.Len() {
+		tb.Errorf("index lists %d keys, cache holds %d entries (Len %d)", n, len(entries), c.entries.Len())
 	}
 }
 
@@ -444,6 +449,23 @@ func TestBounded(t *testing.T) {
 	}
 }
 
+// TestBoundedKeepsDecisionsInUse: a full cache evicts decisions not used
+// lately, not one in use: a token in steady use keeps its decision while a
+// stream of other tokens passes through.
+func TestBoundedKeepsDecisionsInUse(t *testing.T) {
+	t.Parallel()
+	c, _, _ := newCache(t, 3)
+	c.Reset()
+	fetch(c, request("steady", "s"), allowed("steady", time.Time{}))
+	for i := range 50 {
+		if !fetch(c, request("steady", "s"), nil) {
+			t.Fatalf("the decision in use was evicted after %d other tokens", i)
+		}
+		tok := fmt.Sprint("passing-", i)
+		fetch(c, request(tok, "s"), allowed(tok, time.Time{}))
+	}
+}
+
 // TestSweep: expired decisions and graces leave memory within about a TTL,
 // even for tokens never seen again.
 func TestSweep(t *testing.T) {
@@ -457,9 +479,9 @@ func TestSweep(t *testing.T) {
 	}
 	clk.advance(ttl)
 	fetch(c, request("new", "s"), allowed("new", time.Time{}))
-	c.mu.RLock()
-	entries, graces := len(c.entries), len(c.graces)
-	c.mu.RUnlock()
+	c.mu.Lock()
+	entries, graces := c.entries.Len(), len(c.graces)
+	c.mu.Unlock()
 	if entries != 1 || graces != 0 {
 		t.Errorf("after a TTL: %d entries, %d graces; want 1, 0", entries, graces)
 	}
@@ -488,11 +510,11 @@ func TestTooManyGraces(t *testing.T) {
 	}
 	// Invalidating a token already remembered needs no new room.
 	c.Invalidate("ref-1")
-	c.mu.RLock()
+	c.mu.Lock()
 	g, ok := c.graces["ref-1"]
-	c.mu.RUnlock()
-	if !ok || g.seq != c.seq {
-		t.Errorf("re-invalidating a remembered token: grace %+v (known %v), want seq %d", g, ok, c.seq)
+	c.mu.Unlock()
+	if seq := c.seq.Load(); !ok || g.seq != seq {
+		t.Errorf("re-invalidating a remembered token: grace %+v (known %v), want seq %d", g, ok, seq)
 	}
 }
 
@@ -503,12 +525,15 @@ func TestNoRawToken(t *testing.T) {
 	c.Reset()
 	token := "secret-token-value-1234567890"
 	fetch(c, request(token, "s"), allowed("x", time.Time{}))
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	for k := range c.entries {
+	n := 0
+	for k := range c.entries.All() {
+		n++
 		if s := fmt.Sprintf("%+v", k); strings.Contains(s, token) {
 			t.Errorf("key holds the raw token: %s", s)
 		}
+	}
+	if n != 1 {
+		t.Errorf("the cache holds %d decisions, want 1", n)
 	}
 }
 

@@ -2,6 +2,7 @@ package decisioncache
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 )
 
@@ -317,9 +320,9 @@ func TestRefreshOnePerKey(t *testing.T) {
 	if n := counter(t, m, "mcp_gateway_decision_cache_refreshes_total", "stored"); n != 1 {
 		t.Errorf("refreshes{stored} = %v, want 1", n)
 	}
-	c.mu.RLock()
+	c.mu.Lock()
 	inFlight := len(c.refreshing)
-	c.mu.RUnlock()
+	c.mu.Unlock()
 	if inFlight != 0 {
 		t.Errorf("%d keys still marked in flight after every refresh ended", inFlight)
 	}
@@ -346,9 +349,9 @@ func TestRefreshCap(t *testing.T) {
 			t.Fatalf("%s: a hit past the refresh point was not served", tok)
 		}
 	}
-	c.mu.RLock()
+	c.mu.Lock()
 	inFlight := len(c.refreshing)
-	c.mu.RUnlock()
+	c.mu.Unlock()
 	if inFlight != MaxRefreshes {
 		t.Errorf("%d refreshes in flight, want MaxRefreshes = %d", inFlight, MaxRefreshes)
 	}
@@ -452,3 +455,46 @@ func TestWatchEndsRefreshes(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestLogsShortTokenRef: the cache's log lines name a token as every service
+// does (internal/tokenref: 12 hex digits of its token_ref), never by the whole
+// token_ref authz sent, which is its cache key.
+func TestLogsShortTokenRef(t *testing.T) {
+	t.Parallel()
+	const ref = "3f9a0c7e5b1d2f4a6c8e0b2d4f6a8c0e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a"
+	logs := &testenv.LogBuffer{}
+	clk := newClock()
+	c := New(Options{
+		TTL:    ttl,
+		Now:    clk.now,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Refresh: func(context.Context, *authzv1.AuthorizeRequest) (*authzv1.AuthorizeResponse, error) {
+			return nil, errUnavailable
+		},
+	})
+	c.Reset()
+	res := allowed("a", time.Time{})
+	res.TokenRef = ref
+	fetch(c, request("a", "s"), res)
+	clk.advance(ttl / RefreshAfterDivisor)
+	fetchSettled(c, request("a", "s"), nil) // a refresh that fails
+	c.logInvalidation(t.Context(), ref)
+
+	refs := map[string]any{}
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		refs[m["msg"].(string)] = m[tokenref.Key]
+	}
+	want := ref[:tokenref.LogLen]
+	for _, msg := range []string{"decision refresh failed; the decision expires as usual", "token invalidated"} {
+		if got := refs[msg]; got != want {
+			t.Errorf("%q logs token_ref %v, want %q", msg, got, want)
+		}
+	}
+	if strings.Contains(logs.String(), ref) {
+		t.Errorf("the logs hold a whole token_ref: %s", logs.String())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -109,7 +110,7 @@ func (c *Cache) logInvalidation(ctx context.Context, ref string) {
 		return
 	}
 	if ok, suppressed := c.invalLog.AllowAt(c.now()); ok {
-		c.log.DebugContext(ctx, "token invalidated", "token_ref", ref, "unlogged_since_last", suppressed)
+		c.log.DebugContext(ctx, "token invalidated", tokenref.Attr(ref), "unlogged_since_last", suppressed)
 	}
 }
 

@@ -118,7 +118,7 @@ func newGoUpstream(t *testing.T, tag string) *goUpstream {
 
 func (u *goUpstream) url() string { return u.srv.URL + "/mcp" }
 
-func writeFile(t *testing.T, name, body string) string {
+func writeFile(t testing.TB, name, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {

@@ -9,9 +9,10 @@ import (
 // every INFO record demoted to DEBUG. In stateless mode the SDK connects and
 // disconnects a server session for every request and logs each step at INFO
 // ("server connecting", "server session connected", "server session
-// disconnected"): three lines per tool call at the default level, and about
-// 15 µs of the gateway's CPU per request (BENCHMARKS.md). Its warnings and
-// errors keep their level.
+// disconnected"): three lines per tool call at the default level, and a
+// measurable share of the gateway's CPU per request (profiled in
+// bench/results/2026-11-30-make-bench). Its warnings and errors keep their
+// level.
 type sdkLogHandler struct{ next slog.Handler }
 
 // newSDKLogger returns the logger the gateway gives the go-sdk.

@@ -40,7 +40,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 
@@ -163,7 +162,12 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 				// there, so only another reader gets here.
 				limit = maxBody + 1
 			}
-			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit-int64(len(buf)))))
+			// An exact allocation, not slices.Grow: append's growth rounds
+			// up to a size class after growing by 1.25x steps, which can
+			// land past twice what arrived.
+			grown := make([]byte, len(buf), int64(len(buf))+min(int64(cap(buf)), limit-int64(len(buf))))
+			copy(grown, buf)
+			buf = grown
 		}
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

@@ -216,3 +216,32 @@ func oldReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 	r.ContentLength = int64(len(body))
 	return body, nil
 }
+
+// TestReadBodyBufferBound runs the fuzz target's buffer bound over a grid of
+// body sizes, declared lengths, bounds and arrival patterns. append's growth
+// (1.25x steps rounded up to a size class) once broke it: a 3,580-byte body
+// kept an 8 KiB buffer.
+func TestReadBodyBufferBound(t *testing.T) {
+	for n := 1; n <= 12000; n += 7 {
+		body := bytes.Repeat([]byte("z"), n)
+		for _, declared := range []int64{-1, int64(n), int64(n) + 5000} {
+			for _, maxBody := range []int64{int64(n), int64(n) + 1, int64(n)*3/2 + 1, 1 << 20} {
+				if declared > maxBody {
+					continue
+				}
+				for _, chunks := range [][]int{{1 << 16}, {1, 1 << 16}, {1000, 333}} {
+					r := httptest.NewRequest(http.MethodPost, "/mcp", &trickle{data: bytes.Clone(body), chunks: chunks})
+					r.ContentLength = declared
+					got, err := ReadBody(r, maxBody)
+					if err != nil {
+						t.Fatalf("ReadBody(%d bytes, declared %d, bound %d): %v", n, declared, maxBody, err)
+					}
+					if limit := max(2*n+64, 4<<10+64); cap(got) > limit {
+						t.Fatalf("buffer of %d bytes for a %d-byte body (declared %d, bound %d, chunks %v), want at most %d",
+							cap(got), n, declared, maxBody, chunks, limit)
+					}
+				}
+			}
+		}
+	}
+}

@@ -33,12 +33,12 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mcpauthz/mcpauthz/internal/clockcache"
 	"github.com/mcpauthz/mcpauthz/internal/redisconn"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 )
@@ -181,7 +181,7 @@ func New(o Options) (*Limiter, error) {
 	l := &Limiter{
 		limit:   o.Limit,
 		rl:      redis_rate.Limit{Rate: o.Limit.Count, Period: o.Limit.Period, Burst: o.Limit.Burst},
-		local:   &local{now: o.Now, max: o.MaxLocalKeys, tat: map[string]time.Time{}},
+		local:   newLocal(o.Now, o.MaxLocalKeys),
 		log:     o.Logger,
 		metrics: o.Metrics,
 		timeout: o.Timeout,
@@ -253,48 +253,32 @@ func (l *Limiter) Close() error {
 }
 
 // local is an in-process GCRA: per key, the theoretical arrival time (TAT) of
-// the next request. A key whose TAT has passed is equivalent to no key, which
-// lets a sweep drop it.
+// the next request. A key whose TAT has passed is equivalent to no key, so each
+// expires at its TAT; a full cache evicts an expired key or else one not used
+// lately, erring towards allowing (bounded memory first).
 type local struct {
-	mu  sync.Mutex
-	now func() time.Time
-	max int
-	tat map[string]time.Time
+	tat *clockcache.Cache[string, time.Time]
+}
+
+func newLocal(now func() time.Time, max int) *local {
+	return &local{tat: clockcache.New(clockcache.Options[string, time.Time]{MaxEntries: max, Now: now})}
 }
 
 func (s *local) allow(key string, lim Limit) Result {
-	now := s.now()
 	interval := lim.Period / time.Duration(lim.Count)
 	burst := interval * time.Duration(lim.Burst)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tat, ok := s.tat[key]
-	if !ok || tat.Before(now) {
-		tat = now
-	}
-	next := tat.Add(interval)
-	if allowAt := next.Add(-burst); now.Before(allowAt) {
-		return Result{RetryAfter: allowAt.Sub(now)}
-	}
-	if !ok && len(s.tat) >= s.max {
-		s.sweep(now)
-	}
-	s.tat[key] = next
-	return Result{Allowed: true}
-}
-
-// sweep drops keys whose budget is full again; if every key is still busy it
-// drops arbitrary ones, erring towards allowing (bounded memory first).
-func (s *local) sweep(now time.Time) {
-	for k, t := range s.tat {
-		if !t.After(now) {
-			delete(s.tat, k)
+	var r Result
+	s.tat.Compute(key, func(tat time.Time, found bool, now time.Time) (time.Time, time.Time, bool) {
+		if !found {
+			tat = now
 		}
-	}
-	for k := range s.tat {
-		if len(s.tat) < s.max*3/4 {
-			break
+		next := tat.Add(interval)
+		if allowAt := next.Add(-burst); now.Before(allowAt) {
+			r = Result{RetryAfter: allowAt.Sub(now)}
+			return tat, time.Time{}, false
 		}
-		delete(s.tat, k)
-	}
+		r = Result{Allowed: true}
+		return next, next, true
+	})
+	return r
 }

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -150,11 +151,31 @@ func TestLocalMemoryBounded(t *testing.T) {
 			t.Fatalf("first request of principal %d refused", i)
 		}
 	}
-	l.local.mu.Lock()
-	n := len(l.local.tat)
-	l.local.mu.Unlock()
-	if n > 100 {
+	if n := l.local.tat.Len(); n > 100 {
 		t.Errorf("in-process state holds %d keys, want at most MaxLocalKeys (100)", n)
+	}
+}
+
+// TestLocalStateSurvivesChurn: a principal over its limit stays limited while
+// many other principals pass through a full in-process table: its state is in
+// use, and making room evicts state not used lately instead.
+func TestLocalStateSurvivesChurn(t *testing.T) {
+	t.Parallel()
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l, err := New(Options{Limit: Limit{Count: 1, Period: time.Hour, Burst: 1}, Now: clock.Now, MaxLocalKeys: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Allow(t.Context(), "sub:busy").Allowed {
+		t.Fatal("first request refused")
+	}
+	for i := range 100 {
+		if l.Allow(t.Context(), "sub:busy").Allowed {
+			t.Fatalf("a principal over its limit was allowed again after %d other principals", i*10)
+		}
+		for j := range 10 {
+			l.Allow(t.Context(), fmt.Sprint("sub:passing-", i, "-", j))
+		}
 	}
 }
 
