@@ -17,7 +17,7 @@ GOTESTFLAGS ?=
 # Privilege for installing test dependencies: empty as root, sudo otherwise.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run docs proto proto-check proto-breaking lint tidy test test-race test-deps fuzz bench bench-soak tools vuln clean
+.PHONY: all build run node-deps docs proto proto-check proto-breaking lint tidy test test-race test-deps fuzz bench bench-soak tools vuln clean
 
 all: build
 
@@ -30,8 +30,14 @@ build:
 		./services/devauth/cmd/devauth \
 		./examples/identity-upstream
 
-## run: build and start devauth, authz and the gateway locally; Ctrl-C stops them
-run: build
+# UPSTREAMS_FILE (from the command line, the environment or .env) makes `make run`
+# front upstream MCP servers; examples/upstreams.yaml runs server-everything from
+# e2e/ts/node_modules, so the npm packages are installed first.
+UPSTREAMS_FILE ?=
+RUN_NEEDS_NODE := $(if $(or $(UPSTREAMS_FILE),$(shell grep -s '^UPSTREAMS_FILE=.' .env)),node-deps)
+
+## run: build and start devauth, authz and the gateway locally (and the upstreams of UPSTREAMS_FILE); Ctrl-C stops them
+run: build $(RUN_NEEDS_NODE)
 	scripts/run-stack.sh
 
 ## docs: regenerate docs/configuration.md and .env.example from the variables the binaries declare
@@ -78,7 +84,7 @@ tidy:
 	go work sync
 	@for d in $(MODDIRS) $(CURDIR)/tools; do echo "go mod tidy in $$d"; (cd $$d && go mod tidy); done
 
-## test-deps: install what the tests need (redis-server, redis-sentinel, node and the npm packages of e2e/ts) when it is missing
+## test-deps: install what the tests need (redis-server, redis-sentinel, python3-jwt, node and the npm packages of e2e/ts) when it is missing
 test-deps:
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing redis-server"; \
@@ -89,12 +95,21 @@ test-deps:
 		echo "installing redis-sentinel"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-sentinel >/dev/null; \
 	fi
+	@if ! /usr/bin/python3 -c 'import jwt, cryptography' 2>/dev/null; then \
+		echo "installing python3-jwt (docs/federation.md's Python snippet is tested)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-jwt python3-cryptography >/dev/null; \
+	fi
+	@$(MAKE) --no-print-directory node-deps
+
+## node-deps: node and npm when missing, and e2e/ts's npm packages from its lockfile (the TypeScript SDK client, server-everything)
+node-deps:
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 		echo "installing nodejs and npm"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
 	@[ -f e2e/ts/node_modules/@modelcontextprotocol/sdk/package.json ] && \
-		[ -f e2e/ts/node_modules/@modelcontextprotocol/server-everything/package.json ] || \
+		[ -f e2e/ts/node_modules/@modelcontextprotocol/server-everything/package.json ] && \
+		[ -f e2e/ts/node_modules/jose/package.json ] || \
 		(cd e2e/ts && npm ci --no-audit --no-fund --loglevel=error)
 
 ## test: every test of every module, against real Redis, gRPC and HTTP on loopback

@@ -107,7 +107,7 @@ func TestConfigurationDocsAreGenerated(t *testing.T) {
 		documented[m[1]] = true
 	}
 	// Read by docker compose and by scripts/run-stack.sh rather than a binary.
-	known := map[string]bool{"COMPOSE_FILE": true, "RUN_LOG_DIR": true, "RUN_TIMEOUT": true}
+	known := map[string]bool{"COMPOSE_FILE": true, "RUN_LOG_DIR": true, "RUN_TIMEOUT": true, "IDENTITY_UPSTREAM_LISTEN": true}
 	for name := range ours {
 		for k := range envNames(t, name) {
 			known[k] = true

@@ -34,12 +34,21 @@ var repoRoot = func() string {
 	return abs
 }()
 
-// Compose service names; the last three are also the binaries' names.
+// Compose service names; devauth, authz and mcp-gateway are also the binaries'
+// names.
 const (
-	redis   = "redis"
-	devauth = "devauth"
-	authz   = "authz"
-	gateway = "mcp-gateway"
+	redis       = "redis"
+	devauth     = "devauth"
+	authz       = "authz"
+	gateway     = "mcp-gateway"
+	everything  = "everything"   // the example upstream MCP server
+	identityKey = "identity-key" // one-shot: generates the identity signing key
+)
+
+// Files of the example upstream, relative to the repository root.
+const (
+	everythingDockerfile = "deploy/compose/everything.Dockerfile"
+	identityKeyScript    = "deploy/compose/identity-key.mjs"
 )
 
 // ourService describes a compose service built from this repository.
@@ -236,10 +245,11 @@ var checks = []check{
 	{"issuer", checkIssuer},
 	{"env", checkEnv},
 	{"passthrough", checkPassThrough},
+	{"upstreams", checkUpstreams},
 }
 
 func checkServices(c *checkCtx) []string {
-	want := []string{authz, gateway, redis}
+	want := []string{authz, gateway, redis, everything, identityKey}
 	if c.mode == demo {
 		want = append(want, devauth)
 	}
@@ -265,6 +275,10 @@ func checkImages(c *checkCtx) []string {
 			if s.Image != "redis:7-alpine" || s.Build != nil {
 				probs = append(probs, fmt.Sprintf("redis: image %q, build %v: want redis:7-alpine, no build", s.Image, s.Build))
 			}
+			continue
+		}
+		if name == everything || name == identityKey {
+			probs = append(probs, everythingImageProblems(name, s, c.p.Services[everything])...)
 			continue
 		}
 		if s.Build == nil {
@@ -401,11 +415,24 @@ func checkHealthchecks(c *checkCtx) []string {
 	var probs []string
 	for name, s := range c.p.Services {
 		hc := s.HealthCheck
-		if hc == nil || hc.Disable || len(hc.Test) == 0 {
+		has := hc != nil && !hc.Disable && len(hc.Test) > 0
+		var want []string
+		switch {
+		case name == identityKey:
+			if has {
+				probs = append(probs, name+": a one-shot needs no healthcheck")
+			}
+			continue
+		case !has:
 			probs = append(probs, name+": no healthcheck")
 			continue
+		case name == everything:
+			// Any HTTP answer from its port; node is the only tool in the image.
+			if len(hc.Test) != 4 || hc.Test[0] != "CMD" || hc.Test[1] != "node" || !strings.Contains(hc.Test[3], fmt.Sprintf("'http://127.0.0.1:%s/mcp'", env(s, "PORT"))) {
+				probs = append(probs, fmt.Sprintf("%s: healthcheck %q: want [CMD node -e <fetch of http://127.0.0.1:$PORT/mcp>]", name, hc.Test))
+			}
+			continue
 		}
-		var want []string
 		if name == redis {
 			want = []string{"CMD", "redis-cli", "ping"}
 		} else {
@@ -425,7 +452,7 @@ func checkHealthchecks(c *checkCtx) []string {
 }
 
 func checkDependsOn(c *checkCtx) []string {
-	want := map[string][]string{authz: {redis}, gateway: {authz}}
+	want := map[string][]string{authz: {redis}, gateway: {authz, everything, identityKey}}
 	if c.mode == demo {
 		want[authz] = append(want[authz], devauth)
 		want[gateway] = append(want[gateway], devauth)
@@ -433,7 +460,12 @@ func checkDependsOn(c *checkCtx) []string {
 	var probs []string
 	for name, s := range c.p.Services {
 		for dep, d := range s.DependsOn {
-			if d.Condition != types.ServiceConditionHealthy {
+			if dep == identityKey {
+				// A one-shot: done once it exited 0.
+				if d.Condition != types.ServiceConditionCompletedSuccessfully || !d.Required {
+					probs = append(probs, fmt.Sprintf("%s: depends_on %s: condition %q (required %v), want %s, required", name, dep, d.Condition, d.Required, types.ServiceConditionCompletedSuccessfully))
+				}
+			} else if d.Condition != types.ServiceConditionHealthy {
 				probs = append(probs, fmt.Sprintf("%s: depends_on %s: condition %q, want %s", name, dep, d.Condition, types.ServiceConditionHealthy))
 			}
 			if dep == devauth && d.Required {
@@ -459,7 +491,9 @@ func checkNetworks(c *checkCtx) []string {
 	if n, ok := c.p.Networks["internal"]; !ok || !n.Internal {
 		probs = append(probs, `network "internal" missing or not internal: true`)
 	}
-	wantOnly := map[string][]string{redis: {"internal"}, authz: {"internal"}}
+	// The upstream is reachable from the gateway only; the key generator
+	// needs no network at all.
+	wantOnly := map[string][]string{redis: {"internal"}, authz: {"internal"}, everything: {"internal"}, identityKey: nil}
 	if c.mode == propelAuth {
 		// authz must reach PropelAuth: "egress" is an ordinary network carrying
 		// nothing but authz's outbound calls.
@@ -469,6 +503,12 @@ func checkNetworks(c *checkCtx) []string {
 		}
 	}
 	for name, s := range c.p.Services {
+		if name == identityKey {
+			if s.NetworkMode != "none" || len(s.Networks) > 0 {
+				probs = append(probs, fmt.Sprintf("%s: network_mode %q, networks %v: want network_mode none", name, s.NetworkMode, nets(s)))
+			}
+			continue
+		}
 		if s.NetworkMode != "" {
 			probs = append(probs, fmt.Sprintf("%s: network_mode %q", name, s.NetworkMode))
 		}
@@ -496,7 +536,7 @@ func checkPorts(c *checkCtx) []string {
 	var probs []string
 	for name, s := range c.p.Services {
 		switch name {
-		case redis, authz:
+		case redis, authz, everything, identityKey:
 			if len(s.Ports) > 0 {
 				probs = append(probs, fmt.Sprintf("%s: publishes %v; it must be reachable only inside the stack", name, s.Ports))
 			}
@@ -820,6 +860,14 @@ func TestComposeChecksCatchRegressions(t *testing.T) {
 					s.Networks = n
 				})
 			},
+			// The upstream reachable from outside the stack.
+			func(p *types.Project) {
+				edit(p, everything, func(s *types.ServiceConfig) {
+					n := maps.Clone(s.Networks)
+					n["public"] = nil
+					s.Networks = n
+				})
+			},
 			func(p *types.Project) {
 				n := maps.Clone(p.Networks)
 				in := n["internal"]
@@ -829,6 +877,11 @@ func TestComposeChecksCatchRegressions(t *testing.T) {
 			},
 		},
 		"ports": {
+			func(p *types.Project) {
+				edit(p, everything, func(s *types.ServiceConfig) {
+					s.Ports = []types.ServicePortConfig{{Target: 3001, Published: "3001", HostIP: "127.0.0.1"}}
+				})
+			},
 			func(p *types.Project) {
 				edit(p, redis, func(s *types.ServiceConfig) { s.Ports = []types.ServicePortConfig{{Target: 6379, Published: "6379"}} })
 			},
@@ -856,6 +909,37 @@ func TestComposeChecksCatchRegressions(t *testing.T) {
 			func(p *types.Project) { setEnv(p, devauth, "PROPELAUTH_API_KEY", "another-key") },
 		},
 		"env": {func(p *types.Project) { setEnv(p, authz, "AUTHZ_CACHE_TTL", "60s") }},
+		"upstreams": {
+			func(p *types.Project) {
+				edit(p, gateway, func(s *types.ServiceConfig) {
+					env := maps.Clone(s.Environment)
+					delete(env, "UPSTREAMS_FILE")
+					s.Environment = env
+				})
+			},
+			// The upstreams file mounted read-write.
+			func(p *types.Project) {
+				edit(p, gateway, func(s *types.ServiceConfig) {
+					vols := slices.Clone(s.Volumes)
+					for i := range vols {
+						vols[i].ReadOnly = false
+					}
+					s.Volumes = vols
+				})
+			},
+			// The upstream's port not exposed.
+			func(p *types.Project) {
+				edit(p, everything, func(s *types.ServiceConfig) { s.Expose = types.StringOrNumberList{"3002"} })
+			},
+			// The key generated where the gateway does not look.
+			func(p *types.Project) {
+				edit(p, identityKey, func(s *types.ServiceConfig) {
+					e := slices.Clone(s.Entrypoint)
+					e[len(e)-1] = "/keys/other.pem"
+					s.Entrypoint = e
+				})
+			},
+		},
 		"passthrough": {func(p *types.Project) {
 			edit(p, devauth, func(s *types.ServiceConfig) {
 				env := maps.Clone(s.Environment)

@@ -3,11 +3,20 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +33,10 @@ import (
 // URL while the issuer it expects is devauth's public one (the split that solves
 // the issuer-URL problem in containers), and who_am_i fetches the user through the
 // same internal URL. A variable naming a file the service mounts (devauth's
-// DEVAUTH_CONFIG_FILE) is given the mounted file's path on the host.
+// DEVAUTH_CONFIG_FILE) is given the mounted file's path on the host; the
+// gateway's upstreams file is rewritten the same way, with server-everything
+// and the identity key made as the everything and identity-key services make
+// them.
 func TestComposeEnvironmentServes(t *testing.T) {
 	slow(t)
 	t.Parallel()
@@ -84,9 +96,37 @@ func TestComposeEnvironmentServes(t *testing.T) {
 	testenv.StartProcess(t, authz, testenv.Binary(t, authz), testenv.ProcessOptions{
 		Env: environ(authz), ReadyURL: "http://" + listen[authz]["AUTHZ_METRICS_LISTEN"] + "/healthz",
 	})
+	// The example upstream: server-everything from e2e/ts's lockfile, as its
+	// image runs it, and the identity key made by the identity-key service's
+	// script; the gateway gets the mounted upstreams file with the stack's
+	// names rewritten.
+	ev := testenv.StartEverything(t)
+	evPort, err := everythingPort(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evURL, _ := url.Parse(ev.URL)
+	addr[fmt.Sprintf("%s:%d", everything, evPort)] = evURL.Host
+	keyFile := filepath.Join(t.TempDir(), "identity.pem")
+	argv, err := identityKeyCommand(p, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("identity-key: %v\n%s", err, out)
+	}
+	upstreams, err := composeUpstreamsFile(p, addr, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstreamsFile := filepath.Join(t.TempDir(), "upstreams.yaml")
+	if err := os.WriteFile(upstreamsFile, upstreams, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	gwAddr := listen[gateway]["MCP_LISTEN"]
 	testenv.StartProcess(t, gateway, testenv.Binary(t, gateway), testenv.ProcessOptions{
-		Env: environ(gateway), ReadyURL: "http://" + gwAddr + "/healthz",
+		Env: environ(gateway, "UPSTREAMS_FILE="+upstreamsFile), ReadyURL: "http://" + gwAddr + "/healthz",
 	})
 
 	mcpServerURL := rewrite(env(p.Services[gateway], "MCP_SERVER_URL"), addr)
@@ -115,6 +155,17 @@ func TestComposeEnvironmentServes(t *testing.T) {
 	}
 	if want := `"issuer":"` + rewrite(env(p.Services[authz], "AUTHORIZATION_SERVER"), addr) + `"`; !bytes.Contains(raw, []byte(want)) {
 		t.Errorf("who_am_i does not report the public issuer (%s):\n%s", want, raw)
+	}
+
+	// The example upstream answers through the gateway, under its prefix,
+	// signed with the key identity-key made.
+	echo := mcpRequest(ctx, t, "http://"+gwAddr+"/mcp", tok.AccessToken, "tools/call", `{"name":"everything_echo","arguments":{"message":"from compose"}}`)
+	if !bytes.Contains(echo, []byte("Echo: from compose")) {
+		t.Errorf("everything_echo through the gateway: %s", echo)
+	}
+	code, jwks := get(t, "http://"+gwAddr+"/.well-known/jwks.json")
+	if x := publicX(t, keyFile); code != http.StatusOK || !bytes.Contains(jwks, []byte(`"x":"`+x+`"`)) {
+		t.Errorf("JWKS: %d %s, want the key identity-key made (x %s)", code, jwks, x)
 	}
 }
 
@@ -150,4 +201,32 @@ func post(ctx context.Context, t *testing.T, url, bearer string, hdr http.Header
 		}
 	}
 	return raw
+}
+
+// publicX returns the base64url x coordinate of the EC P-256 private key in
+// the PKCS #8 PEM file, as a JWK writes it.
+func publicX(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PRIVATE KEY" {
+		t.Fatalf("%s: not a PKCS #8 PEM key", file)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		t.Fatalf("%s: %T, want an EC P-256 key", file, k)
+	}
+	pub, err := ec.PublicKey.ECDH()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Uncompressed point: 0x04, X (32 bytes), Y (32 bytes).
+	return base64.RawURLEncoding.EncodeToString(pub.Bytes()[1:33])
 }

@@ -110,7 +110,7 @@ var goToolRun = regexp.MustCompile(`\bgo (?:run|install|get(?: -tool)?)\s+((?:-\
 func TestNoUnpinnedFetches(t *testing.T) {
 	t.Parallel()
 	files := []string{"Makefile", ".ci/run", "docker-compose.yml"}
-	for _, pattern := range []string{"scripts/*", "services/*/Dockerfile", "docker-compose.*.yml"} {
+	for _, pattern := range []string{"scripts/*", "services/*/Dockerfile", "deploy/compose/*.Dockerfile", "docker-compose.*.yml"} {
 		m, err := filepath.Glob(filepath.Join(repoRoot, pattern))
 		if err != nil {
 			t.Fatal(err)

@@ -109,6 +109,8 @@ func TestRunStackRejectsBadConfig(t *testing.T) {
 		{"Redis not answering", map[string]string{"REDIS_URL": "redis://" + testenv.FreeAddr(t) + "/0"}, "REDIS_URL", "nothing answers"},
 		{"Redis URL malformed", map[string]string{"REDIS_URL": "localhost:6379"}, "REDIS_URL", "not a redis://"},
 		{"bad timeout", map[string]string{"RUN_TIMEOUT": "soon"}, "RUN_TIMEOUT", "seconds"},
+		{"upstreams file missing", map[string]string{"UPSTREAMS_FILE": filepath.Join(t.TempDir(), "upstreams.yaml")}, "UPSTREAMS_FILE", "not a readable file"},
+		{"example upstream port busy", map[string]string{"UPSTREAMS_FILE": exampleUpstreams, "IDENTITY_UPSTREAM_LISTEN": busy}, "IDENTITY_UPSTREAM_LISTEN", "already in use"},
 		{"devauth URL on another port", map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:1"}, "PROPELAUTH_AUTH_URL", "DEVAUTH_LISTEN"},
 		// PropelAuth mode starts no devauth, so its busy port does not matter; the
 		// run then stops at the (empty) binary directory.

@@ -14,8 +14,16 @@
 # the network by default. The banner names every address and warns about any that
 # is not loopback, and says when devauth's test API (DEVAUTH_TEST_API) is on.
 #
+# Upstreams: with UPSTREAMS_FILE set (`make run UPSTREAMS_FILE=examples/upstreams.yaml`)
+# the gateway fronts the MCP servers that file lists; the banner says what each
+# one offers, from the gateway's log. When the file names ${IDENTITY_UPSTREAM_URL},
+# the script also starts the example upstream bin/identity-upstream on
+# IDENTITY_UPSTREAM_LISTEN (default 127.0.0.1:8081) and sets IDENTITY_UPSTREAM_URL
+# to its /mcp URL.
+#
 # Variables of this script only: MCPAUTHZ_BIN_DIR (bin), RUN_LOG_DIR (run-logs),
-# RUN_TIMEOUT (30, seconds to wait for health), RUN_ENV_FILE (.env).
+# RUN_TIMEOUT (30, seconds to wait for health), RUN_ENV_FILE (.env),
+# IDENTITY_UPSTREAM_LISTEN (127.0.0.1:8081).
 #
 # A bad or busy port, or any other setup problem, is one line on stderr naming the
 # variable, and exit status 1.
@@ -184,6 +192,21 @@ if $demo; then
 	vars+=(DEVAUTH_LISTEN)
 fi
 
+# The upstreams file: a readable file, named by an absolute path (the gateway
+# resolves the paths in it against its directory). The example upstream runs
+# when the file asks for it.
+example_upstream=false
+if [[ -n ${UPSTREAMS_FILE:-} ]]; then
+	[[ -f $UPSTREAMS_FILE && -r $UPSTREAMS_FILE ]] || die "UPSTREAMS_FILE=$UPSTREAMS_FILE: not a readable file"
+	UPSTREAMS_FILE=$(cd "$(dirname "$UPSTREAMS_FILE")" && pwd)/$(basename "$UPSTREAMS_FILE")
+	export UPSTREAMS_FILE
+	if grep -qF '${IDENTITY_UPSTREAM_URL}' "$UPSTREAMS_FILE"; then
+		example_upstream=true
+		export IDENTITY_UPSTREAM_LISTEN=${IDENTITY_UPSTREAM_LISTEN:-127.0.0.1:8081}
+		vars+=(IDENTITY_UPSTREAM_LISTEN)
+	fi
+fi
+
 # Every address valid, no two alike, none taken: otherwise one line naming it.
 declare -A port_owner=()
 for var in "${vars[@]}"; do
@@ -213,6 +236,9 @@ mcp_port=$(port_of MCP_LISTEN)
 authz_port=$(port_of AUTHZ_LISTEN)
 export MCP_SERVER_URL=${MCP_SERVER_URL:-http://localhost:$mcp_port}
 export AUTHZ_ADDR=${AUTHZ_ADDR:-$(host_of AUTHZ_LISTEN):$authz_port}
+if $example_upstream; then
+	export IDENTITY_UPSTREAM_URL=http://$(host_of IDENTITY_UPSTREAM_LISTEN):$(port_of IDENTITY_UPSTREAM_LISTEN)/mcp
+fi
 if $demo; then
 	devauth_port=$(port_of DEVAUTH_LISTEN)
 	export PROPELAUTH_AUTH_URL=${PROPELAUTH_AUTH_URL:-http://localhost:$devauth_port}
@@ -224,8 +250,9 @@ if $demo; then
 	export PROPELAUTH_API_KEY=${PROPELAUTH_API_KEY:-demo-api-key}
 fi
 
-for name in devauth authz mcp-gateway; do
+for name in devauth authz mcp-gateway identity-upstream; do
 	[[ $name == devauth && $demo == false ]] && continue
+	[[ $name == identity-upstream && $example_upstream == false ]] && continue
 	[[ -x $bin_dir/$name ]] || die "MCPAUTHZ_BIN_DIR=$bin_dir: $name is missing (run make build)"
 done
 
@@ -275,7 +302,8 @@ trap 'stop_all' EXIT
 
 start() {
 	local name=$1
-	"$bin_dir/$name" >"$log_dir/$name.log" 2>&1 &
+	shift
+	"$bin_dir/$name" "$@" >"$log_dir/$name.log" 2>&1 &
 	pids[$name]=$!
 }
 
@@ -289,6 +317,14 @@ if $demo; then
 	start devauth
 	health[devauth]="http://$(host_of DEVAUTH_LISTEN):$devauth_port/healthz"
 fi
+if $example_upstream; then
+	# It fetches the gateway's JWKS when the first assertion arrives, so it
+	# can start before the gateway, which lists its tools at start.
+	start identity-upstream -listen "$IDENTITY_UPSTREAM_LISTEN" \
+		-jwks "$MCP_SERVER_URL/.well-known/jwks.json" \
+		-issuer "$MCP_SERVER_URL" -audience "$IDENTITY_UPSTREAM_URL"
+	health[identity-upstream]="http://$(host_of IDENTITY_UPSTREAM_LISTEN):$(port_of IDENTITY_UPSTREAM_LISTEN)/healthz"
+fi
 start authz
 health[authz]="http://$(host_of AUTHZ_METRICS_LISTEN):$(port_of AUTHZ_METRICS_LISTEN)/healthz"
 start mcp-gateway
@@ -296,8 +332,39 @@ start mcp-gateway
 # authz works, so a request sent right after "ready:" is not a 503.
 health[mcp-gateway]="http://$(host_of MCP_METRICS_LISTEN):$(port_of MCP_METRICS_LISTEN)/readyz"
 
+# upstream_summary prints one line per upstream the gateway fronts, in the
+# order it logged them, from the latest catalog line of each: what it offers,
+# or that it did not answer.
+upstream_summary() {
+	local line name what
+	local re_name='"upstream":"([^"]+)"' re_ok='"msg":"upstream catalog".*"entries":"([^"]*)"' re_down='"msg":"upstream catalog unavailable' re_err='"error":"(([^"\\]|\\.)*)"'
+	local -a order=()
+	local -A state=()
+	while IFS= read -r line; do
+		[[ $line =~ $re_name ]] || continue
+		name=${BASH_REMATCH[1]}
+		if [[ $line =~ $re_ok ]]; then
+			what=${BASH_REMATCH[1]}
+		elif [[ $line =~ $re_down ]]; then
+			what="unavailable"
+			[[ $line =~ $re_err ]] && what+=" (${BASH_REMATCH[1]//\\\"/\"})"
+			what+="; its tools appear once it answers"
+		else
+			continue
+		fi
+		[[ -n ${state[$name]:-} ]] || order+=("$name")
+		state[$name]=$what
+	done <"$log_dir/mcp-gateway.log"
+	if ((${#order[@]} == 0)); then
+		echo "(the gateway logged no upstream catalog; see its log)"
+	fi
+	for name in "${order[@]}"; do
+		echo "$name: ${state[$name]}"
+	done
+}
+
 deadline=$((SECONDS + timeout_s))
-for name in devauth authz mcp-gateway; do
+for name in devauth identity-upstream authz mcp-gateway; do
 	[[ -n ${health[$name]:-} ]] || continue
 	until healthy "${health[$name]}"; do
 		if ! kill -0 "${pids[$name]}" 2>/dev/null; then
@@ -309,6 +376,17 @@ for name in devauth authz mcp-gateway; do
 		sleep 0.1
 	done
 done
+
+# Upstreams that did not answer the gateway's first catalog request (an
+# upstream that verifies the identity assertions cannot before the gateway
+# serves its JWKS) are retried with backoff: wait for them too, within
+# RUN_TIMEOUT, so the banner shows what they offer.
+if [[ -n ${UPSTREAMS_FILE:-} ]]; then
+	# Not `| grep -q`: under pipefail, grep quitting early can fail the pipe.
+	while [[ $(upstream_summary) == *": unavailable"* ]] && ((SECONDS < deadline)); do
+		sleep 0.2
+	done
+fi
 
 mcp_url=$MCP_SERVER_URL/mcp
 
@@ -348,6 +426,7 @@ EOF
 fi
 listening="gateway $MCP_LISTEN (ops $MCP_METRICS_LISTEN), authz $AUTHZ_LISTEN (metrics $AUTHZ_METRICS_LISTEN)"
 $demo && listening+=", devauth $DEVAUTH_LISTEN"
+$example_upstream && listening+=", identity-upstream $IDENTITY_UPSTREAM_LISTEN"
 exposed=()
 for var in "${vars[@]}"; do
 	is_loopback "$var" || exposed+=("$var")
@@ -362,6 +441,7 @@ else
 		case $var in
 		DEVAUTH_LISTEN) why="devauth's demo passwords are public" ;;
 		AUTHZ_LISTEN) why="authz's gRPC answers anyone who reaches it (plaintext unless AUTHZ_TLS_* is set)" ;;
+		IDENTITY_UPSTREAM_LISTEN) why="the example upstream is a demo server" ;;
 		*) why="reachable from the network" ;;
 		esac
 		echo "  WARNING: $var=${!var} listens $where: $why"
@@ -369,7 +449,13 @@ else
 fi
 cat <<EOF
   Cache: $([[ -n ${REDIS_URL:-} ]] && echo "Redis (REDIS_URL) behind the in-process cache" || echo "in-process (set REDIS_URL to share it)")
-  Logs:  $log_dir/{$($demo && echo "devauth,")authz,mcp-gateway}.log
+  Logs:  $log_dir/{$($demo && echo "devauth,")authz,mcp-gateway$($example_upstream && echo ",identity-upstream")}.log
+EOF
+if [[ -n ${UPSTREAMS_FILE:-} ]]; then
+	echo "  Upstreams (UPSTREAMS_FILE=$UPSTREAMS_FILE), behind the same login:"
+	upstream_summary | sed 's/^/    /'
+fi
+cat <<EOF
 
   MCP Inspector (Node 22.19+):
     npx @modelcontextprotocol/inspector --transport http --server-url $mcp_url

@@ -31,6 +31,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
@@ -132,10 +133,32 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 		defer limiter.Close()
 	}
 
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(), Audit: auditLog, Tracer: tracer,
+	toolSet := tools.BuiltIn()
+	var fed *federation.Federation
+	if cfg.Upstreams != nil {
+		if fed, err = startFederation(ctx, cfg, logger, m); err != nil {
+			return err
+		}
+		defer fed.Close()
+		if !cfg.Upstreams.BuiltinTools {
+			if toolSet, err = tools.NewSet(); err != nil {
+				return err
+			}
+		}
+	}
+
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: toolSet, Federation: fed, Audit: auditLog, Tracer: tracer,
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return authz.WatchInvalidations(ctx) }})
 	if err != nil {
 		return err
+	}
+	if fed != nil {
+		// Catalog refreshes run through the drain, as requests may still
+		// be forwarded.
+		fedCtx, stopFed := context.WithCancel(context.WithoutCancel(ctx))
+		followed := make(chan struct{})
+		go func() { defer close(followed); fed.Run(fedCtx) }()
+		defer func() { stopFed(); <-followed }()
 	}
 	// The decision cache follows the invalidation stream through the drain
 	// too, so the stream outlives ctx and stops once Serve has returned.
@@ -182,6 +205,26 @@ func openAuditLog(ctx context.Context, cfg config.Config, env service.Env, m *me
 		}
 	}()
 	return l, nil
+}
+
+// startFederation connects to the upstreams of UPSTREAMS_FILE and fetches
+// their catalogs. A clash of names between them is a configuration error.
+func startFederation(ctx context.Context, cfg config.Config, logger *slog.Logger, m *metrics.Metrics) (*federation.Federation, error) {
+	builtin := []string{}
+	if cfg.Upstreams.BuiltinTools {
+		for _, t := range tools.BuiltIn().All() {
+			builtin = append(builtin, t.Name)
+		}
+	}
+	fed, err := federation.New(federation.Options{File: cfg.Upstreams, Issuer: cfg.ServerURL, Builtin: builtin, Logger: logger, Metrics: m})
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: UPSTREAMS_FILE: %s: %w", cfg.UpstreamsFile, err)
+	}
+	if err := fed.Start(ctx); err != nil {
+		fed.Close()
+		return nil, fmt.Errorf("invalid configuration: UPSTREAMS_FILE: %s: %w", cfg.UpstreamsFile, err)
+	}
+	return fed, nil
 }
 
 // serveListeners serves gw's public routes on ln and its operational routes

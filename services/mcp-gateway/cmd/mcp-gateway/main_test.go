@@ -94,6 +94,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"busy port", []string{ok, "MCP_LISTEN=" + busy.Addr().String()}, nil, "MCP_LISTEN"},
 		{"busy metrics port", []string{ok, "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=" + busy.Addr().String()}, nil, "MCP_METRICS_LISTEN"},
 		{"bad metrics address", []string{ok, "MCP_METRICS_LISTEN=metrics"}, nil, "MCP_METRICS_LISTEN"},
+		{"missing upstreams file", []string{ok, "UPSTREAMS_FILE=/nonexistent/upstreams.yaml"}, nil, "UPSTREAMS_FILE"},
 		{"stray argument", []string{ok}, []string{"serve"}, "-list-env"},
 		{"relative audit log", []string{ok, "AUDIT_LOG=audit.log"}, nil, "AUDIT_LOG"},
 		{"audit log in a missing directory", []string{ok, "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=127.0.0.1:0", "AUDIT_LOG=/nonexistent-dir-for-mcp-gateway-tests/audit.log"}, nil, "AUDIT_LOG"},

@@ -15,6 +15,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/envconf"
 	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/upstreamconf"
 )
 
 // Config is the gateway's validated configuration. Every variable is
@@ -57,6 +58,11 @@ type Config struct {
 	// ToolsListAll makes tools/list show every tool, not only those the caller's
 	// token may call (TOOLS_LIST_ALL).
 	ToolsListAll bool `env:"TOOLS_LIST_ALL" envDefault:"false" desc:"true: tools/list shows every tool, not only those the caller's scopes allow"`
+	// UpstreamsFile names the YAML file of upstream MCP servers the gateway
+	// fronts (UPSTREAMS_FILE); Upstreams is that file, read and validated by
+	// [Load] (nil when unset). Package upstreamconf documents it.
+	UpstreamsFile string `env:"UPSTREAMS_FILE" defaultText:"none: only the built-in tools" desc:"YAML file of upstream MCP servers to front (streamable HTTP or stdio), their scopes, prefixes and identity assertions; ${VAR} in it reads the gateway's environment (docs/configuration.md, UPSTREAMS_FILE)"`
+	Upstreams     *upstreamconf.File
 	envconf.Logging
 	// OTel is tracing's OTEL_* variables (package tracing).
 	tracing.OTel
@@ -173,6 +179,13 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if err := c.loadAuthzTLS(); err != nil {
 		return c, err
+	}
+	if c.UpstreamsFile != "" {
+		f, err := upstreamconf.Load(c.UpstreamsFile, getenv)
+		if err != nil {
+			return c, envconf.Errorf("UPSTREAMS_FILE", "%v", err)
+		}
+		c.Upstreams = f
 	}
 	var err error
 	if c.RateLimit, err = ratelimit.ParseRate(c.RateLimitSpec); err != nil {

@@ -7,7 +7,9 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/internal/tracing"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -266,6 +268,59 @@ func TestOneListenerNotWithPortZero(t *testing.T) {
 		}
 		if got := c.OneListener(); got != want {
 			t.Errorf("both %s: OneListener() = %v, want %v", listen, got, want)
+		}
+	}
+}
+
+// TestLoadUpstreamsFile: UPSTREAMS_FILE is read at start, ${VAR} from the
+// same environment, and a mistake in it is one line naming the variable, the
+// file and the key.
+func TestLoadUpstreamsFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", "upstreams:\n  - name: docs\n    url: http://docs/mcp\n    headers: {X-Api-Key: \"${DOCS_KEY}\"}\n")
+	bad := write("bad.yaml", "upstreams:\n  - name: docs\n    url: http://docs/mcp\n  - name: Docs\n    url: http://docs/mcp\n")
+	base := map[string]string{"PROPELAUTH_AUTH_URL": "http://localhost:9000", "DOCS_KEY": "k"}
+
+	with := func(kv ...string) map[string]string {
+		m := maps.Clone(base)
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	c, err := Load(env(with("UPSTREAMS_FILE", good)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstreams == nil || len(c.Upstreams.Upstreams) != 1 || c.Upstreams.Upstreams[0].Headers["X-Api-Key"] != "k" {
+		t.Errorf("Upstreams = %+v", c.Upstreams)
+	}
+	if c, err := Load(env(base)); err != nil || c.Upstreams != nil {
+		t.Errorf("without UPSTREAMS_FILE: Upstreams %v, err %v", c.Upstreams, err)
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{with("UPSTREAMS_FILE", bad), "UPSTREAMS_FILE: " + bad + `: upstreams[1].name: "Docs" must be 1 to 32 of a-z, 0-9 and '-'`},
+		{with("UPSTREAMS_FILE", good, "DOCS_KEY", ""), "UPSTREAMS_FILE: " + good + ": upstreams[0].headers.X-Api-Key: ${DOCS_KEY}: the environment variable DOCS_KEY is not set"},
+		{with("UPSTREAMS_FILE", dir+"/none.yaml"), "UPSTREAMS_FILE: open " + dir + "/none.yaml: no such file or directory"},
+	} {
+		_, err := Load(env(tt.env))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Load = %v\nwant %s", err, tt.want)
+		}
+		var cerr *Error
+		if !errors.As(err, &cerr) || cerr.Var != "UPSTREAMS_FILE" {
+			t.Errorf("error %v does not name UPSTREAMS_FILE", err)
 		}
 	}
 }

@@ -113,13 +113,16 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/identity"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"go.opentelemetry.io/otel/trace"
@@ -168,6 +171,11 @@ type Options struct {
 	// (authzclient.Client.WatchInvalidations); required when
 	// Config.DecisionCacheTTL is set, and run by [Gateway.Watch].
 	Invalidations decisioncache.OpenFunc
+	// Federation, if set (UPSTREAMS_FILE), is the upstream MCP servers
+	// fronted: their entries are served beside Tools, requests for them are
+	// forwarded, and the identity JWKS is served at
+	// {MCP_SERVER_URL}/.well-known/jwks.json. Start it before New.
+	Federation *federation.Federation
 }
 
 // RetryAfter is what a 503 tells clients to wait before retrying.
@@ -194,7 +202,8 @@ type Gateway struct {
 	mux      *http.ServeMux // public routes
 	opsMux   http.Handler   // operational routes
 	limiter  *ratelimit.Limiter
-	audit    *audit.Logger // nil: AUDIT_LOG is off
+	audit    *audit.Logger          // nil: AUDIT_LOG is off
+	fed      *federation.Federation // nil: no UPSTREAMS_FILE
 
 	// answers builds the challenged answers; its supported scopes are
 	// scopes_supported, what 401 challenges ask for.
@@ -232,6 +241,9 @@ func New(opts Options) (*Gateway, error) {
 	// INVALID_ARGUMENT): refuse the configuration now rather than fail every
 	// request. The largest question is SCOPES plus every tool scope.
 	toolScopes := opts.Tools.Scopes()
+	if opts.Federation != nil {
+		toolScopes = scopes.Union(toolScopes, opts.Federation.Scopes())
+	}
 	supported := scopes.Union(cfg.Scopes, toolScopes)
 	if len(supported) > scopes.MaxCount {
 		return nil, fmt.Errorf("invalid configuration: %w", &config.Error{Var: "SCOPES", Msg: fmt.Sprintf("names %d scopes; with the tools' own (%s) that is %d, and authz accepts at most %d in one request", len(cfg.Scopes), strings.Join(toolScopes, " "), len(supported), scopes.MaxCount)})
@@ -260,6 +272,7 @@ func New(opts Options) (*Gateway, error) {
 		limiter:  opts.RateLimiter,
 		tracer:   opts.Tracer,
 		audit:    opts.Audit,
+		fed:      opts.Federation,
 
 		answers:     newAnswers(cfg.ResourceMetadataURL(), supported),
 		maxInFlight: int64(cmp.Or(max(cfg.MaxInFlight, 0), config.DefaultMaxInFlight)),
@@ -292,14 +305,33 @@ func New(opts Options) (*Gateway, error) {
 	g.prm = prm
 	g.asmeta = asmeta.New(asmeta.Options{Issuer: cfg.AuthorizationServer, MetadataURL: cfg.ASMetadataURL, Client: opts.HTTPClient, Logger: opts.Logger})
 
-	server := mcp.NewServer(&mcp.Implementation{Name: "mcpauthz-gateway", Title: "mcpauthz MCP gateway", Version: "1.0.0"}, &mcp.ServerOptions{
+	serverOpts := &mcp.ServerOptions{
 		Logger: newSDKLogger(opts.Logger),
 		// The same for every caller, so it names no tool: tools/list shows
 		// each caller the tools its token's scopes allow.
 		Instructions: "Tools about the signed-in user: identity, profile and organizations. tools/list shows the tools your access token's scopes allow; a call needing more scopes is refused with 403 insufficient_scope, and signing in again to grant them makes more tools appear.",
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
-	})
-	opts.Tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, tools.InstallOptions{ListAll: cfg.ToolsListAll})
+	}
+	installOpts := tools.InstallOptions{ListAll: cfg.ToolsListAll}
+	if g.fed != nil {
+		serverOpts.Instructions = "Tools, prompts and resources of the MCP servers behind this gateway. Lists show what your access token's scopes allow; a request needing more scopes is refused with 403 insufficient_scope, and signing in again to grant them makes more appear."
+		// Stateless: no stream to announce list changes on, so listChanged
+		// stays false; clients list again when they need to.
+		serverOpts.Capabilities.Prompts = &mcp.PromptCapabilities{}
+		serverOpts.Capabilities.Resources = &mcp.ResourceCapabilities{}
+		serverOpts.Capabilities.Completions = &mcp.CompletionCapabilities{}
+		// Completions about upstream prompts and templates are forwarded
+		// before the SDK; any other reference is unknown.
+		serverOpts.CompletionHandler = func(context.Context, *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "no prompt or resource template of that name"}
+		}
+		installOpts.Others = g.fed.ToolScopes
+	}
+	server := mcp.NewServer(&mcp.Implementation{Name: "mcpauthz-gateway", Title: "mcpauthz MCP gateway", Version: "1.0.0"}, serverOpts)
+	opts.Tools.Install(server, &tools.Env{Users: opts.Authz, Logger: opts.Logger}, installOpts)
+	if g.fed != nil {
+		g.fed.Install(server, cfg.ToolsListAll)
+	}
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Stateless:    true,
 		JSONResponse: true,
@@ -328,6 +360,9 @@ func New(opts Options) (*Gateway, error) {
 	mux.HandleFunc("/.well-known/oauth-protected-resource", g.servePRM)
 	mux.HandleFunc("/.well-known/oauth-protected-resource/mcp", g.servePRM)
 	mux.Handle("/.well-known/oauth-authorization-server", g.asmeta)
+	if g.fed != nil && g.fed.Signer() != nil {
+		mux.Handle("GET "+identity.JWKSPath, g.fed.Signer().JWKSHandler())
+	}
 	mux.HandleFunc("GET /healthz", serveHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httperror.Response{Status: http.StatusNotFound, Error: "not_found", Description: "no such endpoint; the MCP endpoint is /mcp"}.Write(w)

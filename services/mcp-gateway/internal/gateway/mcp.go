@@ -14,11 +14,13 @@ import (
 	"unicode/utf8"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/challenge"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/httperror"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/operation"
@@ -54,6 +56,11 @@ type exchange struct {
 	// answered: the only name of the token logs carry (package tokenref).
 	tokenRef string
 	op       operation.Operation
+	// body is the request as read (forwarded, and hashed for the audit
+	// log); route, when set, the upstream it is forwarded to (package
+	// federation).
+	body  []byte
+	route *federation.Route
 	// bodyRead: the body was read to its end. Until then an answer closes
 	// the connection (see fail).
 	bodyRead bool
@@ -68,10 +75,17 @@ type exchange struct {
 	decision, reason string
 	// principal is whom authz said the token represents, when it did.
 	principal *authzv1.Principal
-	// body is the request body, kept for the arguments' hash.
-	body []byte
 	// record is in an allowed request's context, for the upstream.
 	record *audit.Record
+}
+
+// upstream names the upstream the request was for, for the audit log: the
+// route's, or what a handler set in the record.
+func (x *exchange) upstream() string {
+	if x.route != nil {
+		return x.route.Upstream
+	}
+	return x.record.Upstream()
 }
 
 // deny records that the request was denied for reason, for the audit log.
@@ -133,10 +147,12 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.bodyRead = true
-	x.info, x.parsed = info, true
+	x.info, x.parsed, x.body = info, true, body
 	x.op = g.ops.For(info)
-	if g.audit != nil {
-		x.body = body
+	if g.fed != nil {
+		if x.route = g.fed.Route(info, body); x.route != nil {
+			x.op = operation.Operation{Scopes: scopes.Union(g.cfg.Scopes, x.route.Scopes)}
+		}
 	}
 	g.startSpan(x)
 	r = x.r
@@ -146,12 +162,29 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.decision = audit.Allow
+	if x.route != nil {
+		g.forward(x, c)
+		return
+	}
 	ctx := caller.NewContext(r.Context(), c)
 	if g.audit != nil {
 		x.record = &audit.Record{}
 		ctx = audit.NewContext(ctx, x.record)
 	}
 	g.mcp.ServeHTTP(x.w, r.WithContext(ctx))
+}
+
+// forward sends a routed request to its upstream and writes the answer
+// (package federation): never a 401, 403 or 5xx of the upstream's making.
+func (g *Gateway) forward(x *exchange, c *caller.Caller) {
+	out := g.fed.Serve(x.w, x.r, x.route, x.body, c, x.tokenRef)
+	switch {
+	case out.ClientGone:
+		x.w.status = clientClosedRequest
+	case out.Err != nil:
+		g.log.LogAttrs(x.r.Context(), slog.LevelWarn, "upstream request failed", x.route.LogAttrs(),
+			slog.String("method", x.info.Method), slog.String("name", x.info.Name), tokenRefAttr(x.tokenRef), slog.String("error", out.Err.Error()))
+	}
 }
 
 // authorize asks authz, or the decision cache, and does what [judge] makes
@@ -203,6 +236,9 @@ func (g *Gateway) logLine(x *exchange, l logLine) {
 	attrs := l.attrs
 	if l.request {
 		attrs = append(attrs, slog.String("method", x.info.Method), slog.String("tool", x.info.Tool()), slog.String("client_ip", clientIP(x.r)))
+	}
+	if x.route != nil {
+		attrs = append(attrs, x.route.LogAttrs())
 	}
 	if l.limited {
 		ok, unlogged := g.badArgLog.Allow()
@@ -366,7 +402,7 @@ func (g *Gateway) labels(x *exchange) (method, tool string) {
 	}
 	if t := x.info.Tool(); t != "" {
 		tool = "unknown"
-		if g.ops.IsTool(t) {
+		if g.ops.IsTool(t) || (g.fed != nil && g.fed.IsTool(t)) {
 			tool = t
 		}
 	}
@@ -390,6 +426,9 @@ func (g *Gateway) finish(x *exchange) {
 		if x.tokenRef != "" {
 			attrs = append(attrs, tokenref.Attr(x.tokenRef))
 		}
+		if x.route != nil {
+			attrs = append(attrs, x.route.LogAttrs())
+		}
 		g.log.DebugContext(x.r.Context(), "mcp request", attrs...)
 	}
 	if g.audit != nil && x.decision != "" {
@@ -410,7 +449,7 @@ func (g *Gateway) auditEvent(x *exchange, status int, d time.Duration) *audit.Ev
 		TokenRef:   tokenref.Short(x.tokenRef),
 		ClientIP:   clientIP(x.r),
 		Method:     clip(x.info.Method, maxAuditName),
-		Upstream:   x.record.Upstream(),
+		Upstream:   x.upstream(),
 		Decision:   x.decision,
 		Reason:     x.reason,
 		Status:     status,

@@ -115,9 +115,9 @@ func Read(r *http.Request, maxBody int64) (Info, error) {
 	return info, err
 }
 
-// ReadWithBody is [Read] that also returns the body it read (r.Body reads
-// the same bytes; the caller must not change them), for the audit log's
-// argument hash.
+// ReadWithBody is [Read] that also returns the body it read, for a request
+// the gateway forwards itself and for the audit log's argument hash. r.Body
+// reads the same bytes: the caller must not change them.
 func ReadWithBody(r *http.Request, maxBody int64) (Info, []byte, error) {
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		return Info{}, nil, &Error{Status: http.StatusUnsupportedMediaType, Msg: fmt.Sprintf("Content-Type must be application/json, got %q", ct)}

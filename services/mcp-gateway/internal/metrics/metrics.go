@@ -40,6 +40,25 @@
 //   - mcp_gateway_decision_cache_entries: decisions held.
 //   - mcp_gateway_decision_cache_stream_up: 1 while the invalidation stream is
 //     up (the cache may be used), else 0.
+//
+// With UPSTREAMS_FILE set (package federation), per upstream:
+//
+//   - mcp_gateway_upstream_calls_total{upstream,method,outcome}: routed calls
+//     by outcome ("ok", "rpc_error", "unavailable", "timeout", "too_large",
+//     "protocol", "canceled", "invalid").
+//   - mcp_gateway_upstream_call_duration_seconds{upstream,method}: their
+//     latency, the upstream's time only.
+//   - mcp_gateway_upstream_catalog_entries{upstream,kind}: tools, resources,
+//     resource templates and prompts listed ("tool", "resource",
+//     "resource_template", "prompt"); 0 while the upstream is down.
+//   - mcp_gateway_upstream_catalog_refreshes_total{upstream,result}: catalog
+//     fetches, "ok" or "error".
+//   - mcp_gateway_upstream_catalog_conflicts_total{upstream}: entries left
+//     out of the catalog because their name was taken after start.
+//   - mcp_gateway_upstream_up{upstream}: 1 while the last exchange worked
+//     (stdio: the child runs), else 0.
+//   - mcp_gateway_upstream_sessions{upstream}: upstream sessions held.
+//   - mcp_gateway_upstream_restarts_total{upstream}: stdio child restarts.
 package metrics
 
 import (
@@ -75,6 +94,15 @@ type Metrics struct {
 	dcEvictions     prometheus.Counter
 	dcEntries       prometheus.Gauge
 	dcStreamUp      prometheus.Gauge
+
+	upCalls     *prometheus.CounterVec
+	upDuration  *prometheus.HistogramVec
+	upEntries   *prometheus.GaugeVec
+	upRefreshes *prometheus.CounterVec
+	upConflicts *prometheus.CounterVec
+	upUp        *prometheus.GaugeVec
+	upSessions  *prometheus.GaugeVec
+	upRestarts  *prometheus.CounterVec
 }
 
 // latencyBuckets resolve sub-millisecond cache hits as well as slow outliers.
@@ -147,6 +175,39 @@ func New() *Metrics {
 			Name: "mcp_gateway_decision_cache_stream_up",
 			Help: "1 while the WatchInvalidations stream is up and the decision cache may be used, else 0.",
 		}),
+		upCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_upstream_calls_total",
+			Help: `Calls routed to upstreams, by upstream, JSON-RPC method and outcome ("ok", "rpc_error", "unavailable", "timeout", "too_large", "protocol", "canceled", "invalid").`,
+		}, []string{"upstream", "method", "outcome"}),
+		upDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcp_gateway_upstream_call_duration_seconds",
+			Help:    "Latency of calls routed to upstreams, by upstream and JSON-RPC method.",
+			Buckets: latencyBuckets,
+		}, []string{"upstream", "method"}),
+		upEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcp_gateway_upstream_catalog_entries",
+			Help: `Entries each upstream contributes to the lists, by kind ("tool", "resource", "resource_template", "prompt"); 0 while it is down.`,
+		}, []string{"upstream", "kind"}),
+		upRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_upstream_catalog_refreshes_total",
+			Help: `Catalog fetches from upstreams, by result ("ok", "error").`,
+		}, []string{"upstream", "result"}),
+		upConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_upstream_catalog_conflicts_total",
+			Help: "Upstream entries left out of the catalog because another upstream or a built-in tool had their name first.",
+		}, []string{"upstream"}),
+		upUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcp_gateway_upstream_up",
+			Help: "1 while the last exchange with the upstream worked (stdio: its process runs), else 0.",
+		}, []string{"upstream"}),
+		upSessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mcp_gateway_upstream_sessions",
+			Help: "Upstream MCP sessions held by this replica.",
+		}, []string{"upstream"}),
+		upRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcp_gateway_upstream_restarts_total",
+			Help: "Restarts of stdio upstream processes.",
+		}, []string{"upstream"}),
 	}
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mcp_gateway_in_flight_requests",
@@ -160,6 +221,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.requests, m.requestDuration, m.authzDuration, m.decisions, m.rateLimits, m.rateLimitErrors,
 		inFlight, m.inFlightRejected, m.auditDropped,
 		m.dcLookups, m.dcInvalidations, m.dcResets, m.dcRefreshes, m.dcEvictions, m.dcEntries, m.dcStreamUp,
+		m.upCalls, m.upDuration, m.upEntries, m.upRefreshes, m.upConflicts, m.upUp, m.upSessions, m.upRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -237,3 +299,41 @@ func (m *Metrics) DecisionCacheStreamUp(up bool) {
 	}
 	m.dcStreamUp.Set(v)
 }
+
+// UpstreamCall records one call routed to upstream.
+func (m *Metrics) UpstreamCall(upstream, method, outcome string, d time.Duration) {
+	m.upCalls.WithLabelValues(upstream, method, outcome).Inc()
+	m.upDuration.WithLabelValues(upstream, method).Observe(d.Seconds())
+}
+
+// UpstreamCatalog sets the entries of kind upstream contributes to the lists.
+func (m *Metrics) UpstreamCatalog(upstream, kind string, n int) {
+	m.upEntries.WithLabelValues(upstream, kind).Set(float64(n))
+}
+
+// UpstreamRefresh records one catalog fetch: result "ok" or "error".
+func (m *Metrics) UpstreamRefresh(upstream, result string) {
+	m.upRefreshes.WithLabelValues(upstream, result).Inc()
+}
+
+// UpstreamConflicts records n entries of upstream left out for a name taken.
+func (m *Metrics) UpstreamConflicts(upstream string, n int) {
+	m.upConflicts.WithLabelValues(upstream).Add(float64(n))
+}
+
+// UpstreamUp sets whether upstream is reachable.
+func (m *Metrics) UpstreamUp(upstream string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.upUp.WithLabelValues(upstream).Set(v)
+}
+
+// UpstreamSessions sets the sessions held with upstream.
+func (m *Metrics) UpstreamSessions(upstream string, n int) {
+	m.upSessions.WithLabelValues(upstream).Set(float64(n))
+}
+
+// UpstreamRestarted records one restart of upstream's stdio process.
+func (m *Metrics) UpstreamRestarted(upstream string) { m.upRestarts.WithLabelValues(upstream).Inc() }

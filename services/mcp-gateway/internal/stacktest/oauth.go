@@ -145,7 +145,13 @@ func NewOAuthClient(tb testing.TB, firstScopes ...string) *OAuthClient {
 // Connect opens an MCP session to endpoint with protocol version (the SDK's
 // latest when empty).
 func (c *OAuthClient) Connect(ctx context.Context, endpoint, version string) (*mcp.ClientSession, error) {
-	client := mcp.NewClient(&mcp.Implementation{Name: "mcp-gateway-test", Version: "1.0.0"}, nil)
+	return c.ConnectWith(ctx, endpoint, version, nil)
+}
+
+// ConnectWith is [OAuthClient.Connect] with client options (notification
+// handlers).
+func (c *OAuthClient) ConnectWith(ctx context.Context, endpoint, version string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
+	client := mcp.NewClient(&mcp.Implementation{Name: "mcp-gateway-test", Version: "1.0.0"}, opts)
 	t := &mcp.StreamableClientTransport{
 		Endpoint:             endpoint,
 		HTTPClient:           &http.Client{Transport: c.Recorder},
@@ -153,9 +159,9 @@ func (c *OAuthClient) Connect(ctx context.Context, endpoint, version string) (*m
 		DisableStandaloneSSE: true,
 		MaxRetries:           -1,
 	}
-	var opts *mcp.ClientSessionOptions
+	var sessOpts *mcp.ClientSessionOptions
 	if version != "" {
-		opts = &mcp.ClientSessionOptions{ProtocolVersion: version}
+		sessOpts = &mcp.ClientSessionOptions{ProtocolVersion: version}
 	}
-	return client.Connect(ctx, t, opts)
+	return client.Connect(ctx, t, sessOpts)
 }

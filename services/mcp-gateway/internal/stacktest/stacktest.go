@@ -34,6 +34,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
@@ -362,9 +363,49 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 			return nil, nil, err
 		}
 	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: tools.BuiltIn(), Audit: auditLog,
+	// As in main: the upstreams of UPSTREAMS_FILE, their catalogs fetched
+	// before serving.
+	toolSet := tools.BuiltIn()
+	var fed *federation.Federation
+	fedCtx, stopFed := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	if cfg.Upstreams != nil {
+		var builtin []string
+		if cfg.Upstreams.BuiltinTools {
+			for _, t := range toolSet.All() {
+				builtin = append(builtin, t.Name)
+			}
+		} else {
+			toolSet, _ = tools.NewSet()
+		}
+		fed, err = federation.New(federation.Options{File: cfg.Upstreams, Issuer: cfg.ServerURL, Builtin: builtin, Logger: logger, Metrics: m})
+		if err == nil {
+			if err = fed.Start(context.Background()); err != nil {
+				fed.Close()
+			}
+		}
+		if err != nil {
+			stopFed()
+			closeListeners()
+			az.Close()
+			auditLog.Close()
+			if limiter != nil {
+				limiter.Close()
+			}
+			return nil, nil, fmt.Errorf("UPSTREAMS_FILE: %w", err)
+		}
+		go func() { defer close(followed); fed.Run(fedCtx) }()
+	} else {
+		close(followed)
+	}
+	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: toolSet, Federation: fed, Audit: auditLog,
 		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return az.WatchInvalidations(ctx) }})
 	if err != nil {
+		stopFed()
+		<-followed
+		if fed != nil {
+			fed.Close()
+		}
 		closeListeners()
 		az.Close()
 		auditLog.Close()
@@ -401,6 +442,11 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		}
 		stopWatch()
 		<-watched
+		stopFed()
+		<-followed
+		if fed != nil {
+			fed.Close()
+		}
 		az.Close()
 		if limiter != nil {
 			limiter.Close()
@@ -434,3 +480,15 @@ func NewGateway(tb testing.TB, authzAddr, devauthURL string, env map[string]stri
 // ErrNoCode is returned by [AutoApprove] when devauth does not redirect back
 // with a code.
 var ErrNoCode = errors.New("authorization did not redirect back with a code")
+
+// TryGateway starts a gateway as [NewGateway] does and returns the error
+// that kept it from starting (such as a bad UPSTREAMS_FILE), or nil after
+// stopping it again.
+func TryGateway(authzAddr, devauthURL string, env map[string]string) error {
+	_, stop, err := startGateway(authzAddr, devauthURL, env)
+	if err != nil {
+		return err
+	}
+	stop()
+	return nil
+}

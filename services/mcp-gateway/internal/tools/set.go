@@ -80,6 +80,11 @@ type InstallOptions struct {
 	// ListAll makes tools/list return every tool instead of only those the
 	// caller may call.
 	ListAll bool
+	// Others, if set, gives the scopes (besides SCOPES) of tools the server
+	// serves that the set does not hold (an upstream's, package federation),
+	// so that tools/list filters them likewise; ok false: no such tool, left
+	// out.
+	Others func(name string) (scopes []string, ok bool)
 }
 
 // Install adds every tool of s to server and, unless opts.ListAll, a
@@ -93,7 +98,7 @@ func (s *Set) Install(server *mcp.Server, env *Env, opts InstallOptions) {
 		t.add(server, env)
 	}
 	if !opts.ListAll {
-		server.AddReceivingMiddleware(s.listFilter(env.Logger))
+		server.AddReceivingMiddleware(s.listFilter(env.Logger, opts.Others))
 	}
 }
 
@@ -108,7 +113,7 @@ const (
 // private: unfiltered (ListAll) the list is the same for every caller and the
 // SDK's default, public, is right. It fails closed: with no caller, or when
 // authz cannot say, the tool is left out.
-func (s *Set) listFilter(logger *slog.Logger) mcp.Middleware {
+func (s *Set) listFilter(logger *slog.Logger, others func(string) ([]string, bool)) mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			res, err := next(ctx, method, req)
@@ -126,12 +131,16 @@ func (s *Set) listFilter(logger *slog.Logger) mcp.Middleware {
 			visible := make([]*mcp.Tool, 0, len(list.Tools))
 			for _, mt := range list.Tools {
 				t, known := s.Lookup(mt.Name)
+				scopes := t.Scopes
+				if !known && others != nil {
+					scopes, known = others(mt.Name)
+				}
 				if !known || c == nil {
 					continue
 				}
-				allowed, herr := c.Has(ctx, t.Scopes)
+				allowed, herr := c.Has(ctx, scopes)
 				if herr != nil {
-					logger.WarnContext(ctx, "tools/list: cannot check scopes; hiding tool", "tool", t.Name, "error", herr)
+					logger.WarnContext(ctx, "tools/list: cannot check scopes; hiding tool", "tool", mt.Name, "error", herr)
 					continue
 				}
 				if allowed {

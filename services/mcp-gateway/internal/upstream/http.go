@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcpauthz/mcpauthz/internal/tracing"
 )
 
 // Streamable HTTP, in both eras:
@@ -120,7 +122,10 @@ func newHTTPTransport(c *conn) (*httpTransport, error) {
 	client := c.opts.HTTPClient
 	if client == nil {
 		client = &http.Client{
-			Transport: &http.Transport{
+			// Traced when tracing is on: a span per upstream request, and
+			// the trace context passed on in traceparent (never a header's
+			// value in the span).
+			Transport: tracing.Transport(&http.Transport{
 				Proxy:                  http.ProxyFromEnvironment,
 				DialContext:            (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 				ForceAttemptHTTP2:      true,
@@ -129,7 +134,7 @@ func newHTTPTransport(c *conn) (*httpTransport, error) {
 				TLSHandshakeTimeout:    10 * time.Second,
 				ExpectContinueTimeout:  time.Second,
 				MaxResponseHeaderBytes: 64 << 10,
-			},
+			}, "mcp upstream "+c.opts.Name),
 			// A redirect would carry the identity header to another URL.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
@@ -490,6 +495,14 @@ func (t *httpTransport) setHeaders(h http.Header, s *session, version string) {
 	}
 	if s != nil && s.id != "" {
 		h["Mcp-Session-Id"] = []string{s.id}
+	}
+	// The gateway names itself on what it sends of its own (discovery, the
+	// catalog, session setup and teardown); a caller's identity replaces it
+	// on that caller's requests.
+	if t.c.opts.GatewayIdentity != nil {
+		if id := t.c.opts.GatewayIdentity(); id != "" {
+			h[IdentityHeader] = []string{id}
+		}
 	}
 }
 

@@ -216,6 +216,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, if set, is told about calls, sessions and restarts.
 	Metrics Metrics
+	// GatewayIdentity, if set, returns an identity assertion naming the
+	// gateway itself, sent to an HTTP upstream with the requests the
+	// gateway makes of its own (server/discover, the catalog, initialize,
+	// the GET stream, DELETE), so that an upstream that verifies every
+	// request serves them. Requests made for a caller carry the caller's
+	// identity instead. "" sends none.
+	GatewayIdentity func() string
 }
 
 // Metrics receives what a Conn measures. Implementations must be safe for
@@ -276,17 +283,27 @@ func (o *Options) check() error {
 		return fmt.Errorf("upstream %q: unknown session mode %d", o.Name, o.Sessions)
 	}
 	for k, vs := range o.Headers {
-		if !isToken(k) {
-			return fmt.Errorf("upstream %q: %q is not a valid header name", o.Name, k)
-		}
-		if reservedHeader(k) {
-			return fmt.Errorf("upstream %q: header %q is set by the gateway and may not be configured", o.Name, k)
-		}
 		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("upstream %q: header %q has an invalid value (control characters)", o.Name, k)
+			if err := CheckHeader(k, v); err != nil {
+				return fmt.Errorf("upstream %q: %w", o.Name, err)
 			}
 		}
+	}
+	return nil
+}
+
+// CheckHeader returns an error unless name: value may be one of
+// [Options.Headers]: name is an HTTP token that names neither a hop-by-hop
+// header nor one the transport sets itself, and value has no control
+// characters.
+func CheckHeader(name, value string) error {
+	switch {
+	case !isToken(name):
+		return fmt.Errorf("%q is not a valid header name", name)
+	case reservedHeader(name):
+		return fmt.Errorf("header %q is set by the gateway and may not be configured", name)
+	case !httpguts.ValidHeaderFieldValue(value):
+		return fmt.Errorf("header %q has an invalid value (control characters)", name)
 	}
 	return nil
 }

@@ -1,0 +1,323 @@
+package federation
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// request is what forwarding needs of a client's JSON-RPC request.
+type request struct {
+	// id is the request's id, raw.
+	id jsontext.Value
+	// method is the JSON-RPC method.
+	method string
+	// params is the params member, raw; nil when absent.
+	params jsontext.Value
+}
+
+// The decoders bound nesting themselves (jsontext refuses more than 10000
+// levels, as package mcpreq does), and the body was bounded when read.
+func decoder(b []byte) *jsontext.Decoder {
+	return jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(false))
+}
+
+// parseRequest reads the id, method and params of a JSON-RPC request. It
+// returns an error for anything but one JSON object with an id (number or
+// string) and a string method.
+func parseRequest(body []byte) (request, error) {
+	var req request
+	d := decoder(body)
+	tok, err := d.ReadToken()
+	if err != nil {
+		return req, err
+	}
+	if tok.Kind() != '{' {
+		return req, errors.New("not a JSON object")
+	}
+	for d.PeekKind() != '}' {
+		nt, err := d.ReadToken()
+		if err != nil {
+			return req, err
+		}
+		name := nt.String()
+		v, err := d.ReadValue()
+		if err != nil {
+			return req, err
+		}
+		switch name {
+		case "id":
+			if v.Kind() != '0' && v.Kind() != '"' {
+				return req, errors.New("id is neither a number nor a string")
+			}
+			req.id = bytes.Clone(v)
+		case "method":
+			if v.Kind() != '"' {
+				return req, errors.New("method is not a string")
+			}
+			u, err := jsontext.AppendUnquote(nil, v)
+			if err != nil {
+				return req, err
+			}
+			req.method = string(u)
+		case "params":
+			req.params = bytes.Clone(v)
+		}
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return req, err
+	}
+	if req.id == nil || req.method == "" {
+		return req, errors.New("not a JSON-RPC request (no id or method)")
+	}
+	return req, nil
+}
+
+// ref is the ref of a completion/complete request.
+type ref struct {
+	typ, name, uri string
+}
+
+// parseRef returns params.ref of a completion/complete request's params.
+func parseRef(params jsontext.Value) (ref, error) {
+	var r ref
+	v, err := rawMember(params, "ref")
+	if err != nil || v == nil {
+		return r, errors.New("no ref")
+	}
+	if v.Kind() != '{' {
+		return r, errors.New("ref is not an object")
+	}
+	d := decoder(v)
+	if _, err := d.ReadToken(); err != nil {
+		return r, err
+	}
+	for d.PeekKind() != '}' {
+		nt, err := d.ReadToken()
+		if err != nil {
+			return r, err
+		}
+		name := nt.String()
+		mv, err := d.ReadValue()
+		if err != nil {
+			return r, err
+		}
+		if mv.Kind() != '"' {
+			continue
+		}
+		u, err := jsontext.AppendUnquote(nil, mv)
+		if err != nil {
+			return r, err
+		}
+		switch name {
+		case "type":
+			r.typ = string(u)
+		case "name":
+			r.name = string(u)
+		case "uri":
+			r.uri = string(u)
+		}
+	}
+	return r, nil
+}
+
+// rawMember returns the raw value of obj's member name, nil when absent.
+func rawMember(obj jsontext.Value, name string) (jsontext.Value, error) {
+	if len(obj) == 0 {
+		return nil, nil
+	}
+	d := decoder(obj)
+	tok, err := d.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	if tok.Kind() != '{' {
+		return nil, errors.New("not an object")
+	}
+	for d.PeekKind() != '}' {
+		nt, err := d.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		n := nt.String()
+		v, err := d.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		if n == name {
+			return bytes.Clone(v), nil
+		}
+	}
+	return nil, nil
+}
+
+// keepMeta reports whether a member of the client's params._meta goes to
+// the upstream: everything but the protocol's own keys (the gateway speaks
+// its own protocol version, client info and capabilities upstream; the log
+// level is the client's to choose, so it goes) and the gateway's keys (an
+// identity is only ever the gateway's).
+func keepMeta(name string) bool {
+	switch {
+	case strings.HasPrefix(name, "io.mcpauthz/"):
+		return false
+	case name == "io.modelcontextprotocol/logLevel":
+		return true
+	case strings.HasPrefix(name, "io.modelcontextprotocol/"):
+		return false
+	}
+	return true
+}
+
+// rewriteParams returns params as the upstream gets them: the name of a
+// tools/call or prompts/get, or the ref name of a completion/complete about
+// a prompt, replaced by the upstream's own (key); params._meta without the
+// members [keepMeta] refuses. Every other member is copied as sent. It
+// returns an error when params is not a JSON object (null or absent: {}).
+func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
+	if p := bytes.TrimSpace(params); len(p) == 0 || string(p) == "null" {
+		params = jsontext.Value("{}")
+	}
+	d := decoder(params)
+	tok, err := d.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	if tok.Kind() != '{' {
+		return nil, errors.New("params is not a JSON object")
+	}
+	out := make([]byte, 0, len(params)+len(key))
+	out = append(out, '{')
+	n := 0
+	for d.PeekKind() != '}' {
+		nt, err := d.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		name := nt.String()
+		v, err := d.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case name == "name" && (method == "tools/call" || method == "prompts/get"):
+			v = quote(key)
+		case name == "ref" && method == "completion/complete":
+			if v, err = rewriteRef(v, key); err != nil {
+				return nil, err
+			}
+		case name == "_meta":
+			if v, err = filterMeta(v); err != nil {
+				return nil, err
+			}
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		n++
+		out, _ = jsontext.AppendQuote(out, name)
+		out = append(out, ':')
+		out = append(out, v...)
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return nil, err
+	}
+	return append(out, '}'), nil
+}
+
+// rewriteRef replaces the name of a ref/prompt with key.
+func rewriteRef(v jsontext.Value, key string) (jsontext.Value, error) {
+	if v.Kind() != '{' {
+		return nil, errors.New("ref is not an object")
+	}
+	r, err := parseRef(append(append([]byte(`{"ref":`), v...), '}'))
+	if err != nil {
+		return nil, err
+	}
+	if r.typ != "ref/prompt" {
+		return bytes.Clone(v), nil
+	}
+	return replaceMember(v, "name", quote(key))
+}
+
+// filterMeta returns _meta without the members keepMeta refuses; null
+// stays null.
+func filterMeta(v jsontext.Value) (jsontext.Value, error) {
+	if v.Kind() == 'n' {
+		return bytes.Clone(v), nil
+	}
+	if v.Kind() != '{' {
+		return nil, errors.New("_meta is not an object")
+	}
+	d := decoder(v)
+	if _, err := d.ReadToken(); err != nil {
+		return nil, err
+	}
+	out := []byte{'{'}
+	n := 0
+	for d.PeekKind() != '}' {
+		nt, err := d.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		name := nt.String()
+		mv, err := d.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		if !keepMeta(name) {
+			continue
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		n++
+		out, _ = jsontext.AppendQuote(out, name)
+		out = append(out, ':')
+		out = append(out, mv...)
+	}
+	return append(out, '}'), nil
+}
+
+// replaceMember returns obj with the value of its member name replaced.
+func replaceMember(obj jsontext.Value, name string, value []byte) (jsontext.Value, error) {
+	d := decoder(obj)
+	if _, err := d.ReadToken(); err != nil {
+		return nil, err
+	}
+	out := []byte{'{'}
+	n := 0
+	for d.PeekKind() != '}' {
+		nt, err := d.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		key := nt.String()
+		v, err := d.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		if key == name {
+			v = value
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		n++
+		out, _ = jsontext.AppendQuote(out, key)
+		out = append(out, ':')
+		out = append(out, v...)
+	}
+	return append(out, '}'), nil
+}
+
+func quote(s string) []byte {
+	b, err := jsontext.AppendQuote(nil, s)
+	if err != nil {
+		// Invalid UTF-8 in an upstream's name: quoted with replacement
+		// characters rather than not at all.
+		b, _ = jsontext.AppendQuote(nil, strings.ToValidUTF8(s, "\uFFFD"))
+	}
+	return b
+}
