@@ -205,7 +205,8 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 
 // federated measures tools/call of a trivial upstream tool through the
 // gateway against the same call made directly to the upstream, interleaved,
-// at every concurrency, for both identity settings.
+// at every concurrency, for both identity settings, and the gateway's own
+// who_am_i beside them.
 func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 	toks, err := e.mint(ctx, e.cfg.Tokens)
 	if err != nil {
@@ -225,7 +226,7 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 		if err != nil {
 			return err
 		}
-		clients := make([]*http.Client, 4)
+		clients := make([]*http.Client, 5)
 		for i := range clients {
 			clients[i] = target.NewHTTPClient(c)
 		}
@@ -234,6 +235,10 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 			{KindGatewayNone, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[1], Tool: toolNone, Tokens: src, Expect: []byte(`"user":{`)}).Do},
 			{KindDirectJWT, false, (&target.ToolCall{URL: e.fed.upURL, Client: clients[2], Tool: "whoami", Header: hdr, Expect: []byte(`"client_id":`)}).Do},
 			{KindGatewayJWT, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[3], Tool: toolJWT, Tokens: src, Expect: []byte(`"client_id":`)}).Do},
+			// The gateway's own who_am_i: authz is asked as for the routed
+			// calls, but nothing is forwarded; it splits the gateway's
+			// price into the crossing to authz and the upstream hop.
+			{report.KindGateway, true, (&target.MCPCall{URL: e.mcpURL, Client: clients[4], Tokens: src}).Do},
 		}
 		sc.Runs = append(sc.Runs, e.interleave(ctx, c, e.cfg.Duration, targets)...)
 		for _, hc := range clients {

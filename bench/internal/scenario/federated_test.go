@@ -33,7 +33,7 @@ func TestFederatedAgainstRealStack(t *testing.T) {
 	if sc.Error != "" {
 		t.Fatalf("federated failed: %s", sc.Error)
 	}
-	for _, kind := range []string{KindDirectNone, KindGatewayNone, KindDirectJWT, KindGatewayJWT} {
+	for _, kind := range []string{KindDirectNone, KindGatewayNone, KindDirectJWT, KindGatewayJWT, report.KindGateway} {
 		r := findRun(t, sc, kind)
 		if r.Requests == 0 || r.Errors != 0 {
 			t.Errorf("%s: %d requests, outcomes %v: want some, all ok", kind, r.Requests, r.Outcomes)
