@@ -75,6 +75,7 @@ type options struct {
 	soak           time.Duration
 	soakClients    int
 	soakNew        int
+	restartEvery   time.Duration
 	asLatency      []time.Duration
 	maxTime        time.Duration
 	pprofDir       string
@@ -174,6 +175,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.soak, "soak-duration", 10*time.Minute, "length of the soak scenario")
 	fs.IntVar(&o.soakClients, "soak-clients", 4, "concurrent clients of the soak")
 	fs.IntVar(&o.soakNew, "soak-new", 10, "new tokens brought in each second during the soak")
+	fs.DurationVar(&o.restartEvery, "restart-every", time.Minute, "how often the federated-soak scenario restarts the upstream")
 	asl := fs.String("as-latency", "0", "comma-separated delays devauth adds to every introspection and user fetch (e.g. 0,30ms); every scenario runs once per value")
 	fs.DurationVar(&o.maxTime, "max-time", 15*time.Minute, "hard cap on the whole run")
 	fs.StringVar(&o.ext.GatewayURL, "gateway", "", "drive this running gateway (base URL) instead of starting stacks")
@@ -218,6 +220,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-rounds must be at least 1")
 	case o.tokens < 1 || o.coldTokens < 1 || o.stampede < 1 || o.stampedeRounds < 1 || o.soakClients < 1 || o.soakNew < 0:
 		return nil, errors.New("-tokens, -cold-tokens, -stampede, -stampede-rounds and -soak-clients must be at least 1, -soak-new not negative")
+	case o.restartEvery <= 0:
+		return nil, errors.New("-restart-every must be positive")
 	case o.soak <= 0:
 		return nil, errors.New("-soak-duration must be positive")
 	case o.churn <= 0 || o.churn > 1:
@@ -303,9 +307,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			StampedeSize: o.stampede, StampedeRounds: o.stampedeRounds, ChurnShare: o.churn,
 			SweepClients: o.sweep, SweepDuration: o.sweepDuration,
 			SoakDuration: o.soak, SoakClients: o.soakClients, SoakNewPerSec: o.soakNew,
-			ASLatency:   lat,
-			Protocol:    o.protocol,
-			FloorMCPURL: fl.MCPURL, FloorGRPCAddr: fl.GRPCAddr, FloorPID: fl.Pid(),
+			RestartEvery: o.restartEvery,
+			ASLatency:    lat,
+			Protocol:     o.protocol,
+			FloorMCPURL:  fl.MCPURL, FloorGRPCAddr: fl.GRPCAddr, FloorPID: fl.Pid(),
 			ProfileDir: o.pprofDir, FloorPprof: fl.PprofAddr,
 			GatewayEnv: o.gatewayEnv, AuthzEnv: o.authzEnv,
 			Logger: logger,

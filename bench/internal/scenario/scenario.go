@@ -18,12 +18,21 @@
 //   - soak (only when asked for): gateway load with churning tokens for
 //     minutes while the gateway's and authz's RSS is sampled, to show there
 //     is no growth trend.
+//   - federated: tools/call of a trivial tool of a Go upstream (streamable
+//     HTTP) through the gateway against the same call made directly to the
+//     upstream, with the upstream's identity setting none (the MCP floor as
+//     the upstream) and jwt (examples/identity-upstream, which verifies the
+//     gateway's assertion on every request).
+//   - federated-soak (only when asked for): load through the gateway to
+//     identity-upstream for minutes while the upstream is restarted every
+//     RestartEvery and the gateway's RSS is sampled.
 //
 // Every throughput scenario also measures the two floors at the same
 // concurrency, right before the target it is compared with.
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -62,14 +71,17 @@ const (
 	NoRedis     = "no-redis"
 	Sweep       = "sweep"
 	Soak        = "soak"
+	// Federated and FederatedSoak are issue 11's: see federated.go.
+	Federated     = "federated"
+	FederatedSoak = "federated-soak"
 )
 
-// All lists every scenario in run order. [Soak] is not in it: it runs for
-// minutes, and only when asked for.
-var All = []string{Warm, Cold, Stampede, Churn, TwoReplicas, NoRedis, Sweep}
+// All lists every scenario in run order. [Soak] and [FederatedSoak] are not
+// in it: they run for minutes, and only when asked for.
+var All = []string{Warm, Cold, Stampede, Churn, TwoReplicas, NoRedis, Sweep, Federated}
 
 // Known lists every scenario name.
-var Known = append(slices.Clone(All), Soak)
+var Known = append(slices.Clone(All), Soak, FederatedSoak)
 
 // External describes an already running stack to drive instead of starting
 // one per scenario.
@@ -113,6 +125,9 @@ type Config struct {
 	SoakDuration  time.Duration
 	SoakClients   int
 	SoakNewPerSec int
+	// RestartEvery is how often the federated soak restarts the upstream;
+	// a minute when zero.
+	RestartEvery time.Duration
 	// CacheTTL is the CACHE_TTL the started authz replicas get; 60s (authz's
 	// default) when zero.
 	CacheTTL time.Duration
@@ -160,6 +175,11 @@ type env struct {
 	dev        *devauth.Client // nil when counters are unknown
 	stackDesc  string
 	numReplica int
+	fed        *federation // the federated scenarios' upstreams, or nil
+}
+
+func (c *Config) restartEvery() time.Duration {
+	return cmp.Or(c.RestartEvery, time.Minute)
 }
 
 func (c *Config) cacheTTL() time.Duration {
@@ -181,6 +201,7 @@ func (e *env) close() {
 			c.Close()
 		}
 	}
+	e.fed.stop()
 	e.stack.Close()
 }
 
@@ -199,6 +220,9 @@ var topologies = map[string]topology{
 	NoRedis:     {1, false},
 	Sweep:       {1, true},
 	Soak:        {1, true},
+
+	Federated:     {1, true},
+	FederatedSoak: {1, true},
 }
 
 func (t topology) String() string {
@@ -240,11 +264,25 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
+		gatewayEnv := cfg.GatewayEnv
+		federated := name == Federated || name == FederatedSoak
+		if federated {
+			var fedEnv []string
+			if e.fed, fedEnv, err = prepareFederation(cfg, dir); err != nil {
+				return nil, err
+			}
+			gatewayEnv = append(fedEnv, gatewayEnv...)
+		}
 		e.stack, err = stack.Start(ctx, stack.Options{BinDir: cfg.BinDir, Authz: top.replicas, Balance: top.replicas > 1, Gateways: 1, Redis: top.redis, Dir: dir, Pprof: cfg.ProfileDir != "",
 			Credentials: stack.Credentials{APIKey: APIKey, ClientID: "mcpload-validation", ClientSecret: "mcpload-validation-secret"},
-			AuthzEnv:    append([]string{"CACHE_TTL=" + cfg.cacheTTL().String()}, cfg.AuthzEnv...), GatewayEnv: cfg.GatewayEnv})
+			AuthzEnv:    append([]string{"CACHE_TTL=" + cfg.cacheTTL().String()}, cfg.AuthzEnv...), GatewayEnv: gatewayEnv})
 		if err != nil {
 			return nil, fmt.Errorf("starting the stack: %w", err)
+		}
+		if federated {
+			if err = e.fed.start(e.stack.Gateways[0].URL); err != nil {
+				return nil, err
+			}
 		}
 		// Load goes to the address bound (127.0.0.1), tokens are for the
 		// resource (http://localhost:<port>/mcp): every new connection to
@@ -253,6 +291,9 @@ func setup(ctx context.Context, cfg *Config, name string) (*env, error) {
 		e.resource = e.stack.Resource
 		e.dev = &devauth.Client{BaseURL: "http://" + e.stack.Devauth.Addr, APIKey: APIKey}
 		e.stackDesc = top.String()
+		if federated {
+			e.stackDesc += "; the gateway's UPSTREAMS_FILE names the MCP floor (identity: none) and examples/identity-upstream (identity: jwt, ES256), both over streamable HTTP on 127.0.0.1"
+		}
 		if len(cfg.GatewayEnv) > 0 {
 			e.stackDesc += "; gateway with " + strings.Join(cfg.GatewayEnv, " ")
 		}
@@ -289,7 +330,7 @@ func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
 	if sc.Protocol == "" {
 		sc.Protocol = target.ProtocolVersion
 	}
-	if cfg.External != nil && (name == TwoReplicas || name == NoRedis) {
+	if cfg.External != nil && (name == TwoReplicas || name == NoRedis || name == Federated || name == FederatedSoak) {
 		sc.Description = describe(name, cfg)
 		sc.Stack = "an already running stack"
 		sc.Error = "skipped: this scenario needs its own topology; run without -gateway/-authz so the tool starts it"
@@ -319,6 +360,10 @@ func Run(ctx context.Context, cfg *Config, name string) *report.Scenario {
 		err = e.churn(ctx, sc)
 	case Soak:
 		err = e.soak(ctx, sc)
+	case Federated:
+		err = e.federated(ctx, sc)
+	case FederatedSoak:
+		err = e.federatedSoak(ctx, sc)
 	default:
 		err = fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(Known, ", "))
 	}
@@ -357,6 +402,10 @@ func describe(name string, cfg *Config) string {
 		return fmt.Sprintf("Concurrency sweep, warm cache (%d tokens), %v per point.", cfg.Tokens, cfg.SweepDuration)
 	case Soak:
 		return fmt.Sprintf("Soak: %v of gateway who_am_i at %d clients over %d tokens, %d new tokens each second (cached entries expire and are evicted), RSS of the gateway and authz sampled every %v.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.SoakNewPerSec, soakSample)
+	case Federated:
+		return fmt.Sprintf("Federated: tools/call of a trivial tool of a Go upstream over streamable HTTP, through the gateway (%d warm tokens, authz asked on every request) and directly to the upstream, interleaved. identity: none fronts the unauthenticated MCP floor (who_am_i; direct: no authentication); identity: jwt fronts examples/identity-upstream (whoami), which verifies an ES256 assertion on every request (direct: with an assertion the tool signs with the gateway's key).", cfg.Tokens)
+	case FederatedSoak:
+		return fmt.Sprintf("Federated soak: %v of gateway -> identity-upstream whoami at %d clients over %d tokens while identity-upstream is restarted every %v (alternately SIGKILL and SIGTERM, then started again on the same address); RSS of the gateway and authz sampled every %v.", cfg.SoakDuration, cfg.SoakClients, cfg.Tokens, cfg.restartEvery(), soakSample)
 	}
 	return name
 }
@@ -417,6 +466,9 @@ func (e *env) pids() map[string]int {
 			m["redis"] = e.stack.Redis.Pid()
 		}
 	}
+	if pid := e.fed.pid(); pid > 0 {
+		m[identityUpstream] = pid
+	}
 	return m
 }
 
@@ -447,22 +499,29 @@ func (e *env) probe(ctx context.Context, target string, clients int, d time.Dura
 func (e *env) profiled(target string) map[string]string {
 	m := map[string]string{}
 	switch target {
-	case report.KindMCPFloor, report.KindGRPCFloor:
+	case report.KindMCPFloor, report.KindGRPCFloor, KindDirectNone:
 		if e.cfg.FloorPprof != "" {
 			m["floors"] = e.cfg.FloorPprof
 		}
 		return m
+	case KindDirectJWT:
+		return m // identity-upstream alone, which has no pprof endpoint
 	}
 	if e.stack == nil {
 		return m
 	}
 	for _, p := range append(slices.Clone(e.stack.Authz), e.stack.Gateways...) {
-		if p.PprofAddr == "" || (target != report.KindGateway && p.Name == "mcp-gateway") {
+		if p.PprofAddr == "" || (!throughGateway(target) && p.Name == "mcp-gateway") {
 			continue
 		}
 		m[p.Name] = p.PprofAddr
 	}
 	return m
+}
+
+// throughGateway says whether target's requests go through the gateway.
+func throughGateway(target string) bool {
+	return target == report.KindGateway || target == KindGatewayNone || target == KindGatewayJWT
 }
 
 // profiles are the pprof profiles probe takes of each process over a measured
@@ -1000,16 +1059,7 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 
 	sampleCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	start := time.Now()
-	sample := func() {
-		smp := report.Sample{Seconds: time.Since(start).Seconds(), RSSBytes: map[string]int64{}}
-		for _, p := range procs {
-			if n, err := p.RSS(); err == nil {
-				smp.RSSBytes[p.Name] = n
-			}
-		}
-		sc.Samples = append(sc.Samples, smp)
-	}
+	sample := (&rssSampler{sc: sc, procs: procs, start: time.Now()}).sample
 	wg.Go(func() {
 		rotate := time.NewTicker(time.Second)
 		defer rotate.Stop()
@@ -1040,6 +1090,32 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 	sc.Runs = append(sc.Runs, run)
 	sc.Notes = append(sc.Notes, fmt.Sprintf("%d new tokens entered during the soak.", src.Added()))
 	warm := min(soakWarmup, e.cfg.SoakDuration/3)
+	sc.Checks = append(sc.Checks, trendChecks(sc, procs, warm)...)
+	return nil
+}
+
+// rssSampler appends the RSS of procs to sc.Samples; only one goroutine
+// samples.
+type rssSampler struct {
+	sc    *report.Scenario
+	procs []*testenv.Process
+	start time.Time
+}
+
+func (s *rssSampler) sample() {
+	smp := report.Sample{Seconds: time.Since(s.start).Seconds(), RSSBytes: map[string]int64{}}
+	for _, p := range s.procs {
+		if n, err := p.RSS(); err == nil {
+			smp.RSSBytes[p.Name] = n
+		}
+	}
+	s.sc.Samples = append(s.sc.Samples, smp)
+}
+
+// trendChecks checks each process's RSS trend over sc's samples after warm,
+// or notes that there are too few samples.
+func trendChecks(sc *report.Scenario, procs []*testenv.Process, warm time.Duration) []report.Check {
+	var checks []report.Check
 	for _, p := range procs {
 		slope, mean, ok := report.Trend(sc.Samples, p.Name, warm.Seconds())
 		if !ok {
@@ -1050,12 +1126,12 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 		// its mean per minute. The fit runs through every sample, so the
 		// collector's sawtooth averages out.
 		limit := mean * 0.01
-		sc.Checks = append(sc.Checks, report.Check{
+		checks = append(checks, report.Check{
 			Name: fmt.Sprintf("%s: RSS trend after the first %v of the soak", p.Name, warm), Value: slope / (1 << 20), Unit: " MiB/min",
 			Target: fmt.Sprintf("< %.2f MiB/min (1%% of its mean)", limit/(1<<20)), Met: slope < limit,
 		})
 	}
-	return nil
+	return checks
 }
 
 // cpuTotal is the CPU time per request of a run summed over every process.

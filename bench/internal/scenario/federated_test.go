@@ -1,0 +1,180 @@
+package scenario
+
+import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpauthz/mcpauthz/bench/internal/load"
+	"github.com/mcpauthz/mcpauthz/bench/internal/report"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
+)
+
+// TestFederatedAgainstRealStack runs the federated scenario for a fraction of
+// a second per target against the real binaries (identity-upstream
+// included) and checks that every target answered: through the gateway to
+// both upstreams, and directly, the identity-upstream call with the
+// assertion the tool signs (so its kid and claims are what the upstream
+// accepts from the gateway). Figures are not checked: they are measurements.
+func TestFederatedAgainstRealStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the stack and an upstream: go test without -short (make test) runs it")
+	}
+	testenv.Binary(t, identityUpstream)
+	cfg := config(t)
+	sc := Run(t.Context(), cfg, Federated)
+	if sc.Error != "" {
+		t.Fatalf("federated failed: %s", sc.Error)
+	}
+	for _, kind := range []string{KindDirectNone, KindGatewayNone, KindDirectJWT, KindGatewayJWT, report.KindGateway} {
+		r := findRun(t, sc, kind)
+		if r.Requests == 0 || r.Errors != 0 {
+			t.Errorf("%s: %d requests, outcomes %v: want some, all ok", kind, r.Requests, r.Outcomes)
+		}
+		if _, ok := r.CPUUsPerReq["mcpload"]; !ok {
+			t.Errorf("%s: no CPU accounting: %v", kind, r.CPUUsPerReq)
+		}
+	}
+	if _, ok := findRun(t, sc, KindGatewayJWT).CPUUsPerReq[identityUpstream]; !ok {
+		t.Errorf("the upstream's CPU is not accounted for: %v", findRun(t, sc, KindGatewayJWT).CPUUsPerReq)
+	}
+}
+
+// TestFederatedSoakAgainstRealStack soaks for a few seconds while the
+// upstream restarts every second and checks that it restarted, that the
+// gateway's RSS was sampled, and that the clients saw only JSON-RPC errors
+// naming the upstream around the restarts (the gateway's contract), never a
+// hang or a dropped connection.
+func TestFederatedSoakAgainstRealStack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the stack and restarts an upstream: go test without -short (make test) runs it")
+	}
+	testenv.Binary(t, identityUpstream)
+	cfg := config(t)
+	cfg.SoakDuration, cfg.SoakClients, cfg.RestartEvery = 5*time.Second, 2, time.Second
+	sc := Run(t.Context(), cfg, FederatedSoak)
+	if sc.Error != "" {
+		t.Fatalf("federated-soak failed: %s", sc.Error)
+	}
+	r := findRun(t, sc, KindGatewayJWT)
+	if r.Outcomes[load.OK] == 0 {
+		t.Errorf("no successful call: %v", r.Outcomes)
+	}
+	restarts := 0
+	for _, n := range sc.Notes {
+		if strings.HasPrefix(n, "restart ") {
+			restarts++
+		}
+	}
+	if restarts < 3 {
+		t.Errorf("%d restarts noted in 5 s at one a second, want at least 3: %q", restarts, sc.Notes)
+	}
+	if len(sc.Samples) < 2 || sc.Samples[0].RSSBytes["mcp-gateway"] == 0 {
+		t.Errorf("gateway RSS not sampled: %+v", sc.Samples)
+	}
+	for _, c := range sc.Checks {
+		if strings.HasPrefix(c.Name, "failed requests that were not") || strings.HasPrefix(c.Name, "JSON-RPC errors that name") || strings.HasPrefix(c.Name, "upstream restarts") {
+			if !c.Met {
+				t.Errorf("check %q: %v, want %s; outcomes %v, notes %q", c.Name, c.Value, c.Target, r.Outcomes, sc.Notes)
+			}
+		}
+	}
+}
+
+func TestAssertionKeySigns(t *testing.T) {
+	t.Parallel()
+	k, err := newAssertionKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := k.sign("http://gw", "http://up/mcp", "user-1", 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(a, ".")
+	if len(parts) != 3 {
+		t.Fatalf("%q is not a compact JWS", a)
+	}
+	b64 := base64.RawURLEncoding
+	var header map[string]string
+	var claims map[string]any
+	h, _ := b64.DecodeString(parts[0])
+	p, _ := b64.DecodeString(parts[1])
+	if err := json.Unmarshal(h, &header); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(p, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"alg": "ES256", "kid": k.kid, "typ": "JWT"}, header); diff != "" {
+		t.Errorf("header (-want +got):\n%s", diff)
+	}
+	if claims["iss"] != "http://gw" || claims["aud"] != "http://up/mcp" || claims["sub"] != "user-1" || claims["exp"].(float64)-claims["iat"].(float64) != 300 {
+		t.Errorf("claims %v", claims)
+	}
+	sig, _ := b64.DecodeString(parts[2])
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+	if len(sig) != 64 || !ecdsa.Verify(&k.priv.PublicKey, digest[:], r, s) {
+		t.Error("the signature does not verify")
+	}
+}
+
+func TestSummarizeRestarts(t *testing.T) {
+	t.Parallel()
+	s := time.Second
+	ms := time.Millisecond
+	restarts := []restartEvent{{at: 10 * s, took: 80 * ms, kill: true}, {at: 20 * s, took: 90 * ms}}
+	fails := []failure{
+		{at: 20*s + 5*ms, took: 2 * ms, label: "jsonrpc error -32010"},
+		{at: 2 * s, took: ms, label: "transport"},
+		{at: 10*s + 1*ms, took: 1 * ms, label: "jsonrpc error -32010"},
+		{at: 10*s + 50*ms, took: 3 * ms, label: "jsonrpc error -32010"},
+	}
+	got := summarizeRestarts(restarts, fails)
+	want := []string{
+		"1 failed requests before the first restart.",
+		"restart 1 at 10.0 s (SIGKILL, back up after 80 ms): 2 failed requests (jsonrpc error -32010 x2), from +1 ms to +53 ms after it, the slowest answered in 3.0 ms.",
+		"restart 2 at 20.0 s (SIGTERM, back up after 90 ms): 1 failed requests (jsonrpc error -32010 x1), from +5 ms to +7 ms after it, the slowest answered in 2.0 ms.",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("summary (-want +got):\n%s", diff)
+	}
+}
+
+// TestFederatedChecks: the targets are evaluated per identity setting on the
+// figures of the run.
+func TestFederatedChecks(t *testing.T) {
+	t.Parallel()
+	sc := &report.Scenario{Runs: []report.Run{
+		{Target: KindDirectNone, Clients: 32, RPS: 1000},
+		{Target: KindGatewayNone, Clients: 32, RPS: 800},
+		{Target: KindDirectJWT, Clients: 32, RPS: 1000},
+		{Target: KindGatewayJWT, Clients: 32, RPS: 600},
+		{Target: KindDirectNone, Clients: 4, P50MS: 1},
+		{Target: KindGatewayNone, Clients: 4, P50MS: 1.4},
+		{Target: KindDirectJWT, Clients: 4, P50MS: 1},
+		{Target: KindGatewayJWT, Clients: 4, P50MS: 1.6},
+	}}
+	checkFederated(sc)
+	got := map[string]bool{}
+	for _, c := range sc.Checks {
+		got[c.Name] = c.Met
+	}
+	want := map[string]bool{
+		"identity: none: gateway / direct throughput at 32 clients": true,
+		"identity: none: gateway p50 minus direct p50 at 4 clients": true,
+		"identity: jwt: gateway / direct throughput at 32 clients":  false,
+		"identity: jwt: gateway p50 minus direct p50 at 4 clients":  false,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("checks met (-want +got):\n%s", diff)
+	}
+}
