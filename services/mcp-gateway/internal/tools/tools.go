@@ -154,10 +154,11 @@ func Define[In, Out any](spec Spec, h func(ctx context.Context, call *Call, in I
 // The input schema is handed to the SDK already encoded. The go-sdk v1.8.0
 // marshals a tool's InputSchema and decodes it again on every tools/call from a
 // 2026-07-28 client, to look for x-mcp-header annotations
-// (validateParamHeaders); for a *jsonschema.Schema that costs about 20 µs and
-// a hundred allocations per call, for a json.RawMessage a copy. The SDK still
-// validates arguments against the resolved schema, which it derives from the
-// same bytes once, when the tool is added.
+// (validateParamHeaders); for a *jsonschema.Schema that is a full encode and
+// decode per call (9 % of the gateway's CPU samples, as measured in
+// bench/results/2026-11-30-make-bench), for a json.RawMessage a copy. The SDK
+// still validates arguments against the resolved schema, which it derives
+// from the same bytes once, when the tool is added.
 func schemas[In, Out any]() (json.RawMessage, *jsonschema.Schema, error) {
 	in, err := jsonschema.For[In](nil)
 	if err != nil {
