@@ -283,6 +283,8 @@ func TestWatchInvalidationLogLimited(t *testing.T) {
 	}
 	now.Add(int64(10 * time.Second))
 	invalidate(1, "y")
+	// The cache drops the entry before it logs: wait for the line.
+	waitFor(t, "the line for ref-y", func() bool { return len(lines()) >= 2 })
 	got := lines()
 	if len(got) != 2 || got[1]["unlogged_since_last"] != 499.0 || got[1]["token_ref"] != "ref-y" {
 		t.Fatalf("one period later: %d lines (last %v), want 2, the second for ref-y with unlogged_since_last 499", len(got), got[len(got)-1])
