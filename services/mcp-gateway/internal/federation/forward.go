@@ -143,7 +143,10 @@ func (f *Federation) Serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 	var uerr *upstream.Error
 	switch {
 	case err == nil:
-		out.final(resultResponse(req.id, res))
+		buf := getBuffer()
+		*buf = appendResultResponse(*buf, req.id, res)
+		out.final(*buf)
+		putBuffer(buf)
 		return Outcome{}
 	case errors.As(err, &rpc):
 		out.final(rawErrorResponse(req.id, rpc.Raw))
@@ -176,14 +179,15 @@ func (rt *Route) LogAttrs() slog.Attr { return slog.String("upstream", rt.Upstre
 // client, never a token (tokenRef is already a hash of one).
 func callerKey(c *caller.Caller, tokenRef string) string {
 	p := c.Principal
-	var name string
+	var buf [256]byte
+	name := buf[:0]
 	switch {
 	case p.GetSubject() != "" || p.GetClientId() != "":
-		name = "sub:" + p.GetSubject() + "\x00client:" + p.GetClientId()
+		name = append(append(append(append(name, "sub:"...), p.GetSubject()...), "\x00client:"...), p.GetClientId()...)
 	default:
-		name = "token:" + tokenRef
+		name = append(append(name, "token:"...), tokenRef...)
 	}
-	sum := sha256.Sum256([]byte(name))
+	sum := sha256.Sum256(name)
 	return hex.EncodeToString(sum[:16])
 }
 
@@ -208,13 +212,31 @@ const (
 	jsonrpcInvalidParams  = -32602
 )
 
-func resultResponse(id, result jsontext.Value) []byte {
-	b := make([]byte, 0, len(result)+len(id)+36)
+// appendResultResponse appends the JSON-RPC response carrying result to b.
+func appendResultResponse(b []byte, id, result jsontext.Value) []byte {
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = append(b, id...)
 	b = append(b, `,"result":`...)
 	b = append(b, result...)
 	return append(b, '}')
+}
+
+// Answers are assembled in pooled buffers: the ResponseWriter copies what
+// it is given, so a buffer is free again once written. Buffers that grew
+// past maxPooledBuffer (a large answer) are left to the collector rather
+// than kept.
+const maxPooledBuffer = 64 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
+
+func putBuffer(b *[]byte) {
+	if cap(*b) > maxPooledBuffer {
+		return
+	}
+	*b = (*b)[:0]
+	buffers.Put(b)
 }
 
 func rawErrorResponse(id, errObj jsontext.Value) []byte {

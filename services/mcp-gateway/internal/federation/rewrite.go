@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// request is what forwarding needs of a client's JSON-RPC request.
+// request is what forwarding needs of a client's JSON-RPC request. Its
+// values are slices of the body it was read from.
 type request struct {
 	// id is the request's id, raw.
 	id jsontext.Value
@@ -18,10 +20,36 @@ type request struct {
 	params jsontext.Value
 }
 
+// decoder reads one JSON text in place: jsontext parses a bytes.Buffer
+// without copying it, so the values it returns are slices of the text
+// itself, valid as long as the text is. Decoders are pooled (a routed call
+// reads its request three times); release one when done with it.
+//
 // The decoders bound nesting themselves (jsontext refuses more than 10000
 // levels, as package mcpreq does), and the body was bounded when read.
-func decoder(b []byte) *jsontext.Decoder {
-	return jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(false))
+type decoder struct {
+	jsontext.Decoder
+	in bytes.Buffer
+}
+
+var (
+	decoders      = sync.Pool{New: func() any { return new(decoder) }}
+	decodeOptions = jsontext.AllowDuplicateNames(false)
+)
+
+func newDecoder(b []byte) *decoder {
+	d := decoders.Get().(*decoder)
+	d.in = *bytes.NewBuffer(b)
+	d.Reset(&d.in, decodeOptions)
+	return d
+}
+
+// release returns d to the pool; values it read stay valid (they are
+// slices of the text it read).
+func (d *decoder) release() {
+	d.in = bytes.Buffer{}
+	d.Reset(&d.in)
+	decoders.Put(d)
 }
 
 // parseRequest reads the id, method and params of a JSON-RPC request. It
@@ -29,7 +57,8 @@ func decoder(b []byte) *jsontext.Decoder {
 // string) and a string method.
 func parseRequest(body []byte) (request, error) {
 	var req request
-	d := decoder(body)
+	d := newDecoder(body)
+	defer d.release()
 	tok, err := d.ReadToken()
 	if err != nil {
 		return req, err
@@ -52,7 +81,7 @@ func parseRequest(body []byte) (request, error) {
 			if v.Kind() != '0' && v.Kind() != '"' {
 				return req, errors.New("id is neither a number nor a string")
 			}
-			req.id = bytes.Clone(v)
+			req.id = v
 		case "method":
 			if v.Kind() != '"' {
 				return req, errors.New("method is not a string")
@@ -63,7 +92,7 @@ func parseRequest(body []byte) (request, error) {
 			}
 			req.method = string(u)
 		case "params":
-			req.params = bytes.Clone(v)
+			req.params = v
 		}
 	}
 	if _, err := d.ReadToken(); err != nil {
@@ -90,7 +119,8 @@ func parseRef(params jsontext.Value) (ref, error) {
 	if v.Kind() != '{' {
 		return r, errors.New("ref is not an object")
 	}
-	d := decoder(v)
+	d := newDecoder(v)
+	defer d.release()
 	if _, err := d.ReadToken(); err != nil {
 		return r, err
 	}
@@ -128,7 +158,8 @@ func rawMember(obj jsontext.Value, name string) (jsontext.Value, error) {
 	if len(obj) == 0 {
 		return nil, nil
 	}
-	d := decoder(obj)
+	d := newDecoder(obj)
+	defer d.release()
 	tok, err := d.ReadToken()
 	if err != nil {
 		return nil, err
@@ -179,7 +210,8 @@ func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
 	if p := bytes.TrimSpace(params); len(p) == 0 || string(p) == "null" {
 		params = jsontext.Value("{}")
 	}
-	d := decoder(params)
+	d := newDecoder(params)
+	defer d.release()
 	tok, err := d.ReadToken()
 	if err != nil {
 		return nil, err
@@ -200,25 +232,27 @@ func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case name == "name" && (method == "tools/call" || method == "prompts/get"):
-			v = quote(key)
-		case name == "ref" && method == "completion/complete":
-			if v, err = rewriteRef(v, key); err != nil {
-				return nil, err
-			}
-		case name == "_meta":
-			if v, err = filterMeta(v); err != nil {
-				return nil, err
-			}
-		}
 		if n > 0 {
 			out = append(out, ',')
 		}
 		n++
 		out, _ = jsontext.AppendQuote(out, name)
 		out = append(out, ':')
-		out = append(out, v...)
+		switch {
+		case name == "name" && (method == "tools/call" || method == "prompts/get"):
+			out = appendQuote(out, key)
+		case name == "ref" && method == "completion/complete":
+			if v, err = rewriteRef(v, key); err != nil {
+				return nil, err
+			}
+			out = append(out, v...)
+		case name == "_meta":
+			if out, err = appendFilteredMeta(out, v); err != nil {
+				return nil, err
+			}
+		default:
+			out = append(out, v...)
+		}
 	}
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
@@ -241,20 +275,21 @@ func rewriteRef(v jsontext.Value, key string) (jsontext.Value, error) {
 	return replaceMember(v, "name", quote(key))
 }
 
-// filterMeta returns _meta without the members keepMeta refuses; null
-// stays null.
-func filterMeta(v jsontext.Value) (jsontext.Value, error) {
+// appendFilteredMeta appends _meta without the members keepMeta refuses;
+// null stays null.
+func appendFilteredMeta(out []byte, v jsontext.Value) ([]byte, error) {
 	if v.Kind() == 'n' {
-		return bytes.Clone(v), nil
+		return append(out, v...), nil
 	}
 	if v.Kind() != '{' {
 		return nil, errors.New("_meta is not an object")
 	}
-	d := decoder(v)
+	d := newDecoder(v)
+	defer d.release()
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
 	}
-	out := []byte{'{'}
+	out = append(out, '{')
 	n := 0
 	for d.PeekKind() != '}' {
 		nt, err := d.ReadToken()
@@ -282,7 +317,8 @@ func filterMeta(v jsontext.Value) (jsontext.Value, error) {
 
 // replaceMember returns obj with the value of its member name replaced.
 func replaceMember(obj jsontext.Value, name string, value []byte) (jsontext.Value, error) {
-	d := decoder(obj)
+	d := newDecoder(obj)
+	defer d.release()
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
 	}
@@ -312,12 +348,15 @@ func replaceMember(obj jsontext.Value, name string, value []byte) (jsontext.Valu
 	return append(out, '}'), nil
 }
 
-func quote(s string) []byte {
-	b, err := jsontext.AppendQuote(nil, s)
+func quote(s string) []byte { return appendQuote(nil, s) }
+
+// appendQuote appends s as a JSON string.
+func appendQuote(dst []byte, s string) []byte {
+	b, err := jsontext.AppendQuote(dst, s)
 	if err != nil {
 		// Invalid UTF-8 in an upstream's name: quoted with replacement
 		// characters rather than not at all.
-		b, _ = jsontext.AppendQuote(nil, strings.ToValidUTF8(s, "\uFFFD"))
+		b, _ = jsontext.AppendQuote(dst, strings.ToValidUTF8(s, "\uFFFD"))
 	}
 	return b
 }

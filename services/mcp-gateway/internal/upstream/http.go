@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -321,8 +323,7 @@ func (t *httpTransport) callModern(ctx context.Context, e *eraState, caller Call
 		r := &request{caller: caller, method: method, id: id, body: body, modern: true, notify: notify}
 		if edit.capture[0] != "" {
 			if v := edit.captured[0]; v.Kind() == '"' {
-				u, _ := jsontext.AppendUnquote(nil, v)
-				r.name = string(u)
+				r.name = unquote(v)
 			}
 			r.args = edit.captured[1]
 		}
@@ -351,6 +352,19 @@ func (t *httpTransport) callModern(ctx context.Context, e *eraState, caller Call
 			return res, err
 		}
 	}
+}
+
+// unquote returns the JSON string v unquoted, as jsontext.AppendUnquote
+// does; a string of ASCII without escapes is its own content.
+func unquote(v jsontext.Value) string {
+	in := v[1 : len(v)-1]
+	for _, c := range in {
+		if c == '\\' || c >= utf8.RuneSelf {
+			u, _ := jsontext.AppendUnquote(nil, v)
+			return string(u)
+		}
+	}
+	return string(in)
 }
 
 // captureFor names the params members a modern request needs in headers.
@@ -486,25 +500,48 @@ func (t *httpTransport) forgetEraAny() {
 // fine: the server does not let clients end sessions, or already forgot it.
 func (t *httpTransport) deleteSession(s *session) { t.deleteSessionWith(t.ctx, s) }
 
-func (t *httpTransport) setHeaders(h http.Header, s *session, version string) {
+// setHeaders sets the headers every request to the upstream carries:
+// the static ones, the protocol version, the session, and the identity
+// assertion: the caller's (identity), or for what the gateway sends of its
+// own (discovery, the catalog, session setup and teardown) the gateway's.
+func (t *httpTransport) setHeaders(h http.Header, s *session, version, identity string) {
 	for k, v := range t.headers {
 		h[k] = v
 	}
-	if version != "" {
+	switch version {
+	case "":
+	case versionModern:
+		h["Mcp-Protocol-Version"] = modernVersionValue
+	default:
 		h["Mcp-Protocol-Version"] = []string{version}
 	}
 	if s != nil && s.id != "" {
 		h["Mcp-Session-Id"] = []string{s.id}
 	}
-	// The gateway names itself on what it sends of its own (discovery, the
-	// catalog, session setup and teardown); a caller's identity replaces it
-	// on that caller's requests.
-	if t.c.opts.GatewayIdentity != nil {
-		if id := t.c.opts.GatewayIdentity(); id != "" {
-			h[IdentityHeader] = []string{id}
-		}
+	if identity == "" && t.c.opts.GatewayIdentity != nil {
+		// Only asked for when no caller's identity replaces it: even a
+		// cached assertion costs a lookup.
+		identity = t.c.opts.GatewayIdentity()
+	}
+	if identity != "" {
+		h[IdentityHeader] = []string{identity}
 	}
 }
+
+// Header values every request sends. They are shared between requests and
+// never modified: net/http only reads them, and adding to one (Header.Add)
+// would copy it, as each holds exactly one element.
+var (
+	modernVersionValue = []string{versionModern}
+	jsonValue          = []string{"application/json"}
+	acceptValue        = []string{"application/json, text/event-stream"}
+	eventStreamValue   = []string{"text/event-stream"}
+)
+
+// requestHeaderSize presizes a request's header map: the static headers
+// and the protocol's (type, accept, version, method, name, identity,
+// session).
+func (t *httpTransport) requestHeaderSize() int { return len(t.headers) + 8 }
 
 // request is one POST.
 type request struct {
@@ -572,8 +609,21 @@ func drain(body io.ReadCloser, cancel context.CancelFunc) {
 }
 
 func isEventStream(resp *http.Response) bool {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	return mt == "text/event-stream"
+	return mediaType(resp.Header) == "text/event-stream"
+}
+
+// mediaType is the media type of h's Content-Type, lower case, without
+// parameters ("" when absent or invalid), as mime.ParseMediaType reads it.
+// The two types servers answer with, written plainly, are recognised
+// without it: it allocates a map of parameters every time.
+func mediaType(h http.Header) string {
+	v := h.Get("Content-Type")
+	switch v {
+	case "application/json", "text/event-stream":
+		return v
+	}
+	mt, _, _ := mime.ParseMediaType(v)
+	return mt
 }
 
 // send posts r. The caller must close the answer's body.
@@ -582,17 +632,15 @@ func (t *httpTransport) send(ctx context.Context, r *request) (*http.Response, e
 	if err != nil {
 		return nil, t.c.unavailable("bad request", err)
 	}
-	h := req.Header
+	h := make(http.Header, t.requestHeaderSize())
+	req.Header = h
 	version := r.version
 	if r.modern {
 		version = versionModern
 	}
-	t.setHeaders(h, r.sess, version)
-	h["Content-Type"] = []string{"application/json"}
-	h["Accept"] = []string{"application/json, text/event-stream"}
-	if r.caller.Identity != "" {
-		h[IdentityHeader] = []string{r.caller.Identity}
-	}
+	t.setHeaders(h, r.sess, version, r.caller.Identity)
+	h["Content-Type"] = jsonValue
+	h["Accept"] = acceptValue
 	if r.modern {
 		h["Mcp-Method"] = []string{r.method}
 		if r.name != "" {
@@ -626,7 +674,7 @@ func (t *httpTransport) answer(ctx context.Context, r *request, resp *http.Respo
 		if r.id < 0 {
 			return nil, nil
 		}
-		mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		mt := mediaType(resp.Header)
 		switch mt {
 		case "application/json":
 			return t.readJSON(r, resp)
@@ -679,7 +727,10 @@ func errorBody(body []byte, id int64) *RPCError {
 
 // readJSON reads an application/json answer: one JSON-RPC response to r.
 func (t *httpTransport) readJSON(r *request, resp *http.Response) (jsontext.Value, error) {
-	body, err := readLimited(resp.Body, resp.ContentLength, t.c.opts.MaxResponseBytes)
+	buf := getBody()
+	defer putBody(buf)
+	body, err := readLimited(*buf, resp.Body, resp.ContentLength, t.c.opts.MaxResponseBytes)
+	*buf = body
 	if errors.Is(err, errEventTooLarge) {
 		return nil, t.c.tooLarge("the answer")
 	}
@@ -690,7 +741,29 @@ func (t *httpTransport) readJSON(r *request, resp *http.Response) (jsontext.Valu
 	if err != nil {
 		return nil, t.c.protocolErr("the answer is not JSON-RPC", err)
 	}
-	return t.response(r, &m)
+	res, err := t.response(r, &m)
+	if res != nil {
+		// The body buffer is reused; the result outlives it.
+		res = bytes.Clone(res)
+	}
+	return res, err
+}
+
+// Answers are read into pooled buffers (the result is copied out of one,
+// at its exact size); one that grew past maxPooledBody is left to the
+// collector rather than kept.
+const maxPooledBody = 64 << 10
+
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBody() *[]byte { return bodies.Get().(*[]byte) }
+
+func putBody(b *[]byte) {
+	if cap(*b) > maxPooledBody {
+		return
+	}
+	*b = (*b)[:0]
+	bodies.Put(b)
 }
 
 // response checks that m answers r and returns its result or error.
@@ -781,12 +854,9 @@ func (t *httpTransport) resume(ctx context.Context, r *request, sr *sseReader, a
 	if err != nil {
 		return nil, t.c.unavailable("bad request", err)
 	}
-	t.setHeaders(req.Header, r.sess, r.version)
-	req.Header["Accept"] = []string{"text/event-stream"}
+	t.setHeaders(req.Header, r.sess, r.version, r.caller.Identity)
+	req.Header["Accept"] = eventStreamValue
 	req.Header["Last-Event-Id"] = []string{string(sr.lastID)}
-	if r.caller.Identity != "" {
-		req.Header[IdentityHeader] = []string{r.caller.Identity}
-	}
 	resp, err := t.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -794,7 +864,7 @@ func (t *httpTransport) resume(ctx context.Context, r *request, sr *sseReader, a
 		}
 		return nil, t.c.unavailable("resuming the stream: "+netReason(err), err)
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	mt := mediaType(resp.Header)
 	if resp.StatusCode != http.StatusOK || mt != "text/event-stream" {
 		resp.Body.Close()
 		// Even a lost session cannot be retried here: the request may have
@@ -838,33 +908,35 @@ func (t *httpTransport) refuse(ctx context.Context, s *session, m *message) {
 	}
 }
 
-// readLimited reads r whole, or fails with errEventTooLarge past limit.
-func readLimited(r io.Reader, length, limit int64) ([]byte, error) {
+// readLimited reads r whole, appending to buf, empty, (which it grows as
+// needed) and returning it, or fails with errEventTooLarge past limit. It
+// returns the buffer it grew even when it fails.
+func readLimited(buf []byte, r io.Reader, length, limit int64) ([]byte, error) {
 	if length > limit {
-		return nil, errEventTooLarge
+		return buf, errEventTooLarge
 	}
-	size := int64(512)
-	if length >= 0 {
-		size = length + 1
+	if length >= 0 && int64(cap(buf)-len(buf)) < length+1 {
+		buf = slices.Grow(buf, int(length)+1)
+	} else if cap(buf) == len(buf) {
+		buf = slices.Grow(buf, 512)
 	}
-	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) > limit {
-				return nil, errEventTooLarge
+				return buf, errEventTooLarge
 			}
 			buf = append(buf, 0)[:len(buf)]
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > limit {
-			return nil, errEventTooLarge
+			return buf, errEventTooLarge
 		}
 		if err == io.EOF {
 			return buf, nil
 		}
 		if err != nil {
-			return nil, err
+			return buf, err
 		}
 	}
 }
@@ -957,7 +1029,7 @@ func (t *httpTransport) deleteSessionWith(parent context.Context, s *session) {
 	if err != nil {
 		return
 	}
-	t.setHeaders(req.Header, s, s.version)
+	t.setHeaders(req.Header, s, s.version, "")
 	resp, err := t.client.Do(req)
 	if err != nil {
 		t.c.opts.Logger.Debug("ending an upstream session failed", "err", err)

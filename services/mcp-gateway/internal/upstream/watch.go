@@ -88,7 +88,7 @@ func (t *httpTransport) getStream(wasUp *bool) (watchResult, error) {
 	if err != nil {
 		return watchStop, err
 	}
-	t.setHeaders(req.Header, s, s.version)
+	t.setHeaders(req.Header, s, s.version, "")
 	req.Header["Accept"] = []string{"text/event-stream"}
 	resp, err := t.client.Do(req)
 	if err != nil {
