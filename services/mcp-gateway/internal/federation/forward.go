@@ -195,7 +195,7 @@ func callerKey(c *caller.Caller, tokenRef string) string {
 // text/event-stream (every streamable HTTP client does).
 func acceptsEventStream(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
+		for part := range strings.SplitSeq(v, ",") {
 			mt, _, _ := strings.Cut(part, ";")
 			mt = strings.ToLower(strings.TrimSpace(mt))
 			if mt == "text/event-stream" || mt == "*/*" || mt == "text/*" {
