@@ -139,15 +139,18 @@ func (f *Federation) Serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 	}
 	out := &responder{w: w, id: req.id, sse: acceptsEventStream(r)}
 	res, err := m.conn.Call(r.Context(), who, req.method, params, out.notify)
-	var rpc *upstream.RPCError
-	var uerr *upstream.Error
-	switch {
-	case err == nil:
+	if err == nil {
 		buf := getBuffer()
 		*buf = appendResultResponse(*buf, req.id, res)
 		out.final(*buf)
 		putBuffer(buf)
 		return Outcome{}
+	}
+	// Declared only now: errors.As makes them escape, an allocation the
+	// answered call need not pay.
+	var rpc *upstream.RPCError
+	var uerr *upstream.Error
+	switch {
 	case errors.As(err, &rpc):
 		out.final(rawErrorResponse(req.id, rpc.Raw))
 		return Outcome{}

@@ -337,8 +337,11 @@ func (t *httpTransport) callModern(ctx context.Context, e *eraState, caller Call
 			r.args = edit.captured[1]
 		}
 		res, _, err := t.do(ctx, r)
-		var rpc *RPCError
-		if attempt > 0 || !errors.As(err, &rpc) {
+		if err == nil || attempt > 0 {
+			return res, err
+		}
+		var rpc *RPCError // escapes: declared only once there is an error
+		if !errors.As(err, &rpc) {
 			return res, err
 		}
 		switch {
