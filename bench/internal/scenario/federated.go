@@ -219,7 +219,23 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 		return err
 	}
 	src := tokens.NewCycle(toks)
-	for _, c := range e.cfg.Clients {
+	for i, c := range e.cfg.Clients {
+		if i > 0 {
+			// authz keeps a token's introspection for CACHE_TTL (60 s)
+			// from its first use: the next concurrency's rounds would
+			// find all M tokens expiring at once, and whichever target ran
+			// then would pay for M introspections (the gateway's jwt row
+			// at 32 clients did, 130-220 per 1,000 requests). Fresh tokens
+			// for each concurrency keep every measured phase warm, as long
+			// as one concurrency's rounds last less than CACHE_TTL.
+			if toks, err = e.mint(ctx, e.cfg.Tokens); err != nil {
+				return err
+			}
+			if err := e.prime(ctx, e.authz, toks); err != nil {
+				return err
+			}
+			src = tokens.NewCycle(toks)
+		}
 		// The direct assertion must outlive this concurrency's rounds;
 		// identity-upstream refuses one that lives longer than 10 minutes.
 		hdr, err := e.fed.directAssertion(10 * time.Minute)
