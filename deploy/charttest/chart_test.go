@@ -188,7 +188,17 @@ func checkPods(t *testing.T, m *manifest) {
 		for _, c := range spec.Containers {
 			checkSecurity(t, d.Name, spec.SecurityContext, c)
 			env := m.env(t, c)
-			checkEnvNames(t, d.Name, c, env, known)
+			names := known
+			if refs := m.upstreamsRefs(t, d, c, env); len(refs) > 0 {
+				// Variables the upstreams file names as ${NAME} are read
+				// too (from federation.secretEnv).
+				names = maps.Clone(known)
+				names[binaryOf[c.Name]] = maps.Clone(known[binaryOf[c.Name]])
+				for _, r := range refs {
+					names[binaryOf[c.Name]][r] = true
+				}
+			}
+			checkEnvNames(t, d.Name, c, env, names)
 			checkProbes(t, d.Name, c, env)
 			if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 				t.Errorf("Deployment %s: container %s lacks a CPU or memory request or a memory limit: %+v", d.Name, c.Name, c.Resources)
