@@ -125,7 +125,7 @@ func TestCallSpan(t *testing.T) {
 			s := ended[0]
 			attrs := map[string]string{}
 			for _, kv := range s.Attributes() {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+				attrs[string(kv.Key)] = kv.Value.String()
 			}
 			if s.Name() != tt.wantName || s.SpanKind() != trace.SpanKindClient || s.Parent().SpanID() != parent.SpanContext().SpanID() {
 				t.Errorf("span %q kind %v parent %v; want %q, client, under the request's", s.Name(), s.SpanKind(), s.Parent().SpanID(), tt.wantName)
@@ -195,4 +195,3 @@ func FuzzTraceContext(f *testing.F) {
 		}
 	})
 }
-
