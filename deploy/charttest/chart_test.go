@@ -447,8 +447,8 @@ func checkNoSecretInConfigMaps(t *testing.T, m *manifest) {
 }
 
 // checkNetworkPolicies: authz's gRPC port admits the gateway and the labelled
-// callers only; Redis admits authz and the gateway only; every policy selects
-// pods.
+// callers only; Redis admits authz and the gateway only; an upstream's policy
+// admits the gateway only; every policy selects pods.
 func checkNetworkPolicies(t *testing.T, m *manifest) {
 	t.Helper()
 	if len(m.Policies) == 0 {
@@ -472,6 +472,7 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 		}
 	}
 	var authzPolicy, redisPolicy *networkingv1.NetworkPolicy
+	var upstreamPolicies []*networkingv1.NetworkPolicy
 	for _, p := range m.Policies {
 		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
 		if err != nil || sel.Empty() {
@@ -486,6 +487,9 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 			authzPolicy = p
 		case p.Labels["app.kubernetes.io/component"] == "redis":
 			redisPolicy = p
+		case p.Labels["app.kubernetes.io/component"] == "upstream":
+			upstreamPolicies = append(upstreamPolicies, p)
+			continue
 		}
 		if len(matching(m, sel)) == 0 && p != redisPolicy {
 			t.Errorf("NetworkPolicy %s selects no pod of the chart", p.Name)
@@ -521,6 +525,22 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 	}
 	if devauthPod != nil && allows(authzPolicy, *devauthPod, grpc) {
 		t.Errorf("NetworkPolicy %s lets devauth call authz", authzPolicy.Name)
+	}
+	for _, p := range upstreamPolicies {
+		if len(p.Spec.Ingress) != 1 || len(p.Spec.Ingress[0].Ports) == 0 || p.Spec.Ingress[0].Ports[0].Port == nil {
+			t.Errorf("NetworkPolicy %s: want one ingress rule with ports: %+v", p.Name, p.Spec.Ingress)
+			continue
+		}
+		port := corev1.ContainerPort{ContainerPort: p.Spec.Ingress[0].Ports[0].Port.IntVal}
+		if !allows(p, gatewayPod, port) {
+			t.Errorf("NetworkPolicy %s keeps the gateway out of its upstream", p.Name)
+		}
+		self := pod{ns: p.Namespace, labels: p.Spec.PodSelector.MatchLabels}
+		for _, other := range []pod{authzPod, stranger, caller, sibling, self, {ns: p.Namespace}} {
+			if allows(p, other, port) {
+				t.Errorf("NetworkPolicy %s lets %v reach its upstream", p.Name, other)
+			}
+		}
 	}
 	if redisPolicy != nil {
 		redis := corev1.ContainerPort{ContainerPort: 6379}

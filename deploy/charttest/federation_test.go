@@ -76,7 +76,8 @@ type upstreamsFile struct {
 // mounted read-only where UPSTREAMS_FILE points, holding the upstreams as
 // given and the identity key paths of the signing key Secret, itself
 // mounted read-only (group-readable only); the secrets the upstreams' headers
-// name come from Secrets; tracing and audit values reach both services'
+// name come from Secrets; NetworkPolicies admit only the gateway to the
+// upstreams named; tracing and audit values reach both services'
 // environments. The production example is such a set.
 func TestFederation(t *testing.T) {
 	t.Parallel()
@@ -99,6 +100,9 @@ federation:
   secretEnv:
     BILLING_API_KEY: {secret: billing-mcp, key: api-key}
     BILLING_TOKEN: {secret: billing-mcp, key: token}
+  networkPolicies:
+    - {name: docs, podSelector: {app: docs-mcp}, ports: [3001]}
+    - {name: billing, namespace: billing, podSelector: {app: billing-mcp}, ports: [8080]}
 tracing:
   endpoint: http://otel-collector.observability:4317
   protocol: grpc
@@ -112,6 +116,18 @@ gateway:
 	m := render(t, vals)
 	checkPods(t, m)
 	checkNoSecretInConfigMaps(t, m)
+	checkNetworkPolicies(t, m)
+	// The upstreams' policies, in their own namespaces, admit the gateway
+	// (checkNetworkPolicies: and no one else).
+	got := map[string]string{}
+	for _, p := range m.Policies {
+		if p.Labels["app.kubernetes.io/component"] == "upstream" {
+			got[p.Name] = p.Namespace
+		}
+	}
+	if diff := cmp.Diff(map[string]string{"mcp-mcpauthz-upstream-docs": namespace, "mcp-mcpauthz-upstream-billing": "billing"}, got); diff != "" {
+		t.Errorf("upstream NetworkPolicies, name: namespace (-want +got):\n%s", diff)
+	}
 	gw := m.deployment(t, "gateway")
 	c := gw.Spec.Template.Spec.Containers[0]
 	env := m.env(t, c)
@@ -168,7 +184,7 @@ gateway:
 		"AUDIT_LOG":                   "stdout",
 		"AUDIT_LOG_ARGUMENTS":         "true",
 	}
-	got := map[string]string{}
+	got = map[string]string{}
 	for k := range want {
 		got[k] = env[k]
 	}
