@@ -188,7 +188,17 @@ func checkPods(t *testing.T, m *manifest) {
 		for _, c := range spec.Containers {
 			checkSecurity(t, d.Name, spec.SecurityContext, c)
 			env := m.env(t, c)
-			checkEnvNames(t, d.Name, c, env, known)
+			names := known
+			if refs := m.upstreamsRefs(t, d, c, env); len(refs) > 0 {
+				// Variables the upstreams file names as ${NAME} are read
+				// too (from federation.secretEnv).
+				names = maps.Clone(known)
+				names[binaryOf[c.Name]] = maps.Clone(known[binaryOf[c.Name]])
+				for _, r := range refs {
+					names[binaryOf[c.Name]][r] = true
+				}
+			}
+			checkEnvNames(t, d.Name, c, env, names)
 			checkProbes(t, d.Name, c, env)
 			if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 				t.Errorf("Deployment %s: container %s lacks a CPU or memory request or a memory limit: %+v", d.Name, c.Name, c.Resources)
@@ -437,8 +447,8 @@ func checkNoSecretInConfigMaps(t *testing.T, m *manifest) {
 }
 
 // checkNetworkPolicies: authz's gRPC port admits the gateway and the labelled
-// callers only; Redis admits authz and the gateway only; every policy selects
-// pods.
+// callers only; Redis admits authz and the gateway only; an upstream's policy
+// admits the gateway only; every policy selects pods.
 func checkNetworkPolicies(t *testing.T, m *manifest) {
 	t.Helper()
 	if len(m.Policies) == 0 {
@@ -462,6 +472,7 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 		}
 	}
 	var authzPolicy, redisPolicy *networkingv1.NetworkPolicy
+	var upstreamPolicies []*networkingv1.NetworkPolicy
 	for _, p := range m.Policies {
 		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
 		if err != nil || sel.Empty() {
@@ -476,6 +487,9 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 			authzPolicy = p
 		case p.Labels["app.kubernetes.io/component"] == "redis":
 			redisPolicy = p
+		case p.Labels["app.kubernetes.io/component"] == "upstream":
+			upstreamPolicies = append(upstreamPolicies, p)
+			continue
 		}
 		if len(matching(m, sel)) == 0 && p != redisPolicy {
 			t.Errorf("NetworkPolicy %s selects no pod of the chart", p.Name)
@@ -511,6 +525,22 @@ func checkNetworkPolicies(t *testing.T, m *manifest) {
 	}
 	if devauthPod != nil && allows(authzPolicy, *devauthPod, grpc) {
 		t.Errorf("NetworkPolicy %s lets devauth call authz", authzPolicy.Name)
+	}
+	for _, p := range upstreamPolicies {
+		if len(p.Spec.Ingress) != 1 || len(p.Spec.Ingress[0].Ports) == 0 || p.Spec.Ingress[0].Ports[0].Port == nil {
+			t.Errorf("NetworkPolicy %s: want one ingress rule with ports: %+v", p.Name, p.Spec.Ingress)
+			continue
+		}
+		port := corev1.ContainerPort{ContainerPort: p.Spec.Ingress[0].Ports[0].Port.IntVal}
+		if !allows(p, gatewayPod, port) {
+			t.Errorf("NetworkPolicy %s keeps the gateway out of its upstream", p.Name)
+		}
+		self := pod{ns: p.Namespace, labels: p.Spec.PodSelector.MatchLabels}
+		for _, other := range []pod{authzPod, stranger, caller, sibling, self, {ns: p.Namespace}} {
+			if allows(p, other, port) {
+				t.Errorf("NetworkPolicy %s lets %v reach its upstream", p.Name, other)
+			}
+		}
 	}
 	if redisPolicy != nil {
 		redis := corev1.ContainerPort{ContainerPort: 6379}

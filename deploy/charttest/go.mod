@@ -3,6 +3,7 @@ module github.com/mcpauthz/mcpauthz/deploy/charttest
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	helm.sh/helm/v4 v4.3.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2

@@ -112,7 +112,7 @@ nothing when there is none (authz then fails at start naming the variable). */}}
 {{- if .Values.devauth.enabled }}{{ .Values.devauth.clientID }}{{ else }}{{ .Values.credentials.clientID }}{{ end }}
 {{- end }}
 
-{{/* env entries of the secret variables of authz. */}}
+{{/* env entries of the secret variables of authz (the OTLP headers too). */}}
 {{- define "mcpauthz.authzSecretEnv" -}}
 {{- $name := include "mcpauthz.credentialsSecretName" . }}
 {{- $existing := and (not .Values.devauth.enabled) (ne .Values.credentials.existingSecret "") }}
@@ -136,6 +136,7 @@ nothing when there is none (authz then fails at start naming the variable). */}}
 {{- end }}
 {{- end }}
 {{- include "mcpauthz.redisEnv" . }}
+{{- include "mcpauthz.tracingSecretEnv" . }}
 {{- end }}
 
 {{- define "mcpauthz.redisEnv" -}}
@@ -154,14 +155,65 @@ nothing when there is none (authz then fails at start naming the variable). */}}
 {{- end }}
 {{- end }}
 
+{{/* tracingConfig: the OTEL_* ConfigMap data of both services, from
+.Values.tracing; nothing when no endpoint is set (tracing off). */}}
+{{- define "mcpauthz.tracingConfig" -}}
+{{- with .Values.tracing }}
+{{- if .endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ .endpoint | quote }}
+OTEL_EXPORTER_OTLP_PROTOCOL: {{ .protocol | quote }}
+OTEL_TRACES_SAMPLER: {{ .sampler | quote }}
+{{- with .samplerArg }}
+OTEL_TRACES_SAMPLER_ARG: {{ toString . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* tracingSecretEnv: env entries of OTEL_EXPORTER_OTLP_HEADERS (it may hold
+the collector's API key) from tracing.headersSecret. */}}
+{{- define "mcpauthz.tracingSecretEnv" -}}
+{{- if and .Values.tracing.endpoint .Values.tracing.headersSecret }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.tracing.headersSecret }}
+      key: {{ .Values.tracing.headersSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/* The variables the chart sets from tracing.* and gateway.audit.*, refused
+in authz.env and gateway.env. */}}
+{{- define "mcpauthz.tracingManaged" -}}
+OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_PROTOCOL OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG
+{{- end }}
+
+{{/* Where the upstreams file and the identity keys are mounted. */}}
+{{- define "mcpauthz.upstreamsDir" -}}/etc/mcpauthz/upstreams{{- end }}
+{{- define "mcpauthz.identityDir" -}}/etc/mcpauthz/identity{{- end }}
+
+{{/* federationEnv: env entries of the gateway from federation.secretEnv
+(variables the upstreams file names as ${NAME}), each from a Secret. */}}
+{{- define "mcpauthz.federationEnv" -}}
+{{- if .Values.federation.upstreams }}
+{{- range $name, $ref := .Values.federation.secretEnv }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secret }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* extraEnv renders a component's `env` map into a ConfigMap's data, refusing
 names the chart sets itself or that hold secrets: (dict "env" .Values.authz.env
 "managed" (list ...) "component" "authz"). */}}
 {{- define "mcpauthz.extraEnv" -}}
-{{- $secret := list "REQUEST_VALIDATION_CLIENT_SECRET" "PROPELAUTH_API_KEY" "REDIS_URL" }}
+{{- $secret := list "REQUEST_VALIDATION_CLIENT_SECRET" "PROPELAUTH_API_KEY" "REDIS_URL" "OTEL_EXPORTER_OTLP_HEADERS" "OTEL_EXPORTER_OTLP_TRACES_HEADERS" }}
 {{- range $k, $v := .env }}
 {{- if has $k $secret }}
-{{- fail (printf "%s.env.%s: a secret; set it through the chart's Secret values (credentials, redis), not a ConfigMap" $.component $k) }}
+{{- fail (printf "%s.env.%s: a secret; set it through the chart's Secret values (credentials, redis, tracing.headersSecret), not a ConfigMap" $.component $k) }}
 {{- end }}
 {{- if has $k $.managed }}
 {{- fail (printf "%s.env.%s: set by the chart from its own values; use those instead" $.component $k) }}

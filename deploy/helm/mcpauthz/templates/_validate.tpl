@@ -25,6 +25,35 @@
 {{- if and .Values.redis.url .Values.redis.existingSecret }}
 {{- fail "redis.url and redis.existingSecret: set one" }}
 {{- end }}
+{{- $fed := .Values.federation }}
+{{- if $fed.upstreams }}
+{{- $signs := false }}
+{{- range $i, $u := $fed.upstreams }}
+{{- if ne (toString (default "jwt" $u.identity)) "none" }}
+{{- $signs = true }}
+{{- end }}
+{{- range $field := list "headers" "env" }}
+{{- range $k, $val := (get $u $field | default dict) }}
+{{- if and (regexMatch "(?i)(authorization|api[-_]?key|token|secret|password|passwd|credential|cookie)" $k) (not (contains "${" (toString $val))) }}
+{{- fail (printf "federation.upstreams[%d].%s.%s: looks like a secret, and the upstreams file is a ConfigMap; write it as ${NAME} and set NAME in federation.secretEnv (a Secret's key)" $i $field $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and $signs (not $fed.identity.signingKeySecret) (or .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.replicaCount) 1)) }}
+{{- fail "federation.identity.signingKeySecret is required with more than one gateway replica (gateway.replicaCount > 1 or gateway.autoscaling): without it each replica signs identity assertions with a key of its own, and upstreams, fetching one replica's JWKS, refuse the others'" }}
+{{- end }}
+{{- range $name, $ref := $fed.secretEnv }}
+{{- if not (and $ref.secret $ref.key) }}
+{{- fail (printf "federation.secretEnv.%s: needs secret and key" $name) }}
+{{- end }}
+{{- end }}
+{{- else if $fed.identity.signingKeySecret }}
+{{- fail "federation.identity.signingKeySecret: set without federation.upstreams; the key signs identity assertions for upstreams only" }}
+{{- end }}
+{{- if and .Values.tracing.headersSecret (not .Values.tracing.endpoint) }}
+{{- fail "tracing.headersSecret: set without tracing.endpoint; tracing is off without an endpoint" }}
+{{- end }}
 {{- range $c := list "authz" "gateway" }}
 {{- $v := index $.Values $c }}
 {{- if le (int $v.terminationGracePeriodSeconds) (int $v.preStopSleepSeconds) }}

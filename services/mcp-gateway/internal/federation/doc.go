@@ -34,7 +34,10 @@
 // the tool's), and forwarded ([Federation.Serve]) as raw JSON through package
 // upstream: the name is the upstream's own again, params._meta loses the
 // client's io.modelcontextprotocol/* keys (but logLevel) and any
-// io.mcpauthz/* key, everything else passes byte for byte. The answer goes
+// io.mcpauthz/* key, everything else passes byte for byte, but the trace
+// context: with tracing on, the call is a client span under the request's
+// (trace.go), and _meta's traceparent and tracestate are that span's, the
+// client's baggage dropped. The answer goes
 // back under the client's id; notifications the upstream sends meanwhile
 // (progress, log messages) go first, as events of the request's own
 // text/event-stream response. Cancelling (the client going away) cancels the

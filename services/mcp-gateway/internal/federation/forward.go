@@ -44,6 +44,8 @@ type Route struct {
 	// and for a tool call the tool's own.
 	Scopes []string
 	e      *entry
+	// method is the request's method, for its span.
+	method string
 }
 
 // Route returns the route of a parsed request (info, and its body), or nil
@@ -89,7 +91,7 @@ func (f *Federation) Route(info mcpreq.Info, body []byte) *Route {
 	if e == nil {
 		return nil
 	}
-	return &Route{Upstream: e.up.conf.Name, Scopes: e.scopes, e: e}
+	return &Route{Upstream: e.up.conf.Name, Scopes: e.scopes, e: e, method: info.Method}
 }
 
 // Outcome says how a forwarded request ended, for the gateway's log line.
@@ -99,6 +101,9 @@ type Outcome struct {
 	Err error
 	// ClientGone: the client left before the answer; nothing was written.
 	ClientGone bool
+	// rpcCode is the code of a JSON-RPC error the upstream answered, for
+	// the span; 0 otherwise.
+	rpcCode int64
 }
 
 // Serve forwards the request rt routes (its body as read) on behalf of c
@@ -109,8 +114,20 @@ type Outcome struct {
 // Failures are JSON-RPC errors naming the upstream, with HTTP status 200.
 // tokenRef names the token when the principal names neither subject nor
 // client (it keys the upstream session). The client's headers are never
-// passed on.
+// passed on. When r's context holds a span (tracing is on), the call to the
+// upstream is a client span under it, whose trace context the upstream gets
+// in params._meta (see trace.go).
 func (f *Federation) Serve(w http.ResponseWriter, r *http.Request, rt *Route, body []byte, c *caller.Caller, tokenRef string) Outcome {
+	ctx, span := startSpan(r.Context(), rt)
+	if span == nil {
+		return f.serve(w, r, rt, body, c, tokenRef)
+	}
+	out := f.serve(w, r.WithContext(ctx), rt, body, c, tokenRef)
+	endSpan(span, out)
+	return out
+}
+
+func (f *Federation) serve(w http.ResponseWriter, r *http.Request, rt *Route, body []byte, c *caller.Caller, tokenRef string) Outcome {
 	m := rt.e.up
 	req, err := parseRequest(body)
 	if err != nil {
@@ -119,6 +136,9 @@ func (f *Federation) Serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 		return Outcome{Err: err}
 	}
 	params, err := rewriteParams(req.params, req.method, rt.e.key)
+	if err == nil {
+		params, err = withTraceContext(r.Context(), params)
+	}
 	if err != nil {
 		writeJSON(w, errorResponse(req.id, jsonrpcInvalidParams, "invalid params: "+err.Error(), ""))
 		return Outcome{Err: err}
@@ -153,7 +173,7 @@ func (f *Federation) Serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 	switch {
 	case errors.As(err, &rpc):
 		out.final(rawErrorResponse(req.id, rpc.Raw))
-		return Outcome{}
+		return Outcome{rpcCode: rpc.Code}
 	case r.Context().Err() != nil:
 		return Outcome{Err: err, ClientGone: true}
 	case errors.As(err, &uerr):

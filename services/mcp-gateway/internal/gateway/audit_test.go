@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
+	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
@@ -370,5 +371,60 @@ func TestAuditUpstream(t *testing.T) {
 	}
 	if e.Upstream != "everything" || e.Tool != "everything.echo" || e.Subject != "user-1" || e.ClientID != "c-1" || e.TokenRef != "0123456789ab" {
 		t.Errorf("event %+v, want upstream everything for user-1's everything.echo, token_ref cut to 12", e)
+	}
+}
+
+// TestAuditFederated: the audit event of a routed call names the upstream
+// and the tool as the client called it (the prefixed name), allowed or
+// refused for a scope the upstream's tool needs; an unknown tool names no
+// upstream.
+func TestAuditFederated(t *testing.T) {
+	t.Parallel()
+	up := newGoUpstream(t, "audited")
+	file := writeFile(t, "upstreams.yaml", fmt.Sprintf(`
+upstreams:
+  - name: billing
+    url: %s
+    prefix: billing_
+    tools:
+      echo: {scopes: [%s]}
+`, up.url(), scopeOrg))
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
+	gw := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": file, "AUDIT_LOG": auditFile})
+	mintFor := func(scopes ...string) string {
+		return stack.Devauth.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: scopes, Resource: gw.MCP()})
+	}
+	full, narrow := mintFor(scopeUser, scopeOrg), mintFor(scopeUser)
+
+	r, _, res := rpc(t, gw.MCP(), full, "tools/call", map[string]any{"name": "billing_echo", "arguments": map[string]any{"text": "hi"}})
+	if res.StatusCode != http.StatusOK || r.Error != nil {
+		t.Fatalf("echo: %d %+v", res.StatusCode, r.Error)
+	}
+	_, _, res = rpc(t, gw.MCP(), narrow, "tools/call", map[string]any{"name": "billing_echo", "arguments": map[string]any{"text": "hi"}})
+	if res.StatusCode != http.StatusForbidden {
+		t.Fatalf("echo without %s: status %d, want 403", scopeOrg, res.StatusCode)
+	}
+	rpc(t, gw.MCP(), full, "tools/call", map[string]any{"name": "no_such_tool", "arguments": map[string]any{}})
+
+	var events []audit.Event
+	testenv.Eventually(t, 10*time.Second, "three audit events", func() bool {
+		b, _ := os.ReadFile(auditFile)
+		return bytes.Count(b, []byte("\n")) >= 3
+	})
+	events, _ = readAudit(t, auditFile)
+	type summary struct{ Tool, Upstream, Decision, Reason string }
+	var got []summary
+	for _, e := range events {
+		if e.Method == "tools/call" {
+			got = append(got, summary{e.Tool, e.Upstream, e.Decision, e.Reason})
+		}
+	}
+	want := []summary{
+		{"billing_echo", "billing", "allow", ""},
+		{"billing_echo", "billing", "deny", "insufficient_scope"},
+		{"no_such_tool", "", "allow", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tools/call events (-want +got):\n%s", diff)
 	}
 }
