@@ -96,8 +96,9 @@ upstreams:
 	stdioGW := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": stdioFile})
 	gw := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": file, "LOG_LEVEL": "debug"})
 
-	// identity-upstream needs the gateway's JWKS, so it starts after the
-	// gateway, which serves it once it answers (the catalog is retried).
+	// identity-upstream starts after the gateway here, so its first catalog
+	// request fails and the retry lists it (TestFederationVerifyingUpstreamAtStart
+	// starts it first).
 	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
 		Args:     []string{"-listen", identAddr, "-jwks", gw.URL + identity.JWKSPath, "-issuer", gw.URL, "-audience", identURL},
 		ReadyURL: "http://" + identAddr + "/healthz",
