@@ -276,10 +276,22 @@ upstreams:
 	// What the upstreams received.
 	jwks := fetchJWKS(t, gw.URL+identity.JWKSPath)
 	stdioJWKS := fetchJWKS(t, stdioGW.URL+identity.JWKSPath)
+	// The client's tokens, as sent (the first login's and the step-up's),
+	// and the one minted for the stdio gateway: none may reach an upstream,
+	// in any header, body or _meta, with or without "Bearer".
+	tokens := append(c.Recorder.Tokens(), stdioToken)
+	if len(tokens) < 3 {
+		t.Fatalf("the client sent %d tokens, want the first login's and the step-up's", len(tokens)-1)
+	}
 	checkNoToken := func(where, dump string) {
 		t.Helper()
 		if strings.Contains(strings.ToLower(dump), "bearer") {
 			t.Errorf("%s received a bearer token: %.500s", where, dump)
+		}
+		for _, tok := range tokens {
+			if strings.Contains(dump, tok) {
+				t.Errorf("%s received a client token: %.500s", where, dump)
+			}
 		}
 	}
 	asserted := 0
