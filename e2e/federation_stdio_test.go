@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -104,13 +105,18 @@ func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 		t.Fatal("the call did not fail when the child died")
 	}
 
-	// Started again (after the 1 s backoff): a new pid, counted, up.
+	// Started again (after the 1 s backoff): a new pid, counted, up, and its
+	// tools listed again (they went while it was down).
 	gw := s.Gateways[0]
-	testenv.Eventually(t, 30*time.Second, "the child restarted and up", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the child restarted, up and listed", func() bool {
 		m := scrape(t, gw.MetricsURL)
-		return childPid() != first &&
-			strings.Contains(m, `mcp_gateway_upstream_restarts_total{upstream="everything"} 1`) &&
-			strings.Contains(m, `mcp_gateway_upstream_up{upstream="everything"} 1`)
+		if childPid() == first ||
+			!strings.Contains(m, `mcp_gateway_upstream_restarts_total{upstream="everything"} 1`) ||
+			!strings.Contains(m, `mcp_gateway_upstream_up{upstream="everything"} 1`) {
+			return false
+		}
+		list, err := cs.ListTools(t.Context(), nil)
+		return err == nil && slices.ContainsFunc(list.Tools, func(tl *mcp.Tool) bool { return tl.Name == "echo" })
 	})
 	res, err := cs.CallTool(t.Context(), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"message": "back"}})
 	if err != nil || res.IsError || len(res.Content) == 0 || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "back") {
