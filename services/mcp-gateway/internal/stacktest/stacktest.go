@@ -3,7 +3,8 @@
 // auto-approving alice@example.com) and the authz binary, started as
 // processes by internal/stack, and the gateway itself in-process on a
 // loopback listener, so that its tests see its metrics and count in its
-// coverage.
+// coverage. The gateway is assembled and started by package startup, as
+// cmd/mcp-gateway does it.
 //
 // A test package starts one shared [Stack] in TestMain with [Main] and its
 // tests and benchmarks use it; a test that must break something (stop authz,
