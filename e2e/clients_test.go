@@ -116,46 +116,19 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 	top := startTopology(t, 1, 1)
 	const redirect = "http://127.0.0.1:4567/callback"
 
-	b := newBrowser(t)
-	var pages []string
-	var requested string
-	fetcher := func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-		if u, err := url.Parse(args.URL); err == nil {
-			requested = u.Query().Get("scope")
-		}
-		loc, visited, err := b.authorize(ctx, args.URL, redirect, aliceEmail, seedusers.AlicePassword)
-		pages = visited
-		if err != nil {
-			return nil, err
-		}
-		q := loc.Query()
-		if e := q.Get("error"); e != "" {
-			return nil, fmt.Errorf("authorization error %s: %s", e, q.Get("error_description"))
-		}
-		return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-	}
-	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
-		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
-			RedirectURIs: []string{redirect}, TokenEndpointAuthMethod: "none", ClientName: "e2e go-sdk client",
-			GrantTypes: []string{"authorization_code", "refresh_token"},
-		}},
-		AuthorizationCodeFetcher: fetcher,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, login := loginHandler(t, redirect)
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e-go-sdk", Version: "1.0.0"}, nil)
 	cs, err := client.Connect(t.Context(), &mcp.StreamableClientTransport{Endpoint: top.resource, OAuthHandler: h}, nil)
 	if err != nil {
-		t.Fatalf("Connect: %v (pages: %v)", err, pages)
+		t.Fatalf("Connect: %v (pages: %v)", err, login.pages)
 	}
 	defer cs.Close()
-	if diff := cmp.Diff([]string{"login", "consent"}, pages); diff != "" {
+	if diff := cmp.Diff([]string{"login", "consent"}, login.pages); diff != "" {
 		t.Errorf("pages the browser filled in (-want +got):\n%s", diff)
 	}
 	// The go-sdk client may order the scopes either way (it goes through a map).
-	if got := slices.Sorted(strings.FieldsSeq(requested)); !slices.Equal(got, []string{"read:org_data", "read:user_data"}) {
-		t.Errorf("scope the client asked for = %q, want every scope the 401 names", requested)
+	if got := slices.Sorted(strings.FieldsSeq(login.requested)); !slices.Equal(got, []string{"read:org_data", "read:user_data"}) {
+		t.Errorf("scope the client asked for = %q, want every scope the 401 names", login.requested)
 	}
 
 	list, err := cs.ListTools(t.Context(), nil)
@@ -188,6 +161,50 @@ func TestGoSDKClientThroughLoginPage(t *testing.T) {
 		t.Fatalf("list_my_orgs = %s: %v", raw, err)
 	}
 	checkMyOrgs(t, orgs, res.IsError)
+}
+
+// login records what [loginHandler]'s browser did: the pages it filled in
+// and the scope the client asked for.
+type login struct {
+	pages     []string
+	requested string
+}
+
+// loginHandler is the go-sdk client's OAuth handler for the gateway, as a
+// user's: dynamic registration, then PKCE authorization through devauth's
+// real login and consent pages as alice, filled in the way a browser would
+// (following redirects, keeping cookies, posting the forms with their CSRF
+// fields), redirecting to redirect (nothing needs to listen there).
+func loginHandler(t *testing.T, redirect string) (*auth.AuthorizationCodeHandler, *login) {
+	t.Helper()
+	b := newBrowser(t)
+	rec := &login{}
+	fetcher := func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+		if u, err := url.Parse(args.URL); err == nil {
+			rec.requested = u.Query().Get("scope")
+		}
+		loc, visited, err := b.authorize(ctx, args.URL, redirect, aliceEmail, seedusers.AlicePassword)
+		rec.pages = visited
+		if err != nil {
+			return nil, err
+		}
+		q := loc.Query()
+		if e := q.Get("error"); e != "" {
+			return nil, fmt.Errorf("authorization error %s: %s", e, q.Get("error_description"))
+		}
+		return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+	}
+	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			RedirectURIs: []string{redirect}, TokenEndpointAuthMethod: "none", ClientName: "e2e go-sdk client",
+			GrantTypes: []string{"authorization_code", "refresh_token"},
+		}},
+		AuthorizationCodeFetcher: fetcher,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, rec
 }
 
 // myOrgs is the part of list_my_orgs' result the tests read.

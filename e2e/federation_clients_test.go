@@ -23,7 +23,8 @@ import (
 // @modelcontextprotocol/server-everything over streamable HTTP (it keeps
 // sessions) behind the gateway: the upstream's tools, resources, templates
 // and prompts are listed under its prefix, echo is called, the long-running
-// tool's progress notifications reach the client, a resource is read (and
+// tool, which needs a scope the first login did not grant, is hidden, then
+// reached through the 403 step-up, and its progress notifications reach the client, a resource is read (and
 // one only a resource template names), a prompt fetched and a prompt argument completed.
 func TestTypeScriptSDKClientFederation(t *testing.T) {
 	slow(t)
@@ -31,7 +32,11 @@ func TestTypeScriptSDKClientFederation(t *testing.T) {
 	node := nodeModules(t)
 	ev := testenv.StartEverything(t)
 	file := filepath.Join(t.TempDir(), "upstreams.yaml")
-	conf := "upstreams:\n  - name: everything\n    url: " + ev.URL + "\n    prefix: everything_\n"
+	// The long-running tool needs read:org_data, which the first login
+	// (E2E_FIRST_SCOPE) does not grant: hidden, then reached by the 403
+	// step-up.
+	conf := "upstreams:\n  - name: everything\n    url: " + ev.URL + "\n    prefix: everything_\n" +
+		"    tools:\n      trigger-long-running-operation: {scopes: [read:org_data]}\n"
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +46,7 @@ func TestTypeScriptSDKClientFederation(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "federation.mjs", s.Resource, "everything_")
 	cmd.Dir = "ts"
-	cmd.Env = append(os.Environ(), "E2E_EMAIL="+aliceEmail, "E2E_PASSWORD=alice-password")
+	cmd.Env = append(os.Environ(), "E2E_EMAIL="+aliceEmail, "E2E_PASSWORD=alice-password", "E2E_FIRST_SCOPE=read:user_data")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -53,13 +58,15 @@ func TestTypeScriptSDKClientFederation(t *testing.T) {
 		IsError bool   `json:"is_error"`
 	}
 	var got struct {
-		Events            []string `json:"events"`
-		Tools             []string `json:"tools"`
-		Resources         int      `json:"resources"`
-		ResourceTemplates []string `json:"resource_templates"`
-		Prompts           []string `json:"prompts"`
-		Echo              result   `json:"echo"`
-		LongRun           struct {
+		Events             []string `json:"events"`
+		LastRequestedScope string   `json:"last_requested_scope"`
+		Tools              []string `json:"tools"`
+		ToolsAfterStepUp   []string `json:"tools_after_step_up"`
+		Resources          int      `json:"resources"`
+		ResourceTemplates  []string `json:"resource_templates"`
+		Prompts            []string `json:"prompts"`
+		Echo               result   `json:"echo"`
+		LongRun            struct {
 			result
 			Progress []struct {
 				Progress float64 `json:"progress"`
@@ -91,12 +98,27 @@ func TestTypeScriptSDKClientFederation(t *testing.T) {
 		t.Fatalf("decoding the client's output %q: %v", out, err)
 	}
 	t.Logf("the client saw: %s", out)
-	if d := cmp.Diff([]string{"registered", "authorize", "login", "consent", "tokens"}, got.Events); d != "" {
-		t.Errorf("OAuth steps the TypeScript client took (-want +got):\n%s", d)
+	// The SDK meets the 403 with a token refresh (the second "tokens"),
+	// which cannot widen the grant: the second 403 makes the client sign in
+	// again, for what the 403 names (withStepUp in ts/oauth.mjs).
+	login := []string{"authorize", "login", "consent", "tokens"}
+	if d := cmp.Diff(slices.Concat([]string{"registered"}, login, []string{"tokens", "403"}, login), got.Events); d != "" {
+		t.Errorf("OAuth steps the TypeScript client took, the 403 step-up among them (-want +got):\n%s", d)
 	}
-	for _, want := range []string{"who_am_i", "list_my_orgs", "everything_echo", "everything_get-sum", "everything_trigger-long-running-operation"} {
+	if !slices.Contains(strings.Fields(got.LastRequestedScope), "read:org_data") {
+		t.Errorf("the step-up authorization asked for %q, without read:org_data", got.LastRequestedScope)
+	}
+	for _, want := range []string{"who_am_i", "everything_echo", "everything_get-sum"} {
 		if !slices.Contains(got.Tools, want) {
 			t.Errorf("tools/list lacks %s: %v", want, got.Tools)
+		}
+	}
+	for _, hidden := range []string{"list_my_orgs", "everything_trigger-long-running-operation"} {
+		if slices.Contains(got.Tools, hidden) {
+			t.Errorf("tools/list with read:user_data only shows %s, which needs read:org_data", hidden)
+		}
+		if !slices.Contains(got.ToolsAfterStepUp, hidden) {
+			t.Errorf("tools/list after the step-up lacks %s: %v", hidden, got.ToolsAfterStepUp)
 		}
 	}
 	for _, name := range got.Tools {

@@ -377,10 +377,11 @@ for name in devauth identity-upstream authz mcp-gateway; do
 	done
 done
 
-# Upstreams that did not answer the gateway's first catalog request (an
-# upstream that verifies the identity assertions cannot before the gateway
-# serves its JWKS) are retried with backoff: wait for them too, within
-# RUN_TIMEOUT, so the banner shows what they offer.
+# Upstreams that did not answer the gateway's first catalog request (one
+# still starting) are retried with backoff: wait for them too, within
+# RUN_TIMEOUT, so the banner shows what they offer. One that verifies the
+# identity assertions answers the first request: the gateway serves its JWKS
+# while it fetches the catalogs.
 if [[ -n ${UPSTREAMS_FILE:-} ]]; then
 	# Not `| grep -q`: under pipefail, grep quitting early can fail the pipe.
 	while [[ $(upstream_summary) == *": unavailable"* ]] && ((SECONDS < deadline)); do

@@ -5,13 +5,15 @@
 // upstream's prefix, e.g. "everything_") are listed; echo is called; the
 // long-running tool is called with a progress handler; the first resource is
 // read, and a URI of its first resource template; simple-prompt is fetched; and an argument of completable-prompt is
-// completed.
+// completed. With E2E_FIRST_SCOPE set, the first login grants only that scope:
+// a tool needing more is left out of tools/list, and calling it goes through
+// the 403 step-up (withStepUp); the tools are listed again after it.
 //
 // It prints one JSON object on stdout and exits 0, or prints the error and exits 1.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 
-import { HeadlessProvider, connect } from './oauth.mjs';
+import { HeadlessProvider, connect, withStepUp } from './oauth.mjs';
 
 const serverUrl = new URL(process.argv[2] ?? 'http://localhost:8000/mcp');
 const prefix = process.argv[3] ?? 'everything_';
@@ -35,7 +37,7 @@ function text(content) {
 async function main() {
   const provider = new HeadlessProvider();
   const client = new Client({ name: 'mcpauthz-e2e-ts-federation', version: '1.0.0' });
-  await connect(client, serverUrl, provider);
+  const transport = await connect(client, serverUrl, provider);
 
   const tools = await all((p) => client.listTools(p), 'tools');
   const resources = await all((p) => client.listResources(p), 'resources');
@@ -46,12 +48,15 @@ async function main() {
 
   // The SDK sends a progressToken when onprogress is set; the notifications
   // must arrive on this request's stream, before the result.
+  // With E2E_FIRST_SCOPE narrower than the tool needs, it is not listed
+  // above and its call meets the 403 step-up first.
   const progress = [];
-  const longRun = await client.callTool(
+  const longRun = await withStepUp(transport, provider, () => client.callTool(
     { name: `${prefix}trigger-long-running-operation`, arguments: { duration: 1, steps: 3 } },
     CallToolResultSchema,
     { onprogress: (p) => progress.push({ progress: p.progress, total: p.total }), timeout: 30_000 },
-  );
+  ));
+  const toolsAfter = await all((p) => client.listTools(p), 'tools');
 
   const firstResource = resources[0];
   const read = firstResource ? await client.readResource({ uri: firstResource.uri }) : null;
@@ -73,7 +78,9 @@ async function main() {
 
   console.log(JSON.stringify({
     events: provider.events,
+    last_requested_scope: provider.requestedScope,
     tools: tools.map((t) => t.name).sort(),
+    tools_after_step_up: toolsAfter.map((t) => t.name).sort(),
     resources: resources.length,
     resource_templates: templates.map((t) => t.uriTemplate),
     prompts: prompts.map((p) => p.name).sort(),

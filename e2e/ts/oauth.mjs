@@ -4,7 +4,7 @@
 // E2E_PASSWORD; alice by default) and consent form, or just following the
 // redirect when devauth auto-approves.
 
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 
 const redirectUrl = 'http://127.0.0.1:53682/callback';
@@ -29,10 +29,18 @@ export class HeadlessProvider {
   saveClientInformation(info) { this.events.push('registered'); this._client = info; }
   tokens() { return this._tokens; }
   saveTokens(tokens) { this.events.push('tokens'); this._tokens = tokens; }
+  forgetTokens() { this._tokens = undefined; }
   saveCodeVerifier(v) { this._verifier = v; }
   codeVerifier() { return this._verifier; }
   async redirectToAuthorization(authorizationUrl) {
     this.events.push('authorize');
+    // E2E_FIRST_SCOPE: the first authorization asks for that scope only, as
+    // when a user grants less than asked at the first consent; later ones
+    // (the 403 step-up) ask for what the server names.
+    if (process.env.E2E_FIRST_SCOPE && !this._narrowed) {
+      this._narrowed = true;
+      authorizationUrl.searchParams.set('scope', process.env.E2E_FIRST_SCOPE);
+    }
     this.requestedScope = authorizationUrl.searchParams.get('scope');
     this.requestedResource = authorizationUrl.searchParams.get('resource');
     const cookies = new Map();
@@ -113,15 +121,43 @@ function decodeEntities(s) {
 }
 
 // connect runs the SDK's whole OAuth flow against the MCP server at serverUrl
-// (401 -> metadata -> registration -> PKCE authorization -> token) and
-// leaves client connected.
+// (401 -> metadata -> registration -> PKCE authorization -> token), leaves
+// client connected and returns the transport it is connected through.
 export async function connect(client, serverUrl, provider) {
+  let transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider });
   try {
-    await client.connect(new StreamableHTTPClientTransport(serverUrl, { authProvider: provider }));
+    await client.connect(transport);
   } catch (err) {
     if (!(err instanceof UnauthorizedError)) throw err;
-    const transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider });
+    transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider });
     await transport.finishAuth(provider.authorizationCode);
     await client.connect(transport);
+  }
+  return transport;
+}
+
+// withStepUp runs call and, when the server refuses it with 403
+// insufficient_scope, authorizes again for more scope and runs it once more,
+// as an application does after the user's new consent. The SDK (1.32) meets
+// the 403 by refreshing the token, which cannot widen the grant (RFC 6749
+// section 6), and gives up with a 403 error; the provider then forgets its
+// tokens, so the next attempt's 401 starts a new authorization (the provider
+// plays the browser) and the SDK throws UnauthorizedError: the code is
+// exchanged and the call runs again.
+export async function withStepUp(transport, provider, call) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (attempt >= 2) throw err;
+      if (err instanceof StreamableHTTPError && err.code === 403) {
+        provider.events.push('403');
+        provider.forgetTokens();
+      } else if (err instanceof UnauthorizedError) {
+        await transport.finishAuth(provider.authorizationCode);
+      } else {
+        throw err;
+      }
+    }
   }
 }

@@ -7,10 +7,8 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -30,12 +28,10 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/startup"
 )
 
 // drainTimeout leaves in-flight requests time to finish on SIGTERM, inside the
@@ -133,43 +129,16 @@ func serve(ctx context.Context, cfg config.Config, env service.Env) (err error) 
 		defer limiter.Close()
 	}
 
-	toolSet := tools.BuiltIn()
-	var fed *federation.Federation
-	if cfg.Upstreams != nil {
-		if fed, err = startFederation(ctx, cfg, logger, m); err != nil {
-			return err
-		}
-		defer fed.Close()
-		if !cfg.Upstreams.BuiltinTools {
-			if toolSet, err = tools.NewSet(); err != nil {
-				return err
-			}
-		}
-	}
-
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: authz, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: toolSet, Federation: fed, Audit: auditLog, Tracer: tracer,
-		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return authz.WatchInvalidations(ctx) }})
+	// The upstreams, the gateway and its listeners start in the order
+	// package startup documents, the test stack's too.
+	srv, err := startup.Start(ctx, startup.Options{Config: cfg, Logger: logger, Metrics: m, Authz: authz, RateLimiter: limiter, Audit: auditLog, Tracer: tracer,
+		Listener: gateway.LimitConnections(ln, cfg.MaxConnections), OpsListener: opsLn, Drain: drainTimeout, OpsDrain: opsDrainTimeout})
 	if err != nil {
 		return err
 	}
-	if fed != nil {
-		// Catalog refreshes run through the drain, as requests may still
-		// be forwarded.
-		fedCtx, stopFed := context.WithCancel(context.WithoutCancel(ctx))
-		followed := make(chan struct{})
-		go func() { defer close(followed); fed.Run(fedCtx) }()
-		defer func() { stopFed(); <-followed }()
-	}
-	// The decision cache follows the invalidation stream through the drain
-	// too, so the stream outlives ctx and stops once Serve has returned.
-	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
-	watched := make(chan struct{})
-	go func() { defer close(watched); gw.Watch(watchCtx) }()
-	defer func() { stopWatch(); <-watched }()
-	served := gateway.LimitConnections(ln, cfg.MaxConnections)
 	logger.Info("serving MCP", "addr", ln.Addr().String(), "metrics_addr", opsAddr, "resource", cfg.Resource(), "resource_metadata", cfg.ResourceMetadataURL(), "authz", cfg.AuthzAddr,
 		"authz_tls", cfg.AuthzTLS != nil, "audit_log", cmp.Or(cfg.AuditLog, "off"), "decision_cache_ttl", cfg.DecisionCacheTTL.String(), "rate_limit", cfg.RateLimit.String(), "rate_limit_shared", cfg.RateLimit.Enabled() && cfg.RedisURL != "")
-	return serveListeners(ctx, logger, gw, served, opsLn)
+	return srv.Wait()
 }
 
 // openAuditLog opens AUDIT_LOG: nil when it is off, standard output, or a
@@ -205,49 +174,4 @@ func openAuditLog(ctx context.Context, cfg config.Config, env service.Env, m *me
 		}
 	}()
 	return l, nil
-}
-
-// startFederation connects to the upstreams of UPSTREAMS_FILE and fetches
-// their catalogs. A clash of names between them is a configuration error.
-func startFederation(ctx context.Context, cfg config.Config, logger *slog.Logger, m *metrics.Metrics) (*federation.Federation, error) {
-	builtin := []string{}
-	if cfg.Upstreams.BuiltinTools {
-		for _, t := range tools.BuiltIn().All() {
-			builtin = append(builtin, t.Name)
-		}
-	}
-	fed, err := federation.New(federation.Options{File: cfg.Upstreams, Issuer: cfg.ServerURL, Builtin: builtin, Logger: logger, Metrics: m})
-	if err != nil {
-		return nil, fmt.Errorf("invalid configuration: UPSTREAMS_FILE: %s: %w", cfg.UpstreamsFile, err)
-	}
-	if err := fed.Start(ctx); err != nil {
-		fed.Close()
-		return nil, fmt.Errorf("invalid configuration: UPSTREAMS_FILE: %s: %w", cfg.UpstreamsFile, err)
-	}
-	return fed, nil
-}
-
-// serveListeners serves gw's public routes on ln and its operational routes
-// on opsLn (with opsLn nil, both on ln) until ctx is done. Then the public
-// listener closes and drains its requests while the operational one still
-// answers /metrics and /readyz, so the drain can be watched; it stops, with
-// its own short drain, once the public one has. Either server failing stops
-// the other. It returns the servers' errors, joined.
-func serveListeners(ctx context.Context, logger *slog.Logger, gw *gateway.Gateway, ln, opsLn net.Listener) error {
-	if opsLn == nil {
-		return gateway.Serve(ctx, ln, gw.OneHandler(), logger, drainTimeout)
-	}
-	publicCtx, stopPublic := context.WithCancel(ctx)
-	defer stopPublic()
-	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopOps()
-	opsDone := make(chan error, 1)
-	go func() {
-		err := gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger.With("listener", "MCP_METRICS_LISTEN"), opsDrainTimeout)
-		stopPublic() // a failed operational listener takes the public one down
-		opsDone <- err
-	}()
-	err := gateway.Serve(publicCtx, ln, gw, logger.With("listener", "MCP_LISTEN"), drainTimeout)
-	stopOps()
-	return errors.Join(err, <-opsDone)
 }

@@ -1,13 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpauthz/mcpauthz/internal/scopes"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
@@ -113,6 +117,46 @@ func TestBadConfiguration(t *testing.T) {
 				t.Errorf("last stderr line %q does not name %s", last, tt.wantVar)
 			}
 		})
+	}
+}
+
+// TestUpstreamCollision: two upstreams offering a tool of the same name,
+// both unprefixed, stop the binary at start: exit 1 and one line naming
+// UPSTREAMS_FILE, the tool and both upstreams.
+func TestUpstreamCollision(t *testing.T) {
+	t.Parallel()
+	var urls []string
+	for range 2 {
+		s := mcp.NewServer(&mcp.Implementation{Name: "echo-upstream", Version: "1"}, nil)
+		mcp.AddTool(s, &mcp.Tool{Name: "echo"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{}, nil, nil
+		})
+		srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL+"/mcp")
+	}
+	file := filepath.Join(t.TempDir(), "upstreams.yaml")
+	conf := fmt.Sprintf("upstreams:\n  - {name: first, url: %s, prefix: \"\"}\n  - {name: second, url: %s, prefix: \"\"}\n", urls[0], urls[1])
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runBinary(t, []string{"PROPELAUTH_AUTH_URL=http://127.0.0.1:9", "MCP_LISTEN=127.0.0.1:0", "MCP_METRICS_LISTEN=127.0.0.1:0", "UPSTREAMS_FILE=" + file})
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	var errLines []string
+	for _, l := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		if strings.HasPrefix(l, "mcp-gateway: ") {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 {
+		t.Fatalf("error lines %q, want one\nstderr:\n%s", errLines, errOut)
+	}
+	for _, want := range []string{"UPSTREAMS_FILE", `"echo"`, `upstream "first"`, `upstream "second"`} {
+		if !strings.Contains(errLines[0], want) {
+			t.Errorf("error line %q does not name %s", errLines[0], want)
+		}
 	}
 }
 

@@ -96,8 +96,9 @@ upstreams:
 	stdioGW := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": stdioFile})
 	gw := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": file, "LOG_LEVEL": "debug"})
 
-	// identity-upstream needs the gateway's JWKS, so it starts after the
-	// gateway, which serves it once it answers (the catalog is retried).
+	// identity-upstream starts after the gateway here, so its first catalog
+	// request fails and the retry lists it (TestFederationVerifyingUpstreamAtStart
+	// starts it first).
 	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
 		Args:     []string{"-listen", identAddr, "-jwks", gw.URL + identity.JWKSPath, "-issuer", gw.URL, "-audience", identURL},
 		ReadyURL: "http://" + identAddr + "/healthz",
@@ -275,10 +276,22 @@ upstreams:
 	// What the upstreams received.
 	jwks := fetchJWKS(t, gw.URL+identity.JWKSPath)
 	stdioJWKS := fetchJWKS(t, stdioGW.URL+identity.JWKSPath)
+	// The client's tokens, as sent (the first login's and the step-up's),
+	// and the one minted for the stdio gateway: none may reach an upstream,
+	// in any header, body or _meta, with or without "Bearer".
+	tokens := append(c.Recorder.Tokens(), stdioToken)
+	if len(tokens) < 3 {
+		t.Fatalf("the client sent %d tokens, want the first login's and the step-up's", len(tokens)-1)
+	}
 	checkNoToken := func(where, dump string) {
 		t.Helper()
 		if strings.Contains(strings.ToLower(dump), "bearer") {
 			t.Errorf("%s received a bearer token: %.500s", where, dump)
+		}
+		for _, tok := range tokens {
+			if strings.Contains(dump, tok) {
+				t.Errorf("%s received a client token: %.500s", where, dump)
+			}
 		}
 	}
 	asserted := 0

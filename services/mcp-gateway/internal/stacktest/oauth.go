@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,12 +63,15 @@ func AutoApprove(client *http.Client, scopes *[]string) auth.AuthorizationCodeFe
 }
 
 // Recorder is an http.RoundTripper that logs "METHOD path -> status" for every
-// request, so a test can check the steps an OAuth flow took.
+// request, so a test can check the steps an OAuth flow took, and keeps the
+// bearer tokens the client sent, so a test can look for them where they must
+// not be.
 type Recorder struct {
 	Base http.RoundTripper
 
-	mu    sync.Mutex
-	steps []string
+	mu     sync.Mutex
+	steps  []string
+	tokens []string
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -77,6 +81,13 @@ func (r *Recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		base = http.DefaultTransport
 	}
 	res, err := base.RoundTrip(req)
+	if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		r.mu.Lock()
+		if !slices.Contains(r.tokens, tok) {
+			r.tokens = append(r.tokens, tok)
+		}
+		r.mu.Unlock()
+	}
 	step := req.Method + " " + req.URL.Path
 	if err != nil {
 		step += " -> error"
@@ -94,6 +105,13 @@ func (r *Recorder) Steps() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.steps...)
+}
+
+// Tokens returns the bearer tokens sent so far, each once.
+func (r *Recorder) Tokens() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.tokens)
 }
 
 // OAuthClient is a go-sdk MCP client that authorizes itself against devauth

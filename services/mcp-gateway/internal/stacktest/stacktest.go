@@ -3,7 +3,8 @@
 // auto-approving alice@example.com) and the authz binary, started as
 // processes by internal/stack, and the gateway itself in-process on a
 // loopback listener, so that its tests see its metrics and count in its
-// coverage.
+// coverage. The gateway is assembled and started by package startup, as
+// cmd/mcp-gateway does it.
 //
 // A test package starts one shared [Stack] in TestMain with [Main] and its
 // tests and benchmarks use it; a test that must break something (stop authz,
@@ -13,6 +14,7 @@ package stacktest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -33,12 +35,10 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/audit"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/authzclient"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/config"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/decisioncache"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/gateway"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/metrics"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/ratelimit"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/tools"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/startup"
 )
 
 // Seeded devauth users (package seedusers).
@@ -298,7 +298,9 @@ func (g *Gateway) MCP() string { return g.URL + "/mcp" }
 func (g *Gateway) Logs() string { return g.logs.String() }
 
 func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// MCP_LISTEN in env: where a test needs to know the gateway's URL
+	// before it starts (an upstream verifying its assertions).
+	ln, err := net.Listen("tcp", cmp.Or(env["MCP_LISTEN"], "127.0.0.1:0"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -363,50 +365,13 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 			return nil, nil, err
 		}
 	}
-	// As in main: the upstreams of UPSTREAMS_FILE, their catalogs fetched
-	// before serving.
-	toolSet := tools.BuiltIn()
-	var fed *federation.Federation
-	fedCtx, stopFed := context.WithCancel(context.Background())
-	followed := make(chan struct{})
-	if cfg.Upstreams != nil {
-		var builtin []string
-		if cfg.Upstreams.BuiltinTools {
-			for _, t := range toolSet.All() {
-				builtin = append(builtin, t.Name)
-			}
-		} else {
-			toolSet, _ = tools.NewSet()
-		}
-		fed, err = federation.New(federation.Options{File: cfg.Upstreams, Issuer: cfg.ServerURL, Builtin: builtin, Logger: logger, Metrics: m})
-		if err == nil {
-			if err = fed.Start(context.Background()); err != nil {
-				fed.Close()
-			}
-		}
-		if err != nil {
-			stopFed()
-			closeListeners()
-			az.Close()
-			auditLog.Close()
-			if limiter != nil {
-				limiter.Close()
-			}
-			return nil, nil, fmt.Errorf("UPSTREAMS_FILE: %w", err)
-		}
-		go func() { defer close(followed); fed.Run(fedCtx) }()
-	} else {
-		close(followed)
-	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Authz: az, Logger: logger, Metrics: m, RateLimiter: limiter, Tools: toolSet, Federation: fed, Audit: auditLog,
-		Invalidations: func(ctx context.Context) (decisioncache.Stream, error) { return az.WatchInvalidations(ctx) }})
+	// What main runs: the upstreams, the gateway and its listeners, in
+	// package startup's order.
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := startup.Start(ctx, startup.Options{Config: cfg, Logger: logger, Metrics: m, Authz: az, RateLimiter: limiter, Audit: auditLog,
+		Listener: gateway.LimitConnections(ln, cfg.MaxConnections), OpsListener: opsLn, Drain: 5 * time.Second, OpsDrain: time.Second})
 	if err != nil {
-		stopFed()
-		<-followed
-		if fed != nil {
-			fed.Close()
-		}
-		closeListeners()
+		cancel()
 		az.Close()
 		auditLog.Close()
 		if limiter != nil {
@@ -414,38 +379,10 @@ func startGateway(authzAddr, devauthURL string, env map[string]string) (*Gateway
 		}
 		return nil, nil, err
 	}
-	// As in main: the public listener drains first, the operational one after.
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	served := gateway.LimitConnections(ln, cfg.MaxConnections)
-	opsCtx, stopOps := context.WithCancel(context.Background())
-	opsDone := make(chan error, 1)
-	if opsLn == nil {
-		go func() { done <- gateway.Serve(ctx, served, gw.OneHandler(), logger, 5*time.Second) }()
-		opsDone <- nil
-	} else {
-		go func() { done <- gateway.Serve(ctx, served, gw, logger, 5*time.Second) }()
-		go func() { opsDone <- gateway.Serve(opsCtx, opsLn, gw.OpsHandler(), logger, time.Second) }()
-	}
-	// As in main: the watcher outlives the drain.
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	watched := make(chan struct{})
-	go func() { defer close(watched); gw.Watch(watchCtx) }()
 	stop := sync.OnceFunc(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := srv.Wait(); err != nil {
 			fmt.Fprintln(os.Stderr, "stacktest: gateway:", err)
-		}
-		stopOps()
-		if err := <-opsDone; err != nil {
-			fmt.Fprintln(os.Stderr, "stacktest: gateway operational listener:", err)
-		}
-		stopWatch()
-		<-watched
-		stopFed()
-		<-followed
-		if fed != nil {
-			fed.Close()
 		}
 		az.Close()
 		if limiter != nil {

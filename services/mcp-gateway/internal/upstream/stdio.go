@@ -147,6 +147,11 @@ func (t *stdioTransport) supervise() {
 			started := time.Now()
 			t.setState(stateReady, p)
 			t.c.opts.Metrics.Up(true)
+			if starts > 0 {
+				// Back after an exit, whose signal found it down: its
+				// catalog is listed now, not at the next retry.
+				t.c.signal()
+			}
 			t.watchOn(p)
 			<-p.exited
 			t.c.opts.Metrics.Up(false)
@@ -155,7 +160,8 @@ func (t *stdioTransport) supervise() {
 			}
 			t.c.opts.Logger.Warn("the upstream process exited; restarting it", "status", exitStatus(p.exitErr), "after", time.Since(started).Round(time.Millisecond))
 			t.setState(stateDown, nil)
-			// Its tools may differ after a restart.
+			// Its entries go while it is down, and may differ after the
+			// restart.
 			t.c.signal()
 			if time.Since(started) > t.c.opts.MaxRestartDelay {
 				delay = t.c.opts.RestartDelay

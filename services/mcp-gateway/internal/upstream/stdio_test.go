@@ -101,7 +101,9 @@ func TestStdioCrashRestart(t *testing.T) {
 	t.Parallel()
 	m := &metricsRecorder{}
 	opts := stdioServerOptions()
-	opts.RestartDelay, opts.Metrics = 200*time.Millisecond, m
+	// A delay long enough that the exit's Changed signal is taken before
+	// the restart's.
+	opts.RestartDelay, opts.Metrics = time.Second, m
 	c, logs := newTestConn(t, opts)
 	if _, err := callTool(t.Context(), c, Caller{}, "add", `{"a":1,"b":2}`, nil); err != nil {
 		t.Fatal(err)
@@ -134,6 +136,11 @@ func TestStdioCrashRestart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the call in flight did not fail when the child died")
 	}
+	select {
+	case <-c.Changed(): // the exit: its entries go
+	case <-time.After(30 * time.Second):
+		t.Fatal("Changed not signalled when the child exited")
+	}
 	waitFor(t, "a call to work again", func() bool {
 		res, err := callTool(t.Context(), c, Caller{}, "add", `{"a":1,"b":2}`, nil)
 		return err == nil && toolText(t, res) == "3"
@@ -144,6 +151,8 @@ func TestStdioCrashRestart(t *testing.T) {
 	if !strings.Contains(logs.String(), "the upstream process exited; restarting it") || !strings.Contains(logs.String(), "exit status 3") {
 		t.Errorf("the exit was not logged:\n%s", logs.String())
 	}
+	// The restart signals again, so the catalog is listed as soon as the
+	// child is back.
 	select {
 	case <-c.Changed():
 	default:
