@@ -90,7 +90,7 @@ func (r Run) Per1k(n *int64) float64 {
 	return float64(*n) * 1000 / float64(r.Requests)
 }
 
-// Check is a target of issue 5 evaluated on this run's figures.
+// Check is one of the load targets (docs/performance.md) evaluated on this run's figures.
 type Check struct {
 	Name   string  `json:"name"`
 	Value  float64 `json:"value"`
@@ -235,7 +235,7 @@ func outcomes(r Run) string {
 }
 
 // WriteMarkdown writes one section per scenario: a table of runs, then the
-// checks against issue 5's targets and the notes.
+// checks against the load targets (docs/performance.md) and the notes.
 func (r *Report) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	m := r.Machine

@@ -268,7 +268,7 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 	return nil
 }
 
-// checkFederated evaluates issue 11's targets for each identity setting:
+// checkFederated evaluates the federation targets for each identity setting:
 // gateway throughput at least 0.7x the direct call's at 32 clients, p50 at
 // most 0.5 ms above it at 4 clients; and notes the CPU-cost ratio.
 func checkFederated(sc *report.Scenario) {

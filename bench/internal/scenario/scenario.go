@@ -1,4 +1,4 @@
-// Package scenario runs issue 5's load scenarios against the stack (started
+// Package scenario runs the load tool's scenarios against the stack (started
 // per scenario from bin/, or already running) and the floors, and evaluates
 // the targets on the figures of the same run.
 //
@@ -71,7 +71,7 @@ const (
 	NoRedis     = "no-redis"
 	Sweep       = "sweep"
 	Soak        = "soak"
-	// Federated and FederatedSoak are issue 11's: see federated.go.
+	// Federated and FederatedSoak measure routed calls to upstreams: see federated.go.
 	Federated     = "federated"
 	FederatedSoak = "federated-soak"
 )
@@ -805,7 +805,7 @@ func (e *env) warm(ctx context.Context, sc *report.Scenario, clients []int, d ti
 	return nil
 }
 
-// checkRatios evaluates issue 5's ratio targets on whatever concurrencies the
+// checkRatios evaluates the gateway's ratio targets on whatever concurrencies the
 // scenario measured.
 func (e *env) checkRatios(sc *report.Scenario) {
 	if g, ok := sc.Find(report.KindGateway, 32); ok {
