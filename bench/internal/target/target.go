@@ -113,29 +113,40 @@ func (m *MCPCall) Do(ctx context.Context, _ int) string {
 		h["Mcp-Method"] = []string{"tools/call"}
 		h["Mcp-Name"] = []string{"who_am_i"}
 	}
-	if m.Tokens != nil {
-		tok, ok := m.Tokens.Next()
-		if !ok {
-			return load.Stop
-		}
-		h["Authorization"] = []string{"Bearer " + tok}
-	}
-	resp, err := m.Client.Do(req)
-	if err != nil {
-		return transportLabel(ctx, err)
-	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer bufPool.Put(buf)
+	if label, ok := exchange(ctx, m.Client, req, m.Tokens, buf); !ok {
+		return label
+	}
+	return classifyToolResult(buf.Bytes())
+}
+
+// exchange sends req, with a bearer token from tokens when tokens is set, and
+// reads the answer's body (at most 1 MiB) into buf. It reports whether a 200
+// answer was read whole; if not, label is the outcome: [load.Stop] when the
+// tokens ran out, a transport label, or "http N".
+func exchange(ctx context.Context, c *http.Client, req *http.Request, tokens tokens.Source, buf *bytes.Buffer) (label string, ok bool) {
+	if tokens != nil {
+		tok, ok := tokens.Next()
+		if !ok {
+			return load.Stop, false
+		}
+		req.Header["Authorization"] = []string{"Bearer " + tok}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return transportLabel(ctx, err), false
+	}
 	_, err = buf.ReadFrom(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	if err != nil {
-		return transportLabel(ctx, err)
+		return transportLabel(ctx, err), false
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "http " + strconv.Itoa(resp.StatusCode)
+		return "http " + strconv.Itoa(resp.StatusCode), false
 	}
-	return classifyToolResult(buf.Bytes())
+	return "", true
 }
 
 // classifyToolResult labels a 200 answer to tools/call who_am_i, JSON or SSE

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -59,27 +58,11 @@ func (m *ToolCall) Do(ctx context.Context, _ int) string {
 	h["Mcp-Protocol-Version"] = []string{ProtocolVersion}
 	h["Mcp-Method"] = []string{"tools/call"}
 	h["Mcp-Name"] = []string{m.Tool}
-	if m.Tokens != nil {
-		tok, ok := m.Tokens.Next()
-		if !ok {
-			return load.Stop
-		}
-		h["Authorization"] = []string{"Bearer " + tok}
-	}
-	resp, err := m.Client.Do(req)
-	if err != nil {
-		return transportLabel(ctx, err)
-	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer bufPool.Put(buf)
-	_, err = buf.ReadFrom(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	if err != nil {
-		return transportLabel(ctx, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "http " + strconv.Itoa(resp.StatusCode)
+	if label, ok := exchange(ctx, m.Client, req, m.Tokens, buf); !ok {
+		return label
 	}
 	b := buf.Bytes()
 	switch {
