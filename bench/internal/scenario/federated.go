@@ -203,19 +203,29 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 	return nil
 }
 
+// routedTokens mints the run's tokens, has authz introspect them all, and
+// waits until the gateway routes a call made with the first.
+func (e *env) routedTokens(ctx context.Context) ([]string, error) {
+	toks, err := e.mint(ctx, e.cfg.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.prime(ctx, e.authz, toks); err != nil {
+		return nil, err
+	}
+	if err := e.waitRouted(ctx, toks[0]); err != nil {
+		return nil, err
+	}
+	return toks, nil
+}
+
 // federated measures tools/call of a trivial upstream tool through the
 // gateway against the same call made directly to the upstream, interleaved,
 // at every concurrency, for both identity settings, and the gateway's own
 // who_am_i beside them.
 func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
-	toks, err := e.mint(ctx, e.cfg.Tokens)
+	toks, err := e.routedTokens(ctx)
 	if err != nil {
-		return err
-	}
-	if err := e.prime(ctx, e.authz, toks); err != nil {
-		return err
-	}
-	if err := e.waitRouted(ctx, toks[0]); err != nil {
 		return err
 	}
 	src := tokens.NewCycle(toks)
@@ -323,14 +333,8 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	if e.stack == nil {
 		return fmt.Errorf("the federated soak restarts the upstream and samples the gateway: run it on a stack the tool starts")
 	}
-	toks, err := e.mint(ctx, e.cfg.Tokens)
+	toks, err := e.routedTokens(ctx)
 	if err != nil {
-		return err
-	}
-	if err := e.prime(ctx, e.authz, toks); err != nil {
-		return err
-	}
-	if err := e.waitRouted(ctx, toks[0]); err != nil {
 		return err
 	}
 	procs := []*testenv.Process{e.stack.Gateways[0].Proc}
