@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,12 +85,17 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	d := stacktest.NewDevauth(t)
 	az := stacktest.NewAuthz(t, d, "")
-	g := stacktest.NewGateway(t, az.Addr, d.URL, nil)
+	// who_am_i makes two authz calls, each slowed by devauth's delay: a
+	// deadline far from the default's 2 s keeps a loaded machine from
+	// turning this test about draining into one about timeouts (it flaked
+	// with 503 at a load average of 11).
+	g := stacktest.NewGateway(t, az.Addr, d.URL, map[string]string{"AUTHZ_TIMEOUT": "20s"})
 	token := d.Mint(t, stacktest.MintRequest{Email: stacktest.AliceEmail, Scopes: []string{scopeUser}, Resource: g.MCP()})
 	d.Fault(t, "ok", 700) // a slow introspection keeps the request in flight
 
 	type result struct {
 		status int
+		body   string
 		err    error
 	}
 	done := make(chan result, 1)
@@ -103,8 +109,9 @@ func TestGracefulShutdown(t *testing.T) {
 			done <- result{err: err}
 			return
 		}
+		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		done <- result{status: res.StatusCode}
+		done <- result{status: res.StatusCode, body: string(b)}
 	}()
 	d.WaitIntrospections(t, 1)
 	stopped := make(chan struct{})
@@ -112,7 +119,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	r := <-done
 	if r.err != nil || r.status != http.StatusOK {
-		t.Errorf("in-flight request during shutdown: %d, %v; want 200", r.status, r.err)
+		t.Errorf("in-flight request during shutdown: %d %s, %v; want 200", r.status, r.body, r.err)
 	}
 	<-stopped
 	for _, url := range []string{g.URL, g.MetricsURL} {
