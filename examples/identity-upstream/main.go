@@ -45,6 +45,10 @@ func main() {
 	}
 }
 
+// shutdownGrace is how long requests in flight at shutdown have before
+// their contexts end.
+const shutdownGrace = time.Second
+
 // run serves until ctx ends; flags default to the variables getenv reads.
 func run(ctx context.Context, args []string, getenv func(string) string, logger *slog.Logger) error {
 	fs := flag.NewFlagSet("identity-upstream", flag.ContinueOnError)
@@ -68,9 +72,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, logger 
 	if err != nil {
 		return err
 	}
+	// Requests run under base, which ends shortly after shutdown starts: a
+	// call finishes within that grace, but a stream a client holds open (the
+	// gateway's subscriptions/listen for list changes) never would.
+	base, endRequests := context.WithCancel(context.Background())
+	defer endRequests()
 	srv := &http.Server{
 		Handler:           newHandler(NewVerifier(*jwks, *issuer, *audience), logger),
 		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "jwks", *jwks, "issuer", *issuer, "audience", *audience)
 	errc := make(chan error, 1)
@@ -80,6 +90,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, logger 
 		return err
 	case <-ctx.Done():
 	}
+	grace := time.AfterFunc(shutdownGrace, endRequests)
+	defer grace.Stop()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

@@ -141,7 +141,8 @@ func TestRefused(t *testing.T) {
 }
 
 // TestRun runs the command as main does: it listens where told, serves
-// /healthz without an assertion, and stops cleanly when its context ends.
+// /healthz without an assertion, and stops cleanly when its context ends,
+// also with a client's session still open.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	js := newJWKSServer(t, esKey())
@@ -170,11 +171,18 @@ func TestRun(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz: %s", resp.Status)
 	}
+	// A session left open, as the gateway keeps one (with its stream of
+	// list changes) for as long as it runs: stopping must not wait for it.
 	cs, err := connect(t.Context(), "http://"+addr+"/mcp", esKey().sign(t, claimsAt(time.Now()), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs.Close()
+	defer cs.Close()
+	if _, err := cs.ListTools(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	listen := holdListen(t, "http://"+addr+"/mcp", esKey().sign(t, claimsAt(time.Now()), nil))
+	defer listen.Close()
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)
@@ -187,6 +195,40 @@ func TestRun(t *testing.T) {
 }
 
 func noEnv(string) string { return "" }
+
+// holdListen opens the subscriptions/listen stream the gateway holds open
+// for list changes (MCP 2026-07-28) and waits for its first event; the
+// caller closes the body it returns.
+func holdListen(t *testing.T, endpoint, assertion string) io.ReadCloser {
+	t.Helper()
+	const body = `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"_meta":{` +
+		`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"test-gateway","version":"1"},` +
+		`"io.modelcontextprotocol/clientCapabilities":{}},"notifications":{"toolsListChanged":true}}}`
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, endpoint, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "subscriptions/listen")
+	req.Header.Set(HeaderName, assertion)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("subscriptions/listen: %s %s: %s", resp.Status, ct, b)
+	}
+	line := make([]byte, 1)
+	if _, err := resp.Body.Read(line); err != nil {
+		resp.Body.Close()
+		t.Fatalf("subscriptions/listen: no event: %v", err)
+	}
+	return resp.Body
+}
 
 // syncBuffer is a bytes.Buffer safe for the logger and the test at once.
 type syncBuffer struct {
