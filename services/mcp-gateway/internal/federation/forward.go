@@ -135,10 +135,7 @@ func (f *Federation) serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 		writeJSON(w, errorResponse(nil, jsonrpcInvalidRequest, "invalid JSON-RPC request: "+err.Error(), ""))
 		return Outcome{Err: err}
 	}
-	params, err := rewriteParams(req.params, req.method, rt.e.key)
-	if err == nil {
-		params, err = withTraceContext(r.Context(), params)
-	}
+	params, err := rewriteParams(req.params, req.method, rt.e.key, traceMembers(r.Context()))
 	if err != nil {
 		writeJSON(w, errorResponse(req.id, jsonrpcInvalidParams, "invalid params: "+err.Error(), ""))
 		return Outcome{Err: err}

@@ -3,6 +3,7 @@ package federation
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 
@@ -204,9 +205,13 @@ func keepMeta(name string) bool {
 // rewriteParams returns params as the upstream gets them: the name of a
 // tools/call or prompts/get, or the ref name of a completion/complete about
 // a prompt, replaced by the upstream's own (key); params._meta without the
-// members [keepMeta] refuses. Every other member is copied as sent. It
-// returns an error when params is not a JSON object (null or absent: {}).
-func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
+// members [keepMeta] refuses. With trace (the gateway's trace context as
+// encoded members, see [traceMembers]; nil when tracing is off), _meta also
+// loses the client's trace context and baggage and carries trace instead,
+// and is added when params has none. Every other member is copied as sent.
+// It returns an error when params is not a JSON object (null or absent:
+// {}).
+func rewriteParams(params jsontext.Value, method, key string, trace []byte) ([]byte, error) {
 	if p := bytes.TrimSpace(params); len(p) == 0 || string(p) == "null" {
 		params = jsontext.Value("{}")
 	}
@@ -219,9 +224,9 @@ func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
 	if tok.Kind() != '{' {
 		return nil, errors.New("params is not a JSON object")
 	}
-	out := make([]byte, 0, len(params)+len(key))
+	out := make([]byte, 0, len(params)+len(key)+len(trace))
 	out = append(out, '{')
-	n := 0
+	n, sawMeta := 0, false
 	for d.PeekKind() != '}' {
 		nt, err := d.ReadToken()
 		if err != nil {
@@ -247,7 +252,8 @@ func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
 			}
 			out = append(out, v...)
 		case name == "_meta":
-			if out, err = appendFilteredMeta(out, v); err != nil {
+			sawMeta = true
+			if out, err = appendFilteredMeta(out, v, trace); err != nil {
 				return nil, err
 			}
 		default:
@@ -256,6 +262,14 @@ func rewriteParams(params jsontext.Value, method, key string) ([]byte, error) {
 	}
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
+	}
+	if trace != nil && !sawMeta {
+		if n > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, `"_meta":{`...)
+		out = append(out, trace...)
+		out = append(out, '}')
 	}
 	return append(out, '}'), nil
 }
@@ -275,10 +289,14 @@ func rewriteRef(v jsontext.Value, key string) (jsontext.Value, error) {
 	return replaceMember(v, "name", quote(key))
 }
 
-// appendFilteredMeta appends _meta without the members keepMeta refuses;
-// null stays null.
-func appendFilteredMeta(out []byte, v jsontext.Value) ([]byte, error) {
+// appendFilteredMeta appends _meta without the members keepMeta refuses.
+// With trace, the client's trace context and baggage go too and trace comes
+// first; a null _meta becomes an object of trace. Without, null stays null.
+func appendFilteredMeta(out []byte, v jsontext.Value, trace []byte) ([]byte, error) {
 	if v.Kind() == 'n' {
+		if trace != nil {
+			return append(append(append(out, '{'), trace...), '}'), nil
+		}
 		return append(out, v...), nil
 	}
 	if v.Kind() != '{' {
@@ -289,8 +307,11 @@ func appendFilteredMeta(out []byte, v jsontext.Value) ([]byte, error) {
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
 	}
-	out = append(out, '{')
+	out = append(append(out, '{'), trace...)
 	n := 0
+	if len(trace) > 0 {
+		n = 1
+	}
 	for d.PeekKind() != '}' {
 		nt, err := d.ReadToken()
 		if err != nil {
@@ -301,7 +322,7 @@ func appendFilteredMeta(out []byte, v jsontext.Value) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !keepMeta(name) {
+		if !keepMeta(name) || (trace != nil && slices.Contains(traceMeta, name)) {
 			continue
 		}
 		if n > 0 {

@@ -30,7 +30,7 @@ func TestRewriteParams(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := rewriteParams([]byte(tt.params), tt.method, tt.key)
+			got, err := rewriteParams([]byte(tt.params), tt.method, tt.key, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +44,7 @@ func TestRewriteParams(t *testing.T) {
 		if bad == `{"ref":3}` {
 			method = "completion/complete"
 		}
-		if got, err := rewriteParams([]byte(bad), method, "k"); err == nil {
+		if got, err := rewriteParams([]byte(bad), method, "k", nil); err == nil {
 			t.Errorf("rewriteParams(%s) = %s, want an error", bad, got)
 		}
 	}
@@ -76,7 +76,7 @@ func FuzzRewrite(f *testing.F) {
 			return
 		}
 		_, _ = parseRef(req.params)
-		out, err := rewriteParams(req.params, method, "k")
+		out, err := rewriteParams(req.params, method, "k", nil)
 		if err != nil {
 			return
 		}

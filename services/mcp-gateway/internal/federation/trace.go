@@ -3,10 +3,8 @@ package federation
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 
-	"github.com/go-json-experiment/json/jsontext"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -96,17 +94,17 @@ func endSpan(span trace.Span, out Outcome) {
 // them for W3C Trace Context and Baggage, SEP-414).
 var traceMeta = []string{"traceparent", "tracestate", "baggage"}
 
-// withTraceContext returns params (a JSON object, as rewriteParams makes it)
-// with the trace context of ctx's span in its _meta, as traceparent and
-// tracestate, in place of any trace context the client put there (the
-// client's context is the parent of the gateway's span; the upstream's
-// parent is the gateway's call). The client's baggage is dropped, as it is
-// everywhere else. Without a valid span context in ctx (tracing off),
-// params is returned unchanged: an untraced gateway passes the client's
+// traceMembers returns the trace context of ctx's span as the encoded
+// members of params._meta the upstream gets (traceparent, and tracestate
+// when there is one), for [rewriteParams]: in place of any trace context
+// the client put there (the client's context is the parent of the gateway's
+// span; the upstream's parent is the gateway's call), the client's baggage
+// dropped as it is everywhere else. Without a valid span context in ctx
+// (tracing off) it returns nil: an untraced gateway passes the client's
 // _meta on as it came.
-func withTraceContext(ctx context.Context, params []byte) ([]byte, error) {
+func traceMembers(ctx context.Context) []byte {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
-		return params, nil
+		return nil
 	}
 	carrier := propagation.MapCarrier{}
 	propagation.TraceContext{}.Inject(ctx, carrier)
@@ -116,101 +114,10 @@ func withTraceContext(ctx context.Context, params []byte) ([]byte, error) {
 			if len(members) > 0 {
 				members = append(members, ',')
 			}
-			members = append(members, quote(k)...)
+			members = appendQuote(members, k)
 			members = append(members, ':')
-			members = append(members, quote(v)...)
+			members = appendQuote(members, v)
 		}
 	}
-	d := newDecoder(params)
-	defer d.release()
-	tok, err := d.ReadToken()
-	if err != nil {
-		return nil, err
-	}
-	if tok.Kind() != '{' {
-		return nil, errors.New("params is not a JSON object")
-	}
-	out := make([]byte, 0, len(params)+len(members)+16)
-	out = append(out, '{')
-	n, sawMeta := 0, false
-	for d.PeekKind() != '}' {
-		nt, err := d.ReadToken()
-		if err != nil {
-			return nil, err
-		}
-		name := nt.String()
-		v, err := d.ReadValue()
-		if err != nil {
-			return nil, err
-		}
-		if name == "_meta" {
-			sawMeta = true
-			if v, err = replaceTraceMeta(v, members); err != nil {
-				return nil, err
-			}
-		}
-		if n > 0 {
-			out = append(out, ',')
-		}
-		n++
-		out = append(out, quote(name)...)
-		out = append(out, ':')
-		out = append(out, v...)
-	}
-	if _, err := d.ReadToken(); err != nil {
-		return nil, err
-	}
-	if !sawMeta {
-		if n > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, `"_meta":{`...)
-		out = append(out, members...)
-		out = append(out, '}')
-	}
-	return append(out, '}'), nil
-}
-
-// replaceTraceMeta returns the _meta object v without its trace context
-// members, members (encoded) added; a null _meta becomes an object of
-// members.
-func replaceTraceMeta(v jsontext.Value, members []byte) (jsontext.Value, error) {
-	if v.Kind() == 'n' {
-		return append(append([]byte{'{'}, members...), '}'), nil
-	}
-	if v.Kind() != '{' {
-		return nil, errors.New("_meta is not an object")
-	}
-	d := newDecoder(v)
-	defer d.release()
-	if _, err := d.ReadToken(); err != nil {
-		return nil, err
-	}
-	out := append([]byte{'{'}, members...)
-	n := 0
-	if len(members) > 0 {
-		n = 1
-	}
-	for d.PeekKind() != '}' {
-		nt, err := d.ReadToken()
-		if err != nil {
-			return nil, err
-		}
-		name := nt.String()
-		mv, err := d.ReadValue()
-		if err != nil {
-			return nil, err
-		}
-		if slices.Contains(traceMeta, name) {
-			continue
-		}
-		if n > 0 {
-			out = append(out, ',')
-		}
-		n++
-		out = append(out, quote(name)...)
-		out = append(out, ':')
-		out = append(out, mv...)
-	}
-	return append(out, '}'), nil
+	return members
 }

@@ -16,10 +16,11 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/upstream"
 )
 
-// TestWithTraceContext: with a span context, the upstream's _meta carries
-// it in place of the client's trace context (and without the client's
-// baggage), every other member kept; without one, params pass unchanged.
-func TestWithTraceContext(t *testing.T) {
+// TestTraceContext: with a span context, the upstream's _meta carries it in
+// place of the client's trace context (and without the client's baggage),
+// every other member kept as rewriteParams keeps it; without one, the
+// client's trace context passes unchanged.
+func TestTraceContext(t *testing.T) {
 	t.Parallel()
 	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
@@ -36,20 +37,23 @@ func TestWithTraceContext(t *testing.T) {
 		params string
 		want   string
 	}{
-		{"no _meta", traced, `{"name":"t","arguments":{}}`, `{"name":"t","arguments":{},"_meta":{` + both + `}}`},
+		{"no _meta", traced, `{"name":"t","arguments":{}}`, `{"name":"k","arguments":{},"_meta":{` + both + `}}`},
 		{"empty params", traced, `{}`, `{"_meta":{` + both + `}}`},
-		{"null _meta", traced, `{"name":"t","_meta":null}`, `{"name":"t","_meta":{` + both + `}}`},
+		{"null params", traced, `null`, `{"_meta":{` + both + `}}`},
+		{"null _meta", traced, `{"name":"t","_meta":null}`, `{"name":"k","_meta":{` + both + `}}`},
+		{"empty _meta", traced, `{"_meta":{}}`, `{"_meta":{` + both + `}}`},
 		{
-			"client's context replaced, baggage dropped, the rest kept", traced,
-			`{"_meta":{"progressToken":7,"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"x=y","baggage":"user=alice"},"name":"t"}`,
-			`{"_meta":{` + both + `,"progressToken":7},"name":"t"}`,
+			"client's context replaced, baggage dropped, the rest filtered as untraced", traced,
+			`{"_meta":{"progressToken":7,"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","io.mcpauthz/x":1,"tracestate":"x=y","baggage":"user=alice"},"name":"t"}`,
+			`{"_meta":{` + both + `,"progressToken":7},"name":"k"}`,
 		},
-		{"untraced: unchanged", context.Background(), `{"_meta":{"traceparent":"x","baggage":"b"}}`, `{"_meta":{"traceparent":"x","baggage":"b"}}`},
+		{"untraced: the client's context unchanged", context.Background(), `{"_meta":{"traceparent":"x","baggage":"b"}}`, `{"_meta":{"traceparent":"x","baggage":"b"}}`},
+		{"untraced: no _meta added", context.Background(), `{"name":"t"}`, `{"name":"k"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := withTraceContext(tt.ctx, []byte(tt.params))
+			got, err := rewriteParams([]byte(tt.params), "tools/call", "k", traceMembers(tt.ctx))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,12 +63,12 @@ func TestWithTraceContext(t *testing.T) {
 		})
 	}
 	noState := trace.ContextWithSpanContext(context.Background(), sc.WithTraceState(trace.TraceState{}))
-	if got, err := withTraceContext(noState, []byte(`{}`)); err != nil || string(got) != `{"_meta":{`+tp+`}}` {
+	if got, err := rewriteParams([]byte(`{}`), "tools/call", "k", traceMembers(noState)); err != nil || string(got) != `{"_meta":{`+tp+`}}` {
 		t.Errorf("without tracestate: %s, %v", got, err)
 	}
 	for _, bad := range []string{`[]`, `{"_meta":[]}`, `{"a":}`} {
-		if got, err := withTraceContext(traced, []byte(bad)); err == nil {
-			t.Errorf("withTraceContext(%s) = %s, want an error", bad, got)
+		if got, err := rewriteParams([]byte(bad), "tools/call", "k", traceMembers(traced)); err == nil {
+			t.Errorf("rewriteParams(%s) = %s, want an error", bad, got)
 		}
 	}
 }
@@ -143,36 +147,38 @@ func TestCallSpan(t *testing.T) {
 	}
 }
 
-// FuzzTraceContext feeds arbitrary requests through rewriteParams and then
-// withTraceContext, as Serve does with tracing on: it never panics, and
-// what it returns is a JSON object whose _meta carries exactly the gateway's
-// trace context, no baggage, and every other member rewriteParams kept.
+// FuzzTraceContext feeds arbitrary requests through rewriteParams with and
+// without a trace context, as Serve does with tracing on and off: it never
+// panics, both succeed or fail together, and the traced params are the
+// untraced ones but for _meta, which carries exactly the gateway's trace
+// context, no client trace context or baggage, and every other member the
+// untraced rewrite kept.
 func FuzzTraceContext(f *testing.F) {
 	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","baggage":"a=b","progressToken":1}}}`))
 	f.Add([]byte(`{"id":"x","method":"tools/call","params":{"_meta":null}}`))
 	f.Add([]byte(`{"id":2,"method":"tools/call"}`))
 	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
-	ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+	members := traceMembers(trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})))
 	const want = `"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"`
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := parseRequest(body)
 		if err != nil {
 			return
 		}
-		rewritten, err := rewriteParams(req.params, "tools/call", "k")
+		untraced, err := rewriteParams(req.params, "tools/call", "k", nil)
+		traced, terr := rewriteParams(req.params, "tools/call", "k", members)
+		if (err == nil) != (terr == nil) {
+			t.Fatalf("untraced error %v, traced error %v", err, terr)
+		}
 		if err != nil {
 			return
 		}
-		out, err := withTraceContext(ctx, rewritten)
-		if err != nil {
-			t.Fatalf("withTraceContext(%s): %v", rewritten, err)
-		}
 		var before, after map[string]json.RawMessage
-		if err := json.Unmarshal(out, &after); err != nil {
-			t.Fatalf("not a JSON object: %v: %s", err, out)
+		if err := json.Unmarshal(traced, &after); err != nil {
+			t.Fatalf("not a JSON object: %v: %s", err, traced)
 		}
-		_ = json.Unmarshal(rewritten, &before)
+		_ = json.Unmarshal(untraced, &before)
 		var metaBefore, metaAfter map[string]json.RawMessage
 		_ = json.Unmarshal(before["_meta"], &metaBefore)
 		if err := json.Unmarshal(after["_meta"], &metaAfter); err != nil || metaAfter == nil {
@@ -181,17 +187,17 @@ func FuzzTraceContext(f *testing.F) {
 		if string(metaAfter["traceparent"]) != want {
 			t.Fatalf("traceparent %s, want %s", metaAfter["traceparent"], want)
 		}
-		delete(metaBefore, "traceparent")
-		delete(metaBefore, "tracestate")
-		delete(metaBefore, "baggage")
+		for _, k := range traceMeta {
+			delete(metaBefore, k)
+		}
 		delete(metaAfter, "traceparent")
 		if !maps.EqualFunc(metaBefore, metaAfter, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
 			t.Fatalf("_meta members changed: %s -> %s", before["_meta"], after["_meta"])
 		}
 		delete(before, "_meta")
 		delete(after, "_meta")
-		if len(before) != len(after) {
-			t.Fatalf("params members changed: %s -> %s", rewritten, out)
+		if !maps.EqualFunc(before, after, func(a, b json.RawMessage) bool { return string(a) == string(b) }) {
+			t.Fatalf("params members changed: %s -> %s", untraced, traced)
 		}
 	})
 }
