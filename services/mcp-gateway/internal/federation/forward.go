@@ -15,6 +15,7 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/caller"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/identity"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/mcpreq"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/rawjson"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/upstream"
 )
 
@@ -157,10 +158,11 @@ func (f *Federation) serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 	out := &responder{w: w, id: req.id, sse: acceptsEventStream(r)}
 	res, err := m.conn.Call(r.Context(), who, req.method, params, out.notify)
 	if err == nil {
-		buf := getBuffer()
+		// Assembled in a pooled buffer: the ResponseWriter copies it.
+		buf := rawjson.GetBuffer()
 		*buf = appendResultResponse(*buf, req.id, res)
 		out.final(*buf)
-		putBuffer(buf)
+		rawjson.PutBuffer(buf)
 		return Outcome{}
 	}
 	// Declared only now: errors.As makes them escape, an allocation the
@@ -239,24 +241,6 @@ func appendResultResponse(b []byte, id, result jsontext.Value) []byte {
 	b = append(b, `,"result":`...)
 	b = append(b, result...)
 	return append(b, '}')
-}
-
-// Answers are assembled in pooled buffers: the ResponseWriter copies what
-// it is given, so a buffer is free again once written. Buffers that grew
-// past maxPooledBuffer (a large answer) are left to the collector rather
-// than kept.
-const maxPooledBuffer = 64 << 10
-
-var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
-
-func putBuffer(b *[]byte) {
-	if cap(*b) > maxPooledBuffer {
-		return
-	}
-	*b = (*b)[:0]
-	buffers.Put(b)
 }
 
 func rawErrorResponse(id, errObj jsontext.Value) []byte {

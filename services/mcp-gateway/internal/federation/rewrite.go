@@ -5,9 +5,10 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/rawjson"
 )
 
 // request is what forwarding needs of a client's JSON-RPC request. Its
@@ -21,37 +22,14 @@ type request struct {
 	params jsontext.Value
 }
 
-// decoder reads one JSON text in place: jsontext parses a bytes.Buffer
-// without copying it, so the values it returns are slices of the text
-// itself, valid as long as the text is. Decoders are pooled (a routed call
-// reads its request three times); release one when done with it.
+// newDecoder returns a pooled reader of b (package rawjson): the values it
+// returns are slices of b. A routed call reads its request three times;
+// release each reader when done with it.
 //
-// The decoders bound nesting themselves (jsontext refuses more than 10000
+// The readers bound nesting themselves (jsontext refuses more than 10000
 // levels, as package mcpreq does), and the body was bounded when read.
-type decoder struct {
-	jsontext.Decoder
-	in bytes.Buffer
-}
-
-var (
-	decoders      = sync.Pool{New: func() any { return new(decoder) }}
-	decodeOptions = jsontext.AllowDuplicateNames(false)
-)
-
-func newDecoder(b []byte) *decoder {
-	d := decoders.Get().(*decoder)
-	d.in = *bytes.NewBuffer(b)
-	d.Reset(&d.in, decodeOptions)
-	return d
-}
-
-// release returns d to the pool; values it read stay valid (they are
-// slices of the text it read).
-func (d *decoder) release() {
-	d.in = bytes.Buffer{}
-	d.Reset(&d.in)
-	decoders.Put(d)
-}
+// Repeated names are refused (jsontext's default).
+func newDecoder(b []byte) *rawjson.Reader { return rawjson.NewReader(b) }
 
 // parseRequest reads the id, method and params of a JSON-RPC request. It
 // returns an error for anything but one JSON object with an id (number or
@@ -59,7 +37,7 @@ func (d *decoder) release() {
 func parseRequest(body []byte) (request, error) {
 	var req request
 	d := newDecoder(body)
-	defer d.release()
+	defer d.Release()
 	tok, err := d.ReadToken()
 	if err != nil {
 		return req, err
@@ -121,7 +99,7 @@ func parseRef(params jsontext.Value) (ref, error) {
 		return r, errors.New("ref is not an object")
 	}
 	d := newDecoder(v)
-	defer d.release()
+	defer d.Release()
 	if _, err := d.ReadToken(); err != nil {
 		return r, err
 	}
@@ -160,7 +138,7 @@ func rawMember(obj jsontext.Value, name string) (jsontext.Value, error) {
 		return nil, nil
 	}
 	d := newDecoder(obj)
-	defer d.release()
+	defer d.Release()
 	tok, err := d.ReadToken()
 	if err != nil {
 		return nil, err
@@ -216,7 +194,7 @@ func rewriteParams(params jsontext.Value, method, key string, trace []byte) ([]b
 		params = jsontext.Value("{}")
 	}
 	d := newDecoder(params)
-	defer d.release()
+	defer d.Release()
 	tok, err := d.ReadToken()
 	if err != nil {
 		return nil, err
@@ -303,7 +281,7 @@ func appendFilteredMeta(out []byte, v jsontext.Value, trace []byte) ([]byte, err
 		return nil, errors.New("_meta is not an object")
 	}
 	d := newDecoder(v)
-	defer d.release()
+	defer d.Release()
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
 	}
@@ -339,7 +317,7 @@ func appendFilteredMeta(out []byte, v jsontext.Value, trace []byte) ([]byte, err
 // replaceMember returns obj with the value of its member name replaced.
 func replaceMember(obj jsontext.Value, name string, value []byte) (jsontext.Value, error) {
 	d := newDecoder(obj)
-	defer d.release()
+	defer d.Release()
 	if _, err := d.ReadToken(); err != nil {
 		return nil, err
 	}

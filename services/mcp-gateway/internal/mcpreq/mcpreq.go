@@ -41,9 +41,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/rawjson"
 )
 
 // Header names of the MCP standard request headers (protocol 2026-07-28).
@@ -264,32 +265,17 @@ func decodeHeaderValue(v string) (string, bool) {
 // UTF-8 through, for the reasons the package doc gives under Parsing.
 var decodeOptions = []jsontext.Options{jsontext.AllowInvalidUTF8(true)}
 
-// parser is pooled: a jsontext.Decoder reset over a bytes.Buffer reads the body
-// in place, and keeps the stacks it grew for the next request.
-type parser struct {
-	in  bytes.Buffer
-	dec jsontext.Decoder
-}
-
-var parsers = sync.Pool{New: func() any { return new(parser) }}
+// parser reads the body in place with a pooled reader (package rawjson),
+// which keeps the stacks it grew for the next request.
+type parser struct{ dec *rawjson.Reader }
 
 func parseBody(body []byte) (Info, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Info{}, badRequest("request body is empty; send one JSON-RPC message")
 	}
-	p := parsers.Get().(*parser)
-	info, err := p.parse(body)
-	parsers.Put(p)
-	return info, err
-}
-
-func (p *parser) parse(body []byte) (Info, error) {
-	p.in = *bytes.NewBuffer(body)
-	p.dec.Reset(&p.in, decodeOptions...)
+	p := parser{rawjson.NewReader(body, decodeOptions...)}
 	info, err := p.message()
-	// Let go of body, so that a pooled parser does not keep it alive.
-	p.in = bytes.Buffer{}
-	p.dec.Reset(&p.in)
+	p.dec.Release()
 	return info, err
 }
 
@@ -299,8 +285,8 @@ type member struct {
 	value string        // when kind is '"'
 }
 
-func (p *parser) message() (Info, error) {
-	dec := &p.dec
+func (p parser) message() (Info, error) {
+	dec := p.dec
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return Info{}, badRequest("request body is not JSON: %v", err)
@@ -403,8 +389,8 @@ func (p *parser) message() (Info, error) {
 // params reads the params object, keeping its name and uri members (the
 // method, which says which one counts, may come after params) and the trace
 // context in its _meta.
-func (p *parser) params(name, uri *member, trace *TraceContext) error {
-	dec := &p.dec
+func (p parser) params(name, uri *member, trace *TraceContext) error {
+	dec := p.dec
 	if _, err := dec.ReadToken(); err != nil { // opening brace
 		return err
 	}
@@ -455,8 +441,8 @@ func (p *parser) params(name, uri *member, trace *TraceContext) error {
 }
 
 // meta reads params._meta, keeping its traceparent and tracestate strings.
-func (p *parser) meta(trace *TraceContext) error {
-	dec := &p.dec
+func (p parser) meta(trace *TraceContext) error {
+	dec := p.dec
 	if _, err := dec.ReadToken(); err != nil { // opening brace
 		return err
 	}
@@ -509,7 +495,7 @@ func isKey(raw jsontext.Value, name string) bool {
 }
 
 // stringToken reads the value of key, which must be a string.
-func (p *parser) stringToken(key string) (jsontext.Token, error) {
+func (p parser) stringToken(key string) (jsontext.Token, error) {
 	tok, err := p.dec.ReadToken()
 	if err != nil {
 		return jsontext.Token{}, invalidJSON(err)

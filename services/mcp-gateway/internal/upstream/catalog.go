@@ -168,11 +168,11 @@ func (c *conn) list(ctx context.Context, method, arrayMember, key string) ([]Ent
 // elements calls f with each element of the JSON array arr.
 func elements(arr jsontext.Value, f func(jsontext.Value) error) error {
 	r := getReader(arr)
-	defer r.release()
-	if _, err := r.dec.ReadToken(); err != nil {
+	defer r.Release()
+	if _, err := r.ReadToken(); err != nil {
 		return err
 	}
-	for r.dec.PeekKind() != ']' {
+	for r.PeekKind() != ']' {
 		v, err := r.value()
 		if err != nil {
 			return err
@@ -181,7 +181,7 @@ func elements(arr jsontext.Value, f func(jsontext.Value) error) error {
 			return err
 		}
 	}
-	_, err := r.dec.ReadToken()
+	_, err := r.ReadToken()
 	return err
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/mcpauthz/mcpauthz/internal/tracing"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/rawjson"
 )
 
 // Streamable HTTP, in both eras:
@@ -744,8 +745,10 @@ func errorBody(body []byte, id int64) *RPCError {
 
 // readJSON reads an application/json answer: one JSON-RPC response to r.
 func (t *httpTransport) readJSON(r *request, resp *http.Response) (jsontext.Value, error) {
-	buf := getBody()
-	defer putBody(buf)
+	// Read into a pooled buffer; the result is copied out of it, at its
+	// exact size.
+	buf := rawjson.GetBuffer()
+	defer rawjson.PutBuffer(buf)
 	body, err := readLimited(*buf, resp.Body, resp.ContentLength, t.c.opts.MaxResponseBytes)
 	*buf = body
 	if errors.Is(err, errEventTooLarge) {
@@ -764,23 +767,6 @@ func (t *httpTransport) readJSON(r *request, resp *http.Response) (jsontext.Valu
 		res = bytes.Clone(res)
 	}
 	return res, err
-}
-
-// Answers are read into pooled buffers (the result is copied out of one,
-// at its exact size); one that grew past maxPooledBody is left to the
-// collector rather than kept.
-const maxPooledBody = 64 << 10
-
-var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func getBody() *[]byte { return bodies.Get().(*[]byte) }
-
-func putBody(b *[]byte) {
-	if cap(*b) > maxPooledBody {
-		return
-	}
-	*b = (*b)[:0]
-	bodies.Put(b)
 }
 
 // response checks that m answers r and returns its result or error.

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/rawjson"
 )
 
 // This file reads and writes raw JSON-RPC messages without decoding them into
@@ -24,63 +25,46 @@ import (
 // as the go-sdk and encoding/json read it.
 var decodeOptions = []jsontext.Options{jsontext.AllowInvalidUTF8(true)}
 
-type jsonReader struct {
-	in  bytes.Buffer
-	dec jsontext.Decoder
-	src []byte
-}
+// jsonReader reads a message in place (a pooled [rawjson.Reader]) with the
+// member-name reading the forwarding code needs.
+type jsonReader struct{ *rawjson.Reader }
 
-var jsonReaders = sync.Pool{New: func() any { return new(jsonReader) }}
-
-func getReader(b []byte) *jsonReader {
-	r := jsonReaders.Get().(*jsonReader)
-	r.src = b
-	r.in = *bytes.NewBuffer(b)
-	r.dec.Reset(&r.in, decodeOptions...)
-	return r
-}
-
-func (r *jsonReader) release() {
-	r.src = nil
-	r.in = bytes.Buffer{}
-	r.dec.Reset(&r.in)
-	jsonReaders.Put(r)
-}
+func getReader(b []byte) jsonReader { return jsonReader{rawjson.NewReader(b, decodeOptions...)} }
 
 // beginObject reads the '{' that must come next.
-func (r *jsonReader) beginObject() error {
-	if k := r.dec.PeekKind(); k != '{' {
+func (r jsonReader) beginObject() error {
+	if k := r.PeekKind(); k != '{' {
 		// Reading it tells a syntax error from another kind of value.
-		if _, err := r.dec.ReadToken(); err != nil {
+		if _, err := r.ReadToken(); err != nil {
 			return err
 		}
 		return fmt.Errorf("want a JSON object, got %v", k)
 	}
-	_, err := r.dec.ReadToken()
+	_, err := r.ReadToken()
 	return err
 }
 
 // name reads the next member name of the current object, returning it in its
 // quoted form (a slice of the source), or end at the closing brace.
-func (r *jsonReader) name() (raw []byte, end bool, err error) {
-	start := r.dec.InputOffset()
-	tok, err := r.dec.ReadToken()
+func (r jsonReader) name() (raw []byte, end bool, err error) {
+	start := r.InputOffset()
+	tok, err := r.ReadToken()
 	if err != nil {
 		return nil, false, err
 	}
 	if tok.Kind() == '}' {
 		return nil, true, nil
 	}
-	raw = bytes.TrimLeft(r.src[start:r.dec.InputOffset()], " \t\r\n,")
+	raw = bytes.TrimLeft(r.Source()[start:r.InputOffset()], " \t\r\n,")
 	return raw, false, nil
 }
 
 // value reads the next value; the result is a slice of the source.
-func (r *jsonReader) value() (jsontext.Value, error) { return r.dec.ReadValue() }
+func (r jsonReader) value() (jsontext.Value, error) { return r.ReadValue() }
 
 // end checks that nothing but whitespace follows the top-level value.
-func (r *jsonReader) end() error {
-	if _, err := r.dec.ReadToken(); !errors.Is(err, io.EOF) {
+func (r jsonReader) end() error {
+	if _, err := r.ReadToken(); !errors.Is(err, io.EOF) {
 		return errors.New("data after the JSON value")
 	}
 	return nil
@@ -126,7 +110,7 @@ func (m *message) methodString() string {
 // An id is a string, a number, or null (only in an error response).
 func parseMessage(b []byte) (message, error) {
 	r := getReader(b)
-	defer r.release()
+	defer r.Release()
 	var (
 		m       message
 		version bool
@@ -190,7 +174,7 @@ func parseMessage(b []byte) (message, error) {
 // message; data is kept as it is.
 func parseRPCError(v jsontext.Value) (*RPCError, error) {
 	r := getReader(v)
-	defer r.release()
+	defer r.Release()
 	e := &RPCError{Raw: bytes.Clone(v)}
 	var hasCode, hasMessage bool
 	if err := r.beginObject(); err != nil {
@@ -238,7 +222,7 @@ func parseRPCError(v jsontext.Value) (*RPCError, error) {
 // must be a JSON object.
 func member(obj jsontext.Value, name string) (jsontext.Value, error) {
 	r := getReader(obj)
-	defer r.release()
+	defer r.Release()
 	if err := r.beginObject(); err != nil {
 		return nil, err
 	}
@@ -250,7 +234,7 @@ func member(obj jsontext.Value, name string) (jsontext.Value, error) {
 		if nameIs(n, name) {
 			return r.value()
 		}
-		if err := r.dec.SkipValue(); err != nil {
+		if err := r.SkipValue(); err != nil {
 			return nil, err
 		}
 	}
@@ -360,7 +344,7 @@ func appendParams(dst []byte, params jsontext.Value, edit *metaEdit) ([]byte, er
 	}
 	edit.captured = [2]jsontext.Value{}
 	r := getReader(params)
-	defer r.release()
+	defer r.Release()
 	invalid := func(err error) ([]byte, error) { return nil, fmt.Errorf("%w: %v", ErrInvalidParams, err) }
 	if err := r.beginObject(); err != nil {
 		return invalid(err)
@@ -395,15 +379,15 @@ func appendParams(dst []byte, params jsontext.Value, edit *metaEdit) ([]byte, er
 			continue
 		}
 		sawMeta = true
-		if r.dec.PeekKind() == 'n' {
+		if r.PeekKind() == 'n' {
 			// A null _meta is no _meta.
-			if err := r.dec.SkipValue(); err != nil {
+			if err := r.SkipValue(); err != nil {
 				return invalid(err)
 			}
 			dst = append(append(append(dst, '{'), edit.members...), '}')
 			continue
 		}
-		if r.dec.PeekKind() != '{' {
+		if r.PeekKind() != '{' {
 			return invalid(errors.New("_meta is not an object"))
 		}
 		if dst, err = appendMeta(dst, r, edit); err != nil {
@@ -424,7 +408,7 @@ func appendParams(dst []byte, params jsontext.Value, edit *metaEdit) ([]byte, er
 	return append(dst, '}'), nil
 }
 
-func appendMeta(dst []byte, r *jsonReader, edit *metaEdit) ([]byte, error) {
+func appendMeta(dst []byte, r jsonReader, edit *metaEdit) ([]byte, error) {
 	if err := r.beginObject(); err != nil {
 		return nil, err
 	}
@@ -439,7 +423,7 @@ func appendMeta(dst []byte, r *jsonReader, edit *metaEdit) ([]byte, error) {
 			break
 		}
 		if edit.replaces(name) {
-			if err := r.dec.SkipValue(); err != nil {
+			if err := r.SkipValue(); err != nil {
 				return nil, err
 			}
 			continue
@@ -472,7 +456,7 @@ func appendMeta(dst []byte, r *jsonReader, edit *metaEdit) ([]byte, error) {
 // name replaced by value; obj must have that member.
 func appendReplacing(dst []byte, obj jsontext.Value, name string, value []byte) ([]byte, error) {
 	r := getReader(obj)
-	defer r.release()
+	defer r.Release()
 	if err := r.beginObject(); err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func (w *bindingWalker) schema(v jsontext.Value, path []string, reachable bool) 
 		return nil
 	}
 	r := getReader(v)
-	defer r.release()
+	defer r.Release()
 	if err := r.beginObject(); err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (w *bindingWalker) schema(v jsontext.Value, path []string, reachable bool) 
 
 func (w *bindingWalker) properties(props jsontext.Value, path []string) error {
 	r := getReader(props)
-	defer r.release()
+	defer r.Release()
 	if err := r.beginObject(); err != nil {
 		return err
 	}
