@@ -188,8 +188,8 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	for _, c := range []*target.ToolCall{
-		{URL: e.mcpURL, Client: hc, Tool: toolNone, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"user":{`)},
-		{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"client_id":`)},
+		{URL: e.mcpURL, Client: hc, Tool: toolNone, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol},
+		{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol},
 	} {
 		var last string
 		for last = c.Do(ctx, 0); last != load.OK; last = c.Do(ctx, 0) {
@@ -257,14 +257,14 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 			clients[i] = target.NewHTTPClient(c)
 		}
 		targets := []measured{
-			{KindDirectNone, false, (&target.ToolCall{URL: e.cfg.FloorMCPURL, Client: clients[0], Tool: "who_am_i", Expect: []byte(`"user":{`)}).Do},
-			{KindGatewayNone, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[1], Tool: toolNone, Tokens: src, Expect: []byte(`"user":{`)}).Do},
-			{KindDirectJWT, false, (&target.ToolCall{URL: e.fed.upURL, Client: clients[2], Tool: "whoami", Header: hdr, Expect: []byte(`"client_id":`)}).Do},
-			{KindGatewayJWT, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[3], Tool: toolJWT, Tokens: src, Expect: []byte(`"client_id":`)}).Do},
+			{KindDirectNone, false, (&target.ToolCall{URL: e.cfg.FloorMCPURL, Client: clients[0], Tool: "who_am_i", Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol}).Do},
+			{KindGatewayNone, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[1], Tool: toolNone, Tokens: src, Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol}).Do},
+			{KindDirectJWT, false, (&target.ToolCall{URL: e.fed.upURL, Client: clients[2], Tool: "whoami", Header: hdr, Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol}).Do},
+			{KindGatewayJWT, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[3], Tool: toolJWT, Tokens: src, Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol}).Do},
 			// The gateway's own who_am_i: authz is asked as for the routed
 			// calls, but nothing is forwarded; it splits the gateway's
 			// price into the crossing to authz and the upstream hop.
-			{report.KindGateway, true, (&target.MCPCall{URL: e.mcpURL, Client: clients[4], Tokens: src}).Do},
+			{report.KindGateway, true, (&target.MCPCall{URL: e.mcpURL, Client: clients[4], Tokens: src, Protocol: e.cfg.Protocol}).Do},
 		}
 		sc.Runs = append(sc.Runs, e.interleave(ctx, c, e.cfg.Duration, targets)...)
 		for _, hc := range clients {
@@ -385,7 +385,7 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	})
 	errs := &target.ErrorLog{}
 	hc := target.NewHTTPClient(e.cfg.SoakClients)
-	call := &target.ToolCall{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle(toks), Expect: []byte(`"client_id":`), Errors: errs}
+	call := &target.ToolCall{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle(toks), Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol, Errors: errs}
 	op := func(ctx context.Context, w int) string {
 		t0 := time.Now()
 		label := call.Do(ctx, w)
