@@ -453,14 +453,17 @@ func boolShare(b bool) float64 {
 	return 0
 }
 
-// summarizeRestarts says, for each restart, which failures followed it
-// (those before the next restart) and how long they lasted.
+// summarizeRestarts says, for each restart, which failures followed it (those
+// answered after it and before the next restart) and how long they lasted. A
+// failure counts where it was answered, not where it was sent: a call sent
+// just before a restart that fails because of it belongs to that restart.
 func summarizeRestarts(restarts []restartEvent, fails []failure) []string {
 	var notes []string
-	slices.SortFunc(fails, func(a, b failure) int { return cmp.Compare(a.at, b.at) })
+	done := func(f failure) time.Duration { return f.at + f.took }
+	slices.SortFunc(fails, func(a, b failure) int { return cmp.Compare(done(a), done(b)) })
 	before := 0
 	for _, f := range fails {
-		if len(restarts) == 0 || f.at < restarts[0].at {
+		if len(restarts) == 0 || done(f) < restarts[0].at {
 			before++
 		}
 	}
@@ -476,14 +479,14 @@ func summarizeRestarts(restarts []restartEvent, fails []failure) []string {
 		var n int
 		var first, last, slowest time.Duration
 		for _, f := range fails {
-			if f.at < ev.at || f.at >= end {
+			if done(f) < ev.at || done(f) >= end {
 				continue
 			}
 			if n == 0 {
-				first = f.at - ev.at
+				first = done(f) - ev.at
 			}
 			n++
-			last = f.at + f.took - ev.at
+			last = done(f) - ev.at
 			slowest = max(slowest, f.took)
 			labels[f.label]++
 		}
@@ -498,7 +501,7 @@ func summarizeRestarts(restarts []restartEvent, fails []failure) []string {
 				ls = append(ls, fmt.Sprintf("%s x%d", l, c))
 			}
 			slices.Sort(ls)
-			line += fmt.Sprintf(" (%s), from +%d ms to +%d ms after it, the slowest answered in %.1f ms", strings.Join(ls, ", "), first.Milliseconds(), last.Milliseconds(), float64(slowest)/1e6)
+			line += fmt.Sprintf(" (%s), answered from +%d ms to +%d ms after it, the slowest answered in %.1f ms", strings.Join(ls, ", "), first.Milliseconds(), last.Milliseconds(), float64(slowest)/1e6)
 		}
 		if ev.err != nil {
 			line += "; the restart failed: " + ev.err.Error()

@@ -137,12 +137,16 @@ func TestSummarizeRestarts(t *testing.T) {
 		{at: 2 * s, took: ms, label: "transport"},
 		{at: 10*s + 1*ms, took: 1 * ms, label: "jsonrpc error -32010"},
 		{at: 10*s + 50*ms, took: 3 * ms, label: "jsonrpc error -32010"},
+		// Sent before restart 1, answered (failed) after it: restart 1's.
+		{at: 10*s - 5*ms, took: 20 * ms, label: "jsonrpc error -32010"},
+		// Sent before restart 2, answered before it: still restart 1's.
+		{at: 20*s - 9*ms, took: 4 * ms, label: "jsonrpc error -32011"},
 	}
 	got := summarizeRestarts(restarts, fails)
 	want := []string{
 		"1 failed requests before the first restart.",
-		"restart 1 at 10.0 s (SIGKILL, back up after 80 ms): 2 failed requests (jsonrpc error -32010 x2), from +1 ms to +53 ms after it, the slowest answered in 3.0 ms.",
-		"restart 2 at 20.0 s (SIGTERM, back up after 90 ms): 1 failed requests (jsonrpc error -32010 x1), from +5 ms to +7 ms after it, the slowest answered in 2.0 ms.",
+		"restart 1 at 10.0 s (SIGKILL, back up after 80 ms): 4 failed requests (jsonrpc error -32010 x3, jsonrpc error -32011 x1), answered from +2 ms to +9995 ms after it, the slowest answered in 20.0 ms.",
+		"restart 2 at 20.0 s (SIGTERM, back up after 90 ms): 1 failed requests (jsonrpc error -32010 x1), answered from +7 ms to +7 ms after it, the slowest answered in 2.0 ms.",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("summary (-want +got):\n%s", diff)
