@@ -430,11 +430,8 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 		}
 	}
 	sc.Checks = append(sc.Checks, report.Check{Name: "failed requests that were not a JSON-RPC error (timeouts, transport errors, HTTP errors)", Value: float64(other), Target: "0", Met: other == 0})
-	named := true
-	for k := range msgs {
-		named = named && strings.Contains(k, `upstream "identity"`)
-	}
-	sc.Checks = append(sc.Checks, report.Check{Name: "JSON-RPC errors that name the upstream (share)", Value: boolShare(named), Target: "1", Met: named})
+	named := namedShare(msgs)
+	sc.Checks = append(sc.Checks, report.Check{Name: "JSON-RPC errors that name the upstream (share)", Value: named, Target: "1", Met: named == 1})
 	for _, ev := range restarts {
 		if ev.err != nil {
 			sc.Checks = append(sc.Checks, report.Check{Name: "upstream restarts that failed", Value: 1, Target: "0", Met: false})
@@ -446,11 +443,26 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	return nil
 }
 
-func boolShare(b bool) float64 {
-	if b {
+// namedShare is the share of the JSON-RPC errors in msgs (an [target.ErrorLog]'s
+// counts) whose message names the upstream as the gateway does
+// (`upstream "identity" is unavailable: ...`); 1 when there were none. Tool
+// errors and messages past the log's bound ("(other)") are not JSON-RPC errors
+// it can read, and count for neither side.
+func namedShare(msgs map[string]uint64) float64 {
+	var all, named uint64
+	for k, n := range msgs {
+		if !strings.HasPrefix(k, "jsonrpc error") {
+			continue
+		}
+		all += n
+		if strings.Contains(k, `upstream "identity"`) {
+			named += n
+		}
+	}
+	if all == 0 {
 		return 1
 	}
-	return 0
+	return float64(named) / float64(all)
 }
 
 // summarizeRestarts says, for each restart, which failures followed it (those

@@ -182,3 +182,25 @@ func TestFederatedChecks(t *testing.T) {
 		t.Errorf("checks met (-want +got):\n%s", diff)
 	}
 }
+
+// TestNamedShare: the share counts requests, not kinds of message, and only
+// JSON-RPC errors: a tool error or the error log's "(other)" changes nothing.
+func TestNamedShare(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		msgs map[string]uint64
+		want float64
+	}{
+		{"none", map[string]uint64{}, 1},
+		{"all named", map[string]uint64{`jsonrpc error -32010: upstream "identity" is unavailable: refused`: 90, `jsonrpc error -32011: upstream "identity" did not answer within 10s`: 10}, 1},
+		{"by count", map[string]uint64{`jsonrpc error -32010: upstream "identity" is unavailable: refused`: 3, "jsonrpc error -32603: internal error": 1}, 0.75},
+		{"other kinds ignored", map[string]uint64{`jsonrpc error -32010: upstream "identity" is unavailable: EOF`: 5, `tool error: {"isError":true}`: 7, "(other)": 2}, 1},
+		{"another upstream", map[string]uint64{`jsonrpc error -32010: upstream "floor" is unavailable: refused`: 1, `jsonrpc error -32010: upstream "identity" is unavailable: refused`: 1}, 0.5},
+	}
+	for _, tt := range tests {
+		if got := namedShare(tt.msgs); got != tt.want {
+			t.Errorf("%s: share %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
