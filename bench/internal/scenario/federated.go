@@ -203,17 +203,20 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 	return nil
 }
 
-// routedTokens mints the run's tokens, has authz introspect them all, and
-// waits until the gateway routes a call made with the first.
+// routedTokens mints the run's tokens, waits until the gateway routes a call
+// made with the first, then has authz introspect them all. Priming comes last
+// because it starts each token's CACHE_TTL (60 s) and waitRouted may take up
+// to 90 s: primed first, the tokens could expire from authz's cache before
+// the measurement.
 func (e *env) routedTokens(ctx context.Context) ([]string, error) {
 	toks, err := e.mint(ctx, e.cfg.Tokens)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.prime(ctx, e.authz, toks); err != nil {
+	if err := e.waitRouted(ctx, toks[0]); err != nil {
 		return nil, err
 	}
-	if err := e.waitRouted(ctx, toks[0]); err != nil {
+	if err := e.prime(ctx, e.authz, toks); err != nil {
 		return nil, err
 	}
 	return toks, nil
