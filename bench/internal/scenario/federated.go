@@ -203,6 +203,22 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 	return nil
 }
 
+// DirectAssertionTTL is the lifetime of the assertion the federated
+// scenario's direct calls to identity-upstream carry, signed afresh for each
+// concurrency: identity-upstream refuses one that lives longer.
+const DirectAssertionTTL = 10 * time.Minute
+
+// federatedTargets is how many targets the federated scenario interleaves.
+const federatedTargets = 5
+
+// FederatedPhase is the longest the federated scenario measures at one
+// concurrency with these rounds, warm-up and measured time: each target in
+// every round, with the grace of the calls in flight at each end. It must not
+// exceed [DirectAssertionTTL].
+func FederatedPhase(rounds int, warmup, d time.Duration) time.Duration {
+	return time.Duration(rounds*federatedTargets) * (warmup + d + load.DefaultGrace)
+}
+
 // routedTokens mints the run's tokens, waits until the gateway routes a call
 // made with the first, then has authz introspect them all. Priming comes last
 // because it starts each token's CACHE_TTL (60 s) and waitRouted may take up
@@ -249,9 +265,9 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 			}
 			src = tokens.NewCycle(toks)
 		}
-		// The direct assertion must outlive this concurrency's rounds;
-		// identity-upstream refuses one that lives longer than 10 minutes.
-		hdr, err := e.fed.directAssertion(10 * time.Minute)
+		// The direct assertion must outlive this concurrency's rounds
+		// (mcpload's flags keep [FederatedPhase] within its lifetime).
+		hdr, err := e.fed.directAssertion(DirectAssertionTTL)
 		if err != nil {
 			return err
 		}
@@ -259,7 +275,7 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 		for i := range clients {
 			clients[i] = target.NewHTTPClient(c)
 		}
-		targets := []measured{
+		targets := []measured{ // federatedTargets of them
 			{KindDirectNone, false, (&target.ToolCall{URL: e.cfg.FloorMCPURL, Client: clients[0], Tool: "who_am_i", Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol}).Do},
 			{KindGatewayNone, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[1], Tool: toolNone, Tokens: src, Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol}).Do},
 			{KindDirectJWT, false, (&target.ToolCall{URL: e.fed.upURL, Client: clients[2], Tool: "whoami", Header: hdr, Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol}).Do},
