@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/stack"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
@@ -61,14 +62,9 @@ type federation struct {
 // prepareFederation writes the key and the upstreams file into dir and
 // returns the gateway's extra environment.
 func prepareFederation(cfg *Config, dir string) (*federation, []string, error) {
-	bin := filepath.Join(cfg.BinDir, identityUpstream)
-	if cfg.BinDir == "" {
-		var err error
-		if bin, err = testenv.BuildBinary(identityUpstream); err != nil {
-			return nil, nil, err
-		}
-	} else if _, err := os.Stat(bin); err != nil {
-		return nil, nil, fmt.Errorf("%s is missing: run `make build`", bin)
+	bin, err := stack.Binary(cfg.BinDir, identityUpstream)
+	if err != nil {
+		return nil, nil, err
 	}
 	key, err := newAssertionKey()
 	if err != nil {
