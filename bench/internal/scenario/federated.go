@@ -352,12 +352,8 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	if err != nil {
 		return err
 	}
-	procs := []*testenv.Process{e.stack.Gateways[0].Proc}
-	for _, a := range e.stack.Authz {
-		procs = append(procs, a.Proc)
-	}
+	procs := e.soakProcs()
 	start := time.Now()
-	smp := &rssSampler{sc: sc, procs: procs, start: start}
 
 	var (
 		mu       sync.Mutex
@@ -366,20 +362,7 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	)
 	bgCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		every := time.NewTicker(soakSample)
-		defer every.Stop()
-		smp.sample()
-		for {
-			select {
-			case <-bgCtx.Done():
-				smp.sample()
-				return
-			case <-every.C:
-				smp.sample()
-			}
-		}
-	})
+	stopSampling := sampleRSS(ctx, sc, procs)
 	wg.Go(func() {
 		t := time.NewTicker(e.cfg.restartEvery())
 		defer t.Stop()
@@ -420,11 +403,12 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	pr.finish(&run, res)
 	stop()
 	wg.Wait()
+	stopSampling()
 	hc.CloseIdleConnections()
-	sc.Runs = append(sc.Runs, run)
 
 	mu.Lock()
 	defer mu.Unlock()
+	sc.Runs = append(sc.Runs, run)
 	sc.Notes = append(sc.Notes, summarizeRestarts(restarts, fails)...)
 	msgs := errs.Counts()
 	keys := make([]string, 0, len(msgs))
