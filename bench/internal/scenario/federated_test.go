@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,14 @@ func TestFederatedSoakAgainstRealStack(t *testing.T) {
 	}
 	if restarts < 3 {
 		t.Errorf("%d restarts noted in 5 s at one a second, want at least 3: %q", restarts, sc.Notes)
+	}
+	// identity-upstream's CPU time cannot be followed across restarts: the
+	// row leaves it out and a note says so.
+	if _, ok := r.CPUUsPerReq[identityUpstream]; ok {
+		t.Errorf("the soak row accounts for %s's CPU across restarts: %v", identityUpstream, r.CPUUsPerReq)
+	}
+	if !slices.ContainsFunc(sc.Notes, func(n string) bool { return strings.HasPrefix(n, identityUpstream+"'s CPU time is not accounted for") }) {
+		t.Errorf("no note that %s's CPU is left out: %q", identityUpstream, sc.Notes)
 	}
 	if len(sc.Samples) < 2 || sc.Samples[0].RSSBytes["mcp-gateway"] == 0 {
 		t.Errorf("gateway RSS not sampled: %+v", sc.Samples)
