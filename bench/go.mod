@@ -8,6 +8,7 @@ replace (
 )
 
 require (
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/go-cmp v0.7.0
 	github.com/maypok86/otter/v2 v2.4.0
 	github.com/mcpauthz/mcpauthz/gen v0.0.0

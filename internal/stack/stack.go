@@ -269,19 +269,25 @@ func (s *Stack) bin(name string) (string, error) {
 	if p, ok := s.bins[name]; ok {
 		return p, nil
 	}
-	var p string
-	if s.Options.BinDir != "" {
-		p = filepath.Join(s.Options.BinDir, name)
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("%s is missing: run `make build`", p)
-		}
-	} else {
-		var err error
-		if p, err = testenv.BuildBinary(name); err != nil {
-			return "", err
-		}
+	p, err := Binary(s.Options.BinDir, name)
+	if err != nil {
+		return "", err
 	}
 	s.bins[name] = p
+	return p, nil
+}
+
+// Binary returns the path of the named binary (one [testenv.BuildBinary]
+// knows): in binDir when it is set, which must hold it (`make build`), else
+// built from source by [testenv.BuildBinary].
+func Binary(binDir, name string) (string, error) {
+	if binDir == "" {
+		return testenv.BuildBinary(name)
+	}
+	p := filepath.Join(binDir, name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s is missing: run `make build`", p)
+	}
 	return p, nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,4 +161,23 @@ func authorizeCalls(t *testing.T, metricsURL string) float64 {
 		sum += n
 	}
 	return sum
+}
+
+// TestBinary: a bin directory must hold the binary; without one it is built.
+func TestBinary(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := Binary(dir, "authz"); err == nil || !strings.Contains(err.Error(), "make build") {
+		t.Errorf("missing from the bin directory: error %v, want one saying to run make build", err)
+	}
+	want := filepath.Join(dir, "authz")
+	if err := os.WriteFile(want, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Binary(dir, "authz"); err != nil || got != want {
+		t.Errorf("Binary(dir) = %q, %v; want %q", got, err, want)
+	}
+	if got, err := Binary("", "authz"); err != nil || filepath.Base(got) != "authz" {
+		t.Errorf("Binary(\"\") = %q, %v; want a built authz", got, err)
+	}
 }

@@ -228,6 +228,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-churn must be in (0, 1]")
 	case (o.ext.GatewayURL == "") != (o.ext.AuthzTarget == ""):
 		return nil, errors.New("-gateway and -authz go together")
+	case slices.Contains(o.scenarios, scenario.Federated) && scenario.FederatedPhase(o.rounds, o.warmup, o.duration) > scenario.DirectAssertionTTL:
+		return nil, fmt.Errorf("-scenarios federated: -rounds %d, -warmup %v and -duration %v measure for up to %v at one concurrency, longer than the direct calls' assertion lives (%v): shorten them",
+			o.rounds, o.warmup, o.duration, scenario.FederatedPhase(o.rounds, o.warmup, o.duration), scenario.DirectAssertionTTL)
 	}
 	if o.ext.APIKey == "" {
 		o.ext.APIKey = os.Getenv("PROPELAUTH_API_KEY")

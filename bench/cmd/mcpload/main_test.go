@@ -40,6 +40,8 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
 		{"gateway env without =", []string{"-gateway-env", "DECISION_CACHE_TTL"}, "not KEY=VALUE"},
 		{"authz env without key", []string{"-authz-env", "=1s"}, "not KEY=VALUE"},
+		// 2 rounds x 5 targets x (0.5 s + 60 s + 5 s grace) > 10 min.
+		{"federated outlasting its assertion", []string{"-scenarios", "federated", "-duration", "60s"}, "assertion lives"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

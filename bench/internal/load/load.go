@@ -38,7 +38,7 @@ type Options struct {
 	// Duration is the length of the measured phase.
 	Duration time.Duration
 	// Grace is how long requests in flight at the end may take before they are
-	// cancelled; 5s when zero.
+	// cancelled; [DefaultGrace] when zero.
 	Grace time.Duration
 	// OnMeasure, if set, is called once as the measured phase starts (e.g. to
 	// snapshot the authorization server's counters).
@@ -102,13 +102,16 @@ type worker struct {
 	exhausted bool
 }
 
+// DefaultGrace is [Options.Grace] when it is zero.
+const DefaultGrace = 5 * time.Second
+
 // Run runs op with opts.Concurrency workers until the measured phase ends and
 // returns what was recorded. It returns early, with what it has, if ctx ends.
 func Run(ctx context.Context, opts Options, op Op) Result {
 	n := max(opts.Concurrency, 1)
 	grace := opts.Grace
 	if grace <= 0 {
-		grace = 5 * time.Second
+		grace = DefaultGrace
 	}
 	start := time.Now()
 	measureStart := start.Add(opts.Warmup)

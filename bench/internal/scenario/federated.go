@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpauthz/mcpauthz/internal/stack"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
@@ -61,14 +62,9 @@ type federation struct {
 // prepareFederation writes the key and the upstreams file into dir and
 // returns the gateway's extra environment.
 func prepareFederation(cfg *Config, dir string) (*federation, []string, error) {
-	bin := filepath.Join(cfg.BinDir, identityUpstream)
-	if cfg.BinDir == "" {
-		var err error
-		if bin, err = testenv.BuildBinary(identityUpstream); err != nil {
-			return nil, nil, err
-		}
-	} else if _, err := os.Stat(bin); err != nil {
-		return nil, nil, fmt.Errorf("%s is missing: run `make build`", bin)
+	bin, err := stack.Binary(cfg.BinDir, identityUpstream)
+	if err != nil {
+		return nil, nil, err
 	}
 	key, err := newAssertionKey()
 	if err != nil {
@@ -188,8 +184,8 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	for _, c := range []*target.ToolCall{
-		{URL: e.mcpURL, Client: hc, Tool: toolNone, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"user":{`)},
-		{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"client_id":`)},
+		{URL: e.mcpURL, Client: hc, Tool: toolNone, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol},
+		{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle([]string{tok}), Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol},
 	} {
 		var last string
 		for last = c.Do(ctx, 0); last != load.OK; last = c.Do(ctx, 0) {
@@ -203,17 +199,36 @@ func (e *env) waitRouted(ctx context.Context, tok string) error {
 	return nil
 }
 
-// routedTokens mints the run's tokens, has authz introspect them all, and
-// waits until the gateway routes a call made with the first.
+// DirectAssertionTTL is the lifetime of the assertion the federated
+// scenario's direct calls to identity-upstream carry, signed afresh for each
+// concurrency: identity-upstream refuses one that lives longer.
+const DirectAssertionTTL = 10 * time.Minute
+
+// federatedTargets is how many targets the federated scenario interleaves.
+const federatedTargets = 5
+
+// FederatedPhase is the longest the federated scenario measures at one
+// concurrency with these rounds, warm-up and measured time: each target in
+// every round, with the grace of the calls in flight at each end. It must not
+// exceed [DirectAssertionTTL].
+func FederatedPhase(rounds int, warmup, d time.Duration) time.Duration {
+	return time.Duration(rounds*federatedTargets) * (warmup + d + load.DefaultGrace)
+}
+
+// routedTokens mints the run's tokens, waits until the gateway routes a call
+// made with the first, then has authz introspect them all. Priming comes last
+// because it starts each token's CACHE_TTL (60 s) and waitRouted may take up
+// to 90 s: primed first, the tokens could expire from authz's cache before
+// the measurement.
 func (e *env) routedTokens(ctx context.Context) ([]string, error) {
 	toks, err := e.mint(ctx, e.cfg.Tokens)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.prime(ctx, e.authz, toks); err != nil {
+	if err := e.waitRouted(ctx, toks[0]); err != nil {
 		return nil, err
 	}
-	if err := e.waitRouted(ctx, toks[0]); err != nil {
+	if err := e.prime(ctx, e.authz, toks); err != nil {
 		return nil, err
 	}
 	return toks, nil
@@ -246,9 +261,9 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 			}
 			src = tokens.NewCycle(toks)
 		}
-		// The direct assertion must outlive this concurrency's rounds;
-		// identity-upstream refuses one that lives longer than 10 minutes.
-		hdr, err := e.fed.directAssertion(10 * time.Minute)
+		// The direct assertion must outlive this concurrency's rounds
+		// (mcpload's flags keep [FederatedPhase] within its lifetime).
+		hdr, err := e.fed.directAssertion(DirectAssertionTTL)
 		if err != nil {
 			return err
 		}
@@ -256,15 +271,15 @@ func (e *env) federated(ctx context.Context, sc *report.Scenario) error {
 		for i := range clients {
 			clients[i] = target.NewHTTPClient(c)
 		}
-		targets := []measured{
-			{KindDirectNone, false, (&target.ToolCall{URL: e.cfg.FloorMCPURL, Client: clients[0], Tool: "who_am_i", Expect: []byte(`"user":{`)}).Do},
-			{KindGatewayNone, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[1], Tool: toolNone, Tokens: src, Expect: []byte(`"user":{`)}).Do},
-			{KindDirectJWT, false, (&target.ToolCall{URL: e.fed.upURL, Client: clients[2], Tool: "whoami", Header: hdr, Expect: []byte(`"client_id":`)}).Do},
-			{KindGatewayJWT, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[3], Tool: toolJWT, Tokens: src, Expect: []byte(`"client_id":`)}).Do},
+		targets := []measured{ // federatedTargets of them
+			{KindDirectNone, false, (&target.ToolCall{URL: e.cfg.FloorMCPURL, Client: clients[0], Tool: "who_am_i", Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol}).Do},
+			{KindGatewayNone, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[1], Tool: toolNone, Tokens: src, Expect: []byte(`"user":{`), Protocol: e.cfg.Protocol}).Do},
+			{KindDirectJWT, false, (&target.ToolCall{URL: e.fed.upURL, Client: clients[2], Tool: "whoami", Header: hdr, Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol}).Do},
+			{KindGatewayJWT, true, (&target.ToolCall{URL: e.mcpURL, Client: clients[3], Tool: toolJWT, Tokens: src, Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol}).Do},
 			// The gateway's own who_am_i: authz is asked as for the routed
 			// calls, but nothing is forwarded; it splits the gateway's
 			// price into the crossing to authz and the upstream hop.
-			{report.KindGateway, true, (&target.MCPCall{URL: e.mcpURL, Client: clients[4], Tokens: src}).Do},
+			{report.KindGateway, true, (&target.MCPCall{URL: e.mcpURL, Client: clients[4], Tokens: src, Protocol: e.cfg.Protocol}).Do},
 		}
 		sc.Runs = append(sc.Runs, e.interleave(ctx, c, e.cfg.Duration, targets)...)
 		for _, hc := range clients {
@@ -337,12 +352,8 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	if err != nil {
 		return err
 	}
-	procs := []*testenv.Process{e.stack.Gateways[0].Proc}
-	for _, a := range e.stack.Authz {
-		procs = append(procs, a.Proc)
-	}
+	procs := e.soakProcs()
 	start := time.Now()
-	smp := &rssSampler{sc: sc, procs: procs, start: start}
 
 	var (
 		mu       sync.Mutex
@@ -351,20 +362,7 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	)
 	bgCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		every := time.NewTicker(soakSample)
-		defer every.Stop()
-		smp.sample()
-		for {
-			select {
-			case <-bgCtx.Done():
-				smp.sample()
-				return
-			case <-every.C:
-				smp.sample()
-			}
-		}
-	})
+	stopSampling := sampleRSS(ctx, sc, procs)
 	wg.Go(func() {
 		t := time.NewTicker(e.cfg.restartEvery())
 		defer t.Stop()
@@ -385,7 +383,7 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	})
 	errs := &target.ErrorLog{}
 	hc := target.NewHTTPClient(e.cfg.SoakClients)
-	call := &target.ToolCall{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle(toks), Expect: []byte(`"client_id":`), Errors: errs}
+	call := &target.ToolCall{URL: e.mcpURL, Client: hc, Tool: toolJWT, Tokens: tokens.NewCycle(toks), Expect: []byte(`"client_id":`), Protocol: e.cfg.Protocol, Errors: errs}
 	op := func(ctx context.Context, w int) string {
 		t0 := time.Now()
 		label := call.Do(ctx, w)
@@ -405,11 +403,19 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	pr.finish(&run, res)
 	stop()
 	wg.Wait()
+	stopSampling()
 	hc.CloseIdleConnections()
-	sc.Runs = append(sc.Runs, run)
 
 	mu.Lock()
 	defer mu.Unlock()
+	if len(restarts) > 0 {
+		// The probe reads the CPU time of the processes it found at the
+		// start: the first identity-upstream's ends with its process, and
+		// its successors' would be missed, so leave it out altogether.
+		delete(run.CPUUsPerReq, identityUpstream)
+		sc.Notes = append(sc.Notes, fmt.Sprintf("%s's CPU time is not accounted for in the soak row: it was restarted %d times and each run's CPU time ends with its process.", identityUpstream, len(restarts)))
+	}
+	sc.Runs = append(sc.Runs, run)
 	sc.Notes = append(sc.Notes, summarizeRestarts(restarts, fails)...)
 	msgs := errs.Counts()
 	keys := make([]string, 0, len(msgs))
@@ -430,11 +436,8 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 		}
 	}
 	sc.Checks = append(sc.Checks, report.Check{Name: "failed requests that were not a JSON-RPC error (timeouts, transport errors, HTTP errors)", Value: float64(other), Target: "0", Met: other == 0})
-	named := true
-	for k := range msgs {
-		named = named && strings.Contains(k, `upstream "identity"`)
-	}
-	sc.Checks = append(sc.Checks, report.Check{Name: "JSON-RPC errors that name the upstream (share)", Value: boolShare(named), Target: "1", Met: named})
+	named := namedShare(msgs)
+	sc.Checks = append(sc.Checks, report.Check{Name: "JSON-RPC errors that name the upstream (share)", Value: named, Target: "1", Met: named == 1})
 	for _, ev := range restarts {
 		if ev.err != nil {
 			sc.Checks = append(sc.Checks, report.Check{Name: "upstream restarts that failed", Value: 1, Target: "0", Met: false})
@@ -446,21 +449,39 @@ func (e *env) federatedSoak(ctx context.Context, sc *report.Scenario) error {
 	return nil
 }
 
-func boolShare(b bool) float64 {
-	if b {
+// namedShare is the share of the JSON-RPC errors in msgs (an [target.ErrorLog]'s
+// counts) whose message names the upstream as the gateway does
+// (`upstream "identity" is unavailable: ...`); 1 when there were none. Tool
+// errors and messages past the log's bound ("(other)") are not JSON-RPC errors
+// it can read, and count for neither side.
+func namedShare(msgs map[string]uint64) float64 {
+	var all, named uint64
+	for k, n := range msgs {
+		if !strings.HasPrefix(k, "jsonrpc error") {
+			continue
+		}
+		all += n
+		if strings.Contains(k, `upstream "identity"`) {
+			named += n
+		}
+	}
+	if all == 0 {
 		return 1
 	}
-	return 0
+	return float64(named) / float64(all)
 }
 
-// summarizeRestarts says, for each restart, which failures followed it
-// (those before the next restart) and how long they lasted.
+// summarizeRestarts says, for each restart, which failures followed it (those
+// answered after it and before the next restart) and how long they lasted. A
+// failure counts where it was answered, not where it was sent: a call sent
+// just before a restart that fails because of it belongs to that restart.
 func summarizeRestarts(restarts []restartEvent, fails []failure) []string {
 	var notes []string
-	slices.SortFunc(fails, func(a, b failure) int { return cmp.Compare(a.at, b.at) })
+	done := func(f failure) time.Duration { return f.at + f.took }
+	slices.SortFunc(fails, func(a, b failure) int { return cmp.Compare(done(a), done(b)) })
 	before := 0
 	for _, f := range fails {
-		if len(restarts) == 0 || f.at < restarts[0].at {
+		if len(restarts) == 0 || done(f) < restarts[0].at {
 			before++
 		}
 	}
@@ -476,14 +497,14 @@ func summarizeRestarts(restarts []restartEvent, fails []failure) []string {
 		var n int
 		var first, last, slowest time.Duration
 		for _, f := range fails {
-			if f.at < ev.at || f.at >= end {
+			if done(f) < ev.at || done(f) >= end {
 				continue
 			}
 			if n == 0 {
-				first = f.at - ev.at
+				first = done(f) - ev.at
 			}
 			n++
-			last = f.at + f.took - ev.at
+			last = done(f) - ev.at
 			slowest = max(slowest, f.took)
 			labels[f.label]++
 		}
@@ -498,7 +519,7 @@ func summarizeRestarts(restarts []restartEvent, fails []failure) []string {
 				ls = append(ls, fmt.Sprintf("%s x%d", l, c))
 			}
 			slices.Sort(ls)
-			line += fmt.Sprintf(" (%s), from +%d ms to +%d ms after it, the slowest answered in %.1f ms", strings.Join(ls, ", "), first.Milliseconds(), last.Milliseconds(), float64(slowest)/1e6)
+			line += fmt.Sprintf(" (%s), answered from +%d ms to +%d ms after it, the slowest answered in %.1f ms", strings.Join(ls, ", "), first.Milliseconds(), last.Milliseconds(), float64(slowest)/1e6)
 		}
 		if ev.err != nil {
 			line += "; the restart failed: " + ev.err.Error()

@@ -1052,29 +1052,20 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 		return err
 	}
 	src := tokens.NewChurn(active, reserve)
-	var procs []*testenv.Process
-	for _, p := range append(slices.Clone(e.stack.Gateways), e.stack.Authz...) {
-		procs = append(procs, p.Proc)
-	}
+	procs := e.soakProcs()
 
-	sampleCtx, stop := context.WithCancel(ctx)
+	rotateCtx, stopRotating := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	sample := (&rssSampler{sc: sc, procs: procs, start: time.Now()}).sample
+	stopSampling := sampleRSS(ctx, sc, procs)
 	wg.Go(func() {
 		rotate := time.NewTicker(time.Second)
 		defer rotate.Stop()
-		every := time.NewTicker(soakSample)
-		defer every.Stop()
-		sample()
 		for {
 			select {
-			case <-sampleCtx.Done():
-				sample()
+			case <-rotateCtx.Done():
 				return
 			case <-rotate.C:
 				src.Rotate(e.cfg.SoakNewPerSec)
-			case <-every.C:
-				sample()
 			}
 		}
 	})
@@ -1084,14 +1075,54 @@ func (e *env) soak(ctx context.Context, sc *report.Scenario) error {
 	res := load.Run(ctx, load.Options{Concurrency: e.cfg.SoakClients, Duration: e.cfg.SoakDuration, OnMeasure: pr.start}, op)
 	run := report.Run{Target: report.KindGateway}
 	pr.finish(&run, res)
-	stop()
+	stopRotating()
 	wg.Wait()
+	stopSampling()
 	hc.CloseIdleConnections()
 	sc.Runs = append(sc.Runs, run)
 	sc.Notes = append(sc.Notes, fmt.Sprintf("%d new tokens entered during the soak.", src.Added()))
 	warm := min(soakWarmup, e.cfg.SoakDuration/3)
 	sc.Checks = append(sc.Checks, trendChecks(sc, procs, warm)...)
 	return nil
+}
+
+// soakProcs are the processes whose RSS the soaks sample: the gateways and
+// the authz replicas.
+func (e *env) soakProcs() []*testenv.Process {
+	var procs []*testenv.Process
+	for _, p := range append(slices.Clone(e.stack.Gateways), e.stack.Authz...) {
+		procs = append(procs, p.Proc)
+	}
+	return procs
+}
+
+// sampleRSS samples the RSS of procs into sc.Samples now and every
+// soakSample until ctx ends or the returned stop is called, which takes a
+// last sample and returns once sampling has stopped (sc is then the caller's
+// again).
+func sampleRSS(ctx context.Context, sc *report.Scenario, procs []*testenv.Process) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	smp := &rssSampler{sc: sc, procs: procs, start: time.Now()}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := time.NewTicker(soakSample)
+		defer every.Stop()
+		smp.sample()
+		for {
+			select {
+			case <-ctx.Done():
+				smp.sample()
+				return
+			case <-every.C:
+				smp.sample()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // rssSampler appends the RSS of procs to sc.Samples; only one goroutine

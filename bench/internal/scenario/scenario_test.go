@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,22 +12,20 @@ import (
 	"github.com/mcpauthz/mcpauthz/bench/internal/floor"
 	"github.com/mcpauthz/mcpauthz/bench/internal/load"
 	"github.com/mcpauthz/mcpauthz/bench/internal/report"
-	"github.com/mcpauthz/mcpauthz/internal/testenv"
 )
 
 // config returns a tiny configuration against the real binaries and floors.
 func config(t *testing.T) *Config {
 	t.Helper()
-	for _, name := range []string{"devauth", "authz", "mcp-gateway"} {
-		testenv.Binary(t, name)
-	}
 	fl, err := floor.Start(t.Context(), floor.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(fl.Stop)
 	return &Config{
-		BinDir:         filepath.Dir(testenv.Binary(t, "authz")),
+		// make test's binaries when it gives them, else built from source
+		// (stack.Binary), every one the scenarios start.
+		BinDir:         os.Getenv("MCPAUTHZ_BIN_DIR"),
 		Dir:            t.TempDir(),
 		Clients:        []int{2},
 		Warmup:         50 * time.Millisecond,

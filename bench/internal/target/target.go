@@ -64,14 +64,14 @@ func NewHTTPClient(conns int) *http.Client {
 	}
 }
 
-// callBody returns a tools/call of who_am_i as an MCP client of protocol
-// sends it: from 2026-07-28 with the version and client in _meta, before it
-// plain (a stateless server needs no initialize either way).
-func callBody(protocol string) []byte {
+// callBody returns a tools/call of tool as an MCP client of protocol sends it:
+// from 2026-07-28 with the version and client in _meta, before it plain (a
+// stateless server needs no initialize either way).
+func callBody(protocol, tool string) []byte {
 	if protocol >= ProtocolVersion {
-		return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"` + protocol + `","io.modelcontextprotocol/clientInfo":{"name":"mcpload","version":"1.0.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+		return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + strconv.Quote(tool) + `,"arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"` + protocol + `","io.modelcontextprotocol/clientInfo":{"name":"mcpload","version":"1.0.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
 	}
-	return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"who_am_i","arguments":{}}}`)
+	return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + strconv.Quote(tool) + `,"arguments":{}}}`)
 }
 
 // MCPCall calls the who_am_i tool over stateless streamable HTTP.
@@ -99,7 +99,7 @@ func (m *MCPCall) Do(ctx context.Context, _ int) string {
 		if m.Protocol == "" {
 			m.Protocol = ProtocolVersion
 		}
-		m.body = callBody(m.Protocol)
+		m.body = callBody(m.Protocol, "who_am_i")
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(m.body))
 	if err != nil {

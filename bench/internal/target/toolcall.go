@@ -13,7 +13,7 @@ import (
 )
 
 // ToolCall calls one named tool over stateless streamable HTTP, as a client of
-// [ProtocolVersion] does: through the gateway (with a bearer token) or
+// Protocol does: through the gateway (with a bearer token) or
 // directly to an upstream MCP server (with the headers it needs, if any). An
 // answer is "ok" when it is a 200 tool result without isError that contains
 // Expect. A JSON-RPC error is labelled with its code ("jsonrpc error -32010"),
@@ -35,6 +35,10 @@ type ToolCall struct {
 	// Errors, if set, records the message of every JSON-RPC error and tool
 	// error answered.
 	Errors *ErrorLog
+	// Protocol is the MCP protocol version spoken; [ProtocolVersion] when
+	// empty. From 2026-07-28 requests carry the Mcp-Method and Mcp-Name
+	// headers too.
+	Protocol string
 
 	once sync.Once
 	body []byte
@@ -43,7 +47,10 @@ type ToolCall struct {
 // Do sends one tools/call and labels the answer. It implements [load.Op].
 func (m *ToolCall) Do(ctx context.Context, _ int) string {
 	m.once.Do(func() {
-		m.body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + strconv.Quote(m.Tool) + `,"arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"` + ProtocolVersion + `","io.modelcontextprotocol/clientInfo":{"name":"mcpload","version":"1.0.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+		if m.Protocol == "" {
+			m.Protocol = ProtocolVersion
+		}
+		m.body = callBody(m.Protocol, m.Tool)
 	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.URL, bytes.NewReader(m.body))
 	if err != nil {
@@ -55,9 +62,11 @@ func (m *ToolCall) Do(ctx context.Context, _ int) string {
 	}
 	h["Content-Type"] = []string{"application/json"}
 	h["Accept"] = []string{"application/json, text/event-stream"}
-	h["Mcp-Protocol-Version"] = []string{ProtocolVersion}
-	h["Mcp-Method"] = []string{"tools/call"}
-	h["Mcp-Name"] = []string{m.Tool}
+	h["Mcp-Protocol-Version"] = []string{m.Protocol}
+	if m.Protocol >= ProtocolVersion {
+		h["Mcp-Method"] = []string{"tools/call"}
+		h["Mcp-Name"] = []string{m.Tool}
+	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer bufPool.Put(buf)

@@ -1,6 +1,7 @@
 package target
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -106,4 +107,54 @@ func TestErrorLogBounded(t *testing.T) {
 	}
 	var nilLog *ErrorLog
 	nilLog.add("ignored") // a nil log records nothing and does not panic
+}
+
+// TestToolCallSpeaksProtocol: a ToolCall speaks the protocol it is given, as
+// MCPCall does, so the federated scenarios honour -protocol: the version in
+// Mcp-Protocol-Version, and from 2026-07-28 the Mcp-Method and Mcp-Name
+// headers and the version in the request's _meta; before it neither.
+func TestToolCallSpeaksProtocol(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		version, method, name string
+		meta                  bool
+	}
+	tests := []struct {
+		protocol string
+		want     seen
+	}{
+		{"", seen{ProtocolVersion, "tools/call", "jwt_whoami", true}},
+		{ProtocolVersion, seen{ProtocolVersion, "tools/call", "jwt_whoami", true}},
+		{"2025-11-25", seen{"2025-11-25", "", "", false}},
+		{"2025-06-18", seen{"2025-06-18", "", "", false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.protocol, func(t *testing.T) {
+			t.Parallel()
+			var got seen
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var body struct {
+					Params struct {
+						Name string         `json:"name"`
+						Meta map[string]any `json:"_meta"`
+					} `json:"params"`
+				}
+				if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Params.Name != "jwt_whoami" {
+					http.Error(w, "bad body", http.StatusBadRequest)
+					return
+				}
+				got = seen{r.Header.Get("Mcp-Protocol-Version"), r.Header.Get("Mcp-Method"), r.Header.Get("Mcp-Name"),
+					body.Params.Meta["io.modelcontextprotocol/protocolVersion"] == tt.want.version}
+				_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"client_id":"c"}}}`))
+			}))
+			t.Cleanup(srv.Close)
+			c := &ToolCall{URL: srv.URL, Client: NewHTTPClient(1), Tool: "jwt_whoami", Protocol: tt.protocol, Expect: []byte(`"client_id":`)}
+			if out := c.Do(t.Context(), 0); out != load.OK {
+				t.Fatalf("outcome %q, want ok", out)
+			}
+			if got != tt.want {
+				t.Errorf("request seen as %+v, want %+v", got, tt.want)
+			}
+		})
+	}
 }
