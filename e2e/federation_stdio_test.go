@@ -36,18 +36,14 @@ const codeUpstreamUnavailable = -32010
 func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 	slow(t)
 	t.Parallel()
-	node := nodeModules(t)
-	ts, err := filepath.Abs("ts")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodeModules(t) // npm ci in e2e/ts when its packages are missing
 	// The child writes its pid (sh's, which exec makes node's) on every
 	// start, so the test knows which process to kill and sees the restart.
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
-	// $$$$: the upstreams file reads $$ as a literal $.
-	script := fmt.Sprintf(`echo $$$$ > %q; exec %q %q stdio`, pidFile, node, filepath.Join(ts, "node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+	script := "echo $$ > " + testenv.ShellQuote(pidFile) + "; exec " + testenv.ShellJoin(testenv.EverythingCommand(t, "stdio")...)
 	file := filepath.Join(t.TempDir(), "upstreams.yaml")
-	conf := fmt.Sprintf("upstreams:\n  - name: everything\n    command: [sh, -c, %q]\n    timeout: 120s\n", script)
+	// The upstreams file reads $$ as a literal $ (and ${NAME} as a variable).
+	conf := fmt.Sprintf("upstreams:\n  - name: everything\n    command: [sh, -c, %q]\n    timeout: 120s\n", strings.ReplaceAll(script, "$", "$$"))
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}

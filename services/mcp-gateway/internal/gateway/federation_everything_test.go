@@ -56,7 +56,7 @@ func TestFederationEverything(t *testing.T) {
 	dir := t.TempDir()
 	stdin := filepath.Join(dir, "stdio-stdin.jsonl")
 	argv := testenv.EverythingCommand(t, "stdio")
-	stdioCmd := fmt.Sprintf(`tee -a %q | exec %s`, stdin, shellJoin(argv))
+	stdioCmd := "tee -a " + testenv.ShellQuote(stdin) + " | exec " + testenv.ShellJoin(argv...)
 
 	identAddr := testenv.FreeAddr(t)
 	identURL := "http://" + identAddr + "/mcp"
@@ -67,7 +67,7 @@ start_timeout: 20s
 upstreams:
   - {name: everything, url: %s}
   - {name: stdio, command: [sh, -c, %q]}
-`, everythingURL, shellJoin(argv)))
+`, everythingURL, testenv.ShellJoin(argv...)))
 	err := stacktest.TryGateway(stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": both})
 	var ce *federation.CollisionError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), `upstream "everything"`) || !strings.Contains(err.Error(), `upstream "stdio"`) {
@@ -353,12 +353,3 @@ upstreams:
 }
 
 func newCapture() *capture { return &capture{} }
-
-// shellJoin quotes argv for sh -c.
-func shellJoin(argv []string) string {
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(q, " ")
-}
