@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -105,7 +104,11 @@ func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 	// tools listed again (they went while it was down).
 	gw := s.Gateways[0]
 	testenv.Eventually(t, 30*time.Second, "the child restarted, up and listed", func() bool {
-		m := scrape(t, gw.MetricsURL)
+		code, b := get(t, gw.MetricsURL+"/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("GET %s/metrics: %d", gw.MetricsURL, code)
+		}
+		m := string(b)
 		if childPid() == first ||
 			!strings.Contains(m, `mcp_gateway_upstream_restarts_total{upstream="everything"} 1`) ||
 			!strings.Contains(m, `mcp_gateway_upstream_up{upstream="everything"} 1`) {
@@ -121,19 +124,4 @@ func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 	if out := gw.Proc.Output(); !strings.Contains(out, "the upstream process exited; restarting it") {
 		t.Errorf("the gateway did not log the child's exit:\n%s", out)
 	}
-}
-
-// scrape returns the Prometheus text at base + /metrics.
-func scrape(t *testing.T, base string) string {
-	t.Helper()
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

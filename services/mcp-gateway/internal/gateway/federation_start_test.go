@@ -51,13 +51,8 @@ func TestFederationVerifyingUpstreamAtStart(t *testing.T) {
 	if strings.Contains(gw.Logs(), "upstream catalog unavailable") {
 		t.Errorf("the gateway logged a catalog failure:\n%s", gw.Logs())
 	}
-	res, err := http.Get(gw.MetricsURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="ident"}`; strings.Contains(string(b), m) {
+	metrics := fetch(t, gw.MetricsURL+"/metrics")
+	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="ident"}`; strings.Contains(metrics, m) {
 		t.Errorf("metrics count a failed catalog fetch: %s", m)
 	}
 }
@@ -101,12 +96,7 @@ upstreams:
 		t.Errorf("tools/list with two upstreams down: status %d (-want +got):\n%s", res.StatusCode, diff)
 	}
 
-	mres, err := http.Get(gw.MetricsURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, _ := io.ReadAll(mres.Body)
-	mres.Body.Close()
+	metrics := fetch(t, gw.MetricsURL+"/metrics")
 	for _, want := range []string{
 		`mcp_gateway_upstream_up{upstream="alpha"} 1`,
 		`mcp_gateway_upstream_up{upstream="down"} 0`,
@@ -116,7 +106,7 @@ upstreams:
 		`mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="down"}`,
 		`mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="hang"}`,
 	} {
-		if !strings.Contains(string(mb), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
