@@ -51,7 +51,12 @@ func TestFederationVerifyingUpstreamAtStart(t *testing.T) {
 	if strings.Contains(gw.Logs(), "upstream catalog unavailable") {
 		t.Errorf("the gateway logged a catalog failure:\n%s", gw.Logs())
 	}
+	// The success series must be there, so that a renamed metric or label
+	// fails here rather than making the error series' absence meaningless.
 	metrics := fetch(t, gw.MetricsURL+"/metrics")
+	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="ok",upstream="ident"} `; !strings.Contains(metrics, m) {
+		t.Errorf("metrics lack the successful catalog fetch %s", m)
+	}
 	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="ident"}`; strings.Contains(metrics, m) {
 		t.Errorf("metrics count a failed catalog fetch: %s", m)
 	}
