@@ -59,7 +59,7 @@ func TestFederationEverything(t *testing.T) {
 	stdioCmd := "tee -a " + testenv.ShellQuote(stdin) + " | exec " + testenv.ShellJoin(argv...)
 
 	identAddr := testenv.FreeAddr(t)
-	identURL := "http://" + identAddr + "/mcp"
+	identURL := identityUpstreamURL(identAddr)
 	// The same server twice lists the same resource URIs: refused at
 	// start, naming both.
 	both := writeFile(t, "both.yaml", fmt.Sprintf(`
@@ -99,10 +99,7 @@ upstreams:
 	// identity-upstream starts after the gateway here, so its first catalog
 	// request fails and the retry lists it (TestFederationVerifyingUpstreamAtStart
 	// starts it first).
-	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
-		Args:     []string{"-listen", identAddr, "-jwks", gw.URL + identity.JWKSPath, "-issuer", gw.URL, "-audience", identURL},
-		ReadyURL: "http://" + identAddr + "/healthz",
-	})
+	startIdentityUpstream(t, identAddr, gw.URL)
 
 	var progress atomic.Int64
 	c := stacktest.NewOAuthClient(t, scopeUser) // the first consent grants read:user_data only

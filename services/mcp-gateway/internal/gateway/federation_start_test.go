@@ -14,7 +14,6 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/identity"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 )
 
@@ -27,11 +26,8 @@ import (
 func TestFederationVerifyingUpstreamAtStart(t *testing.T) {
 	t.Parallel()
 	gwAddr, identAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	gwURL, identURL := "http://"+gwAddr, "http://"+identAddr+"/mcp"
-	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
-		Args:     []string{"-listen", identAddr, "-jwks", gwURL + identity.JWKSPath, "-issuer", gwURL, "-audience", identURL},
-		ReadyURL: "http://" + identAddr + "/healthz",
-	})
+	gwURL, identURL := "http://"+gwAddr, identityUpstreamURL(identAddr)
+	startIdentityUpstream(t, identAddr, gwURL)
 	file := writeFile(t, "upstreams.yaml", "upstreams:\n  - name: ident\n    url: "+identURL+"\n")
 	gw := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": file, "MCP_LISTEN": gwAddr})
 	if gw.URL != gwURL {
