@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,18 +35,14 @@ const codeUpstreamUnavailable = -32010
 func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 	slow(t)
 	t.Parallel()
-	node := nodeModules(t)
-	ts, err := filepath.Abs("ts")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodeModules(t) // npm ci in e2e/ts when its packages are missing
 	// The child writes its pid (sh's, which exec makes node's) on every
 	// start, so the test knows which process to kill and sees the restart.
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
-	// $$$$: the upstreams file reads $$ as a literal $.
-	script := fmt.Sprintf(`echo $$$$ > %q; exec %q %q stdio`, pidFile, node, filepath.Join(ts, "node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+	script := "echo $$ > " + testenv.ShellQuote(pidFile) + "; exec " + testenv.ShellJoin(testenv.EverythingCommand(t, "stdio")...)
 	file := filepath.Join(t.TempDir(), "upstreams.yaml")
-	conf := fmt.Sprintf("upstreams:\n  - name: everything\n    command: [sh, -c, %q]\n    timeout: 120s\n", script)
+	// The upstreams file reads $$ as a literal $ (and ${NAME} as a variable).
+	conf := fmt.Sprintf("upstreams:\n  - name: everything\n    command: [sh, -c, %q]\n    timeout: 120s\n", strings.ReplaceAll(script, "$", "$$"))
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +104,11 @@ func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 	// tools listed again (they went while it was down).
 	gw := s.Gateways[0]
 	testenv.Eventually(t, 30*time.Second, "the child restarted, up and listed", func() bool {
-		m := scrape(t, gw.MetricsURL)
+		code, b := get(t, gw.MetricsURL+"/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("GET %s/metrics: %d", gw.MetricsURL, code)
+		}
+		m := string(b)
 		if childPid() == first ||
 			!strings.Contains(m, `mcp_gateway_upstream_restarts_total{upstream="everything"} 1`) ||
 			!strings.Contains(m, `mcp_gateway_upstream_up{upstream="everything"} 1`) {
@@ -125,19 +124,4 @@ func TestGoSDKClientFederationStdioKilled(t *testing.T) {
 	if out := gw.Proc.Output(); !strings.Contains(out, "the upstream process exited; restarting it") {
 		t.Errorf("the gateway did not log the child's exit:\n%s", out)
 	}
-}
-
-// scrape returns the Prometheus text at base + /metrics.
-func scrape(t *testing.T, base string) string {
-	t.Helper()
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -119,6 +121,59 @@ func startCollector(t *testing.T) *collector {
 func (c *collector) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
 	c.add(req)
 	return &collectorpb.ExportTraceServiceResponse{}, nil
+}
+
+// checkNoSecrets fails t when nothing was exported or when an export, in
+// the bytes the collector received, holds the token, alice's email, one of
+// the stack's credentials' secrets or one of more.
+func (c *collector) checkNoSecrets(t *testing.T, s *procstack.Stack, token string, more ...string) {
+	t.Helper()
+	secrets := append([]string{token, seedusers.AliceEmail}, s.Options.Credentials.Secrets()...)
+	secrets = append(secrets, more...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.raw) == 0 {
+		t.Error("nothing exported")
+	}
+	for _, raw := range c.raw {
+		for _, sec := range secrets {
+			if sec == "" {
+				t.Fatalf("an empty secret to look for in %q", secrets)
+			}
+			if bytes.Contains(raw, []byte(sec)) {
+				t.Errorf("an export holds %.12q...", sec)
+			}
+		}
+	}
+}
+
+// auditEvent is what the tracing tests read of an audit event.
+type auditEvent struct {
+	Method   string `json:"method"`
+	Upstream string `json:"upstream"`
+	Tool     string `json:"tool"`
+	Decision string `json:"decision"`
+	TraceID  string `json:"trace_id"`
+
+	line string // as written
+}
+
+// auditEvents reads the events of the audit log file (none while it does
+// not exist yet), skipping a line that does not decode (one being written).
+func auditEvents(t *testing.T, file string) []auditEvent {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var evs []auditEvent
+	for line := range strings.Lines(string(b)) {
+		ev := auditEvent{line: strings.TrimSpace(line)}
+		if json.Unmarshal([]byte(line), &ev) == nil {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
 }
 
 func (c *collector) add(req *collectorpb.ExportTraceServiceRequest) {
@@ -369,14 +424,9 @@ func TestTracing(t *testing.T) {
 		// The audit log's trace_id is the span's: the _meta one too, which
 		// the audit log cannot read from the headers.
 		testenv.Eventually(t, 10*time.Second, "audit events in both client traces", func() bool {
-			b, _ := os.ReadFile(auditFile)
 			found := map[string]bool{}
-			for line := range strings.Lines(string(b)) {
-				var ev struct {
-					Method  string `json:"method"`
-					TraceID string `json:"trace_id"`
-				}
-				if json.Unmarshal([]byte(line), &ev) == nil && ev.Method == "tools/call" {
+			for _, ev := range auditEvents(t, auditFile) {
+				if ev.Method == "tools/call" {
 					found[ev.TraceID] = true
 				}
 			}
@@ -385,19 +435,7 @@ func TestTracing(t *testing.T) {
 	})
 
 	t.Run("no token or secret exported", func(t *testing.T) {
-		col.mu.Lock()
-		defer col.mu.Unlock()
-		secrets := append([]string{token, seedusers.AliceEmail}, s.Options.Credentials.Secrets()...)
-		for _, raw := range col.raw {
-			for _, sec := range secrets {
-				if bytes.Contains(raw, []byte(sec)) {
-					t.Errorf("an export holds %.12q...", sec)
-				}
-			}
-		}
-		if len(col.raw) == 0 {
-			t.Error("nothing exported")
-		}
+		col.checkNoSecrets(t, s, token)
 	})
 }
 

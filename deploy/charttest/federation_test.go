@@ -215,7 +215,9 @@ gateway:
 
 // TestFederationRefused: an upstreams file the gateway's replicas cannot
 // share, or one that would put a secret in a ConfigMap, fails the render
-// with one line naming the values.
+// with one line naming the values. A secretEnv entry without a key, an audit
+// log other than stdout and an unknown sampler are refused by
+// values.schema.json (the chart's templates do not check them again).
 func TestFederationRefused(t *testing.T) {
 	t.Parallel()
 	const one = `upstreams: [{name: billing, url: "http://billing:8080/mcp"}]`
@@ -228,14 +230,14 @@ func TestFederationRefused(t *testing.T) {
 		{"a literal API key in a header", `{federation: {upstreams: [{name: b, url: "http://b/mcp", identity: none, headers: {X-Api-Key: abc123}}]}}`, "federation.upstreams[0].headers.X-Api-Key: looks like a secret"},
 		{"a literal token in a stdio env", `{federation: {upstreams: [{name: b, command: [b], identity: none, env: {GITHUB_TOKEN: ghp_x}}]}}`, "federation.upstreams[0].env.GITHUB_TOKEN: looks like a secret"},
 		{"a signing key without upstreams", `{federation: {identity: {signingKeySecret: k}}}`, "set without federation.upstreams"},
-		{"secretEnv without a key", `{federation: {upstreams: [{name: b, url: "http://b/mcp", identity: none}], secretEnv: {B_KEY: {secret: s}}}}`, "key"},
+		{"secretEnv without a key", `{federation: {upstreams: [{name: b, url: "http://b/mcp", identity: none}], secretEnv: {B_KEY: {secret: s}}}}`, "at '/federation/secretEnv/B_KEY': missing property 'key'"},
 		{"UPSTREAMS_FILE in gateway.env", `{gateway: {env: {UPSTREAMS_FILE: /x.yaml}}}`, "gateway.env.UPSTREAMS_FILE: set by the chart"},
 		{"AUDIT_LOG in gateway.env", `{gateway: {env: {AUDIT_LOG: stdout}}}`, "gateway.env.AUDIT_LOG: set by the chart"},
-		{"an audit log file", `{gateway: {audit: {log: /var/log/audit.jsonl}}}`, "log"},
+		{"an audit log file", `{gateway: {audit: {log: /var/log/audit.jsonl}}}`, "at '/gateway/audit/log': value must be one of '', 'stdout'"},
 		{"OTLP headers in authz.env", `{authz: {env: {OTEL_EXPORTER_OTLP_HEADERS: "api-key=x"}}}`, "authz.env.OTEL_EXPORTER_OTLP_HEADERS: a secret"},
 		{"the OTLP endpoint in gateway.env", `{gateway: {env: {OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318"}}}`, "gateway.env.OTEL_EXPORTER_OTLP_ENDPOINT: set by the chart"},
 		{"OTLP headers without an endpoint", `{tracing: {headersSecret: otlp}}`, "tracing.headersSecret: set without tracing.endpoint"},
-		{"an unknown sampler", `{tracing: {endpoint: "http://c:4318", sampler: jaeger_remote}}`, "sampler"},
+		{"an unknown sampler", `{tracing: {endpoint: "http://c:4318", sampler: jaeger_remote}}`, "at '/tracing/sampler': value must be one of 'always_on'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,11 +43,6 @@
 {{- if and $signs (not $fed.identity.signingKeySecret) (or .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.replicaCount) 1)) }}
 {{- fail "federation.identity.signingKeySecret is required with more than one gateway replica (gateway.replicaCount > 1 or gateway.autoscaling): without it each replica signs identity assertions with a key of its own, and upstreams, fetching one replica's JWKS, refuse the others'" }}
 {{- end }}
-{{- range $name, $ref := $fed.secretEnv }}
-{{- if not (and $ref.secret $ref.key) }}
-{{- fail (printf "federation.secretEnv.%s: needs secret and key" $name) }}
-{{- end }}
-{{- end }}
 {{- else if $fed.identity.signingKeySecret }}
 {{- fail "federation.identity.signingKeySecret: set without federation.upstreams; the key signs identity assertions for upstreams only" }}
 {{- end }}

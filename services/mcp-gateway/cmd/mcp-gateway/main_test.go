@@ -27,14 +27,25 @@ import (
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 )
 
+// runTimeout bounds every runBinary: each run is expected to exit by itself
+// (a refused configuration, -list-env, -healthcheck), so one that serves
+// instead fails here rather than at the package's timeout.
+const runTimeout = 30 * time.Second
+
 // runBinary runs the real mcp-gateway binary to completion with env and args.
+// It fails t when the binary has not exited within runTimeout.
 func runBinary(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), testenv.Binary(t, "mcp-gateway"), args...)
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Binary(t, "mcp-gateway"), args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("mcp-gateway %q did not exit within %s (killed: %v); stderr:\n%s", args, runTimeout, err, errb.String())
+	}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):

@@ -56,10 +56,10 @@ func TestFederationEverything(t *testing.T) {
 	dir := t.TempDir()
 	stdin := filepath.Join(dir, "stdio-stdin.jsonl")
 	argv := testenv.EverythingCommand(t, "stdio")
-	stdioCmd := fmt.Sprintf(`tee -a %q | exec %s`, stdin, shellJoin(argv))
+	stdioCmd := "tee -a " + testenv.ShellQuote(stdin) + " | exec " + testenv.ShellJoin(argv...)
 
 	identAddr := testenv.FreeAddr(t)
-	identURL := "http://" + identAddr + "/mcp"
+	identURL := identityUpstreamURL(identAddr)
 	// The same server twice lists the same resource URIs: refused at
 	// start, naming both.
 	both := writeFile(t, "both.yaml", fmt.Sprintf(`
@@ -67,7 +67,7 @@ start_timeout: 20s
 upstreams:
   - {name: everything, url: %s}
   - {name: stdio, command: [sh, -c, %q]}
-`, everythingURL, shellJoin(argv)))
+`, everythingURL, testenv.ShellJoin(argv...)))
 	err := stacktest.TryGateway(stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": both})
 	var ce *federation.CollisionError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), `upstream "everything"`) || !strings.Contains(err.Error(), `upstream "stdio"`) {
@@ -99,10 +99,7 @@ upstreams:
 	// identity-upstream starts after the gateway here, so its first catalog
 	// request fails and the retry lists it (TestFederationVerifyingUpstreamAtStart
 	// starts it first).
-	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
-		Args:     []string{"-listen", identAddr, "-jwks", gw.URL + identity.JWKSPath, "-issuer", gw.URL, "-audience", identURL},
-		ReadyURL: "http://" + identAddr + "/healthz",
-	})
+	startIdentityUpstream(t, identAddr, gw.URL)
 
 	var progress atomic.Int64
 	c := stacktest.NewOAuthClient(t, scopeUser) // the first consent grants read:user_data only
@@ -353,12 +350,3 @@ upstreams:
 }
 
 func newCapture() *capture { return &capture{} }
-
-// shellJoin quotes argv for sh -c.
-func shellJoin(argv []string) string {
-	q := make([]string, len(argv))
-	for i, a := range argv {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(q, " ")
-}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/federation"
-	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/identity"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/stacktest"
 )
 
@@ -27,11 +26,8 @@ import (
 func TestFederationVerifyingUpstreamAtStart(t *testing.T) {
 	t.Parallel()
 	gwAddr, identAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
-	gwURL, identURL := "http://"+gwAddr, "http://"+identAddr+"/mcp"
-	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
-		Args:     []string{"-listen", identAddr, "-jwks", gwURL + identity.JWKSPath, "-issuer", gwURL, "-audience", identURL},
-		ReadyURL: "http://" + identAddr + "/healthz",
-	})
+	gwURL, identURL := "http://"+gwAddr, identityUpstreamURL(identAddr)
+	startIdentityUpstream(t, identAddr, gwURL)
 	file := writeFile(t, "upstreams.yaml", "upstreams:\n  - name: ident\n    url: "+identURL+"\n")
 	gw := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"UPSTREAMS_FILE": file, "MCP_LISTEN": gwAddr})
 	if gw.URL != gwURL {
@@ -51,13 +47,13 @@ func TestFederationVerifyingUpstreamAtStart(t *testing.T) {
 	if strings.Contains(gw.Logs(), "upstream catalog unavailable") {
 		t.Errorf("the gateway logged a catalog failure:\n%s", gw.Logs())
 	}
-	res, err := http.Get(gw.MetricsURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The success series must be there, so that a renamed metric or label
+	// fails here rather than making the error series' absence meaningless.
+	metrics := fetch(t, gw.MetricsURL+"/metrics")
+	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="ok",upstream="ident"} `; !strings.Contains(metrics, m) {
+		t.Errorf("metrics lack the successful catalog fetch %s", m)
 	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="ident"}`; strings.Contains(string(b), m) {
+	if m := `mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="ident"}`; strings.Contains(metrics, m) {
 		t.Errorf("metrics count a failed catalog fetch: %s", m)
 	}
 }
@@ -101,12 +97,7 @@ upstreams:
 		t.Errorf("tools/list with two upstreams down: status %d (-want +got):\n%s", res.StatusCode, diff)
 	}
 
-	mres, err := http.Get(gw.MetricsURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, _ := io.ReadAll(mres.Body)
-	mres.Body.Close()
+	metrics := fetch(t, gw.MetricsURL+"/metrics")
 	for _, want := range []string{
 		`mcp_gateway_upstream_up{upstream="alpha"} 1`,
 		`mcp_gateway_upstream_up{upstream="down"} 0`,
@@ -116,7 +107,7 @@ upstreams:
 		`mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="down"}`,
 		`mcp_gateway_upstream_catalog_refreshes_total{result="error",upstream="hang"}`,
 	} {
-		if !strings.Contains(string(mb), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

@@ -118,6 +118,22 @@ func newGoUpstream(t *testing.T, tag string) *goUpstream {
 
 func (u *goUpstream) url() string { return u.srv.URL + "/mcp" }
 
+// identityUpstreamURL is the MCP endpoint of an identity-upstream listening
+// on addr, and the audience it accepts.
+func identityUpstreamURL(addr string) string { return "http://" + addr + "/mcp" }
+
+// startIdentityUpstream starts examples/identity-upstream on addr, verifying
+// every request's identity assertion against the JWKS of the gateway at
+// gwURL (issuer gwURL, audience identityUpstreamURL(addr)), and waits until
+// it serves. It is stopped when t ends.
+func startIdentityUpstream(t *testing.T, addr, gwURL string) {
+	t.Helper()
+	testenv.StartProcess(t, "identity-upstream", testenv.Binary(t, "identity-upstream"), testenv.ProcessOptions{
+		Args:     []string{"-listen", addr, "-jwks", gwURL + identity.JWKSPath, "-issuer", gwURL, "-audience", identityUpstreamURL(addr)},
+		ReadyURL: "http://" + addr + "/healthz",
+	})
+}
+
 func writeFile(t testing.TB, name, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
