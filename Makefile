@@ -134,7 +134,7 @@ bench: test-deps build
 	$(BIN)/mcpload -bin $(BIN) -out $(BENCH_DIR)
 	$(BIN)/mcpload -bin $(BIN) -as-latency 30ms -scenarios warm,cold,stampede -out $(BENCH_DIR)/as30ms
 	$(BIN)/mcpload -bin $(BIN) -protocol 2025-06-18 -scenarios warm -out $(BENCH_DIR)/mcp2025-06-18
-	$(BIN)/mcpload -bin $(BIN) -gateway-env DECISION_CACHE_TTL=1s -as-latency 0,30ms -scenarios warm,two-replicas -out $(BENCH_DIR)/decision-cache
+	$(BIN)/mcpload -bin $(BIN) -gateway-env DECISION_CACHE_TTL=0 -as-latency 0,30ms -scenarios warm,two-replicas,federated -out $(BENCH_DIR)/no-decision-cache
 
 ## bench-soak: 10 minutes of churning load, sampling gateway and authz RSS; results in BENCH_DIR/soak
 bench-soak: build

@@ -261,7 +261,8 @@ func TestTracing(t *testing.T) {
 	s := procstack.New(t, procstack.Options{
 		Authz: 1, Gateways: 1,
 		AuthzEnv:   append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.grpcAddr),
-		GatewayEnv: append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT="+col.httpURL, "AUDIT_LOG="+auditFile),
+		// No decision cache: every call's trace crosses into authz.
+		GatewayEnv: append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT="+col.httpURL, "AUDIT_LOG="+auditFile, "DECISION_CACHE_TTL=0"),
 	})
 	token := mintToken(t, s)
 	endpoint := "http://" + s.Gateways[0].Addr + "/mcp"

@@ -142,9 +142,25 @@ func (c *Cache[K, V]) shard(k K) *shard[K, V] {
 
 // Get returns the value stored under k, unless it is absent or has expired.
 func (c *Cache[K, V]) Get(k K) (V, bool) {
+	v, _, ok := c.get(k)
+	return v, ok
+}
+
+// GetUntil is [Cache.Get] that also returns when the value expires: the exp it
+// was last stored with.
+func (c *Cache[K, V]) GetUntil(k K) (V, time.Time, bool) {
+	v, exp, ok := c.get(k)
+	if !ok {
+		return v, time.Time{}, false
+	}
+	return v, time.Unix(0, exp), true
+}
+
+// get is Get with the entry's expiry in unix nanoseconds.
+func (c *Cache[K, V]) get(k K) (V, int64, bool) {
 	var zero V
 	if c == nil {
-		return zero, false
+		return zero, 0, false
 	}
 	s := c.shard(k)
 	now := c.now()
@@ -152,14 +168,14 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 	e := s.m[k]
 	if e == nil || e.exp <= now {
 		s.mu.RUnlock()
-		return zero, false
+		return zero, 0, false
 	}
 	if !e.ref.Load() {
 		e.ref.Store(true)
 	}
-	v := e.val
+	v, exp := e.val, e.exp
 	s.mu.RUnlock()
-	return v, true
+	return v, exp, true
 }
 
 // Set stores v under k until exp, replacing any value k had, and evicts an

@@ -51,6 +51,12 @@ func TestGetSetExpiry(t *testing.T) {
 	if v, _ := c.Get(key(1)); v != "b" {
 		t.Fatalf("after overwrite Get = %q, want b", v)
 	}
+	if v, until, ok := c.GetUntil(key(1)); !ok || v != "b" || !until.Equal(clk.after(2*time.Second)) {
+		t.Fatalf("GetUntil = %q, %v, %v; want b, %v, true", v, until, ok, clk.after(2*time.Second))
+	}
+	if _, until, ok := c.GetUntil(key(2)); ok || !until.IsZero() {
+		t.Fatalf("GetUntil of a missing key = %v, %v; want the zero time, false", until, ok)
+	}
 	clk.advance(2*time.Second - 1)
 	if _, ok := c.Get(key(1)); !ok {
 		t.Fatal("gone a nanosecond before its expiry")
@@ -58,6 +64,9 @@ func TestGetSetExpiry(t *testing.T) {
 	clk.advance(1)
 	if _, ok := c.Get(key(1)); ok {
 		t.Fatal("returned at its expiry")
+	}
+	if _, _, ok := c.GetUntil(key(1)); ok {
+		t.Fatal("GetUntil returned it at its expiry")
 	}
 	c.Delete(key(1))
 	c.Delete(key(1))

@@ -435,7 +435,7 @@ func sweepChart(sc *report.Scenario, subtitle string) report.Chart {
 		Title:    "mcpauthz: the cost of authentication, against concurrency",
 		Subtitle: subtitle,
 		Rows: []report.Row{
-			{Title: "MCP tools/call who_am_i: gateway (authenticated, authz on every request) vs unauthenticated go-sdk server",
+			{Title: "MCP tools/call who_am_i: gateway (authenticated) vs unauthenticated go-sdk server",
 				Series: []report.Series{series(report.KindGateway, false), series(report.KindMCPFloor, true)}},
 			{Title: "gRPC: authz Authorize (L1 cache hit) vs no-op unary call (grpc.health.v1 Check)",
 				Series: []report.Series{series(report.KindAuthz, false), series(report.KindGRPCFloor, true)}},

@@ -23,7 +23,7 @@ import (
 // calls it inactive); the gateway answers the refusal with 401 invalid_token.
 func TestExpiryAtBoundary(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, options{replicas: 1, gateways: 1})
+	c := startCluster(t, options{replicas: 1, gateways: 1, decisionCache: true})
 	r, g := c.authz[0], c.gateways[0]
 	const lifetime = 3 * time.Second
 	const rounds = 2

@@ -51,6 +51,11 @@ type options struct {
 	redis bool
 	// authzEnv and gatewayEnv are extra KEY=VALUE settings.
 	authzEnv, gatewayEnv []string
+	// decisionCache keeps the gateway's decision cache on, as shipped. Off,
+	// the gateway asks authz on every request (DECISION_CACHE_TTL=0): most
+	// tests here follow authz's behaviour under the gateway's calls, which a
+	// decision answered without authz would hide.
+	decisionCache bool
 }
 
 // cluster is a running set of processes, stopped when the test ends.
@@ -94,9 +99,13 @@ func startCluster(t *testing.T, o options) *cluster {
 	if testing.Short() {
 		t.Skip("fault injection under load takes about a minute: go test without -short (make test) runs it")
 	}
+	gatewayEnv := o.gatewayEnv
+	if !o.decisionCache {
+		gatewayEnv = append([]string{"DECISION_CACHE_TTL=0"}, gatewayEnv...)
+	}
 	s := stack.New(t, stack.Options{
 		Redis: o.redis, Authz: o.replicas, Balance: o.replicas > 1, Gateways: o.gateways,
-		AuthzEnv: o.authzEnv, GatewayEnv: o.gatewayEnv,
+		AuthzEnv: o.authzEnv, GatewayEnv: gatewayEnv,
 		Credentials: stack.Credentials{APIKey: apiKey, ClientID: clientID, ClientSecret: clientSecret},
 	})
 	c := &cluster{t: t, stack: s, redis: s.Redis, devauthURL: s.Devauth.URL, resource: s.Resource, authzTarget: s.AuthzTarget}

@@ -52,7 +52,7 @@ func (c *cluster) wantInvalidToken(t *testing.T, g *gatewayProc, tok string, n i
 func TestRevocationWindow(t *testing.T) {
 	t.Parallel()
 	t.Run("InvalidateToken", func(t *testing.T) {
-		c := startCluster(t, options{replicas: 2, gateways: 1, redis: true})
+		c := startCluster(t, options{replicas: 2, gateways: 1, redis: true, decisionCache: true})
 		a, b := c.authz[0], c.authz[1]
 		var worst time.Duration
 		var tok string
@@ -81,7 +81,7 @@ func TestRevocationWindow(t *testing.T) {
 
 	t.Run("CACHE_TTL", func(t *testing.T) {
 		const cacheTTL = 2 * time.Second
-		c := startCluster(t, options{replicas: 2, gateways: 1, redis: true, authzEnv: []string{"CACHE_TTL=2s"}})
+		c := startCluster(t, options{replicas: 2, gateways: 1, redis: true, authzEnv: []string{"CACHE_TTL=2s"}, decisionCache: true})
 		tok := c.mint(t, nil)
 		asked := time.Now()
 		c.mustAllow(t, c.authz[0], tok) // introspected: L1 here, L2 for the other

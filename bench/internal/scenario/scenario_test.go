@@ -86,9 +86,14 @@ func TestScenariosAgainstRealStack(t *testing.T) {
 			if *r.Introspections != 0 {
 				t.Errorf("%s: %d introspections on warm tokens, want 0", kind, *r.Introspections)
 			}
-			// One Authorize carries everything a who_am_i needs.
-			if c := r.AuthzCallsPerReq; c == nil || *c < 0.9 || *c > 1.1 {
-				t.Errorf("%s: authz calls per request %v, want about 1", kind, deref(c))
+			// One Authorize carries everything a who_am_i needs; the
+			// gateway's decision cache (on by default) may save it.
+			lo := 0.9
+			if kind == report.KindGateway {
+				lo = 0
+			}
+			if c := r.AuthzCallsPerReq; c == nil || *c < lo || *c > 1.1 {
+				t.Errorf("%s: authz calls per request %v, want %v to 1", kind, deref(c), lo)
 			}
 		}
 		if len(sc.RSSBytes) == 0 {

@@ -273,7 +273,16 @@ type AuthorizeResponse struct {
 	// A stable, non-reversible reference to the token (lowercase hex of a SHA-256
 	// over the introspection endpoint and the token; never the token itself), the
 	// name WatchInvalidations uses for it. Set whenever the token was well formed.
-	TokenRef      string `protobuf:"bytes,6,opt,name=token_ref,json=tokenRef,proto3" json:"token_ref,omitempty"`
+	TokenRef string `protobuf:"bytes,6,opt,name=token_ref,json=tokenRef,proto3" json:"token_ref,omitempty"`
+	// Until when authz answers this token from its cache without asking the
+	// authorization server again: the end of the cached introspection's life
+	// (CACHE_TTL after it was made, never past the token's exp), unless
+	// InvalidateToken drops it sooner. Set on allowed answers that came from, or
+	// went into, the cache; unset when the introspection was not cached. A caller
+	// that keeps allowed decisions (the gateway's decision cache) keeps them no
+	// longer than this, and follows WatchInvalidations for earlier revocations: it
+	// then answers exactly as asking authz again would, with no added staleness.
+	ReusableUntil *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=reusable_until,json=reusableUntil,proto3" json:"reusable_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -348,6 +357,13 @@ func (x *AuthorizeResponse) GetTokenRef() string {
 		return x.TokenRef
 	}
 	return ""
+}
+
+func (x *AuthorizeResponse) GetReusableUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReusableUntil
+	}
+	return nil
 }
 
 // Principal is the identity a valid token carries, from the introspection response.
@@ -1087,7 +1103,7 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\x12!\n" +
 	"\finclude_user\x18\x04 \x01(\bR\vincludeUser\x12!\n" +
 	"\finclude_orgs\x18\x05 \x01(\bR\vincludeOrgs\x12;\n" +
-	"\rclaims_format\x18\x06 \x01(\x0e2\x16.authz.v1.ClaimsFormatR\fclaimsFormat\"\xea\x01\n" +
+	"\rclaims_format\x18\x06 \x01(\x0e2\x16.authz.v1.ClaimsFormatR\fclaimsFormat\"\xad\x02\n" +
 	"\x11AuthorizeResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x121\n" +
 	"\tprincipal\x18\x02 \x01(\v2\x13.authz.v1.PrincipalR\tprincipal\x12(\n" +
@@ -1095,7 +1111,8 @@ const file_authz_v1_authz_proto_rawDesc = "" +
 	"\x04user\x18\x04 \x01(\v2\x0e.authz.v1.UserR\x04user\x12\x1d\n" +
 	"\n" +
 	"user_error\x18\x05 \x01(\tR\tuserError\x12\x1b\n" +
-	"\ttoken_ref\x18\x06 \x01(\tR\btokenRef\"\xd4\x02\n" +
+	"\ttoken_ref\x18\x06 \x01(\tR\btokenRef\x12A\n" +
+	"\x0ereusable_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rreusableUntil\"\xd4\x02\n" +
 	"\tPrincipal\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -1214,29 +1231,30 @@ var file_authz_v1_authz_proto_depIdxs = []int32{
 	4,  // 1: authz.v1.AuthorizeResponse.principal:type_name -> authz.v1.Principal
 	5,  // 2: authz.v1.AuthorizeResponse.denial:type_name -> authz.v1.Denial
 	8,  // 3: authz.v1.AuthorizeResponse.user:type_name -> authz.v1.User
-	14, // 4: authz.v1.Principal.expires_at:type_name -> google.protobuf.Timestamp
-	15, // 5: authz.v1.Principal.claims:type_name -> google.protobuf.Struct
-	14, // 6: authz.v1.Principal.issued_at:type_name -> google.protobuf.Timestamp
-	1,  // 7: authz.v1.Denial.reason:type_name -> authz.v1.DenialReason
-	8,  // 8: authz.v1.GetUserResponse.user:type_name -> authz.v1.User
-	14, // 9: authz.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	14, // 10: authz.v1.User.last_active_at:type_name -> google.protobuf.Timestamp
-	15, // 11: authz.v1.User.properties:type_name -> google.protobuf.Struct
-	15, // 12: authz.v1.User.metadata:type_name -> google.protobuf.Struct
-	9,  // 13: authz.v1.User.orgs:type_name -> authz.v1.OrgMembership
-	2,  // 14: authz.v1.AuthzService.Authorize:input_type -> authz.v1.AuthorizeRequest
-	6,  // 15: authz.v1.AuthzService.GetUser:input_type -> authz.v1.GetUserRequest
-	10, // 16: authz.v1.AuthzService.InvalidateToken:input_type -> authz.v1.InvalidateTokenRequest
-	12, // 17: authz.v1.AuthzService.WatchInvalidations:input_type -> authz.v1.WatchInvalidationsRequest
-	3,  // 18: authz.v1.AuthzService.Authorize:output_type -> authz.v1.AuthorizeResponse
-	7,  // 19: authz.v1.AuthzService.GetUser:output_type -> authz.v1.GetUserResponse
-	11, // 20: authz.v1.AuthzService.InvalidateToken:output_type -> authz.v1.InvalidateTokenResponse
-	13, // 21: authz.v1.AuthzService.WatchInvalidations:output_type -> authz.v1.WatchInvalidationsResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	14, // 4: authz.v1.AuthorizeResponse.reusable_until:type_name -> google.protobuf.Timestamp
+	14, // 5: authz.v1.Principal.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 6: authz.v1.Principal.claims:type_name -> google.protobuf.Struct
+	14, // 7: authz.v1.Principal.issued_at:type_name -> google.protobuf.Timestamp
+	1,  // 8: authz.v1.Denial.reason:type_name -> authz.v1.DenialReason
+	8,  // 9: authz.v1.GetUserResponse.user:type_name -> authz.v1.User
+	14, // 10: authz.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	14, // 11: authz.v1.User.last_active_at:type_name -> google.protobuf.Timestamp
+	15, // 12: authz.v1.User.properties:type_name -> google.protobuf.Struct
+	15, // 13: authz.v1.User.metadata:type_name -> google.protobuf.Struct
+	9,  // 14: authz.v1.User.orgs:type_name -> authz.v1.OrgMembership
+	2,  // 15: authz.v1.AuthzService.Authorize:input_type -> authz.v1.AuthorizeRequest
+	6,  // 16: authz.v1.AuthzService.GetUser:input_type -> authz.v1.GetUserRequest
+	10, // 17: authz.v1.AuthzService.InvalidateToken:input_type -> authz.v1.InvalidateTokenRequest
+	12, // 18: authz.v1.AuthzService.WatchInvalidations:input_type -> authz.v1.WatchInvalidationsRequest
+	3,  // 19: authz.v1.AuthzService.Authorize:output_type -> authz.v1.AuthorizeResponse
+	7,  // 20: authz.v1.AuthzService.GetUser:output_type -> authz.v1.GetUserResponse
+	11, // 21: authz.v1.AuthzService.InvalidateToken:output_type -> authz.v1.InvalidateTokenResponse
+	13, // 22: authz.v1.AuthzService.WatchInvalidations:output_type -> authz.v1.WatchInvalidationsResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_authz_v1_authz_proto_init() }

@@ -32,10 +32,18 @@ func TestAuthorizeAllowedPrincipal(t *testing.T) {
 	}
 	tok := "tok-principal-" + strings.Repeat("x", 20)
 	as.SetClaims(tok, claims)
+	before := time.Now()
 	got, err := inst.client.Authorize(t.Context(), authorizeReq(tok, "read:user_data"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Reusable until the cached introspection ends: CACHE_TTL (default 60s)
+	// after it was made; a hit says the same.
+	until := got.GetReusableUntil().AsTime()
+	if got.GetReusableUntil() == nil || until.Before(before.Add(time.Minute)) || until.After(time.Now().Add(time.Minute)) {
+		t.Errorf("reusable_until = %v, want CACHE_TTL (60s) after the call (%v)", got.GetReusableUntil(), before)
+	}
+	got.ReusableUntil = nil
 	wantClaims, _ := structpb.NewStruct(map[string]any{
 		"active": true, "sub": "user-1", "client_id": "cursor", "scope": "read:user_data read:org_data",
 		"aud": resourceURL, "iss": as.Issuer(), "exp": float64(now + 3600), "iat": float64(now - 5), "token_type": "Bearer",
@@ -62,6 +70,10 @@ func TestAuthorizeAllowedPrincipal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !again.GetReusableUntil().AsTime().Equal(until) {
+		t.Errorf("cached Authorize: reusable_until = %v, want the first answer's %v", again.GetReusableUntil().AsTime(), until)
+	}
+	again.ReusableUntil = nil
 	if diff := cmp.Diff(want, again, protocmp.Transform()); diff != "" {
 		t.Errorf("cached Authorize mismatch (-want +got):\n%s", diff)
 	}
@@ -85,6 +97,7 @@ func TestAuthorizeAllowedPrincipal(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", tt.format, err)
 		}
+		got.ReusableUntil = nil
 		w := proto.Clone(want).(*authzv1.AuthorizeResponse)
 		if tt.format != authzv1.ClaimsFormat_CLAIMS_FORMAT_STRUCT {
 			w.Principal.Claims = nil
@@ -136,12 +149,15 @@ func TestAuthorizeDecisionTable(t *testing.T) {
 		wantReason  authzv1.DenialReason
 		wantMissing []string
 		wantCode    codes.Code
+		// notCached: allowed, but too close to exp for authz to cache, so
+		// not reusable either.
+		notCached bool
 	}{
 		{name: "active", claims: active(nil), scopes: []string{"read:user_data"}, wantAllowed: true},
 		{name: "unknown token is inactive", wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE},
 		{name: "inactive", claims: map[string]any{"active": false}, wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_INACTIVE},
 		{name: "expired", claims: active(map[string]any{"exp": now - 120}), wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_EXPIRED},
-		{name: "expired within clock skew", claims: active(map[string]any{"exp": now - 5}), wantAllowed: true},
+		{name: "expired within clock skew", claims: active(map[string]any{"exp": now - 5}), wantAllowed: true, notCached: true},
 		{name: "not yet valid", claims: active(map[string]any{"nbf": now + 600}), wantReason: authzv1.DenialReason_DENIAL_REASON_TOKEN_NOT_YET_VALID},
 		{name: "wrong audience", claims: active(map[string]any{"aud": "https://other.example.com/mcp"}), wantReason: authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH},
 		{name: "no audience", claims: active(map[string]any{"aud": nil}), wantReason: authzv1.DenialReason_DENIAL_REASON_AUDIENCE_MISMATCH},
@@ -201,6 +217,11 @@ func TestAuthorizeDecisionTable(t *testing.T) {
 			// Allowed or denied, the answer names the token for WatchInvalidations.
 			if got, want := resp.GetTokenRef(), hexKey(inst, tok); got != want {
 				t.Errorf("token_ref = %q, want %q", got, want)
+			}
+			// Only an allowed answer that authz cached says how long it may
+			// be reused.
+			if (resp.GetReusableUntil() != nil) != (tt.wantAllowed && !tt.notCached) {
+				t.Errorf("reusable_until = %v on an answer with allowed = %v", resp.GetReusableUntil(), resp.GetAllowed())
 			}
 			if tt.wantAllowed {
 				if resp.GetDenial() != nil || resp.GetPrincipal().GetSubject() != "user-1" {

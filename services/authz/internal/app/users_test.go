@@ -187,12 +187,22 @@ func TestAuthorizeIncludeUser(t *testing.T) {
 	tok := as.MintToken(propelauthfake.TokenOptions{Subject: aliceID, Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
 	req := authorizeReq(tok, "read:user_data")
 	req.IncludeUser, req.IncludeOrgs = true, true
+	before := time.Now()
 	resp, err := inst.client.Authorize(t.Context(), req)
 	if err != nil || !resp.GetAllowed() {
 		t.Fatalf("Authorize = %v, %v", resp, err)
 	}
 	if diff := cmp.Diff(aliceProto(true), resp.GetUser(), protocmp.Transform()); diff != "" || resp.GetUserError() != "" {
 		t.Errorf("user (-want +got):\n%s\nuser_error %q", diff, resp.GetUserError())
+	}
+	// The user is cached for USER_CACHE_TTL (30s), the token for CACHE_TTL
+	// (60s): the answer is reusable only as long as both are.
+	if until := resp.GetReusableUntil().AsTime(); resp.GetReusableUntil() == nil || until.Before(before.Add(30*time.Second)) || until.After(time.Now().Add(30*time.Second)) {
+		t.Errorf("reusable_until = %v, want USER_CACHE_TTL (30s) after the call (%v)", resp.GetReusableUntil(), before)
+	}
+	plain, err := inst.client.Authorize(t.Context(), authorizeReq(tok, "read:user_data"))
+	if until := plain.GetReusableUntil().AsTime(); err != nil || until.Before(before.Add(time.Minute)) || until.After(time.Now().Add(time.Minute)) {
+		t.Errorf("without the user: reusable_until = %v, %v; want CACHE_TTL (60s) after the first call (%v)", plain.GetReusableUntil(), err, before)
 	}
 
 	ghost := as.MintToken(propelauthfake.TokenOptions{Subject: "ghost", Scopes: []string{"read:user_data"}, Audience: []string{resourceURL}})
@@ -202,6 +212,9 @@ func TestAuthorizeIncludeUser(t *testing.T) {
 	}
 	if resp.GetUser() != nil || resp.GetUserError() != "user not found" {
 		t.Errorf("user %v, user_error %q; want none and \"user not found\"", resp.GetUser(), resp.GetUserError())
+	}
+	if resp.GetReusableUntil() != nil {
+		t.Errorf("reusable_until = %v on an answer whose user lookup failed, want none", resp.GetReusableUntil())
 	}
 
 	denied, err := inst.client.Authorize(t.Context(), &authzv1.AuthorizeRequest{Token: tok, Resource: "https://other/mcp", IncludeUser: true})

@@ -209,10 +209,11 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 		return nil, errBadClaimsFormat.Err()
 	}
 	k := s.tokens.Key(req.GetToken())
-	r, tier, err := s.tokens.LookupKeyed(ctx, k, req.GetToken())
+	found, err := s.tokens.LookupKeyed(ctx, k, req.GetToken())
 	if err != nil {
 		return nil, s.lookupError(ctx, err, tokencache.FullRef(k))
 	}
+	r, tier := found.Result, found.Tier
 	out := s.policy.Decide(r, res, required, s.now())
 	s.decisions[out.Reason].Inc()
 	// The RPC's span (tracing on) says where the answer came from: a miss is
@@ -239,25 +240,41 @@ func (s *Server) Authorize(ctx context.Context, req *authzv1.AuthorizeRequest) (
 		}
 		return resp, nil
 	}
+	until := found.Until
 	if req.GetIncludeUser() {
-		s.attachUser(ctx, resp, req.GetIncludeOrgs())
+		until = s.attachUser(ctx, resp, req.GetIncludeOrgs(), until)
+	}
+	if !until.IsZero() {
+		// Callers that keep decisions keep them no longer than these caches
+		// would give the same answer (AuthorizeResponse.reusable_until).
+		resp.ReusableUntil = timestamppb.New(until)
 	}
 	return resp, nil
 }
 
-func (s *Server) attachUser(ctx context.Context, resp *authzv1.AuthorizeResponse, includeOrgs bool) {
+// attachUser adds the principal's user to resp, or says why it cannot, and
+// returns until (the end of the token's cached answer) bounded by the end of
+// the user's: zero when the user was not cached or could not be returned.
+func (s *Server) attachUser(ctx context.Context, resp *authzv1.AuthorizeResponse, includeOrgs bool, until time.Time) time.Time {
 	sub := resp.GetPrincipal().GetSubject()
 	if !validUserID(sub) {
 		resp.UserError = "the token has no usable subject"
-		return
+		return time.Time{}
 	}
-	u, err := s.users.Get(ctx, sub, includeOrgs)
+	u, userUntil, err := s.users.GetUntil(ctx, sub, includeOrgs)
 	if err != nil {
 		st := s.userError(ctx, err)
 		resp.UserError = st.Message()
-		return
+		return time.Time{}
 	}
 	resp.User = u
+	if userUntil.IsZero() || until.IsZero() {
+		return time.Time{}
+	}
+	if userUntil.Before(until) {
+		return userUntil
+	}
+	return until
 }
 
 // canonical returns the canonical form of a requested resource, memoised.

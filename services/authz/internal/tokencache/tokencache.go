@@ -173,7 +173,7 @@ type Cache struct {
 	now         func() time.Time
 	// flights coalesces misses and knows, per key, which fetch an invalidation
 	// overtook.
-	flights   flight.Group[Key, fetched]
+	flights   flight.Group[Key, Found]
 	bufPool   sync.Pool
 	errLogs   ratelog.Limiter
 	busyLogs  ratelog.Limiter
@@ -272,9 +272,15 @@ func FullRef(k Key) string {
 	return string(b[:]) // one allocation per Authorize, not two
 }
 
-type fetched struct {
-	res  *tokeninfo.Result
-	tier Tier
+// Found is what a lookup answers with.
+type Found struct {
+	Result *tokeninfo.Result
+	Tier   Tier
+	// Until is when the cached result expires: until then, unless the token
+	// is invalidated, lookups answer with it without introspecting. Zero when
+	// the result was not cached (see [Cache.ttl]), or was invalidated while
+	// it was being fetched.
+	Until time.Time
 }
 
 // Lookup returns the introspection result for token from the first tier that has
@@ -285,56 +291,61 @@ type fetched struct {
 // Options.Limiter had no slot for the introspection, or ctx's error if ctx ended
 // while waiting. Redis failures are never returned.
 func (c *Cache) Lookup(ctx context.Context, token string) (*tokeninfo.Result, Tier, error) {
-	return c.LookupKeyed(ctx, c.Key(token), token)
+	f, err := c.LookupKeyed(ctx, c.Key(token), token)
+	return f.Result, f.Tier, err
 }
 
 // LookupKeyed is [Cache.Lookup] for a caller that already has token's key k
-// (from [Cache.Key]), saving a second hash. Its errors are Lookup's.
-func (c *Cache) LookupKeyed(ctx context.Context, k Key, token string) (*tokeninfo.Result, Tier, error) {
-	if r, ok := c.l1.Get(k); ok {
+// (from [Cache.Key]), saving a second hash, and that wants to know until when
+// the result stays cached ([Found.Until]). Its errors are Lookup's.
+func (c *Cache) LookupKeyed(ctx context.Context, k Key, token string) (Found, error) {
+	if r, until, ok := c.l1.GetUntil(k); ok {
 		c.l1Hit.Inc()
-		return r, TierL1, nil
+		return Found{r, TierL1, until}, nil
 	}
 	c.l1Miss.Inc()
-	f, joined, err := c.flights.Do(ctx, k, func(call *flight.Call[Key, fetched]) (fetched, error) {
+	f, joined, err := c.flights.Do(ctx, k, func(call *flight.Call[Key, Found]) (Found, error) {
 		return c.fetch(call, k, token)
 	})
 	if joined {
 		c.coalesced.Inc()
 	}
 	if err != nil {
-		return nil, 0, err
+		return Found{}, err
 	}
-	return f.res, f.tier, nil
+	return f, nil
 }
 
 // fetch runs once per key at a time: L1 again (a flight may have just finished),
 // then L2, then, given a slot, the introspection endpoint. Until the
 // introspection starts, it stops as soon as every caller has gone.
-func (c *Cache) fetch(call *flight.Call[Key, fetched], k Key, token string) (fetched, error) {
+func (c *Cache) fetch(call *flight.Call[Key, Found], k Key, token string) (Found, error) {
 	ctx := call.Context()
-	if r, ok := c.l1.Get(k); ok {
-		return fetched{r, TierL1}, nil
+	if r, until, ok := c.l1.GetUntil(k); ok {
+		return Found{r, TierL1, until}, nil
 	}
 	var redisKey string
 	if c.store != nil {
 		redisKey = c.keyPrefix + hex.EncodeToString(k[:])
 		if r, exp, ok := c.getL2(ctx, k, redisKey); ok {
-			call.Keep(func() { c.l1.Set(k, r, time.Unix(0, exp)) })
-			return fetched{r, TierL2}, nil
+			until := time.Unix(0, exp)
+			if !call.Keep(func() { c.l1.Set(k, r, until) }) {
+				return Found{r, TierL2, time.Time{}}, nil // invalidated meanwhile
+			}
+			return Found{r, TierL2, until}, nil
 		}
 	}
 	release, err := c.limiter.Acquire(ctx)
 	if err != nil {
 		if errors.Is(err, admission.ErrBusy) {
 			c.busy(k)
-			return fetched{}, fmt.Errorf("introspecting token: %w", err)
+			return Found{}, fmt.Errorf("introspecting token: %w", err)
 		}
-		return fetched{}, err // every caller has gone
+		return Found{}, err // every caller has gone
 	}
 	if !call.Commit() {
 		release()
-		return fetched{}, ctx.Err()
+		return Found{}, ctx.Err()
 	}
 	start := time.Now()
 	raw, res, err := c.fetcher.Introspect(ctx, token)
@@ -342,7 +353,7 @@ func (c *Cache) fetch(call *flight.Call[Key, fetched], k Key, token string) (fet
 	c.m.IntrospectionDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		c.introspectionFailed(k, err)
-		return fetched{}, fmt.Errorf("introspecting token: %w", err)
+		return Found{}, fmt.Errorf("introspecting token: %w", err)
 	}
 	if res.Active {
 		c.m.Introspections.WithLabelValues("active").Inc()
@@ -352,11 +363,11 @@ func (c *Cache) fetch(call *flight.Call[Key, fetched], k Key, token string) (fet
 	now := c.now()
 	ttl := c.ttl(res, now)
 	if ttl <= 0 {
-		return fetched{res, TierOrigin}, nil
+		return Found{Result: res, Tier: TierOrigin}, nil
 	}
 	exp := now.Add(ttl)
 	if !call.Keep(func() { c.l1.Set(k, res, exp) }) {
-		return fetched{res, TierOrigin}, nil // invalidated meanwhile
+		return Found{Result: res, Tier: TierOrigin}, nil // invalidated meanwhile
 	}
 	if c.store != nil {
 		v := strconv.AppendInt(make([]byte, 0, 16+len(raw)), exp.UnixMilli(), 10)
@@ -365,7 +376,7 @@ func (c *Cache) fetch(call *flight.Call[Key, fetched], k Key, token string) (fet
 		// result fetched before it. A failure is logged and counted by the store.
 		_ = c.store.SetIfAbsent(ctx, redisKey, v, ttl)
 	}
-	return fetched{res, TierOrigin}, nil
+	return Found{res, TierOrigin, exp}, nil
 }
 
 // ttl is min(CacheTTL, exp-now) for an active token; NegativeTTL for an inactive

@@ -116,6 +116,66 @@ func TestTTLBoundedByCacheTTL(t *testing.T) {
 	}
 }
 
+// TestUntil: every tier answers with the same end of the cached result's life,
+// CACHE_TTL after the introspection or the token's exp if sooner, and a
+// result that was not cached has none.
+func TestUntil(t *testing.T) {
+	t.Parallel()
+	rd := testenv.StartRedis(t)
+	store, err := rediscache.New(rd.URL(), rediscache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	clk := &clock{}
+	start := time.Now().Truncate(time.Millisecond) // L2 keeps milliseconds
+	clk.t.Store(start.UnixNano())
+	f := &fakeFetcher{reply: func(tok string) (string, error) {
+		if tok == "short" {
+			return fmt.Sprintf(`{"active":true,"sub":"u","exp":%d}`, start.Add(10*time.Second).Unix()), nil
+		}
+		return fmt.Sprintf(`{"active":true,"sub":"u","exp":%d}`, start.Add(time.Hour).Unix()), nil
+	}}
+	a := newCache(t, f, clk, func(o *Options) { o.Store = store })
+	b := newCache(t, f, clk, func(o *Options) { o.Store = store }) // another replica
+	check := func(c *Cache, tok string, tier Tier, until time.Time) {
+		t.Helper()
+		got, err := c.LookupKeyed(t.Context(), c.Key(tok), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Tier != tier || !got.Until.Equal(until) {
+			t.Fatalf("%s: tier %v, until %v; want %v, %v", tok, got.Tier, got.Until, tier, until)
+		}
+	}
+	check(a, "long", TierOrigin, start.Add(time.Minute))
+	check(a, "short", TierOrigin, time.Unix(start.Add(10*time.Second).Unix(), 0))
+	clk.add(5 * time.Second)
+	check(a, "long", TierL1, start.Add(time.Minute))
+	check(b, "long", TierL2, start.Add(time.Minute))
+	check(b, "long", TierL1, start.Add(time.Minute))
+	check(b, "short", TierL2, time.Unix(start.Add(10*time.Second).Unix(), 0))
+
+	// Invalidated while being introspected: answered, not cached, no Until.
+	g := &fakeFetcher{reply: f.reply, gate: make(chan struct{})}
+	c := newCache(t, g, clk, nil)
+	done := make(chan Found, 1)
+	go func() {
+		got, _ := c.LookupKeyed(context.Background(), c.Key("t"), "t")
+		done <- got
+	}()
+	for g.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Invalidate(t.Context(), "t"); err != nil {
+		t.Fatal(err)
+	}
+	g.gate <- struct{}{}
+	if got := <-done; got.Result == nil || !got.Until.IsZero() {
+		t.Fatalf("lookup across an invalidation: result %v, until %v; want a result and no Until", got.Result != nil, got.Until)
+	}
+}
+
 func TestNegativeCaching(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

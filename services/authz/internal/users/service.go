@@ -52,8 +52,15 @@ type ServiceOptions struct {
 type Service struct {
 	o       ServiceOptions
 	l1      *clockcache.Cache[key, *authzv1.User]
-	flights flight.Group[key, *authzv1.User]
+	flights flight.Group[key, cached]
 	salt    string
+}
+
+// cached is a user (or notFound) and when its cache entry ends: zero when it
+// was not cached.
+type cached struct {
+	u     *authzv1.User
+	until time.Time
 }
 
 // key is a user's cache key: SHA-256 over the user API's URL and the user ID.
@@ -95,45 +102,54 @@ func (s *Service) Sweep() int { return s.l1.Sweep() }
 // one unwrapping to admission.ErrBusy when Options.Limiter had no slot for the
 // call; ctx's error if ctx ends while waiting. Redis failures are never returned.
 func (s *Service) Get(ctx context.Context, userID string, includeOrgs bool) (*authzv1.User, error) {
+	u, _, err := s.GetUntil(ctx, userID, includeOrgs)
+	return u, err
+}
+
+// GetUntil is [Service.Get] that also says until when the user stays cached
+// (zero when it was not cached): until then Get answers with this same user.
+func (s *Service) GetUntil(ctx context.Context, userID string, includeOrgs bool) (*authzv1.User, time.Time, error) {
 	if !s.o.Client.Configured() {
-		return nil, ErrNotConfigured
+		return nil, time.Time{}, ErrNotConfigured
 	}
 	k := sha256.Sum256([]byte(s.salt + userID))
 	lookups := s.o.Metrics.CacheLookups
-	u, ok := s.l1.Get(k)
+	var c cached
+	var ok bool
+	c.u, c.until, ok = s.l1.GetUntil(k)
 	if ok {
 		lookups.WithLabelValues(metrics.CacheUser, metrics.TierL1, metrics.ResultHit).Inc()
 	} else {
 		lookups.WithLabelValues(metrics.CacheUser, metrics.TierL1, metrics.ResultMiss).Inc()
 		var joined bool
 		var err error
-		u, joined, err = s.flights.Do(ctx, k, func(call *flight.Call[key, *authzv1.User]) (*authzv1.User, error) {
+		c, joined, err = s.flights.Do(ctx, k, func(call *flight.Call[key, cached]) (cached, error) {
 			return s.fetch(call, k, userID)
 		})
 		if joined {
 			s.o.Metrics.CoalescedWaits.WithLabelValues(metrics.CacheUser).Inc()
 		}
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 	}
-	if u == notFound {
-		return nil, ErrNotFound
+	if c.u == notFound {
+		return nil, time.Time{}, ErrNotFound
 	}
-	out := proto.Clone(u).(*authzv1.User)
+	out := proto.Clone(c.u).(*authzv1.User)
 	if !includeOrgs {
 		out.Orgs = nil
 	}
-	return out, nil
+	return out, c.until, nil
 }
 
 // fetch runs once per user at a time: L1 again, L2, then, given a slot, the user
 // API. It returns notFound, not an error, for a user cached as unknown.
-func (s *Service) fetch(call *flight.Call[key, *authzv1.User], k key, userID string) (*authzv1.User, error) {
+func (s *Service) fetch(call *flight.Call[key, cached], k key, userID string) (cached, error) {
 	ctx, cancel := context.WithTimeout(call.Context(), s.o.FetchTimeout)
 	defer cancel()
-	if u, ok := s.l1.Get(k); ok {
-		return u, nil
+	if u, until, ok := s.l1.GetUntil(k); ok {
+		return cached{u, until}, nil
 	}
 	lookups := s.o.Metrics.CacheLookups
 	var redisKey string
@@ -148,8 +164,11 @@ func (s *Service) fetch(call *flight.Call[key, *authzv1.User], k key, userID str
 		case ok:
 			if u, exp, err := decode(v); err == nil && exp > time.Now().UnixNano() {
 				lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultHit).Inc()
-				call.Keep(func() { s.l1.Set(k, u, time.Unix(0, exp)) })
-				return u, nil
+				until := time.Unix(0, exp)
+				if !call.Keep(func() { s.l1.Set(k, u, until) }) {
+					return cached{u: u}, nil
+				}
+				return cached{u, until}, nil
 			}
 			lookups.WithLabelValues(metrics.CacheUser, metrics.TierL2, metrics.ResultMiss).Inc()
 		default:
@@ -159,13 +178,13 @@ func (s *Service) fetch(call *flight.Call[key, *authzv1.User], k key, userID str
 	release, err := s.o.Limiter.Acquire(ctx)
 	if err != nil {
 		if errors.Is(err, admission.ErrBusy) {
-			return nil, fmt.Errorf("fetching user: %w", err)
+			return cached{}, fmt.Errorf("fetching user: %w", err)
 		}
-		return nil, err
+		return cached{}, err
 	}
 	if !call.Commit() {
 		release()
-		return nil, ctx.Err()
+		return cached{}, ctx.Err()
 	}
 	u, err := s.o.Client.Fetch(ctx, userID)
 	release()
@@ -174,19 +193,22 @@ func (s *Service) fetch(call *flight.Call[key, *authzv1.User], k key, userID str
 	case errors.Is(err, ErrNotFound) && s.o.NegativeTTL > 0:
 		u, ttl = notFound, s.o.NegativeTTL
 	case err != nil:
-		return nil, fmt.Errorf("fetching user: %w", err)
+		return cached{}, fmt.Errorf("fetching user: %w", err)
 	}
 	if ttl <= 0 {
-		return u, nil
+		return cached{u: u}, nil
 	}
 	exp := time.Now().Add(ttl)
-	call.Keep(func() { s.l1.Set(k, u, exp) })
+	kept := call.Keep(func() { s.l1.Set(k, u, exp) })
 	if redisKey != "" {
 		if v, err := encode(u, exp); err == nil {
 			_ = s.o.Store.Set(ctx, redisKey, v, ttl)
 		}
 	}
-	return u, nil
+	if !kept {
+		return cached{u: u}, nil
+	}
+	return cached{u, exp}, nil
 }
 
 // The L2 entry of a user is "<expiry unix ms>\n<User wire bytes>"; that of an

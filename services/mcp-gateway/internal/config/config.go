@@ -86,13 +86,13 @@ type Config struct {
 	RateLimitSpec  string `env:"RATE_LIMIT" defaultText:"off" desc:"per-principal request budget: 600/m, 10/s or 36000/h (a bare number is per minute); beyond it, 429 with Retry-After"`
 	RateLimitBurst int    `env:"RATE_LIMIT_BURST" min:"1" max:"1000000000" defaultText:"the count of RATE_LIMIT" desc:"requests a principal may send at once before the steady rate applies"`
 	RateLimit      ratelimit.Limit
-	// DecisionCacheTTL is how long an allowed decision may be reused without
-	// asking authz again (DECISION_CACHE_TTL); zero, the default, asks authz
-	// on every request. It is at most a minute: the cache is meant to absorb
-	// bursts of requests, and a revocation the authorization server makes
-	// without telling authz can take up to this much longer to apply.
-	// Package decisioncache explains what keeps revocation immediate.
-	DecisionCacheTTL time.Duration `env:"DECISION_CACHE_TTL" envDefault:"0s" min:"0s" max:"1m" desc:"keep each allowed decision up to this long (never past the token's exp), so authz is asked at most once per token and scopes per TTL; InvalidateToken still applies at once; 0: ask authz on every request"`
+	// DecisionCacheTTL is the longest an allowed decision is reused without
+	// asking authz again (DECISION_CACHE_TTL); zero asks authz on every
+	// request. A decision is never kept past the end of authz's own cached
+	// answer (AuthorizeResponse.reusable_until), so reusing it answers as
+	// asking authz would, and InvalidateToken reaches it through
+	// WatchInvalidations. Package decisioncache explains the rules.
+	DecisionCacheTTL time.Duration `env:"DECISION_CACHE_TTL" envDefault:"60s" min:"0s" max:"1m" desc:"reuse each allowed decision up to this long, never past the token's exp or the end of authz's own cached answer (reusable_until), so reusing it answers as asking authz again would; InvalidateToken still applies at once; 0: ask authz on every request"`
 
 	// AuditLog is where the audit log goes (AUDIT_LOG): empty (off),
 	// "stdout", or the absolute path of a file to append to. Package audit

@@ -41,6 +41,7 @@ func TestLoadDefaults(t *testing.T) {
 		MaxInFlight:         512,
 		BodyTimeout:         10 * time.Second,
 		MaxConnections:      4096,
+		DecisionCacheTTL:    time.Minute,
 		GOGC:                "400",
 		OTel:                tracing.OTel{Protocol: "http/protobuf", Sampler: "parentbased_always_on"},
 	}
@@ -75,6 +76,7 @@ func TestLoadAll(t *testing.T) {
 		"MCP_MAX_IN_FLIGHT":           "64",
 		"MCP_BODY_TIMEOUT":            "2s",
 		"MCP_MAX_CONNECTIONS":         "5000",
+		"DECISION_CACHE_TTL":          "5s",
 		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318",
 		"OTEL_TRACES_SAMPLER":         "parentbased_traceidratio",
 		"OTEL_TRACES_SAMPLER_ARG":     "0.25",
@@ -97,6 +99,7 @@ func TestLoadAll(t *testing.T) {
 		MaxInFlight:         64,
 		BodyTimeout:         2 * time.Second,
 		MaxConnections:      5000,
+		DecisionCacheTTL:    5 * time.Second,
 		GOGC:                "400",
 		OTel:                tracing.OTel{Endpoint: "http://otel-collector:4318", Protocol: "http/protobuf", Sampler: "parentbased_traceidratio", SamplerArg: "0.25"},
 	}

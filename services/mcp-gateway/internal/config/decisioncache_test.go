@@ -15,7 +15,7 @@ func TestDecisionCacheTTL(t *testing.T) {
 		want  time.Duration
 		err   bool
 	}{
-		{value: "", want: 0},
+		{value: "", want: time.Minute}, // on by default
 		{value: "0", want: 0},
 		{value: "0s", want: 0},
 		{value: "1s", want: time.Second},

@@ -1,18 +1,23 @@
-// Package decisioncache keeps authz's allowed decisions for a short time
-// (DECISION_CACHE_TTL), so that a burst of requests with one token costs one
-// call to authz, without delaying any revocation authz knows about.
+// Package decisioncache keeps authz's allowed decisions while authz itself
+// would give them again from its cache (and at most DECISION_CACHE_TTL), so
+// that requests with one token cost one call to authz per cached answer,
+// without delaying any revocation: a reused decision is the answer asking
+// authz again would get.
 //
 // # What is kept
 //
 // Only allowed decisions, under a [Key]: a SHA-256 of the token (never the
 // token itself), the resource, the required scopes in order, and
-// include_user/include_orgs. A decision is kept until the earlier of TTL after
-// it was stored and the token's expiry. Not kept: denials (the next request
-// asks authz again), decisions whose requested user lookup failed (a passing
-// failure would otherwise stick for TTL), and decisions without a token_ref
-// (from an authz that predates WatchInvalidations: nothing could invalidate
-// them). Such an answer also drops the decision already kept for the same
-// question, if any: it is newer.
+// include_user/include_orgs. A decision is kept until the earliest of TTL
+// after it was stored, the token's expiry, and the end of authz's own cached
+// answer (AuthorizeResponse.reusable_until: the cached introspection's, and
+// the cached user's when include_user was asked). Not kept: denials (the next
+// request asks authz again), decisions whose requested user lookup failed (a
+// passing failure would otherwise stick for TTL), decisions without a
+// token_ref (from an authz that predates WatchInvalidations: nothing could
+// invalidate them) and decisions without reusable_until (authz did not cache
+// the answer, or predates the field). Such an answer also drops the decision
+// already kept for the same question, if any: it is newer.
 //
 // A kept response is shared by every request it answers: nothing may modify
 // it, or anything it points to (packages caller and tools only read).
@@ -52,8 +57,7 @@
 //
 // What the stream cannot tell: a token the authorization server revoked
 // without authz hearing of it (no InvalidateToken) stays allowed in authz's own
-// cache for up to its CACHE_TTL, and then here for up to TTL more (for a
-// token in steady use, up to about TTL/2 more: the next refresh learns it).
+// cache for up to its CACHE_TTL, and here no longer (reusable_until).
 //
 // # Refresh-ahead
 //
@@ -70,7 +74,8 @@
 // one refresh per key in flight, at most [MaxRefreshes] in all (beyond that a
 // hit does not refresh), a key's next attempt no sooner than TTL/4
 // ([RefreshRetryDivisor]) after the last, none for a decision the token's
-// expiry bounds before its TTL. A refresh holds a copy of the request, token
+// expiry or authz's cached answer bounds before its TTL (authz would answer a
+// refresh from the same cached answer: nothing to gain). A refresh holds a copy of the request, token
 // included, only until authz answers (within AUTHZ_TIMEOUT), never logs it,
 // and runs under [Cache.Watch]'s context, which waits for it.
 //
@@ -194,7 +199,8 @@ type entry struct {
 	res *authzv1.AuthorizeResponse
 	ref string
 	// refreshAt is when a hit may start a refresh (unix nanoseconds); zero
-	// when a refresh is pointless (the token expires before the TTL). Read by
+	// when a refresh is pointless (the token or authz's cached answer ends
+	// before the TTL). Read by
 	// Get, written under Cache.mu.
 	refreshAt atomic.Int64
 }
@@ -396,6 +402,12 @@ func (c *Cache) put(t Ticket, res *authzv1.AuthorizeResponse) putResult {
 	if exp := res.GetPrincipal().GetExpiresAt(); exp != nil && exp.AsTime().Before(expires) {
 		expires = exp.AsTime()
 	}
+	// Never past authz's own cached answer: until then asking authz again
+	// would get this same answer, barring an invalidation (which the
+	// stream brings).
+	if until := res.GetReusableUntil(); until != nil && until.AsTime().Before(expires) {
+		expires = until.AsTime()
+	}
 	if !keepable(t.key, res) || !now.Before(expires) {
 		c.drop(t.key)
 		return denied
@@ -451,7 +463,7 @@ func (c *Cache) drop(k Key) {
 // the question k.
 func keepable(k Key, res *authzv1.AuthorizeResponse) bool {
 	switch {
-	case !res.GetAllowed() || res.GetPrincipal() == nil || res.GetTokenRef() == "":
+	case !res.GetAllowed() || res.GetPrincipal() == nil || res.GetTokenRef() == "" || res.GetReusableUntil() == nil:
 		return false
 	case k.user && (res.GetUser() == nil || res.GetUserError() != ""):
 		return false

@@ -72,12 +72,22 @@ func request(token string, scopes ...string) *authzv1.AuthorizeRequest {
 }
 
 // allowed is authz's allowed answer for token (its token_ref is "ref-"+token).
+// authz's own cache keeps it for a day (reusable_until), longer than any TTL
+// here.
 func allowed(token string, exp time.Time) *authzv1.AuthorizeResponse {
 	p := &authzv1.Principal{Subject: "user-" + token, Scopes: []string{"read:user_data"}}
 	if !exp.IsZero() {
 		p.ExpiresAt = timestamppb.New(exp)
 	}
-	return &authzv1.AuthorizeResponse{Allowed: true, Principal: p, TokenRef: "ref-" + token}
+	return &authzv1.AuthorizeResponse{Allowed: true, Principal: p, TokenRef: "ref-" + token, ReusableUntil: timestamppb.New(t0.Add(24 * time.Hour))}
+}
+
+// reusableUntil is allowed with authz's cache ending at until; nil: an authz
+// that does not say.
+func reusableUntil(token string, until *timestamppb.Timestamp) *authzv1.AuthorizeResponse {
+	res := allowed(token, time.Time{})
+	res.ReusableUntil = until
+	return res
 }
 
 // fetch is what the gateway does: Get, and on a miss Put authz's answer.
@@ -153,6 +163,29 @@ func TestEdgeCases(t *testing.T) {
 			clk.advance(2*time.Second - time.Millisecond)
 			return fetch(c, request("a", "s"), nil)
 		}, true},
+		{"hit just before authz's cache ends", func(c *Cache, clk *clock) bool {
+			fetch(c, request("a", "s"), reusableUntil("a", timestamppb.New(exp(3*time.Second))))
+			clk.advance(3*time.Second - time.Nanosecond)
+			return fetch(c, request("a", "s"), nil)
+		}, true},
+		{"miss when authz's cache ends, before the TTL", func(c *Cache, clk *clock) bool {
+			fetch(c, request("a", "s"), reusableUntil("a", timestamppb.New(exp(3*time.Second))))
+			clk.advance(3 * time.Second)
+			return fetch(c, request("a", "s"), nil)
+		}, false},
+		{"not kept without reusable_until (authz did not cache it, or is older)", func(c *Cache, _ *clock) bool {
+			fetch(c, request("a", "s"), reusableUntil("a", nil))
+			return fetch(c, request("a", "s"), nil)
+		}, false},
+		{"not kept when authz's cache has already ended", func(c *Cache, _ *clock) bool {
+			fetch(c, request("a", "s"), reusableUntil("a", timestamppb.New(exp(0))))
+			return fetch(c, request("a", "s"), nil)
+		}, false},
+		{"an answer without reusable_until drops the kept decision", func(c *Cache, _ *clock) bool {
+			fetch(c, request("a", "s"), allowed("a", time.Time{}))
+			c.Put(Ticket{key: KeyOf(request("a", "s")), seq: c.seq.Load(), valid: true}, reusableUntil("a", nil))
+			return fetch(c, request("a", "s"), nil)
+		}, false},
 		{"already expired token not kept", func(c *Cache, _ *clock) bool {
 			fetch(c, request("a", "s"), allowed("a", exp(0)))
 			return fetch(c, request("a", "s"), nil)

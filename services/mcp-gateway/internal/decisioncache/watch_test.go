@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
@@ -116,7 +117,7 @@ func keep(t *testing.T, c *decisioncache.Cache, token string) {
 	t.Helper()
 	req := &authzv1.AuthorizeRequest{Token: token, Resource: "http://gw.test/mcp", RequiredScopes: []string{"s"}}
 	_, ticket := c.Get(req)
-	if !c.Put(ticket, &authzv1.AuthorizeResponse{Allowed: true, Principal: &authzv1.Principal{Subject: "u"}, TokenRef: "ref-" + token}) {
+	if !c.Put(ticket, &authzv1.AuthorizeResponse{Allowed: true, Principal: &authzv1.Principal{Subject: "u"}, TokenRef: "ref-" + token, ReusableUntil: timestamppb.New(time.Now().Add(time.Hour))}) {
 		t.Fatalf("the cache did not keep a decision for %s", token)
 	}
 }

@@ -223,13 +223,15 @@ func startAnswering(t *testing.T, env map[string]string, set *tools.Set, az gate
 	return serve(g), serve(g.OpsHandler())
 }
 
-// loadConfig is the configuration of a gateway for https://mcp.example.com,
+// loadConfig is the configuration of a gateway for https://mcp.example.com
+// without a decision cache (these gateways have no invalidation stream),
 // plus env.
 func loadConfig(t testing.TB, env map[string]string) config.Config {
 	t.Helper()
 	vars := map[string]string{
 		"MCP_SERVER_URL":       "https://mcp.example.com",
 		"AUTHORIZATION_SERVER": "https://auth.example.com/oauth/2.1",
+		"DECISION_CACHE_TTL":   "0s",
 	}
 	for k, v := range env {
 		vars[k] = v

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
 	"github.com/mcpauthz/mcpauthz/internal/testenv"
@@ -75,6 +76,7 @@ func (s *upStream) Recv() (*authzv1.WatchInvalidationsResponse, error) {
 func newTestGateway(t *testing.T, az Authz, cached bool, logs *testenv.LogBuffer) *Gateway {
 	t.Helper()
 	vars := map[string]string{"MCP_SERVER_URL": "https://mcp.example.com", "AUTHORIZATION_SERVER": "https://auth.example.com/oauth/2.1"}
+	vars["DECISION_CACHE_TTL"] = "0s"
 	if cached {
 		vars["DECISION_CACHE_TTL"] = "1m"
 	}
@@ -161,9 +163,16 @@ func TestAuthorize(t *testing.T) {
 		{
 			name: "allowed",
 			answer: func(context.Context) (*authzv1.AuthorizeResponse, error) {
-				return &authzv1.AuthorizeResponse{Allowed: true, Principal: principal, TokenRef: ref}, nil
+				return &authzv1.AuthorizeResponse{Allowed: true, Principal: principal, TokenRef: ref, ReusableUntil: timestamppb.New(time.Now().Add(time.Hour))}, nil
 			},
 			status: 200, written: true, decision: "allowed", cacheable: true,
+		},
+		{
+			name: "allowed without reusable_until (not cached by authz, or an older authz)",
+			answer: func(context.Context) (*authzv1.AuthorizeResponse, error) {
+				return &authzv1.AuthorizeResponse{Allowed: true, Principal: principal, TokenRef: ref}, nil
+			},
+			status: 200, written: true, decision: "allowed",
 		},
 		{
 			name: "allowed without a token_ref",

@@ -80,7 +80,8 @@ func startScripted(t *testing.T, svc *scriptedAuthz) (string, *testenv.LogBuffer
 
 	web := httptest.NewUnstartedServer(nil)
 	url := "http://" + web.Listener.Addr().String()
-	vars := map[string]string{"MCP_SERVER_URL": url, "AUTHORIZATION_SERVER": "http://127.0.0.1:9/oauth/2.1"}
+	// No decision cache: the fake serves no invalidation stream.
+	vars := map[string]string{"MCP_SERVER_URL": url, "AUTHORIZATION_SERVER": "http://127.0.0.1:9/oauth/2.1", "DECISION_CACHE_TTL": "0s"}
 	cfg, err := config.Load(func(k string) string { return vars[k] })
 	if err != nil {
 		t.Fatal(err)

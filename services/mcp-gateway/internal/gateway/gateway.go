@@ -56,11 +56,12 @@
 //     the operation needs. Any other denial: 401 invalid_token. authz
 //     unreachable, UNAVAILABLE, a deadline, or any other error: 503 with
 //     Retry-After, never 401, so clients keep their tokens through an outage.
-//     With DECISION_CACHE_TTL set, an allowed decision is kept and reused for
-//     the same token, scopes and user options (package decisioncache) while
-//     authz's invalidation stream is up; nothing else changes. A decision in
-//     use is refreshed in the background from half its TTL on, so a token in
-//     steady use rarely waits for authz.
+//     With DECISION_CACHE_TTL above 0 (the default), an allowed decision is
+//     kept and reused for the same token, scopes and user options (package
+//     decisioncache) while authz's invalidation stream is up, never past
+//     authz's own cached answer (reusable_until): the answer is the one authz
+//     would give; nothing else changes. A decision the TTL ends sooner is
+//     refreshed in the background from half its TTL on.
 //  6. With RATE_LIMIT set, the allowed principal's budget is charged (package
 //     ratelimit, shared across replicas through Redis); over it: 429 with
 //     Retry-After. Only authorized requests are charged, so nobody can spend

@@ -143,7 +143,8 @@ func TestHealthAndMetrics(t *testing.T) {
 // (include_orgs only where read:org_data is required).
 func TestUserPrefetch(t *testing.T) {
 	t.Parallel()
-	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, nil)
+	// No decision cache: the test counts the questions each tool asks.
+	g := stacktest.NewGateway(t, stack.Authz.Addr, stack.Devauth.URL, map[string]string{"DECISION_CACHE_TTL": "0"})
 	calls := func() map[string]uint64 {
 		mfs, err := g.Metrics.Registry().Gather()
 		if err != nil {
