@@ -260,7 +260,7 @@ func TestTracing(t *testing.T) {
 	otel := []string{"OTEL_BSP_SCHEDULE_DELAY=50", "OTEL_TRACES_SAMPLER=parentbased_always_on"}
 	s := procstack.New(t, procstack.Options{
 		Authz: 1, Gateways: 1,
-		AuthzEnv:   append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.grpcAddr),
+		AuthzEnv: append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc", "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+col.grpcAddr),
 		// No decision cache: every call's trace crosses into authz.
 		GatewayEnv: append(slices.Clone(otel), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT="+col.httpURL, "AUDIT_LOG="+auditFile, "DECISION_CACHE_TTL=0"),
 	})
