@@ -188,7 +188,8 @@ func (m *manifest) configMap(t *testing.T, name string) *corev1.ConfigMap {
 
 // env is a container's environment as the kubelet would assemble it, by name:
 // envFrom ConfigMaps first, then env (which wins). A value from a Secret reads
-// "secret:<name>/<key>".
+// "secret:<name>/<key>", one from the container's own resources
+// "resource:<resource>".
 func (m *manifest) env(t *testing.T, c corev1.Container) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -207,6 +208,11 @@ func (m *manifest) env(t *testing.T, c corev1.Container) map[string]string {
 			out[e.Name] = e.Value
 		case e.ValueFrom.SecretKeyRef != nil:
 			out[e.Name] = "secret:" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		case e.ValueFrom.ResourceFieldRef != nil:
+			if r := e.ValueFrom.ResourceFieldRef; r.ContainerName != c.Name {
+				t.Errorf("container %s: %s from container %q's resources", c.Name, e.Name, r.ContainerName)
+			}
+			out[e.Name] = "resource:" + e.ValueFrom.ResourceFieldRef.Resource
 		default:
 			t.Errorf("container %s: %s from something other than a Secret", c.Name, e.Name)
 		}

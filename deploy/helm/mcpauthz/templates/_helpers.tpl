@@ -192,6 +192,21 @@ OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_PROTOCOL OTEL_TRACES_SAMPLER OTEL
 {{- define "mcpauthz.upstreamsDir" -}}/etc/mcpauthz/upstreams{{- end }}
 {{- define "mcpauthz.identityDir" -}}/etc/mcpauthz/identity{{- end }}
 
+{{/* memLimitEnv: GOMEMLIMIT from the container's memory limit, so that the Go
+runtime collects harder as it nears the limit instead of being killed (the
+gateway runs with GOGC=400, and its decision cache and authz's L1 grow with
+active tokens); none without a limit, or when the component's env sets
+GOMEMLIMIT itself: (dict "v" .Values.authz "container" "authz"). */}}
+{{- define "mcpauthz.memLimitEnv" -}}
+{{- if and (dig "limits" "memory" "" (.v.resources | default dict)) (not (hasKey (.v.env | default dict) "GOMEMLIMIT")) }}
+- name: GOMEMLIMIT
+  valueFrom:
+    resourceFieldRef:
+      containerName: {{ .container }}
+      resource: limits.memory
+{{- end }}
+{{- end }}
+
 {{/* federationEnv: env entries of the gateway from federation.secretEnv
 (variables the upstreams file names as ${NAME}), each from a Secret. */}}
 {{- define "mcpauthz.federationEnv" -}}
