@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -269,11 +270,22 @@ func errorResponse(id jsontext.Value, code int, msg, up string) []byte {
 	return rawErrorResponse(id, e)
 }
 
+// writeJSON writes msg as the whole answer, with its Content-Length: net/http
+// computes one only for answers under 2 KiB and sends larger ones chunked,
+// which costs the gateway the chunk framing and the client its decoding.
 func writeJSON(w http.ResponseWriter, msg []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	// Assigned rather than set: Header.Set allocates a slice per value.
+	// net/http only reads the shared one.
+	h["Content-Type"] = jsonValue
+	h["Content-Length"] = []string{strconv.Itoa(len(msg))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(msg)
 }
+
+// jsonValue is the Content-Type of every JSON answer, shared between them and
+// never modified.
+var jsonValue = []string{"application/json"}
 
 // responder writes one routed request's answer: JSON, or an event stream
 // once a notification is to go first.
