@@ -69,6 +69,9 @@ type Info struct {
 	IsCall bool
 	// Trace is the W3C trace context the client sent in params._meta.
 	Trace TraceContext
+	// ID and Params are the message's id and params as sent, slices of the
+	// body (nil when absent), for a request the gateway forwards itself.
+	ID, Params jsontext.Value
 }
 
 // TraceContext is the W3C trace context of a message: the string values of
@@ -329,17 +332,21 @@ func (p parser) message() (Info, error) {
 			info.Method = method(tok)
 			hasMethod = true
 		case "id":
-			kind := dec.PeekKind()
-			if err := dec.SkipValue(); err != nil {
+			if info.ID, err = dec.ReadValue(); err != nil {
 				return Info{}, invalidJSON(err)
 			}
-			info.IsCall = kind != 'n'
+			info.IsCall = info.ID.Kind() != 'n'
 		case "params":
 			paramsKind = dec.PeekKind()
 			if paramsKind == '{' {
-				err = p.params(&name, &uri, &trace)
+				// Read token by token; the raw value is the span read, after
+				// the name's colon.
+				start := dec.InputOffset()
+				if err = p.params(&name, &uri, &trace); err == nil {
+					info.Params = bytes.TrimLeft(p.dec.Source()[start:dec.InputOffset()], " \t\r\n:")
+				}
 			} else {
-				err = dec.SkipValue()
+				info.Params, err = dec.ReadValue()
 			}
 			if err != nil {
 				return Info{}, invalidJSON(err)
