@@ -149,9 +149,12 @@ const initialBodyBuffer = 4 << 10
 // On error the body is left as it is, possibly unread: the caller should close
 // the connection after answering.
 func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
-	tooLarge := &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", maxBody)}
+	// Built only when needed: a body within the bound is the rule.
+	tooLarge := func() error {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", maxBody)}
+	}
 	if r.ContentLength > maxBody {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		r.Body = http.NoBody
@@ -175,7 +178,7 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) > maxBody {
-				return nil, tooLarge
+				return nil, tooLarge()
 			}
 			if int64(len(buf)) >= limit {
 				// More than the declared length: net/http ends the body
@@ -202,7 +205,7 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 		}
 	}
 	if int64(len(buf)) > maxBody {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	_ = r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(buf))
