@@ -554,7 +554,7 @@ func validToken(token string) bool {
 // configured public host. Allowed origins get CORS headers.
 func (g *Gateway) checkOrigin(x *exchange) bool {
 	r := x.r
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && localLoopback(la) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
 		g.fail(x, httperror.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
 		return false
 	}
@@ -612,6 +612,17 @@ func hostname(hostport string) string {
 		return h
 	}
 	return strings.Trim(hostport, "[]")
+}
+
+// localLoopback reports whether la, the address a request came in on, is a
+// loopback address: isLoopback(la.String()), without formatting and parsing
+// a TCP address again on every request.
+func localLoopback(la net.Addr) bool {
+	if ta, ok := la.(*net.TCPAddr); ok {
+		// A zone makes la.String() something net.ParseIP refuses.
+		return ta.Zone == "" && ta.IP.IsLoopback()
+	}
+	return isLoopback(la.String())
 }
 
 func isLoopback(hostport string) bool {
