@@ -134,7 +134,7 @@ func New(opts Options) (*Federation, error) {
 			HTTPClient:       opts.HTTPClient,
 			ClientVersion:    opts.ClientVersion,
 			Logger:           opts.Logger,
-			Metrics:          upMetrics{m: opts.Metrics, name: u.Name},
+			Metrics:          opts.Metrics.Upstream(u.Name),
 		}
 		if m.jwt && u.HTTP() {
 			uo.GatewayIdentity = f.gatewayIdentity(m)
@@ -366,16 +366,3 @@ func (f *Federation) Close() error {
 	}
 	return errors.Join(errs...)
 }
-
-// upMetrics adapts the gateway's metrics to one upstream's Conn.
-type upMetrics struct {
-	m    *metrics.Metrics
-	name string
-}
-
-func (u upMetrics) CallDone(method, outcome string, d time.Duration) {
-	u.m.UpstreamCall(u.name, method, outcome, d)
-}
-func (u upMetrics) Up(up bool)     { u.m.UpstreamUp(u.name, up) }
-func (u upMetrics) Sessions(n int) { u.m.UpstreamSessions(u.name, n) }
-func (u upMetrics) Restarted()     { u.m.UpstreamRestarted(u.name) }

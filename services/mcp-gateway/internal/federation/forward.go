@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -45,8 +47,26 @@ type Route struct {
 	// and for a tool call the tool's own.
 	Scopes []string
 	e      *entry
-	// method is the request's method, for its span.
-	method string
+	// req is what package mcpreq read of the request, unchecked
+	// (request.check); its method names the request's span.
+	req request
+}
+
+// requestOf is the request as package mcpreq read it (info).
+func requestOf(info mcpreq.Info) request {
+	return request{id: info.ID, method: info.Method, params: info.Params}
+}
+
+// check returns r, what package mcpreq read of body, when it is what
+// parseRequest(body) would return, else parseRequest(body): the body is not
+// read again when mcpreq's reading was as strict. It was, but for two
+// things: mcpreq lets invalid UTF-8 through, and takes any id but null for a
+// request's.
+func (r request) check(body []byte) (request, error) {
+	if k := r.id.Kind(); (k == '0' || k == '"') && utf8.Valid(body) {
+		return r, nil
+	}
+	return parseRequest(body)
 }
 
 // Route returns the route of a parsed request (info, and its body), or nil
@@ -70,7 +90,7 @@ func (f *Federation) Route(info mcpreq.Info, body []byte) *Route {
 			e = t.template(info.Name)
 		}
 	case "completion/complete":
-		req, err := parseRequest(body)
+		req, err := requestOf(info).check(body)
 		if err != nil {
 			return nil
 		}
@@ -92,7 +112,7 @@ func (f *Federation) Route(info mcpreq.Info, body []byte) *Route {
 	if e == nil {
 		return nil
 	}
-	return &Route{Upstream: e.up.conf.Name, Scopes: e.scopes, e: e, method: info.Method}
+	return &Route{Upstream: e.up.conf.Name, Scopes: e.scopes, e: e, req: requestOf(info)}
 }
 
 // Outcome says how a forwarded request ended, for the gateway's log line.
@@ -130,7 +150,7 @@ func (f *Federation) Serve(w http.ResponseWriter, r *http.Request, rt *Route, bo
 
 func (f *Federation) serve(w http.ResponseWriter, r *http.Request, rt *Route, body []byte, c *caller.Caller, tokenRef string) Outcome {
 	m := rt.e.up
-	req, err := parseRequest(body)
+	req, err := rt.req.check(body)
 	if err != nil {
 		// mcpreq accepted the body, so this is a request without an id.
 		writeJSON(w, errorResponse(nil, jsonrpcInvalidRequest, "invalid JSON-RPC request: "+err.Error(), ""))
@@ -269,11 +289,22 @@ func errorResponse(id jsontext.Value, code int, msg, up string) []byte {
 	return rawErrorResponse(id, e)
 }
 
+// writeJSON writes msg as the whole answer, with its Content-Length: net/http
+// computes one only for answers under 2 KiB and sends larger ones chunked,
+// which costs the gateway the chunk framing and the client its decoding.
 func writeJSON(w http.ResponseWriter, msg []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	h := w.Header()
+	// Assigned rather than set: Header.Set allocates a slice per value.
+	// net/http only reads the shared one.
+	h["Content-Type"] = jsonValue
+	h["Content-Length"] = []string{strconv.Itoa(len(msg))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(msg)
 }
+
+// jsonValue is the Content-Type of every JSON answer, shared between them and
+// never modified.
+var jsonValue = []string{"application/json"}
 
 // responder writes one routed request's answer: JSON, or an event stream
 // once a notification is to go first.

@@ -23,7 +23,8 @@ type request struct {
 }
 
 // newDecoder returns a pooled reader of b (package rawjson): the values it
-// returns are slices of b. A routed call reads its request three times;
+// returns are slices of b. A routed call reads its params twice (and its
+// whole body once more when request.check falls back to parseRequest);
 // release each reader when done with it.
 //
 // The readers bound nesting themselves (jsontext refuses more than 10000

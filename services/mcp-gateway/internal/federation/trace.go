@@ -42,9 +42,9 @@ func startSpan(ctx context.Context, rt *Route) (context.Context, trace.Span) {
 	if !parent.SpanContext().IsValid() {
 		return ctx, nil
 	}
-	name := rt.method
-	attrs := []attribute.KeyValue{attrMCPMethod.String(rt.method), attrUpstream.String(rt.Upstream)}
-	switch rt.method {
+	name := rt.req.method
+	attrs := []attribute.KeyValue{attrMCPMethod.String(rt.req.method), attrUpstream.String(rt.Upstream)}
+	switch rt.req.method {
 	case "tools/call":
 		name += " " + rt.e.key
 		attrs = append(attrs, attrToolName.String(rt.e.key))

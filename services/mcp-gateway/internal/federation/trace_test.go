@@ -80,7 +80,7 @@ func TestTraceContext(t *testing.T) {
 func TestCallSpan(t *testing.T) {
 	t.Parallel()
 	route := func(method, key string) *Route {
-		return &Route{Upstream: "billing", method: method, e: &entry{key: key}}
+		return &Route{Upstream: "billing", req: request{method: method}, e: &entry{key: key}}
 	}
 	tests := []struct {
 		name       string

@@ -205,7 +205,13 @@ func (g *Gateway) authorize(x *exchange) (*caller.Caller, bool) {
 	res, err := g.decide(ctx, req)
 	x.tokenRef = res.GetTokenRef()
 	x.principal = res.GetPrincipal()
-	o := judge(g.answers, question{op: x.op, clientGone: ctx.Err() != nil, check: g.checkFunc(x.token)}, res, err)
+	q := question{op: x.op, clientGone: ctx.Err() != nil}
+	if x.route == nil {
+		// A routed request's caller is asked for its principal only: no
+		// closure over the token for it.
+		q.check = g.checkFunc(x.token)
+	}
+	o := judge(g.answers, q, res, err)
 	g.metrics.Decision(o.decision)
 	x.outcome = o.decision
 	for _, l := range o.logs {
@@ -419,7 +425,7 @@ func (g *Gateway) finish(x *exchange) {
 	method, tool := g.labels(x)
 	end := time.Now()
 	d := end.Sub(x.start)
-	g.metrics.ObserveRequest(method, tool, strconv.Itoa(st), d)
+	g.metrics.ObserveRequest(method, tool, statusLabel(st), d)
 	g.endSpan(x, st, end)
 	if g.log.Enabled(x.r.Context(), slog.LevelDebug) {
 		attrs := []any{"method", method, "tool", tool, "status", st, "duration", d, "client_ip", clientIP(x.r)}
@@ -434,6 +440,15 @@ func (g *Gateway) finish(x *exchange) {
 	if g.audit != nil && x.decision != "" {
 		g.audit.Log(g.auditEvent(x, st, d))
 	}
+}
+
+// statusLabel is st as the request metrics' status label. 200, nearly every
+// answer, is a constant: strconv.Itoa allocates for three digits.
+func statusLabel(st int) string {
+	if st == http.StatusOK {
+		return "200"
+	}
+	return strconv.Itoa(st)
 }
 
 // maxAuditName bounds the method, tool, prompt and resource names an audit
@@ -491,7 +506,8 @@ func clip(s string, n int) string {
 // malformed, even empty), or an error for a request that sends a token in the
 // URL or more than one Authorization header.
 func bearerToken(r *http.Request) (token string, hasBearer bool, err error) {
-	if r.URL.Query().Has("access_token") {
+	// RawQuery first: parsing even an empty query allocates a map.
+	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
 		return "", false, errors.New("access tokens are accepted only in the Authorization header, never in the URL (RFC 6750 section 2, MCP authorization)")
 	}
 	vals := r.Header.Values("Authorization")
@@ -538,7 +554,7 @@ func validToken(token string) bool {
 // configured public host. Allowed origins get CORS headers.
 func (g *Gateway) checkOrigin(x *exchange) bool {
 	r := x.r
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && isLoopback(la.String()) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && localLoopback(la) && !isLoopback(r.Host) && !strings.EqualFold(hostname(r.Host), hostname(g.host)) {
 		g.fail(x, httperror.Response{Status: http.StatusForbidden, Error: "forbidden", Description: "Host " + strconv.Quote(r.Host) + " is not served here"})
 		return false
 	}
@@ -596,6 +612,17 @@ func hostname(hostport string) string {
 		return h
 	}
 	return strings.Trim(hostport, "[]")
+}
+
+// localLoopback reports whether la, the address a request came in on, is a
+// loopback address: isLoopback(la.String()), without formatting and parsing
+// a TCP address again on every request.
+func localLoopback(la net.Addr) bool {
+	if ta, ok := la.(*net.TCPAddr); ok {
+		// A zone makes la.String() something net.ParseIP refuses.
+		return ta.Zone == "" && ta.IP.IsLoopback()
+	}
+	return isLoopback(la.String())
 }
 
 func isLoopback(hostport string) bool {

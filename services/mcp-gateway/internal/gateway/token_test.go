@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -65,6 +66,28 @@ func TestIsLoopback(t *testing.T) {
 	} {
 		if got := isLoopback(in); got != want {
 			t.Errorf("isLoopback(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestLocalLoopback checks localLoopback against isLoopback of the address
+// as a string, what it stands for.
+func TestLocalLoopback(t *testing.T) {
+	t.Parallel()
+	for _, la := range []net.Addr{
+		&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8000},
+		&net.TCPAddr{IP: net.IP{127, 1, 2, 3}, Port: 1},
+		&net.TCPAddr{IP: net.IPv6loopback, Port: 8000},
+		&net.TCPAddr{IP: net.IPv6loopback, Port: 8000, Zone: "lo"},
+		&net.TCPAddr{IP: net.ParseIP("::ffff:127.0.0.1"), Port: 8000},
+		&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 80},
+		&net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 443},
+		&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 443, Zone: "eth0"},
+		&net.TCPAddr{Port: 80},
+		&net.UnixAddr{Name: "/tmp/gw.sock", Net: "unix"},
+	} {
+		if got, want := localLoopback(la), isLoopback(la.String()); got != want {
+			t.Errorf("localLoopback(%v) = %v, isLoopback(%q) = %v", la, got, la.String(), want)
 		}
 	}
 }

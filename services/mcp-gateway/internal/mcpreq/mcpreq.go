@@ -69,6 +69,9 @@ type Info struct {
 	IsCall bool
 	// Trace is the W3C trace context the client sent in params._meta.
 	Trace TraceContext
+	// ID and Params are the message's id and params as sent, slices of the
+	// body (nil when absent), for a request the gateway forwards itself.
+	ID, Params jsontext.Value
 }
 
 // TraceContext is the W3C trace context of a message: the string values of
@@ -146,9 +149,12 @@ const initialBodyBuffer = 4 << 10
 // On error the body is left as it is, possibly unread: the caller should close
 // the connection after answering.
 func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
-	tooLarge := &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", maxBody)}
+	// Built only when needed: a body within the bound is the rule.
+	tooLarge := func() error {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", maxBody)}
+	}
 	if r.ContentLength > maxBody {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		r.Body = http.NoBody
@@ -172,7 +178,7 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) > maxBody {
-				return nil, tooLarge
+				return nil, tooLarge()
 			}
 			if int64(len(buf)) >= limit {
 				// More than the declared length: net/http ends the body
@@ -199,7 +205,7 @@ func ReadBody(r *http.Request, maxBody int64) ([]byte, error) {
 		}
 	}
 	if int64(len(buf)) > maxBody {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	_ = r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(buf))
@@ -329,17 +335,21 @@ func (p parser) message() (Info, error) {
 			info.Method = method(tok)
 			hasMethod = true
 		case "id":
-			kind := dec.PeekKind()
-			if err := dec.SkipValue(); err != nil {
+			if info.ID, err = dec.ReadValue(); err != nil {
 				return Info{}, invalidJSON(err)
 			}
-			info.IsCall = kind != 'n'
+			info.IsCall = info.ID.Kind() != 'n'
 		case "params":
 			paramsKind = dec.PeekKind()
 			if paramsKind == '{' {
-				err = p.params(&name, &uri, &trace)
+				// Read token by token; the raw value is the span read, after
+				// the name's colon.
+				start := dec.InputOffset()
+				if err = p.params(&name, &uri, &trace); err == nil {
+					info.Params = bytes.TrimLeft(p.dec.Source()[start:dec.InputOffset()], " \t\r\n:")
+				}
 			} else {
-				err = dec.SkipValue()
+				info.Params, err = dec.ReadValue()
 			}
 			if err != nil {
 				return Info{}, invalidJSON(err)

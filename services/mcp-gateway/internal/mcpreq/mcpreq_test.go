@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	segjson "github.com/segmentio/encoding/json"
 
@@ -76,10 +78,45 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(Info{}, "ID", "Params")); diff != "" {
 				t.Errorf("Parse mismatch (-want +got):\n%s", diff)
 			}
+			checkRaw(t, []byte(tt.body), got)
 		})
+	}
+}
+
+// checkRaw fails t unless info's ID and Params are the id and params members
+// of body, an accepted message, as a decoder of its own reads them.
+func checkRaw(t *testing.T, body []byte, info Info) {
+	t.Helper()
+	var id, params jsontext.Value
+	d := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowInvalidUTF8(true))
+	if _, err := d.ReadToken(); err != nil {
+		t.Fatal(err)
+	}
+	for d.PeekKind() != '}' {
+		tok, err := d.ReadToken()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := tok.String()
+		v, err := d.ReadValue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch name {
+		case "id":
+			id = v.Clone()
+		case "params":
+			params = v.Clone()
+		}
+	}
+	if !bytes.Equal(info.ID, id) || (info.ID == nil) != (id == nil) {
+		t.Errorf("ID = %q, want %q", info.ID, id)
+	}
+	if !bytes.Equal(info.Params, params) || (info.Params == nil) != (params == nil) {
+		t.Errorf("Params = %q, want %q", info.Params, params)
 	}
 }
 

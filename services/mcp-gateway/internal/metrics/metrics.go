@@ -64,6 +64,7 @@ package metrics
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,42 @@ type Metrics struct {
 	upUp        *prometheus.GaugeVec
 	upSessions  *prometheus.GaugeVec
 	upRestarts  *prometheus.CounterVec
+
+	// The series every MCP request touches, by label values.
+	requestSeries  children[[3]string, prometheus.Counter]
+	durationSeries children[string, prometheus.Observer]
+	decisionSeries children[string, prometheus.Counter]
+	lookupSeries   children[string, prometheus.Counter]
+}
+
+// children holds some of a vector's children by their label values, so that
+// the request path reads a map instead of WithLabelValues, which hashes and
+// checks every label value each time. A child is created on first use, as
+// WithLabelValues creates it: /metrics shows the same series. Its zero value
+// is empty and ready; it is safe for concurrent use.
+type children[K comparable, M any] struct {
+	mu sync.RWMutex
+	m  map[K]M
+}
+
+// get returns the child of k, made with create the first time.
+func (c *children[K, M]) get(k K, create func() M) M {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok = c.m[k]; !ok {
+		if c.m == nil {
+			c.m = make(map[K]M)
+		}
+		v = create()
+		c.m[k] = v
+	}
+	return v
 }
 
 // latencyBuckets resolve sub-millisecond cache hits as well as slow outliers.
@@ -236,8 +273,12 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // ObserveRequest records one answered MCP request.
 func (m *Metrics) ObserveRequest(method, tool, status string, d time.Duration) {
-	m.requests.WithLabelValues(method, tool, status).Inc()
-	m.requestDuration.WithLabelValues(method).Observe(d.Seconds())
+	m.requestSeries.get([3]string{method, tool, status}, func() prometheus.Counter {
+		return m.requests.WithLabelValues(method, tool, status)
+	}).Inc()
+	m.durationSeries.get(method, func() prometheus.Observer {
+		return m.requestDuration.WithLabelValues(method)
+	}).Observe(d.Seconds())
 }
 
 // ObserveAuthz records one call to authz; fullMethod is the gRPC method name
@@ -249,7 +290,7 @@ func (m *Metrics) ObserveAuthz(fullMethod string, code codes.Code, d time.Durati
 
 // Decision records the outcome of one authorization.
 func (m *Metrics) Decision(decision string) {
-	m.decisions.WithLabelValues(decision).Inc()
+	m.decisionSeries.get(decision, func() prometheus.Counter { return m.decisions.WithLabelValues(decision) }).Inc()
 }
 
 // RateLimit records one rate-limit check.
@@ -272,7 +313,9 @@ func (m *Metrics) AuditDropped() { m.auditDropped.Inc() }
 
 // DecisionCacheLookup records one decision cache lookup: "hit", "miss" or
 // "stream_down".
-func (m *Metrics) DecisionCacheLookup(result string) { m.dcLookups.WithLabelValues(result).Inc() }
+func (m *Metrics) DecisionCacheLookup(result string) {
+	m.lookupSeries.get(result, func() prometheus.Counter { return m.dcLookups.WithLabelValues(result) }).Inc()
+}
 
 // DecisionCacheInvalidation records one token invalidation received.
 func (m *Metrics) DecisionCacheInvalidation() { m.dcInvalidations.Inc() }
@@ -337,3 +380,53 @@ func (m *Metrics) UpstreamSessions(upstream string, n int) {
 
 // UpstreamRestarted records one restart of upstream's stdio process.
 func (m *Metrics) UpstreamRestarted(upstream string) { m.upRestarts.WithLabelValues(upstream).Inc() }
+
+// Upstream records the metrics of one upstream's calls, as the Upstream*
+// methods of [Metrics] do, with the series a routed call touches looked up
+// once instead of on every call: WithLabelValues hashes and checks every
+// label value each time. It is safe for concurrent use.
+type Upstream struct {
+	m    *Metrics
+	name string
+	up   prometheus.Gauge
+
+	// calls holds the series of each method and outcome seen.
+	calls children[[2]string, upstreamCall]
+}
+
+type upstreamCall struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// Upstream returns the metrics of upstream's calls. Its
+// mcp_gateway_upstream_up series exists from now on, at 0 (down) until
+// [Upstream.Up] says otherwise.
+func (m *Metrics) Upstream(upstream string) *Upstream {
+	return &Upstream{m: m, name: upstream, up: m.upUp.WithLabelValues(upstream)}
+}
+
+// CallDone records one call, as [Metrics.UpstreamCall] does.
+func (u *Upstream) CallDone(method, outcome string, d time.Duration) {
+	c := u.calls.get([2]string{method, outcome}, func() upstreamCall {
+		return upstreamCall{u.m.upCalls.WithLabelValues(u.name, method, outcome), u.m.upDuration.WithLabelValues(u.name, method)}
+	})
+	c.count.Inc()
+	c.duration.Observe(d.Seconds())
+}
+
+// Up sets whether the upstream is reachable, as [Metrics.UpstreamUp] does.
+func (u *Upstream) Up(up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	u.up.Set(v)
+}
+
+// Sessions sets the sessions held, as [Metrics.UpstreamSessions] does.
+func (u *Upstream) Sessions(n int) { u.m.UpstreamSessions(u.name, n) }
+
+// Restarted records a restart of the stdio process, as
+// [Metrics.UpstreamRestarted] does.
+func (u *Upstream) Restarted() { u.m.UpstreamRestarted(u.name) }

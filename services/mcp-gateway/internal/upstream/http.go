@@ -549,7 +549,25 @@ var (
 	jsonValue          = []string{"application/json"}
 	acceptValue        = []string{"application/json, text/event-stream"}
 	eventStreamValue   = []string{"text/event-stream"}
+
+	toolsCallValue     = []string{"tools/call"}
+	promptsGetValue    = []string{"prompts/get"}
+	resourcesReadValue = []string{"resources/read"}
 )
+
+// methodValue is the Mcp-Method value of method: shared for the methods
+// routed on every call.
+func methodValue(method string) []string {
+	switch method {
+	case "tools/call":
+		return toolsCallValue
+	case "prompts/get":
+		return promptsGetValue
+	case "resources/read":
+		return resourcesReadValue
+	}
+	return []string{method}
+}
 
 // requestHeaderSize presizes a request's header map: the static headers
 // and the protocol's (type, accept, version, method, name, identity,
@@ -655,7 +673,7 @@ func (t *httpTransport) send(ctx context.Context, r *request) (*http.Response, e
 	h["Content-Type"] = jsonValue
 	h["Accept"] = acceptValue
 	if r.modern {
-		h["Mcp-Method"] = []string{r.method}
+		h["Mcp-Method"] = methodValue(r.method)
 		if r.name != "" {
 			h["Mcp-Name"] = []string{encodeHeaderValue(r.name)}
 		}
