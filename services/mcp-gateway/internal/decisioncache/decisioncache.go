@@ -112,7 +112,8 @@ import (
 )
 
 // DefaultMaxEntries bounds the decisions kept when [Options.MaxEntries] is 0.
-// One decision with its principal and user is about 1 KiB.
+// One decision of a routed call, with its principal and JSON claims, holds
+// about 1.4 KiB (TestBytesPerDecision); one with a user more.
 const DefaultMaxEntries = 100_000
 
 // InvalidationGrace is how long after a token's invalidation no decision of

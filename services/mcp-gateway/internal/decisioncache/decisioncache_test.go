@@ -2,6 +2,7 @@ package decisioncache
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authzv1 "github.com/mcpauthz/mcpauthz/gen/authz/v1"
@@ -713,4 +715,65 @@ func TestBackoff(t *testing.T) {
 			t.Errorf("backoff(%d) has no jitter: always %v", tt.failures, seen)
 		}
 	}
+}
+
+// TestBytesPerDecision measures the memory a kept decision holds: 20,000
+// decisions as authz sends them for a routed call (a PropelAuth-sized
+// principal with JSON claims, decoded from the wire as gRPC does), each under
+// its own token: about 1.4 KiB (2026-12-07), as docs/operations.md says. It
+// fails above 2 KiB.
+func TestBytesPerDecision(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills the cache with 20,000 decisions: go test without -short runs it")
+	}
+	const n = 20_000
+	c, _, _ := newCache(t, 2*n) // room to spare in every shard: no eviction
+	c.Reset()
+	claims := []byte(`{"active":true,"aud":["https://mcp.example.com/mcp"],"client_id":"8f1c2b7e4a9d4f0b9a6e3c2d1f0e9d8c","exp":1800003600,"iat":1800000000,"iss":"https://auth.example.com","scope":"read:user_data read:org_data","sub":"2a4c6e8f-0b1d-4f3a-9c5e-7d9f1b3d5e7f","token_type":"Bearer"}`)
+	wire, err := proto.Marshal(&authzv1.AuthorizeResponse{
+		Allowed: true,
+		Principal: &authzv1.Principal{
+			Subject: "2a4c6e8f-0b1d-4f3a-9c5e-7d9f1b3d5e7f", ClientId: "8f1c2b7e4a9d4f0b9a6e3c2d1f0e9d8c",
+			Scopes: []string{"read:user_data", "read:org_data"}, Audience: []string{"https://mcp.example.com/mcp"},
+			Issuer: "https://auth.example.com", ExpiresAt: timestamppb.New(t0.Add(time.Hour)), IssuedAt: timestamppb.New(t0),
+			ClaimsJson: claims,
+		},
+		TokenRef:      strings.Repeat("ab", 32),
+		ReusableUntil: timestamppb.New(t0.Add(time.Minute)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	// The requests (and their tokens) are the caller's, not the cache's.
+	reqs := make([]*authzv1.AuthorizeRequest, n)
+	for i := range reqs {
+		reqs[i] = &authzv1.AuthorizeRequest{Token: fmt.Sprintf("tok-%040d", i), Resource: "https://mcp.example.com/mcp", RequiredScopes: []string{"read:user_data"}, ClaimsFormat: authzv1.ClaimsFormat_CLAIMS_FORMAT_JSON}
+	}
+	before := heap()
+	for i, req := range reqs {
+		res := &authzv1.AuthorizeResponse{}
+		if err := proto.Unmarshal(wire, res); err != nil {
+			t.Fatal(err)
+		}
+		res.TokenRef = fmt.Sprintf("%064x", i) // one token each
+		if fetch(c, req, res) {
+			t.Fatal("a new token hit")
+		}
+	}
+	after := heap()
+	if c.Len() != n {
+		t.Fatalf("Len = %d, want %d", c.Len(), n)
+	}
+	per := float64(after-before) / n
+	t.Logf("%d decisions: %.0f bytes each (heap %d -> %d)", n, per, before, after)
+	if per > 2048 {
+		t.Errorf("%.0f bytes per decision, want at most 2 KiB", per)
+	}
+	runtime.KeepAlive(reqs)
 }
