@@ -19,7 +19,6 @@ import (
 	"github.com/mcpauthz/mcpauthz/internal/tokenref"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/introspect"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/metrics"
-	"github.com/mcpauthz/mcpauthz/services/authz/internal/rediscache"
 	"github.com/mcpauthz/mcpauthz/services/authz/internal/tokeninfo"
 )
 
@@ -122,11 +121,7 @@ func TestTTLBoundedByCacheTTL(t *testing.T) {
 func TestUntil(t *testing.T) {
 	t.Parallel()
 	rd := testenv.StartRedis(t)
-	store, err := rediscache.New(rd.URL(), rediscache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := newStore(t, rd)
 	clk := &clock{}
 	start := time.Now().Truncate(time.Millisecond) // L2 keeps milliseconds
 	clk.t.Store(start.UnixNano())
@@ -327,11 +322,7 @@ func eventually(t *testing.T, cond func() bool) {
 func TestL2(t *testing.T) {
 	t.Parallel()
 	rd := testenv.StartRedis(t)
-	store, err := rediscache.New(rd.URL(), rediscache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := newStore(t, rd)
 	clk := &clock{}
 	clk.t.Store(time.Now().UnixNano())
 	exp := time.Now().Add(time.Hour).Unix()
