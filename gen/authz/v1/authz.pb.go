@@ -275,15 +275,15 @@ type AuthorizeResponse struct {
 	// name WatchInvalidations uses for it. Set whenever the token was well formed.
 	TokenRef string `protobuf:"bytes,6,opt,name=token_ref,json=tokenRef,proto3" json:"token_ref,omitempty"`
 	// Until when authz answers this token from its cache without asking the
-	// authorization server again: the end of the cached introspection's life
-	// (CACHE_TTL after it was made, never past the token's exp), and with
-	// include_user of the cached user's (USER_CACHE_TTL), unless InvalidateToken
-	// drops it sooner. Set on allowed answers that came from, or went into, the
-	// caches; unset when the introspection was not cached, or the user asked for
-	// could not be returned or was not cached. A caller
-	// that keeps allowed decisions (the gateway's decision cache) keeps them no
-	// longer than this, and follows WatchInvalidations for earlier revocations: it
-	// then answers exactly as asking authz again would, with no added staleness.
+	// authorization server again: the end of the cached introspection's life (CACHE_TTL
+	// after it was made, never past the token's exp), and with include_user of the
+	// cached user's (USER_CACHE_TTL), unless InvalidateToken drops it sooner. Set on
+	// allowed answers that came from, or went into, the caches; unset when the
+	// introspection was not cached, or the user asked for could not be returned or was
+	// not cached. A caller that keeps allowed decisions (the gateway's decision cache)
+	// keeps them no longer than this, and follows WatchInvalidations for earlier
+	// revocations: it then answers exactly as asking authz again would, with no added
+	// staleness.
 	ReusableUntil *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=reusable_until,json=reusableUntil,proto3" json:"reusable_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
