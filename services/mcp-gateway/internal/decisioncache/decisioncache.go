@@ -75,9 +75,10 @@
 // hit does not refresh), a key's next attempt no sooner than TTL/4
 // ([RefreshRetryDivisor]) after the last, none for a decision the token's
 // expiry or authz's cached answer bounds before its TTL (authz would answer a
-// refresh from the same cached answer: nothing to gain). A refresh holds a copy of the request, token
-// included, only until authz answers (within AUTHZ_TIMEOUT), never logs it,
-// and runs under [Cache.Watch]'s context, which waits for it.
+// refresh from the same cached answer: nothing to gain). A refresh holds a
+// copy of the request, token included, only until authz answers (within
+// AUTHZ_TIMEOUT), never logs it, and runs under [Cache.Watch]'s context,
+// which waits for it.
 //
 // The cost: a token in steady use makes about two calls to authz per TTL
 // instead of one, none of them on a request's path.
