@@ -94,6 +94,7 @@
 package decisioncache
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"log/slog"
@@ -159,7 +160,13 @@ type Options struct {
 	// package documentation); without it a decision is asked again only when
 	// a request misses.
 	Refresh RefreshFunc
+	// OpenGrace is how long [Cache.Watch] may fail to open its first stream
+	// before it warns (authz may be starting too); [DefaultOpenGrace] when 0.
+	OpenGrace time.Duration
 }
+
+// DefaultOpenGrace is [Options.OpenGrace]'s default.
+const DefaultOpenGrace = 10 * time.Second
 
 // Key identifies one question to authz. It holds a hash of the token, never
 // the token.
@@ -216,6 +223,8 @@ type Cache struct {
 	log     *slog.Logger
 	now     func() time.Time
 	refresh RefreshFunc
+	// openGrace is Options.OpenGrace.
+	openGrace time.Duration
 
 	// invalLog bounds the per-invalidation debug line to one per
 	// [invalidationLogEvery], with a count of those left out.
@@ -275,7 +284,9 @@ func New(opts Options) *Cache {
 		now:     opts.Now,
 		refresh: opts.Refresh,
 		refs:    make(map[string][]Key),
-		graces:  make(map[string]grace),
+
+		openGrace: cmp.Or(opts.OpenGrace, DefaultOpenGrace),
+		graces:    make(map[string]grace),
 
 		refreshCtx: context.Background(),
 		refreshing: make(map[Key]struct{}),

@@ -46,6 +46,10 @@ func (c *Cache) Watch(ctx context.Context, open OpenFunc) {
 	// Down (below) stops new refreshes from starting before this waits.
 	defer c.refreshWG.Wait()
 	failures := 0
+	// Until the stream has been up once, a failure to open it is what a
+	// gateway started beside authz sees (compose, a rolling deploy): said at
+	// INFO, and warned about only if it lasts past the grace.
+	start, everUp, warned := time.Now(), false, false
 	for {
 		err := c.watchOnce(ctx, open)
 		wasUp := c.Down()
@@ -54,12 +58,15 @@ func (c *Cache) Watch(ctx context.Context, open OpenFunc) {
 		}
 		switch {
 		case wasUp:
-			failures = 0
+			failures, everUp = 0, true
 			c.log.WarnContext(ctx, "decision cache off: the invalidation stream ended; every request asks authz until it is back", "error", err, "code", status.Code(err).String())
 		case failures == 0 && status.Code(err) == codes.Unimplemented:
 			c.log.WarnContext(ctx, "decision cache off: authz does not serve WatchInvalidations (an older version?); every request asks authz", "error", err)
 		case failures == 0:
-			c.log.WarnContext(ctx, "decision cache off: cannot open the invalidation stream; every request asks authz until it opens", "error", err, "code", status.Code(err).String())
+			c.log.InfoContext(ctx, "decision cache waiting for authz's invalidation stream; every request asks authz until it opens", "error", err, "code", status.Code(err).String())
+		case !everUp && !warned && time.Since(start) >= c.openGrace:
+			warned = true
+			c.log.WarnContext(ctx, "decision cache off: cannot open the invalidation stream; every request asks authz until it opens", "error", err, "code", status.Code(err).String(), "since", time.Since(start).Round(time.Second).String())
 		default:
 			c.log.DebugContext(ctx, "invalidation stream still unavailable", "error", err, "attempts", failures+1)
 		}

@@ -210,8 +210,9 @@ func TestWatchUnimplemented(t *testing.T) {
 	}
 }
 
-// TestWatchUnreachable: with nothing listening the cache stays down and Watch
-// still returns promptly when told to stop.
+// TestWatchUnreachable: with nothing listening the cache stays down, Watch says
+// so at INFO first (authz may be starting), warns once the grace has passed,
+// and still returns promptly when told to stop.
 func TestWatchUnreachable(t *testing.T) {
 	t.Parallel()
 	client, err := authzclient.New(testenv.FreeAddr(t), authzclient.Options{})
@@ -220,9 +221,17 @@ func TestWatchUnreachable(t *testing.T) {
 	}
 	defer client.Close()
 	logs := &testenv.LogBuffer{}
-	c := decisioncache.New(decisioncache.Options{TTL: time.Minute, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	c := decisioncache.New(decisioncache.Options{TTL: time.Minute, OpenGrace: 2 * time.Second, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	done, stop := watch(t, c, client)
-	waitFor(t, "the watcher warns", func() bool { return strings.Contains(logs.String(), "cannot open the invalidation stream") })
+	waitFor(t, "the watcher says it waits", func() bool {
+		return strings.Contains(logs.String(), `"level":"INFO","msg":"decision cache waiting for authz's invalidation stream`)
+	})
+	if strings.Contains(logs.String(), "WARN") {
+		t.Errorf("warned before the grace had passed:\n%s", logs.String())
+	}
+	waitFor(t, "the watcher warns", func() bool {
+		return strings.Contains(logs.String(), `"level":"WARN","msg":"decision cache off: cannot open the invalidation stream`)
+	})
 	stop()
 	select {
 	case <-done:
