@@ -155,10 +155,10 @@ func New(opts Options) (*Federation, error) {
 		}
 		m.conn = conn
 		f.members = append(f.members, m)
+		// Its up series is at 0 from Metrics.Upstream until it answers.
 		for _, kind := range []string{kindTool, kindResource, kindTemplate, kindPrompt} {
 			opts.Metrics.UpstreamCatalog(u.Name, kind, 0)
 		}
-		opts.Metrics.UpstreamUp(u.Name, false)
 	}
 	return f, nil
 }

@@ -343,12 +343,6 @@ func (m *Metrics) DecisionCacheStreamUp(up bool) {
 	m.dcStreamUp.Set(v)
 }
 
-// UpstreamCall records one call routed to upstream.
-func (m *Metrics) UpstreamCall(upstream, method, outcome string, d time.Duration) {
-	m.upCalls.WithLabelValues(upstream, method, outcome).Inc()
-	m.upDuration.WithLabelValues(upstream, method).Observe(d.Seconds())
-}
-
 // UpstreamCatalog sets the entries of kind upstream contributes to the lists.
 func (m *Metrics) UpstreamCatalog(upstream, kind string, n int) {
 	m.upEntries.WithLabelValues(upstream, kind).Set(float64(n))
@@ -364,27 +358,10 @@ func (m *Metrics) UpstreamConflicts(upstream string, n int) {
 	m.upConflicts.WithLabelValues(upstream).Add(float64(n))
 }
 
-// UpstreamUp sets whether upstream is reachable.
-func (m *Metrics) UpstreamUp(upstream string, up bool) {
-	v := 0.0
-	if up {
-		v = 1
-	}
-	m.upUp.WithLabelValues(upstream).Set(v)
-}
-
-// UpstreamSessions sets the sessions held with upstream.
-func (m *Metrics) UpstreamSessions(upstream string, n int) {
-	m.upSessions.WithLabelValues(upstream).Set(float64(n))
-}
-
-// UpstreamRestarted records one restart of upstream's stdio process.
-func (m *Metrics) UpstreamRestarted(upstream string) { m.upRestarts.WithLabelValues(upstream).Inc() }
-
-// Upstream records the metrics of one upstream's calls, as the Upstream*
-// methods of [Metrics] do, with the series a routed call touches looked up
-// once instead of on every call: WithLabelValues hashes and checks every
-// label value each time. It is safe for concurrent use.
+// Upstream records the metrics of one upstream's connection: its calls, up,
+// sessions and restarts, with the series a routed call touches looked up
+// once instead of on every call (WithLabelValues hashes and checks every
+// label value each time). It is safe for concurrent use.
 type Upstream struct {
 	m    *Metrics
 	name string
@@ -406,7 +383,7 @@ func (m *Metrics) Upstream(upstream string) *Upstream {
 	return &Upstream{m: m, name: upstream, up: m.upUp.WithLabelValues(upstream)}
 }
 
-// CallDone records one call, as [Metrics.UpstreamCall] does.
+// CallDone records one call routed to the upstream.
 func (u *Upstream) CallDone(method, outcome string, d time.Duration) {
 	c := u.calls.get([2]string{method, outcome}, func() upstreamCall {
 		return upstreamCall{u.m.upCalls.WithLabelValues(u.name, method, outcome), u.m.upDuration.WithLabelValues(u.name, method)}
@@ -415,7 +392,7 @@ func (u *Upstream) CallDone(method, outcome string, d time.Duration) {
 	c.duration.Observe(d.Seconds())
 }
 
-// Up sets whether the upstream is reachable, as [Metrics.UpstreamUp] does.
+// Up sets whether the upstream is reachable.
 func (u *Upstream) Up(up bool) {
 	v := 0.0
 	if up {
@@ -424,9 +401,8 @@ func (u *Upstream) Up(up bool) {
 	u.up.Set(v)
 }
 
-// Sessions sets the sessions held, as [Metrics.UpstreamSessions] does.
-func (u *Upstream) Sessions(n int) { u.m.UpstreamSessions(u.name, n) }
+// Sessions sets the sessions held with the upstream.
+func (u *Upstream) Sessions(n int) { u.m.upSessions.WithLabelValues(u.name).Set(float64(n)) }
 
-// Restarted records a restart of the stdio process, as
-// [Metrics.UpstreamRestarted] does.
-func (u *Upstream) Restarted() { u.m.UpstreamRestarted(u.name) }
+// Restarted records one restart of the upstream's stdio process.
+func (u *Upstream) Restarted() { u.m.upRestarts.WithLabelValues(u.name).Inc() }
