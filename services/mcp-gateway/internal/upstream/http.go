@@ -21,6 +21,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/mcpauthz/mcpauthz/internal/tracing"
+	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/h1client"
 	"github.com/mcpauthz/mcpauthz/services/mcp-gateway/internal/rawjson"
 )
 
@@ -135,16 +136,7 @@ func newHTTPTransport(c *conn) (*httpTransport, error) {
 			// Traced when tracing is on: a span per upstream request, and
 			// the trace context passed on in traceparent (never a header's
 			// value in the span).
-			Transport: tracing.Transport(&http.Transport{
-				Proxy:                  http.ProxyFromEnvironment,
-				DialContext:            (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-				ForceAttemptHTTP2:      true,
-				MaxIdleConnsPerHost:    c.opts.MaxConcurrent,
-				IdleConnTimeout:        90 * time.Second,
-				TLSHandshakeTimeout:    10 * time.Second,
-				ExpectContinueTimeout:  time.Second,
-				MaxResponseHeaderBytes: 64 << 10,
-			}, "mcp upstream "+c.opts.Name),
+			Transport: tracing.Transport(baseTransport(u, c.opts.MaxConcurrent), "mcp upstream "+c.opts.Name),
 			// A redirect would carry the identity header to another URL.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
@@ -165,6 +157,27 @@ func newHTTPTransport(c *conn) (*httpTransport, error) {
 	t.modernMeta = appendMember(meta, modernMetaNames[2], []byte(`{}`))
 	t.pool = newSessionPool(c.opts.MaxSessions, c.opts.SessionIdle, c.opts.Timeout, c.opts.Metrics, t.initialize, t.deleteSession)
 	return t, nil
+}
+
+// baseTransport carries an upstream's requests. Plain HTTP without a proxy
+// (an upstream beside the gateway, the usual case) goes through h1client,
+// which does each exchange on the caller's goroutine; https and proxied
+// upstreams through net/http's Transport, HTTP/2 where the server offers it.
+func baseTransport(u *url.URL, maxConcurrent int) http.RoundTripper {
+	dial := (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	if h1client.Applies(u, http.ProxyFromEnvironment) {
+		return h1client.New(h1client.Options{Dial: dial, MaxIdle: maxConcurrent, IdleTimeout: 90 * time.Second, MaxHeaderBytes: 64 << 10})
+	}
+	return &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            dial,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConnsPerHost:    maxConcurrent,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+	}
 }
 
 func clientInfo(o Options) []byte {
@@ -601,8 +614,11 @@ func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d", e.code) }
 // answer is in, and no further: an SSE answer is read up to the response,
 // and the rest of the stream (the end of its chunked body, normally) is read
 // after do returns, so that the connection goes back to the keep-alive pool
-// instead of being closed. A server that leaves the stream open after the
-// response gets the connection closed after drainWait.
+// instead of being closed. Through h1client that is closing the body: the
+// rest is read, without waiting, when the connection is next used. Through
+// net/http's Transport it is read by a goroutine, and a server that leaves
+// the stream open after the response gets the connection closed after
+// drainWait.
 func (t *httpTransport) do(ctx context.Context, r *request) (jsontext.Value, http.Header, error) {
 	xctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
@@ -616,7 +632,7 @@ func (t *httpTransport) do(ctx context.Context, r *request) (jsontext.Value, htt
 		return nil, nil, err
 	}
 	res, err := t.answer(ctx, r, resp)
-	if stop() && isEventStream(resp) {
+	if stop() && isEventStream(resp) && !h1client.ClosesLazily(resp.Body) {
 		go drain(resp.Body, cancel)
 	} else {
 		resp.Body.Close()
