@@ -71,7 +71,7 @@ type Transport struct {
 	opts Options
 
 	mu    sync.Mutex
-	idle  []*conn     // most recently used last
+	idle  []*conn     // oldest first
 	sweep *time.Timer // runs while idle is not empty
 }
 
@@ -97,9 +97,9 @@ func New(o Options) *Transport {
 	return &Transport{opts: o}
 }
 
-// Applies reports whether t may carry requests to u: plain HTTP that
-// proxy (http.ProxyFromEnvironment, say; nil for none) does not send through
-// a proxy.
+// Applies reports whether a Transport may carry requests to u: plain HTTP
+// that proxy (http.ProxyFromEnvironment, say; nil for none) does not send
+// through a proxy.
 func Applies(u *url.URL, proxy func(*http.Request) (*url.URL, error)) bool {
 	if u.Scheme != "http" || u.Host == "" {
 		return false

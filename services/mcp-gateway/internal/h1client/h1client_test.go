@@ -206,6 +206,15 @@ func TestConnectionClose(t *testing.T) {
 // rawServer answers every request on a connection with answer and then does
 // what after says ("close": closes the connection; "": keeps it).
 func rawServer(t *testing.T, answer, after string) (addr string, conns *atomic.Int32) {
+	return rawServerFunc(t, func(w io.Writer, _ []byte) bool {
+		_, err := io.WriteString(w, answer)
+		return err == nil && after != "close"
+	})
+}
+
+// rawServerFunc answers every request on a connection with answer, given
+// the request's body, and closes the connection when answer returns false.
+func rawServerFunc(t *testing.T, answer func(w io.Writer, body []byte) bool) (addr string, conns *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -228,8 +237,8 @@ func rawServer(t *testing.T, answer, after string) (addr string, conns *atomic.I
 					if err != nil {
 						return
 					}
-					io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(c, answer); err != nil || after == "close" {
+					body, _ := io.ReadAll(req.Body)
+					if !answer(c, body) {
 						return
 					}
 				}
@@ -481,37 +490,13 @@ func TestMaxIdle(t *testing.T) {
 // the pool while another carries the next request, and is used again once
 // the chunk has arrived.
 func TestLateClosingChunk(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var conns atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					b, _ := io.ReadAll(req.Body)
-					event := fmt.Sprintf("data: %s\n\n", b)
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
-					time.Sleep(300 * time.Millisecond)
-					io.WriteString(c, "0\r\n\r\n")
-				}
-			}()
-		}
-	}()
-	url := "http://" + ln.Addr().String() + "/"
+	url, conns := rawServerFunc(t, func(w io.Writer, body []byte) bool {
+		event := fmt.Sprintf("data: %s\n\n", body)
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(event), event)
+		time.Sleep(300 * time.Millisecond)
+		_, err := io.WriteString(w, "0\r\n\r\n")
+		return err == nil
+	})
 	tr := New(Options{})
 	call := func(n int) {
 		t.Helper()
