@@ -348,9 +348,25 @@ func discardRest(c *conn) bool {
 // readNow reads what has arrived on nc, failing with errWouldWait when
 // nothing has.
 func readNow(nc net.Conn, p []byte) (int, error) {
+	n, err := recvNow(nc, p, 0)
+	switch {
+	case errors.Is(err, errNotSocket), err == syscall.EAGAIN, err == syscall.EWOULDBLOCK:
+		return 0, errWouldWait
+	case err != nil:
+		return 0, err
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+var errNotSocket = errors.New("h1client: not a socket")
+
+// recvNow is one recv(2) on nc with flags and MSG_DONTWAIT: it never waits.
+func recvNow(nc net.Conn, p []byte, flags int) (int, error) {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return 0, errWouldWait
+		return 0, errNotSocket
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
@@ -361,20 +377,12 @@ func readNow(nc net.Conn, p []byte) (int, error) {
 		rerr error
 	)
 	if err := rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), p)
+		n, _, rerr = syscall.Recvfrom(int(fd), p, flags|syscall.MSG_DONTWAIT)
 		return true
 	}); err != nil {
 		return 0, err
 	}
-	switch {
-	case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
-		return 0, errWouldWait
-	case rerr != nil:
-		return 0, rerr
-	case n == 0 && len(p) > 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	return n, rerr
 }
 
 // get returns an idle connection to addr that is still open, or a new one.
@@ -491,29 +499,12 @@ const (
 // peek looks, without reading or waiting, at what has arrived on c. A
 // connection that is no socket (a pipe, in tests) always has nothing.
 func peek(c *conn) peeked {
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
-		return nothing
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return gone
-	}
-	var (
-		buf  [1]byte
-		n    int
-		rerr error
-	)
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true
-	}); err != nil {
-		return gone
-	}
+	var buf [1]byte
+	n, err := recvNow(c.nc, buf[:], syscall.MSG_PEEK)
 	switch {
-	case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
+	case errors.Is(err, errNotSocket), err == syscall.EAGAIN, err == syscall.EWOULDBLOCK:
 		return nothing
-	case rerr != nil || n == 0:
+	case err != nil || n == 0:
 		return gone
 	}
 	return bytesIn
