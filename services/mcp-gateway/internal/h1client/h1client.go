@@ -122,7 +122,8 @@ type conn struct {
 	nc      net.Conn
 	lr      limitReader
 	br      *bufio.Reader
-	bw      *bufio.Writer
+	cw      countWriter
+	bw      *bufio.Writer // writes to cw
 	idleAt  time.Time
 	reused  bool
 	addrKey string
@@ -140,6 +141,19 @@ type limitReader struct {
 }
 
 var errWouldWait = errors.New("h1client: nothing more has arrived")
+
+// countWriter counts the bytes written to the connection: a request none
+// of which went out may be sent again.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
 
 func (l *limitReader) Read(p []byte) (int, error) {
 	if l.now {
@@ -202,7 +216,7 @@ func closeBody(req *http.Request) {
 }
 
 // exchange writes req on c and reads the answer's header. retry says that
-// nothing was written on a reused connection.
+// writing failed on a reused connection before any byte of req went out.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, bool, error) {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
 	fail := func(err error) error {
@@ -213,19 +227,17 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		}
 		return err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return nil, false, fail(err)
+	written := c.cw.n
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
-		// bufio.Writer buffered the request; a failed flush on a reused
-		// connection wrote nothing the server could act on when it had
-		// closed the connection already.
-		return nil, c.reused && c.bw.Buffered() > 0, fail(err)
+	if err != nil {
+		return nil, c.reused && c.cw.n == written, fail(err)
 	}
 	c.lr.n = t.opts.MaxHeaderBytes
 	var resp *http.Response
 	for {
-		var err error
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -414,7 +426,8 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, error) {
 	c := &conn{nc: nc, addrKey: addr}
 	c.lr = limitReader{r: nc, n: -1}
 	c.br = bufio.NewReaderSize(&c.lr, 4<<10)
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.cw = countWriter{w: nc}
+	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
 	return c, nil
 }
 

@@ -528,3 +528,80 @@ func TestLateClosingChunk(t *testing.T) {
 		t.Fatalf("%d connections after four calls, want 2: both were used again", n)
 	}
 }
+
+// flakyConn fails its writes as mode says once it is set: "none" writes
+// nothing, "half" writes half of what it is given. It hides the socket, so
+// the idle peek finds nothing wrong with it.
+type flakyConn struct {
+	net.Conn
+	mode atomic.Value // string
+}
+
+var errFlaky = errors.New("write failed")
+
+func (c *flakyConn) Write(p []byte) (int, error) {
+	switch c.mode.Load() {
+	case "none":
+		return 0, errFlaky
+	case "half":
+		n, _ := c.Conn.Write(p[:len(p)/2])
+		return n, errFlaky
+	}
+	return c.Conn.Write(p)
+}
+
+// A request is sent again on a new connection only when none of it went out
+// on the reused one: a server may have acted on part of a request.
+func TestRetryOnlyWhenNothingWritten(t *testing.T) {
+	for _, c := range []struct {
+		mode    string
+		retried bool
+	}{
+		{"none", true},
+		{"half", false},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			s := newServer(t, echo)
+			var (
+				mu     sync.Mutex
+				dialed []*flakyConn
+			)
+			tr := New(Options{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				fc := &flakyConn{Conn: nc}
+				mu.Lock()
+				dialed = append(dialed, fc)
+				mu.Unlock()
+				return fc, nil
+			}})
+			resp, err := post(t, tr, context.Background(), s.URL, `{"n":1}`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			dialed[0].mode.Store(c.mode)
+			resp, err = post(t, tr, context.Background(), s.URL, `{"n":2}`)
+			if !c.retried {
+				if !errors.Is(err, errFlaky) {
+					t.Fatalf("err = %v, want the write's error and no second attempt", err)
+				}
+				if len(dialed) != 1 {
+					t.Fatalf("%d connections dialed, want 1", len(dialed))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("not sent again: %v", err)
+			}
+			if got := readAll(t, resp); !strings.Contains(got, `{"n":2}`) {
+				t.Fatalf("answer %s", got)
+			}
+			if len(dialed) != 2 {
+				t.Fatalf("%d connections dialed, want 2", len(dialed))
+			}
+		})
+	}
+}
